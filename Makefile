@@ -1,0 +1,66 @@
+# Every target delegates to one tool; `make` alone lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+WEIGHTS ?= imagenet
+MODEL_NAME ?= xception
+MODEL_BASE_PATH ?= models/$(MODEL_NAME)
+GRPC_PORT ?= 8500
+REST_PORT ?= 8501
+IMAGE ?= samples/cat.jpg
+PYTEST_ARGS ?=
+
+.PHONY: help install export serve serve-tfserving run test test-unit lint bench k8s clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  variables: WEIGHTS=imagenet|random|PATH.h5  MODEL_BASE_PATH=$(MODEL_BASE_PATH)  IMAGE=$(IMAGE)"
+
+install: $(STAMP) ## create .venv/ with export, serving, client and test tools
+
+$(STAMP): pyproject.toml client/pyproject.toml export/pyproject.toml serving/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e ./client -e ./export -e ./serving --group dev
+	touch $(STAMP)
+
+export: $(STAMP) ## export Xception to $(MODEL_BASE_PATH)/<next version> (WEIGHTS=random offline)
+	$(BIN)/xception-export --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH)
+
+serve: $(STAMP) ## serve $(MODEL_BASE_PATH) locally on gRPC $(GRPC_PORT) / REST $(REST_PORT) (foreground)
+	$(BIN)/xception-serve --model_name=$(MODEL_NAME) --model_base_path=$(abspath $(MODEL_BASE_PATH)) \
+	  --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT)
+
+serve-tfserving: ## serve with real TF Serving on the GPU (Docker image or tensorflow_model_server)
+	serving/run-tfserving.sh
+
+run: $(STAMP) ## export if needed, serve locally, classify $(IMAGE), stop (offline: WEIGHTS=random)
+	$(BIN)/python -m xception_serving.demo --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH) \
+	  --model-name $(MODEL_NAME) --image $(IMAGE)
+
+test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## run only the fast unit tier
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(STAMP) ## benchmark limit vs served vs the usual way (TFS_TARGET=host:port to measure TF Serving)
+	$(BIN)/python benchmarks/run.py $(if $(TFS_TARGET),--tfserving-target $(TFS_TARGET))
+
+k8s: ## render the Kubernetes manifests (gpu and cpu overlays) to build/k8s/
+	mkdir -p build/k8s
+	kubectl kustomize serving/k8s/overlays/gpu > build/k8s/gpu.yaml
+	kubectl kustomize serving/k8s/overlays/cpu > build/k8s/cpu.yaml
+	@echo "rendered build/k8s/gpu.yaml and build/k8s/cpu.yaml"
+
+clean: ## remove build output and exported models (keeps .venv)
+	rm -rf build models .pytest_cache .ruff_cache .mypy_cache

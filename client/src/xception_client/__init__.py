@@ -1,0 +1,1 @@
+"""Thin gRPC client for an Xception classifier served by TensorFlow Serving."""

@@ -1,0 +1,47 @@
+"""The model contract: every signature, tensor alias and default shared by export, server and client.
+
+The export writes these names into the SavedModel; the client reads them to build requests. Keeping
+them in one module (in the light client package, which the export depends on) means producer and
+consumer cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DEFAULT_MODEL_NAME: Final = "xception"
+DEFAULT_GRPC_PORT: Final = 8500
+DEFAULT_REST_PORT: Final = 8501
+
+# Signatures (SignatureDef keys) and their TF Serving method names.
+BYTES_SIGNATURE: Final = "serving_default"  # encoded image bytes -> labelled top-k
+PIXELS_SIGNATURE: Final = "serving_pixels"  # uint8 [N, S, S, 3] at the model's size
+PREPROCESSED_SIGNATURE: Final = "serving_preprocessed"  # float32 [N, S, S, 3] already in [-1, 1]
+CLASSIFY_SIGNATURE: Final = "classify"  # tf.Example with image/encoded -> classes/scores
+PREDICT_METHOD: Final = "tensorflow/serving/predict"
+CLASSIFY_METHOD: Final = "tensorflow/serving/classify"
+
+# Inputs.
+IMAGE_BYTES_INPUT: Final = "image_bytes"  # DT_STRING [-1]
+PIXELS_INPUT: Final = "pixels"  # DT_UINT8 [-1, S, S, 3]
+PREPROCESSED_INPUT: Final = "preprocessed"  # DT_FLOAT [-1, S, S, 3]
+CLASSIFY_INPUT: Final = "inputs"  # DT_STRING [-1] serialized tf.Example
+EXAMPLE_IMAGE_FEATURE: Final = "image/encoded"
+
+# Predict outputs (all signatures but classify).
+PROBABILITIES_OUTPUT: Final = "probabilities"  # DT_FLOAT [-1, C]
+TOP_K_SCORES_OUTPUT: Final = "top_k_scores"  # DT_FLOAT [-1, K]
+TOP_K_CLASS_IDS_OUTPUT: Final = "top_k_class_ids"  # DT_INT32 [-1, K]
+TOP_K_LABELS_OUTPUT: Final = "top_k_labels"  # DT_STRING [-1, K]
+TOP_K_KEYS_OUTPUT: Final = "top_k_keys"  # DT_STRING [-1, K], only when labels have keys (wnids)
+
+# Classify outputs.
+CLASSIFY_CLASSES_OUTPUT: Final = "classes"  # DT_STRING [-1, C]
+CLASSIFY_SCORES_OUTPUT: Final = "scores"  # DT_FLOAT [-1, C]
+
+# Limits and defaults.
+DEFAULT_TOP_K: Final = 5
+DEFAULT_MAX_PIXELS: Final = 40_000_000
+DEFAULT_IMAGE_SIZE: Final = 299
+# Formats the exported graph decodes; anything else is re-encoded losslessly by the client.
+GRAPH_DECODABLE_FORMATS: Final = frozenset({"JPEG", "PNG", "GIF", "BMP"})

@@ -1,0 +1,1 @@
+"""A local server that answers as TensorFlow Serving does, and TF Serving launch tooling."""
