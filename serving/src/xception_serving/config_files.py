@@ -1,12 +1,13 @@
 """Read TF Serving's text-proto config files, the same files tensorflow_model_server reads.
 
-`models.config` parses with TF Serving's own ModelServerConfig (tensorflow-serving-api); the batching,
-monitoring and SSL files parse with messages re-declared in `tfs_config.proto` from TF Serving's field
-definitions. Errors name the file and use TF Serving's wording where it has one.
+`models.config` parses with TF Serving's own ModelServerConfig (tensorflow-serving-api); the
+batching, monitoring and SSL files parse with messages re-declared in `tfs_config.proto` from TF
+Serving's field definitions. Errors name the file and use TF Serving's wording where it has one.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import TypeVar
 
@@ -81,8 +82,8 @@ def validate_batching_parameters(params: tfs_config_pb2.BatchingParameters) -> N
     max_batch_size = params.max_batch_size.value if params.HasField("max_batch_size") else 1000
     sizes = list(params.allowed_batch_sizes)
     if sizes:
-        if any(b <= a for a, b in zip(sizes, sizes[1:])):
-            raise ConfigError(f"allowed_batch_sizes entries must be monotonically increasing: {sizes}")
+        if any(b <= a for a, b in pairwise(sizes)):
+            raise ConfigError(f"allowed_batch_sizes must be strictly increasing: {sizes}")
         if sizes[-1] != max_batch_size:
             raise ConfigError(
                 "Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
