@@ -1,0 +1,172 @@
+"""``AsyncClient``: the asyncio twin of :class:`~xception_client.Client`, on ``grpc.aio``.
+
+Same constructor, same method names, same errors; methods are coroutines and ``predict_many`` is an
+async generator. Create it inside a running event loop::
+
+    async with AsyncClient("localhost:8500") as client:
+        predictions = await client.predict("cat.jpg")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+
+from . import _channel, _wire, contract
+from ._channel import TLS, ChannelOption
+from .client import DEFAULT_RETRIES, DEFAULT_TIMEOUT, _Base
+from .errors import XceptionClientError
+from .images import ImageInput
+from .labels import Prediction
+from .metadata import ModelMetadata, ModelVersionStatus
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient(_Base):
+    """Asyncio client; see :class:`~xception_client.Client` for the arguments."""
+
+    def __init__(
+        self,
+        target: str = f"localhost:{contract.DEFAULT_GRPC_PORT}",
+        *,
+        model_name: str = contract.DEFAULT_MODEL_NAME,
+        model_version: int | None = None,
+        version_label: str | None = None,
+        signature: str = contract.BYTES_SIGNATURE,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        tls: bool | TLS | None = None,
+        compression: str | None = None,
+        channel_options: Sequence[ChannelOption] = (),
+        max_pixels: int = contract.DEFAULT_MAX_PIXELS,
+        apply_exif_orientation: bool = False,
+        wait_for_ready: bool = False,
+    ) -> None:
+        super().__init__(
+            target, model_name=model_name, model_version=model_version,
+            version_label=version_label, signature=signature, timeout=timeout, retries=retries,
+            tls=tls, compression=compression, channel_options=channel_options,
+            max_pixels=max_pixels, apply_exif_orientation=apply_exif_orientation,
+            wait_for_ready=wait_for_ready,
+        )
+        self._channel = _channel.open_aio_channel(self._config)
+        self._calls = {
+            method.path: self._channel.unary_unary(
+                method.path,
+                request_serializer=method.serializer,
+                response_deserializer=method.deserializer,
+            )
+            for method in (_wire.PREDICT, _wire.GET_MODEL_METADATA, _wire.GET_MODEL_STATUS)
+        }
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; in-flight calls are cancelled. Safe to call twice."""
+        await self._channel.close()
+
+    async def _call(self, method: _wire.Method[Any, Any], request: Any, timeout: float | None,
+                    *, image_call: bool = False) -> Any:
+        try:
+            return await self._calls[method.path](
+                request, timeout=self._deadline(timeout), wait_for_ready=self._wait_for_ready
+            )
+        except grpc.RpcError as error:
+            raise self._error(error, image_call=image_call) from error
+
+    async def predict(
+        self, image: ImageInput, *, top_k: int = contract.DEFAULT_TOP_K,
+        timeout: float | None = None,
+    ) -> list[Prediction]:
+        """Classify one image: its ``top_k`` best classes, best first."""
+        return (await self.predict_batch([image], top_k=top_k, timeout=timeout))[0]
+
+    async def predict_batch(
+        self, images: Sequence[ImageInput], *, top_k: int = contract.DEFAULT_TOP_K,
+        timeout: float | None = None,
+    ) -> list[list[Prediction]]:
+        """Classify several images in one request (one list of predictions per image, in order)."""
+        request = self._predict_request(images, top_k)
+        response = await self._call(_wire.PREDICT, request, timeout, image_call=True)
+        return self._parse_predict(response, top_k)
+
+    async def predict_many(
+        self,
+        images: Iterable[ImageInput] | AsyncIterable[ImageInput],
+        *,
+        top_k: int = contract.DEFAULT_TOP_K,
+        concurrency: int = 8,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[Prediction] | XceptionClientError]:
+        """Classify a stream of images, one request each, at most ``concurrency`` in flight,
+        yielding results in input order (see :meth:`Client.predict_many`)."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1; received: concurrency={concurrency}")
+        pending: deque[asyncio.Task[list[Prediction]]] = deque()
+
+        async def one(image: ImageInput) -> list[Prediction]:
+            return await self.predict(image, top_k=top_k, timeout=timeout)
+
+        async def collect() -> list[Prediction] | XceptionClientError:
+            try:
+                return await pending.popleft()
+            except XceptionClientError as error:
+                if not return_exceptions:
+                    raise
+                return error
+
+        try:
+            async for image in _aiter(images):
+                pending.append(asyncio.ensure_future(one(image)))
+                if len(pending) >= concurrency:
+                    yield await collect()
+            while pending:
+                yield await collect()
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def probabilities(
+        self, images: Sequence[ImageInput], *, timeout: float | None = None
+    ) -> np.ndarray[Any, Any]:
+        """Every class's probability, float32 [N, C] (see :meth:`Client.probabilities`)."""
+        request = self._probabilities_request(images)
+        response = await self._call(_wire.PREDICT, request, timeout, image_call=True)
+        return _wire.parse_probabilities(response)
+
+    async def metadata(self, *, timeout: float | None = None) -> ModelMetadata:
+        """The model's signatures, from TF Serving's GetModelMetadata."""
+        request = _wire.metadata_request(self._model)
+        return _wire.parse_metadata(await self._call(_wire.GET_MODEL_METADATA, request, timeout))
+
+    async def status(self, *, timeout: float | None = None) -> list[ModelVersionStatus]:
+        """Every version the server tracks for the model, newest first (GetModelStatus)."""
+        request = _wire.status_request(self._model)
+        return _wire.parse_status(await self._call(_wire.GET_MODEL_STATUS, request, timeout))
+
+    async def check_model(self, *, timeout: float | None = None) -> ModelMetadata:
+        """Raise :class:`~xception_client.ModelMismatch` if the served signature differs from
+        what this client sends and reads; return the metadata otherwise."""
+        return self._check(await self.metadata(timeout=timeout))
+
+
+async def _aiter(
+    images: Iterable[ImageInput] | AsyncIterable[ImageInput],
+) -> AsyncIterator[ImageInput]:
+    if isinstance(images, AsyncIterable):
+        async for image in images:
+            yield image
+    else:
+        for image in images:
+            yield image

@@ -1,0 +1,343 @@
+"""The synchronous client. ``aio.AsyncClient`` is its twin with the same methods on ``grpc.aio``."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, TypeVar, overload
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from . import _channel, _wire, contract
+from ._channel import TLS, ChannelOption
+from .errors import (
+    InvalidImage,
+    ModelMismatch,
+    TopKTooLarge,
+    XceptionClientError,
+    from_rpc_error,
+)
+from .images import ImageInput, load_image
+from .labels import Prediction
+from .metadata import ModelMetadata, ModelVersionStatus, signature_problems
+
+__all__ = ["DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "Client"]
+
+DEFAULT_TIMEOUT = 10.0  # seconds, for every call
+DEFAULT_RETRIES = 3  # extra attempts after UNAVAILABLE (gRPC service-config retry policy)
+_SIGNATURES = (contract.BYTES_SIGNATURE, contract.PIXELS_SIGNATURE)
+# predict() sends no output_filter: top_k_keys exists only for models whose labels have keys, and
+# filtering on a missing alias is an error in TF Serving. The cost is the probabilities output
+# (4 bytes x C per image) riding along.
+
+T = TypeVar("T")
+
+
+class _Base:
+    """Configuration, validation and request building shared by Client and AsyncClient (no I/O)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        model_name: str,
+        model_version: int | None,
+        version_label: str | None,
+        signature: str,
+        timeout: float,
+        retries: int,
+        tls: bool | TLS | None,
+        compression: str | None,
+        channel_options: Sequence[ChannelOption],
+        max_pixels: int,
+        apply_exif_orientation: bool,
+        wait_for_ready: bool,
+    ) -> None:
+        if model_version is not None and version_label is not None:
+            raise ValueError(
+                "give model_version or version_label, not both; received: "
+                f"model_version={model_version}, version_label={version_label!r}"
+            )
+        if signature not in _SIGNATURES:
+            raise ValueError(
+                f"signature must be one of {_SIGNATURES}; received: signature={signature!r}"
+            )
+        self._timeout = _check_timeout(timeout)
+        self._model = _wire.ModelRef(model_name, model_version, version_label, signature)
+        self._config = _channel.make_config(
+            target, retries=retries, tls=tls, compression=compression,
+            extra_options=channel_options,
+        )
+        self.target = target
+        self._max_pixels = max_pixels
+        self._exif = apply_exif_orientation
+        self._wait_for_ready = wait_for_ready
+        self._exported_k: int | None = None  # learned from the first response
+
+    @property
+    def timeout(self) -> float:
+        """Default deadline of every call, in seconds."""
+        return self._timeout
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self._timeout if timeout is None else _check_timeout(timeout)
+
+    def _predict_request(self, images: Sequence[ImageInput], top_k: int) -> Any:
+        if not images:
+            raise ValueError("images is empty; give at least one image")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1; received: top_k={top_k}")
+        if self._exported_k is not None and top_k > self._exported_k:
+            raise TopKTooLarge(top_k, self._exported_k)
+        if self._model.signature == contract.PIXELS_SIGNATURE:
+            return _wire.predict_pixels_request(self._model, self._pixels(images))
+        encoded = [
+            load_image(
+                image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif
+            ).data
+            for image in images
+        ]
+        return _wire.predict_bytes_request(self._model, encoded)
+
+    def _pixels(self, images: Sequence[ImageInput]) -> np.ndarray[Any, Any]:
+        arrays = []
+        for image in images:
+            encoded = load_image(
+                image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif
+            )
+            with Image.open(io.BytesIO(encoded.data)) as decoded:
+                arrays.append(np.asarray(decoded.convert("RGB"), dtype=np.uint8))
+        if len({a.shape for a in arrays}) != 1:
+            raise InvalidImage(
+                "the pixel signature needs every image at the model's size; received shapes "
+                f"{sorted({a.shape for a in arrays})}"
+            )
+        return np.stack(arrays)
+
+    def _parse_predict(self, response: Any, top_k: int) -> list[list[Prediction]]:
+        try:
+            return _wire.parse_top_k(response, top_k)
+        except TopKTooLarge as error:
+            self._exported_k = error.exported
+            raise
+
+    def _probabilities_request(self, images: Sequence[ImageInput]) -> Any:
+        if not images:
+            raise ValueError("images is empty; give at least one image")
+        outputs = (contract.PROBABILITIES_OUTPUT,)
+        if self._model.signature == contract.PIXELS_SIGNATURE:
+            return _wire.predict_pixels_request(self._model, self._pixels(images), outputs)
+        encoded = [
+            load_image(image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif).data
+            for image in images
+        ]
+        return _wire.predict_bytes_request(self._model, encoded, outputs)
+
+    def _error(self, error: grpc.RpcError, *, image_call: bool = False) -> XceptionClientError:
+        return from_rpc_error(error, target=self.target, image_call=image_call)
+
+    def _check(self, metadata: ModelMetadata) -> ModelMetadata:
+        problems = signature_problems(metadata, self._model.signature)
+        if problems:
+            raise ModelMismatch(problems)
+        return metadata
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.target!r}, model_name={self._model.name!r}, "
+            f"signature={self._model.signature!r}, timeout={self._timeout})"
+        )
+
+
+class Client(_Base):
+    """A gRPC client for the Xception model served by TF Serving (or the local server).
+
+    ::
+
+        with Client("localhost:8500") as client:
+            for p in client.predict("cat.jpg", top_k=3):
+                print(p.label, p.score)
+
+    ``target`` is ``"host:port"``, ``"dns:///host:port"`` (all addresses, round-robin; use a
+    Kubernetes headless Service), or ``"h1:p1,h2:p2"``. ``timeout`` (seconds) is the deadline of
+    every call unless a method's ``timeout=`` overrides it. ``retries`` is how many times gRPC
+    retries a call that failed with UNAVAILABLE (0 disables). ``tls=True`` uses the system's roots;
+    pass :class:`TLS` for a private CA or mutual TLS. ``compression`` is None, "gzip" or "deflate".
+    ``channel_options`` are extra gRPC channel arguments (they override the defaults).
+    ``wait_for_ready=True`` makes calls wait (within their deadline) for an unreachable server
+    instead of failing fast.
+    """
+
+    def __init__(
+        self,
+        target: str = f"localhost:{contract.DEFAULT_GRPC_PORT}",
+        *,
+        model_name: str = contract.DEFAULT_MODEL_NAME,
+        model_version: int | None = None,
+        version_label: str | None = None,
+        signature: str = contract.BYTES_SIGNATURE,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        tls: bool | TLS | None = None,
+        compression: str | None = None,
+        channel_options: Sequence[ChannelOption] = (),
+        max_pixels: int = contract.DEFAULT_MAX_PIXELS,
+        apply_exif_orientation: bool = False,
+        wait_for_ready: bool = False,
+    ) -> None:
+        super().__init__(
+            target, model_name=model_name, model_version=model_version,
+            version_label=version_label, signature=signature, timeout=timeout, retries=retries,
+            tls=tls, compression=compression, channel_options=channel_options,
+            max_pixels=max_pixels, apply_exif_orientation=apply_exif_orientation,
+            wait_for_ready=wait_for_ready,
+        )
+        self._channel = _channel.open_channel(self._config)
+        self._calls = {
+            method.path: self._channel.unary_unary(
+                method.path,
+                request_serializer=method.serializer,
+                response_deserializer=method.deserializer,
+            )
+            for method in (_wire.PREDICT, _wire.GET_MODEL_METADATA, _wire.GET_MODEL_STATUS)
+        }
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel; in-flight calls are cancelled. Safe to call twice."""
+        self._channel.close()
+
+    def _call(self, method: _wire.Method[Any, Any], request: Any, timeout: float | None,
+              *, image_call: bool = False) -> Any:
+        try:
+            return self._calls[method.path](
+                request, timeout=self._deadline(timeout), wait_for_ready=self._wait_for_ready
+            )
+        except grpc.RpcError as error:
+            raise self._error(error, image_call=image_call) from error
+
+    def predict(
+        self, image: ImageInput, *, top_k: int = contract.DEFAULT_TOP_K,
+        timeout: float | None = None,
+    ) -> list[Prediction]:
+        """Classify one image: its ``top_k`` best classes, best first."""
+        return self.predict_batch([image], top_k=top_k, timeout=timeout)[0]
+
+    def predict_batch(
+        self, images: Sequence[ImageInput], *, top_k: int = contract.DEFAULT_TOP_K,
+        timeout: float | None = None,
+    ) -> list[list[Prediction]]:
+        """Classify several images in one request (one list of predictions per image, in order)."""
+        request = self._predict_request(images, top_k)
+        response = self._call(_wire.PREDICT, request, timeout, image_call=True)
+        return self._parse_predict(response, top_k)
+
+    @overload
+    def predict_many(
+        self, images: Iterable[ImageInput], *, top_k: int = ..., concurrency: int = ...,
+        timeout: float | None = ..., return_exceptions: Literal[False] = ...,
+    ) -> Iterator[list[Prediction]]: ...
+
+    @overload
+    def predict_many(
+        self, images: Iterable[ImageInput], *, top_k: int = ..., concurrency: int = ...,
+        timeout: float | None = ..., return_exceptions: Literal[True],
+    ) -> Iterator[list[Prediction] | XceptionClientError]: ...
+
+    def predict_many(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        top_k: int = contract.DEFAULT_TOP_K,
+        concurrency: int = 8,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> Iterator[list[Prediction] | XceptionClientError]:
+        """Classify a stream of images, one request each, at most ``concurrency`` in flight.
+
+        Results come back in input order as soon as each is ready; the input iterable is consumed
+        lazily, so it may be unbounded. With ``return_exceptions=True`` a failed image yields its
+        :class:`XceptionClientError` in place instead of stopping the stream.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1; received: concurrency={concurrency}")
+        deadline = self._deadline(timeout)
+        pending: deque[Any] = deque()  # grpc futures, or an error raised while preparing
+        stub = self._calls[_wire.PREDICT.path]
+
+        def submit(image: ImageInput) -> None:
+            try:
+                request = self._predict_request([image], top_k)
+            except XceptionClientError as error:
+                pending.append(error)
+                return
+            pending.append(
+                stub.future(request, timeout=deadline, wait_for_ready=self._wait_for_ready)
+            )
+
+        def collect() -> list[Prediction] | XceptionClientError:
+            item = pending.popleft()
+            try:
+                if isinstance(item, XceptionClientError):
+                    raise item
+                try:
+                    return self._parse_predict(item.result(), top_k)[0]
+                except grpc.RpcError as error:
+                    raise self._error(error, image_call=True) from error
+            except XceptionClientError as error:
+                if not return_exceptions:
+                    for future in pending:
+                        if not isinstance(future, XceptionClientError):
+                            future.cancel()
+                    raise
+                return error
+
+        for image in images:
+            submit(image)
+            if len(pending) >= concurrency:
+                yield collect()
+        while pending:
+            yield collect()
+
+    def probabilities(
+        self, images: Sequence[ImageInput], *, timeout: float | None = None
+    ) -> np.ndarray[Any, Any]:
+        """Every class's probability, float32 [len(images), C], from the probabilities output.
+
+        Use it when you need more than the K best classes the model exports (top_k_* outputs).
+        """
+        request = self._probabilities_request(images)
+        response = self._call(_wire.PREDICT, request, timeout, image_call=True)
+        return _wire.parse_probabilities(response)
+
+    def metadata(self, *, timeout: float | None = None) -> ModelMetadata:
+        """The model's signatures, from TF Serving's GetModelMetadata."""
+        response = self._call(
+            _wire.GET_MODEL_METADATA, _wire.metadata_request(self._model), timeout
+        )
+        return _wire.parse_metadata(response)
+
+    def status(self, *, timeout: float | None = None) -> list[ModelVersionStatus]:
+        """Every version the server tracks for the model, newest first (GetModelStatus)."""
+        response = self._call(_wire.GET_MODEL_STATUS, _wire.status_request(self._model), timeout)
+        return _wire.parse_status(response)
+
+    def check_model(self, *, timeout: float | None = None) -> ModelMetadata:
+        """Read the model's metadata and raise :class:`ModelMismatch` explaining any difference
+        between the served signature and what this client sends and reads."""
+        return self._check(self.metadata(timeout=timeout))
+
+
+def _check_timeout(timeout: float) -> float:
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds; received: {timeout!r}")
+    return float(timeout)
