@@ -1,0 +1,223 @@
+"""The export as a library call: ``export(...)`` does what ``xception-export`` does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xception_client import contract
+
+from xception_export import artifact, preprocess, sources
+from xception_export.errors import ExportError, UsageError
+from xception_export.labels import Labels, LabelsError, imagenet_labels, load_labels
+
+__all__ = ["ExportResult", "export", "export_keras_model"]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where a version was written and what it contains."""
+
+    base_path: Path
+    version: int
+    version_dir: Path
+    image_size: int
+    num_classes: int
+    top_k: int
+    metadata: dict[str, Any]
+    seconds: float
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _tool_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xception-export")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def export(
+    model_base_path: str | Path,
+    *,
+    weights: str = "imagenet",
+    model: str | Path | None = None,
+    labels: str | Path | None = None,
+    outputs: str = "auto",
+    image_size: int | None = None,
+    interpolation: str = preprocess.DEFAULT_INTERPOLATION,
+    top_k: int = contract.DEFAULT_TOP_K,
+    max_pixels: int = contract.DEFAULT_MAX_PIXELS,
+    model_version: int | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = _stderr,
+) -> ExportResult:
+    """Export Keras Xception (``weights``) or a fine-tuned model (``model`` + ``labels``).
+
+    Raises UsageError for bad argument values and ExportError for other failures.
+    """
+    if outputs not in sources.OUTPUT_KINDS:
+        raise UsageError(
+            f"--outputs must be one of {', '.join(sources.OUTPUT_KINDS)}. "
+            f"Received: --outputs={outputs}"
+        )
+    if model is None:
+        if labels is not None:
+            raise UsageError(
+                f"--labels goes with --model (Xception uses the ImageNet labels). "
+                f"Received: --labels={labels}"
+            )
+        if outputs != "auto":
+            raise UsageError(
+                f"--outputs goes with --model (Xception ends in softmax). "
+                f"Received: --outputs={outputs}"
+            )
+        _check_common(interpolation, top_k, max_pixels, 1000)
+        source = sources.xception(weights, image_size or contract.DEFAULT_IMAGE_SIZE)
+        label_set = imagenet_labels()
+    else:
+        if labels is None:
+            raise UsageError(
+                "--model needs --labels FILE (one label per class). Received: --labels=None"
+            )
+        _check_common(interpolation, top_k, max_pixels, None)
+        try:
+            label_set = load_labels(labels)
+        except LabelsError as err:
+            raise UsageError(f"{err}. Received: --labels={labels}") from err
+        source = sources.user_model(str(model), image_size, outputs)
+    if weights == "random" and model is None:
+        log(
+            "WARNING: --weights random: untrained weights, predictions are meaningless "
+            "(plumbing tests only); recorded in the export metadata"
+        )
+    return export_keras_model(
+        source,
+        label_set,
+        model_base_path,
+        top_k=top_k,
+        interpolation=interpolation,
+        max_pixels=max_pixels,
+        model_version=model_version,
+        force=force,
+        log=log,
+    )
+
+
+def _check_common(interpolation: str, top_k: int, max_pixels: int, classes: int | None) -> None:
+    if interpolation not in preprocess.INTERPOLATIONS:
+        raise UsageError(
+            f"--interpolation must be one of {', '.join(preprocess.INTERPOLATIONS)}. "
+            f"Received: --interpolation={interpolation}"
+        )
+    if top_k < 1 or (classes is not None and top_k > classes):
+        raise UsageError(
+            f"--top-k must be between 1 and the number of classes "
+            f"({classes if classes else 'C'}). Received: --top-k={top_k}"
+        )
+    if max_pixels < 1:
+        raise UsageError(f"--max-pixels must be positive. Received: --max-pixels={max_pixels}")
+
+
+def export_keras_model(
+    source: sources.ModelSource,
+    labels: Labels,
+    model_base_path: str | Path,
+    *,
+    top_k: int = contract.DEFAULT_TOP_K,
+    interpolation: str = preprocess.DEFAULT_INTERPOLATION,
+    max_pixels: int = contract.DEFAULT_MAX_PIXELS,
+    model_version: int | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = _stderr,
+) -> ExportResult:
+    """Write an already-loaded model as ``<model_base_path>/<version>`` (atomically)."""
+    import tensorflow as tf
+
+    from xception_export import graph, warmup
+
+    started = time.monotonic()
+    try:
+        labels.check_count(source.num_classes)
+    except LabelsError as err:
+        raise UsageError(f"{err}. Received: --labels={labels.source}") from err
+    _check_common(interpolation, top_k, max_pixels, source.num_classes)
+    base_path = Path(model_base_path).absolute()
+    if base_path.exists() and not base_path.is_dir():
+        raise UsageError(
+            f"--model-base-path must be a directory. Received: --model-base-path={model_base_path}"
+        )
+    version = artifact.resolve_version(base_path, model_version, force)
+    staging = artifact.staging_dir(base_path, version)
+    try:
+        built = staging / str(version)
+        labels_file, keys_file = graph.write_label_assets(labels, staging / "labels")
+        log(
+            f"building the serving graph ({source.image_size}x{source.image_size}, "
+            f"{source.num_classes} classes, {interpolation} resize)"
+        )
+        module = graph.build_module(
+            source.model,
+            image_size=source.image_size,
+            num_classes=source.num_classes,
+            model_outputs=source.outputs,
+            labels_file=labels_file,
+            keys_file=keys_file,
+            top_k=top_k,
+            interpolation=interpolation,
+            max_pixels=max_pixels,
+        )
+        tf.saved_model.save(module, str(built), signatures=graph.signatures_of(module))
+        graph.set_method_names(built)
+        records = warmup.write_warmup(
+            built / "assets.extra" / warmup.WARMUP_FILE, source.image_size
+        )
+        metadata = {
+            "tool": "xception-export",
+            "tool_version": _tool_version(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": source.kind,
+            "weights": source.weights,
+            "untrained": source.weights == "random",
+            "model_outputs": source.outputs,
+            "image_size": source.image_size,
+            "interpolation": interpolation,
+            "normalization": "x / 127.5 - 1 (keras.applications.xception.preprocess_input)",
+            "num_classes": source.num_classes,
+            "labels": labels.source,
+            "label_keys": labels.keys is not None,
+            "top_k": top_k,
+            "max_pixels": max_pixels,
+            "signatures": {name: method for name, method in graph.METHOD_NAMES.items()},
+            "warmup_records": records,
+            "version": version,
+            "content_sha256": artifact.content_hashes(built),
+        }
+        artifact.write_metadata(built, metadata)
+        target = artifact.publish(built, base_path, version, force)
+    except (OSError, tf.errors.OpError) as err:
+        raise ExportError(f"export to {base_path} failed: {err}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.monotonic() - started
+    log(f"exported version {version} to {target} in {seconds:.1f} s")
+    return ExportResult(
+        base_path=base_path,
+        version=version,
+        version_dir=target,
+        image_size=source.image_size,
+        num_classes=source.num_classes,
+        top_k=top_k,
+        metadata=metadata,
+        seconds=seconds,
+    )

@@ -1,0 +1,180 @@
+"""``xception-export``: export Keras Xception for TF Serving; ``xception-export inspect PATH``.
+
+Exit codes: 0 success, 1 runtime failure (one line; traceback with --verbose), 2 bad arguments.
+Progress goes to stderr; ``inspect`` prints to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from xception_client import contract
+
+from xception_export import preprocess, sources
+from xception_export.errors import ExportError, UsageError
+
+PROG = "xception-export"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export Keras Xception (or a fine-tuned Xception classifier) as a versioned "
+        "TF Serving SavedModel that takes encoded image bytes, with Keras-exact preprocessing, "
+        "labels and warmup inside. `xception-export inspect PATH` shows an export.",
+    )
+    src = parser.add_argument_group("model source")
+    src.add_argument(
+        "--weights",
+        default="imagenet",
+        metavar="imagenet|random|PATH",
+        help="Keras Xception weights: 'imagenet' (Keras cache/download), a local .h5 weights file, "
+        "or 'random' (untrained, plumbing tests only). Default: imagenet",
+    )
+    src.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a fine-tuned classifier (.keras, .h5 or SavedModel dir) instead of "
+        "--weights; takes preprocess_input output",
+    )
+    src.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels for --model: one per line, or JSON (list, index->name, "
+        "or Keras class-index shape)",
+    )
+    src.add_argument(
+        "--outputs",
+        choices=sources.OUTPUT_KINDS,
+        default="auto",
+        help="what --model returns; auto reads its last activation. Default: auto",
+    )
+    src.add_argument(
+        "--image-size",
+        type=_positive_int,
+        metavar="S",
+        help=f"input size SxS (Xception default {contract.DEFAULT_IMAGE_SIZE}; "
+        "a --model's own size unless it is dynamic)",
+    )
+    graph = parser.add_argument_group("serving graph")
+    graph.add_argument(
+        "--interpolation",
+        choices=preprocess.INTERPOLATIONS,
+        default=preprocess.DEFAULT_INTERPOLATION,
+        help="resize filter, as keras.utils.load_img's (default nearest, exact)",
+    )
+    graph.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=contract.DEFAULT_TOP_K,
+        metavar="K",
+        help=f"top-k outputs (default {contract.DEFAULT_TOP_K})",
+    )
+    graph.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=contract.DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="reject images with more pixels, checked from the header "
+        f"(default {contract.DEFAULT_MAX_PIXELS})",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--model-base-path",
+        default=f"models/{contract.DEFAULT_MODEL_NAME}",
+        metavar="DIR",
+        help="TF Serving model base path; the version goes in "
+        "DIR/<version>/ (default models/xception)",
+    )
+    out.add_argument(
+        "--model-version",
+        type=_positive_int,
+        metavar="N",
+        help="version number (default: next free integer)",
+    )
+    out.add_argument("--force", action="store_true", help="replace an existing version")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="show TensorFlow logs and tracebacks"
+    )
+    return parser
+
+
+def inspect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} inspect",
+        description="Print a SavedModel's signatures (like saved_model_cli show --all) and the "
+        "export metadata.",
+    )
+    parser.add_argument("path", metavar="PATH", help="a version directory or a model base path")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
+    return parser
+
+
+def _quiet_tensorflow(verbose: bool) -> None:
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    is_inspect = bool(args_list) and args_list[0] == "inspect"
+    parser = inspect_parser() if is_inspect else export_parser()
+    args = parser.parse_args(args_list[1:] if is_inspect else args_list)  # exits 2 on bad usage
+    _quiet_tensorflow(args.verbose)
+    try:
+        if is_inspect:
+            from xception_export import inspect
+
+            info = inspect.describe(inspect.resolve_version_dir(args.path))
+            print(json.dumps(info, indent=2) if args.json else inspect.format_text(info))
+            return 0
+        from xception_export.api import export
+
+        result = export(
+            args.model_base_path,
+            weights=args.weights,
+            model=args.model,
+            labels=args.labels,
+            outputs=args.outputs,
+            image_size=args.image_size,
+            interpolation=args.interpolation,
+            top_k=args.top_k,
+            max_pixels=args.max_pixels,
+            model_version=args.model_version,
+            force=args.force,
+        )
+        print(result.version_dir)
+        return 0
+    except UsageError as err:
+        if args.verbose:
+            traceback.print_exc()
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.verbose:
+            traceback.print_exc()
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if not isinstance(err, ExportError):
+            message = f"{type(err).__name__}: {message}" if message else type(err).__name__
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,180 @@
+"""The serving graph: a ``tf.Module`` wrapping the Keras model with preprocessing, labels and the
+four signatures of the model contract (see xception_client.contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xception_client import contract
+
+from xception_export import preprocess
+from xception_export.labels import Labels
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+LABELS_ASSET = "labels.txt"
+KEYS_ASSET = "label_keys.txt"
+
+
+def write_label_assets(labels: Labels, directory: Path) -> tuple[Path, Path | None]:
+    """Write labels (and keys) one per line; the graph reads them back as SavedModel assets."""
+    directory.mkdir(parents=True, exist_ok=True)
+    names = directory / LABELS_ASSET
+    names.write_text("".join(f"{n}\n" for n in labels.names), encoding="utf-8")
+    keys = None
+    if labels.keys is not None:
+        keys = directory / KEYS_ASSET
+        keys.write_text("".join(f"{k}\n" for k in labels.keys), encoding="utf-8")
+    return names, keys
+
+
+def _table(asset: Any) -> Any:
+    import tensorflow as tf
+
+    init = tf.lookup.TextFileInitializer(
+        asset,
+        key_dtype=tf.int64,
+        key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+        value_dtype=tf.string,
+        value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+    )
+    return tf.lookup.StaticHashTable(init, default_value="")
+
+
+def build_module(
+    model: keras.Model,
+    *,
+    image_size: int,
+    num_classes: int,
+    model_outputs: str,
+    labels_file: Path,
+    keys_file: Path | None,
+    top_k: int,
+    interpolation: str,
+    max_pixels: int,
+) -> tf.Module:
+    """A module whose tf.functions are the serving signatures; save with :func:`signatures_of`."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.model = model
+    # Track the Keras variables explicitly so the SavedModel holds them whatever Keras tracks.
+    module.model_variables = [getattr(v, "value", v) for v in model.variables]
+    # A variable, not a constant: constant folding would turn x / 127.5 into a 1-ulp-off multiply.
+    module.divisor = tf.Variable(127.5, trainable=False, dtype=tf.float32, name="divisor")
+    module.labels_asset = tf.saved_model.Asset(str(labels_file))
+    module.labels_table = _table(module.labels_asset)
+    has_keys = keys_file is not None
+    if has_keys:
+        module.keys_asset = tf.saved_model.Asset(str(keys_file))
+        module.keys_table = _table(module.keys_asset)
+
+    def predict(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = module.model(x, training=False)
+        out = tf.cast(out, tf.float32)
+        probs = tf.nn.softmax(out, axis=-1) if model_outputs == "logits" else out
+        probs = tf.ensure_shape(probs, [None, num_classes])
+        scores, ids = tf.math.top_k(probs, k=top_k)
+        ids = tf.cast(ids, tf.int32)
+        result = {
+            contract.PROBABILITIES_OUTPUT: probs,
+            contract.TOP_K_SCORES_OUTPUT: scores,
+            contract.TOP_K_CLASS_IDS_OUTPUT: ids,
+            contract.TOP_K_LABELS_OUTPUT: module.labels_table.lookup(tf.cast(ids, tf.int64)),
+        }
+        if has_keys:
+            result[contract.TOP_K_KEYS_OUTPUT] = module.keys_table.lookup(tf.cast(ids, tf.int64))
+        return result
+
+    def from_bytes(images: tf.Tensor, name: str) -> tf.Tensor:
+        return preprocess.preprocess_batch(
+            images,
+            size=image_size,
+            interpolation=interpolation,
+            max_pixels=max_pixels,
+            divisor=module.divisor,
+            name=name,
+        )
+
+    square = [None, image_size, image_size, 3]
+
+    def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        return predict(from_bytes(image_bytes, contract.IMAGE_BYTES_INPUT))
+
+    def serve_pixels(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        return predict(preprocess.normalize(pixels, module.divisor))
+
+    def serve_preprocessed(preprocessed: tf.Tensor) -> dict[str, tf.Tensor]:
+        return predict(preprocessed)
+
+    def classify(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        features = tf.io.parse_example(
+            inputs, {contract.EXAMPLE_IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+        )
+        x = from_bytes(
+            features[contract.EXAMPLE_IMAGE_FEATURE],
+            f"{contract.CLASSIFY_INPUT} {contract.EXAMPLE_IMAGE_FEATURE}",
+        )
+        probs = predict(x)[contract.PROBABILITIES_OUTPUT]
+        all_ids = tf.range(num_classes, dtype=tf.int64)
+        classes = module.labels_table.lookup(all_ids)
+        classes = tf.tile(classes[tf.newaxis, :], [tf.shape(probs)[0], 1])
+        return {contract.CLASSIFY_CLASSES_OUTPUT: classes, contract.CLASSIFY_SCORES_OUTPUT: probs}
+
+    module.serve_bytes = tf.function(
+        serve_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name=contract.IMAGE_BYTES_INPUT)],
+    )
+    module.serve_pixels = tf.function(
+        serve_pixels, input_signature=[tf.TensorSpec(square, tf.uint8, name=contract.PIXELS_INPUT)]
+    )
+    module.serve_preprocessed = tf.function(
+        serve_preprocessed,
+        input_signature=[tf.TensorSpec(square, tf.float32, name=contract.PREPROCESSED_INPUT)],
+    )
+    module.classify = tf.function(
+        classify,
+        input_signature=[tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUT)],
+    )
+    return module
+
+
+def signatures_of(module: tf.Module) -> dict[str, Any]:
+    """Signature name -> concrete function, for ``tf.saved_model.save``."""
+    return {
+        contract.BYTES_SIGNATURE: module.serve_bytes.get_concrete_function(),
+        contract.PIXELS_SIGNATURE: module.serve_pixels.get_concrete_function(),
+        contract.PREPROCESSED_SIGNATURE: module.serve_preprocessed.get_concrete_function(),
+        contract.CLASSIFY_SIGNATURE: module.classify.get_concrete_function(),
+    }
+
+
+METHOD_NAMES = {
+    contract.BYTES_SIGNATURE: contract.PREDICT_METHOD,
+    contract.PIXELS_SIGNATURE: contract.PREDICT_METHOD,
+    contract.PREPROCESSED_SIGNATURE: contract.PREDICT_METHOD,
+    contract.CLASSIFY_SIGNATURE: contract.CLASSIFY_METHOD,
+}
+
+
+def set_method_names(export_dir: Path) -> None:
+    """Give each SignatureDef its TF Serving method name (tf.saved_model.save writes predict for
+    all), then rewrite the fingerprint so it matches the edited saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.saved_model import fingerprinting_utils
+
+    pb = export_dir / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(pb.read_bytes())
+    for meta in saved.meta_graphs:
+        for name, sig in meta.signature_def.items():
+            if name in METHOD_NAMES:
+                sig.method_name = METHOD_NAMES[name]
+    pb.write_bytes(saved.SerializeToString(deterministic=True))
+    fingerprint = export_dir / "fingerprint.pb"
+    if fingerprint.exists():
+        fingerprint.unlink()
+        fingerprinting_utils.write_fingerprint(str(export_dir))

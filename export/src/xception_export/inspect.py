@@ -1,0 +1,104 @@
+"""``xception-export inspect``: a SavedModel's signatures (as ``saved_model_cli show --all`` prints
+them) plus the export metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from xception_export import artifact
+from xception_export.errors import ExportError, UsageError
+
+
+def resolve_version_dir(path: str | Path) -> Path:
+    """A version directory, or the highest version under a base path."""
+    p = Path(path)
+    if (p / "saved_model.pb").is_file():
+        return p
+    versions = artifact.existing_versions(p)
+    if versions and (p / str(versions[-1]) / "saved_model.pb").is_file():
+        return p / str(versions[-1])
+    raise UsageError(
+        f"PATH must be a SavedModel version directory or a model base path. Received: PATH={path}"
+    )
+
+
+def _dims(shape: Any) -> list[int] | None:
+    if shape.unknown_rank:
+        return None
+    return [int(d.size) for d in shape.dim]
+
+
+def describe(version_dir: Path) -> dict[str, Any]:
+    """Signatures (inputs/outputs with dtype, shape, tensor name; method name) and metadata."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    except Exception as err:
+        raise ExportError(f"cannot read {version_dir / 'saved_model.pb'}: {err}") from err
+    meta = saved.meta_graphs[0]
+
+    def tensors(infos: Any) -> dict[str, Any]:
+        return {
+            key: {
+                "dtype": types_pb2.DataType.Name(info.dtype),
+                "shape": _dims(info.tensor_shape),
+                "name": info.name,
+            }
+            for key, info in sorted(infos.items())
+        }
+
+    signatures = {
+        name: {
+            "method_name": sig.method_name,
+            "inputs": tensors(sig.inputs),
+            "outputs": tensors(sig.outputs),
+        }
+        for name, sig in sorted(meta.signature_def.items())
+        if name != "__saved_model_init_op"
+    }
+    return {
+        "path": str(version_dir),
+        "tags": list(meta.meta_info_def.tags),
+        "signatures": signatures,
+        "metadata": artifact.read_metadata(version_dir),
+    }
+
+
+def format_text(info: dict[str, Any]) -> str:
+    """saved_model_cli-style text."""
+    import json
+
+    def shape(dims: list[int] | None) -> str:
+        if dims is None:
+            return "unknown_rank"
+        return "(" + ", ".join(str(d) for d in dims) + (",)" if len(dims) == 1 else ")")
+
+    lines = [
+        f"SavedModel: {info['path']}",
+        f"MetaGraphDef with tag-set: '{', '.join(info['tags'])}' "
+        "contains the following SignatureDefs:",
+        "",
+    ]
+    for name, sig in info["signatures"].items():
+        lines.append(f"signature_def['{name}']:")
+        for kind in ("inputs", "outputs"):
+            lines.append(
+                f"  The given SavedModel SignatureDef contains the following {kind[:-1]}(s):"
+            )
+            for key, t in sig[kind].items():
+                lines += [
+                    f"    {kind}['{key}'] tensor_info:",
+                    f"        dtype: {t['dtype']}",
+                    f"        shape: {shape(t['shape'])}",
+                    f"        name: {t['name']}",
+                ]
+        lines.append(f"  Method name is: {sig['method_name']}")
+        lines.append("")
+    lines.append("Export metadata:")
+    metadata = info["metadata"]
+    lines.append(json.dumps(metadata, indent=2, sort_keys=True) if metadata else "  (none)")
+    return "\n".join(lines)

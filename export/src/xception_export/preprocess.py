@@ -1,0 +1,293 @@
+"""In-graph image preprocessing that reproduces the Keras reference pipeline.
+
+The reference is ``keras.utils.load_img(path, target_size=(S, S))`` -> float32 ->
+``keras.applications.xception.preprocess_input``. Each step here is chosen to match it exactly
+(see shared/reference/keras-parity.md for the measured traps):
+
+- the format is sniffed from magic bytes and every decoder is called explicitly, because
+  ``tf.io.decode_image`` cannot select libjpeg's accurate integer DCT, which is what Pillow uses;
+- decoders ask for 3 channels, which drops alpha without compositing, replicates grey and maps
+  palettes, as Pillow's ``convert("RGB")`` does; the first GIF frame is used, as Pillow shows it;
+- 16-bit grey PNGs are clipped to 255 (Pillow's ``I;16`` -> ``RGB`` conversion saturates);
+- nearest resizing gathers the source rows/columns Pillow picks (a float64 running sum), instead
+  of ``tf.image.resize(method="nearest")`` which disagrees at tie points;
+- ``x / 127.5 - 1`` keeps the divisor out of constant folding (passed in as a variable), since
+  folding turns the division into a multiply that is 1 ulp off for 111 of 256 values.
+
+The image-size limit is checked from the header before any full decode allocates memory, and every
+failure is an ``InvalidArgumentError`` naming the problem (TF Serving answers INVALID_ARGUMENT).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# Keras load_img's interpolation names (its PIL_INTERPOLATION_METHODS keys).
+INTERPOLATIONS: Final = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
+DEFAULT_INTERPOLATION: Final = "nearest"
+
+# Format codes used by the dispatch below (index into the decoder branches).
+_JPEG, _PNG, _GIF, _BMP, _UNKNOWN = 0, 1, 2, 3, 4
+_FORMAT_NAMES: Final = ("JPEG", "PNG", "GIF", "BMP")
+
+
+def _u8(data: tf.Tensor, start: int, length: int) -> tf.Tensor:
+    """Bytes ``data[start:start+length]`` as int64 values (data must be long enough)."""
+    import tensorflow as tf
+
+    raw = tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8)
+    return tf.cast(raw, tf.int64)
+
+
+def _uint_le(data: tf.Tensor, start: int, length: int) -> tf.Tensor:
+    import tensorflow as tf
+
+    b = _u8(data, start, length)
+    return tf.add_n([b[i] * (256**i) for i in range(length)])
+
+
+def _uint_be(data: tf.Tensor, start: int, length: int) -> tf.Tensor:
+    import tensorflow as tf
+
+    b = _u8(data, start, length)
+    return tf.add_n([b[i] * (256 ** (length - 1 - i)) for i in range(length)])
+
+
+def sniff_format(data: tf.Tensor) -> tf.Tensor:
+    """int32 format code of one encoded image from its magic bytes (``_UNKNOWN`` if none)."""
+    import tensorflow as tf
+
+    head = tf.strings.substr(data, 0, 8)
+    return tf.case(
+        [
+            (tf.equal(tf.strings.substr(head, 0, 3), b"\xff\xd8\xff"), lambda: tf.constant(_JPEG)),
+            (tf.equal(head, b"\x89PNG\r\n\x1a\n"), lambda: tf.constant(_PNG)),
+            (
+                tf.logical_or(
+                    tf.equal(tf.strings.substr(head, 0, 6), b"GIF87a"),
+                    tf.equal(tf.strings.substr(head, 0, 6), b"GIF89a"),
+                ),
+                lambda: tf.constant(_GIF),
+            ),
+            (tf.equal(tf.strings.substr(head, 0, 2), b"BM"), lambda: tf.constant(_BMP)),
+        ],
+        default=lambda: tf.constant(_UNKNOWN),
+        exclusive=False,
+    )
+
+
+def _header_size(data: tf.Tensor, fmt: tf.Tensor, where: tf.Tensor) -> tf.Tensor:
+    """(height, width) int64 read from the header only; fails when the header is cut short."""
+    import tensorflow as tf
+
+    length = tf.cast(tf.strings.length(data), tf.int64)
+
+    def need(n: int, what: str) -> tf.Operation:
+        return tf.debugging.Assert(
+            length >= n, [where, f"truncated {what} header ({n} bytes needed), got bytes:", length]
+        )
+
+    def jpeg() -> tf.Tensor:
+        # Parses markers up to SOF only; raises INVALID_ARGUMENT itself on a broken header.
+        shape = tf.io.extract_jpeg_shape(data, output_type=tf.int64)
+        return shape[:2]
+
+    def png() -> tf.Tensor:
+        with tf.control_dependencies([need(26, "PNG")]):
+            return tf.stack([_uint_be(data, 20, 4), _uint_be(data, 16, 4)])
+
+    def gif() -> tf.Tensor:
+        # The logical screen; frames beyond the first are not bounded by this check.
+        with tf.control_dependencies([need(10, "GIF")]):
+            return tf.stack([_uint_le(data, 8, 2), _uint_le(data, 6, 2)])
+
+    def bmp() -> tf.Tensor:
+        with tf.control_dependencies([need(26, "BMP")]):
+            width = _uint_le(data, 18, 4)
+            height = _uint_le(data, 22, 4)
+            # Signed 32-bit: a negative height means a top-down bitmap.
+            width = tf.where(width >= 2**31, 2**32 - width, width)
+            height = tf.where(height >= 2**31, 2**32 - height, height)
+            return tf.stack([height, width])
+
+    return tf.switch_case(fmt, [jpeg, png, gif, bmp])
+
+
+def decode_rgb(data: tf.Tensor, max_pixels: int, where: tf.Tensor) -> tf.Tensor:
+    """Decode one encoded image to uint8 [H, W, 3] exactly as Pillow + ``convert("RGB")``.
+
+    ``where`` is a string tensor prefixed to error messages (e.g. ``image_bytes[3]:``).
+    """
+    import tensorflow as tf
+
+    not_empty = tf.debugging.Assert(tf.strings.length(data) > 0, [where, "empty image (0 bytes)"])
+    with tf.control_dependencies([not_empty]):
+        fmt = sniff_format(data)
+    known = tf.debugging.Assert(
+        fmt != _UNKNOWN,
+        [
+            where,
+            "unsupported or undecodable image format (expected JPEG, PNG, GIF or BMP); "
+            "first bytes:",
+            tf.strings.substr(data, 0, 8),
+        ],
+    )
+    with tf.control_dependencies([known]):
+        fmt = tf.identity(fmt)
+        hw = _header_size(data, fmt, where)
+    pixels = hw[0] * hw[1]
+    small_enough = tf.debugging.Assert(
+        pixels <= max_pixels,
+        [
+            where,
+            f"image too large: more than --max-pixels={max_pixels} pixels; header says "
+            "height x width =",
+            hw[0],
+            hw[1],
+        ],
+        summarize=4,
+    )
+    non_zero = tf.debugging.Assert(pixels > 0, [where, "image header declares zero size:", hw])
+
+    def jpeg() -> tf.Tensor:
+        return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+
+    def png() -> tf.Tensor:
+        bit_depth = tf.strings.substr(data, 24, 1)
+        colour_type = tf.strings.substr(data, 25, 1)
+        grey16 = tf.logical_and(
+            tf.equal(bit_depth, b"\x10"),
+            tf.logical_or(tf.equal(colour_type, b"\x00"), tf.equal(colour_type, b"\x04")),
+        )
+
+        def saturate16() -> tf.Tensor:
+            # Pillow opens 16-bit grey as I;16 and convert("RGB") clips it to 0..255.
+            wide = tf.io.decode_png(data, channels=3, dtype=tf.uint16)
+            return tf.cast(tf.minimum(wide, 255), tf.uint8)
+
+        return tf.cond(grey16, saturate16, lambda: tf.io.decode_png(data, channels=3))
+
+    def gif() -> tf.Tensor:
+        return tf.io.decode_gif(data)[0]
+
+    def bmp() -> tf.Tensor:
+        return tf.io.decode_bmp(data, channels=3)
+
+    with tf.control_dependencies([small_enough, non_zero]):
+        fmt = tf.identity(fmt)
+        image = tf.switch_case(fmt, [jpeg, png, gif, bmp])
+    image = tf.ensure_shape(image, [None, None, 3])
+    return image
+
+
+def _pillow_nearest_indices(in_size: tf.Tensor, out_size: int) -> tf.Tensor:
+    """Source indices Pillow's NEAREST resize reads along one axis (float64 running sum)."""
+    import tensorflow as tf
+
+    n = tf.cast(in_size, tf.float64)
+    step = n / float(out_size)
+    steps = tf.concat([[step / 2.0], tf.fill([out_size - 1], step)], axis=0)
+    idx = tf.cast(tf.floor(tf.cumsum(steps)), tf.int32)
+    return tf.minimum(idx, tf.cast(in_size, tf.int32) - 1)
+
+
+# tf.image.resize methods closest to Pillow's filters (antialiased like Pillow's reducing path).
+# Pillow's hamming window has no TF counterpart; lanczos3 (its nearest relative) is used.
+_TF_METHODS: Final = {
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+    "hamming": "lanczos3",
+    "box": "area",
+    "lanczos": "lanczos3",
+}
+
+
+def resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
+    """Resize uint8 [H, W, 3] to float32 [size, size, 3] as Pillow's ``Image.resize`` would.
+
+    Nearest is exact; the other filters approximate Pillow's (fixed-point rounding and filter
+    support differ), bounded by tests.
+    """
+    import tensorflow as tf
+
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {', '.join(INTERPOLATIONS)}. "
+            f"Received: interpolation={interpolation!r}"
+        )
+    shape = tf.shape(image)
+    if interpolation == "nearest":
+        rows = _pillow_nearest_indices(shape[0], size)
+        cols = _pillow_nearest_indices(shape[1], size)
+        out = tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
+        return tf.cast(out, tf.float32)
+
+    def filtered() -> tf.Tensor:
+        out = tf.image.resize(
+            image, [size, size], method=_TF_METHODS[interpolation], antialias=True
+        )
+        # Pillow rounds and clips back to uint8 after filtering.
+        return tf.clip_by_value(tf.round(out), 0.0, 255.0)
+
+    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+    # load_img skips the resize when the image already has the target size.
+    return tf.cond(same, lambda: tf.cast(image, tf.float32), filtered)
+
+
+def normalize(pixels: tf.Tensor, divisor: tf.Tensor) -> tf.Tensor:
+    """Xception's ``preprocess_input`` (mode "tf"): ``x / 127.5 - 1`` in float32.
+
+    ``divisor`` must hold 127.5 but not be a graph constant (see the module docstring).
+    """
+    import tensorflow as tf
+
+    return tf.cast(pixels, tf.float32) / divisor - 1.0
+
+
+def preprocess_one(
+    data: tf.Tensor,
+    where: tf.Tensor,
+    *,
+    size: int,
+    interpolation: str,
+    max_pixels: int,
+    divisor: tf.Tensor,
+) -> tf.Tensor:
+    """One encoded image -> float32 [size, size, 3] in [-1, 1], identical to the Keras pipeline."""
+    image = decode_rgb(data, max_pixels, where)
+    return normalize(resize(image, size, interpolation), divisor)
+
+
+def preprocess_batch(
+    images: tf.Tensor,
+    *,
+    size: int,
+    interpolation: str,
+    max_pixels: int,
+    divisor: tf.Tensor,
+    name: str = "image_bytes",
+) -> tf.Tensor:
+    """A [N] string batch of encoded images (mixed sizes/formats) -> float32 [N, size, size, 3]."""
+    import tensorflow as tf
+
+    indices = tf.range(tf.shape(images)[0])
+    wheres = tf.strings.join([f"{name}[", tf.strings.as_string(indices), "]:"])
+
+    def one(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        return preprocess_one(
+            args[0],
+            args[1],
+            size=size,
+            interpolation=interpolation,
+            max_pixels=max_pixels,
+            divisor=divisor,
+        )
+
+    return tf.map_fn(
+        one,
+        (images, wheres),
+        fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+    )
