@@ -152,8 +152,8 @@ _BY_CODE: dict[grpc.StatusCode, type[XceptionClientError]] = {
     for code in cls.grpc_codes
 }
 
-# gRPC core's wording when the peer answered a gRPC call with an HTTP/1.x response.
-_HTTP1_MARKERS = ("http1.x server", "http/1", "Trying to connect an http1")
+# gRPC core's wording when the peer answered a gRPC call with HTTP/1.x instead of HTTP/2.
+_HTTP1_MARKERS = ("http1.x server", "Failed parsing HTTP/2", "Expected SETTINGS frame")
 _LABEL_MARKER = "version label"
 
 
@@ -169,7 +169,8 @@ def from_rpc_error(
     details = _call_details(error)
     if code == grpc.StatusCode.UNAVAILABLE and any(m in details for m in _HTTP1_MARKERS):
         return NotAGrpcServer(
-            f"{target or 'the target'} answered with HTTP/1.x, not gRPC: is it a REST port? "
+            f"{target or 'the target'} does not speak gRPC (it answered HTTP/1.x): is it a REST "
+            "port? "
             f"Point the client at the gRPC port (TF Serving's default is 8500). ({details})",
             code=code,
         )

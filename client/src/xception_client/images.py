@@ -108,8 +108,13 @@ def _from_bytes(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise InvalidImage(f"image {name} is not a readable image ({error})") from error
+    except Image.DecompressionBombError as error:  # Pillow's hard cap (2 x its MAX_IMAGE_PIXELS)
+        raise InvalidImage(f"image {name} declares too many pixels ({error})") from error
+    except UnidentifiedImageError as error:
+        head = data[:8].hex(" ")
+        raise InvalidImage(
+            f"image {name} is not in a known image format ({len(data)} bytes, starting {head})"
+        ) from error
     except (OSError, ValueError, SyntaxError) as error:
         raise InvalidImage(f"image {name} has a broken header ({error})") from error
     fmt = _FORMAT_ALIASES.get(image.format or "", image.format or "")
