@@ -195,25 +195,39 @@ def binary_command(settings: ServeSettings, *, binary: str = BINARY) -> list[str
     return command + list(settings.extra_flags)
 
 
-_BASE_PATH = re.compile(r'^(\s*base_path\s*:\s*)"([^"]*)"', re.MULTILINE)
+_BASE_PATH = re.compile(r'(?<![\w.])(base_path\s*:\s*)"([^"]*)"')
+
+
+def _active_base_paths(text: str) -> list[re.Match[str]]:
+    """base_path fields outside comments (a '#' earlier on the line starts a comment)."""
+    matches = []
+    for match in _BASE_PATH.finditer(text):
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        if "#" not in text[line_start : match.start()]:
+            matches.append(match)
+    return matches
 
 
 def model_base_paths(models_config_text: str) -> list[str]:
-    """The base_path of every model in a models.config (comment lines skipped)."""
-    return [m.group(2) for m in _BASE_PATH.finditer(models_config_text)]
+    """The base_path of every model in a models.config."""
+    return [m.group(2) for m in _active_base_paths(models_config_text)]
 
 
 def rebase_model_config(models_config_text: str, mapping: dict[str, str]) -> str:
     """Rewrite base paths (container path -> host path); every base path must be mapped."""
-    unmapped = [p for p in model_base_paths(models_config_text) if p not in mapping]
+    matches = _active_base_paths(models_config_text)
+    unmapped = [m.group(2) for m in matches if m.group(2) not in mapping]
     if unmapped:
         raise LaunchError(
             f"models.config base_path {unmapped[0]} is not mounted; "
             f"only {', '.join(sorted(mapping))} is"
         )
-    return _BASE_PATH.sub(
-        lambda m: f"{m.group(1)}{_quote_text_proto(mapping[m.group(2)])}", models_config_text
-    )
+    pieces, last = [], 0
+    for m in matches:
+        replacement = m.group(1) + _quote_text_proto(mapping[m.group(2)])
+        pieces += [models_config_text[last : m.start()], replacement]
+        last = m.end()
+    return "".join([*pieces, models_config_text[last:]])
 
 
 def check_mounts(settings: ServeSettings) -> None:
@@ -340,6 +354,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         gpu_memory_fraction=args.gpu_memory_fraction,
         ssl_config_file=Path(args.ssl_config_file) if args.ssl_config_file else None,
         image=args.image,
+        work_dir=Path(args.work_dir),
         extra_flags=tuple(args.extra),
     )
 
@@ -364,6 +379,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--gpu-memory-fraction", type=float, default=DEFAULT_GPU_MEMORY_FRACTION)
         p.add_argument("--ssl-config-file", default=os.environ.get("SSL_CONFIG") or None)
         p.add_argument("--image", default=GPU_IMAGE)
+        p.add_argument("--work-dir", default=str(REPO_ROOT / "build" / "tfserving"),
+                       help="where binary mode writes its host copy of models.config")  # fmt: skip
         p.add_argument("extra", nargs="*", help="extra TF Serving flags, after --")
         if name == "run":
             p.add_argument("--dry-run", action="store_true", help="print, do not run")
