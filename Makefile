@@ -37,7 +37,8 @@ serve: $(STAMP) ## serve $(MODEL_BASE_PATH) locally on gRPC $(GRPC_PORT) / REST 
 	  --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT)
 
 serve-tfserving: ## serve with real TF Serving on the GPU (Docker image or tensorflow_model_server)
-	serving/run-tfserving.sh
+	serving/run-tfserving.sh --model-base-path=$(MODEL_BASE_PATH) --port=$(GRPC_PORT) \
+	  --rest-api-port=$(REST_PORT)
 
 run: $(STAMP) ## export if needed, serve locally, classify $(IMAGE), stop (offline: WEIGHTS=random)
 	$(BIN)/python -m xception_serving.demo --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH) \
