@@ -25,6 +25,7 @@ TF_SERVING_FLAGS = {
     "monitoring_config_file",
     "enable_model_warmup",
     "enable_grpc_healthcheck_service",
+    "grpc_channel_arguments",
     "per_process_gpu_memory_fraction",
     "ssl_config_file",
 }

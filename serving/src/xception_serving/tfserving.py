@@ -65,6 +65,7 @@ DEFAULT_GPU_MEMORY_FRACTION = 0.8
 # directories every 30 s instead of every second (TF Serving's default, costly on remote storage).
 DEFAULT_MODEL_CONFIG_POLL_SECONDS = 60
 DEFAULT_FILE_SYSTEM_POLL_SECONDS = 30
+MAX_CONNECTION_AGE_MS = 300_000
 
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"
@@ -131,6 +132,10 @@ def server_flags(
         "--enable_model_warmup=true",
         # grpc.health.v1 for gRPC-aware load balancers and probes (TF Serving 2.16+).
         "--enable_grpc_healthcheck_service=true",
+        # Close each client connection after 5 min (in-flight calls finish: no grace limit set).
+        # Clients balancing over a headless Service then reconnect and re-resolve DNS, so replicas
+        # added by the autoscaler start taking traffic instead of only new clients seeing them.
+        f"--grpc_channel_arguments=grpc.max_connection_age_ms={MAX_CONNECTION_AGE_MS}",
     ]
     if gpu_memory_fraction is not None:
         flags.append(f"--per_process_gpu_memory_fraction={gpu_memory_fraction:g}")
