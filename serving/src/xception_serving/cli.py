@@ -1,0 +1,318 @@
+"""`xception-serve`: the local server, started with tensorflow_model_server's flag names.
+
+Startup follows TF Serving: parse flags, load every configured model (ports stay closed until
+then), open gRPC (and REST when --rest_api_port > 0), and serve until SIGTERM/SIGINT, which stops
+accepting, lets in-flight requests finish and exits 0. A startup failure prints
+`Failed to start server. Error: <status>` and exits 255, as tensorflow_model_server does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+log = logging.getLogger("xception_serving")
+
+STARTUP_FAILURE_EXIT = 255
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "t", "yes", "y"):
+        return True
+    if lowered in ("0", "false", "f", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value: {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xception-serve",
+        description="Local server answering as TensorFlow Serving does (gRPC + REST), using "
+        "tensorflow_model_server's flags. `--flag=value` and `--flag value` both work; boolean "
+        "flags also accept a bare `--flag` (true).",
+        allow_abbrev=False,
+    )
+
+    def flag_bool(name: str, default: bool, help_text: str) -> None:
+        parser.add_argument(
+            f"--{name}", type=_bool, nargs="?", const=True, default=default, help=help_text
+        )
+
+    net = parser.add_argument_group("network")
+    net.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    net.add_argument(
+        "--grpc_socket_path", default="", help="also listen on this UNIX socket (unix:<path>)"
+    )
+    net.add_argument(
+        "--rest_api_port", type=int, default=0, help="REST/HTTP port; 0 disables REST (default)"
+    )
+    net.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (local-server extra; default loopback 127.0.0.1, TF Serving binds "
+        "all interfaces)",
+    )
+    net.add_argument("--ssl_config_file", default="", help="text SSLConfig: TLS on gRPC")
+    net.add_argument(
+        "--grpc_max_threads",
+        type=int,
+        default=max(64, 4 * (os.cpu_count() or 1)),
+        help="gRPC worker threads (callers waiting on a batch each hold one)",
+    )
+    flag_bool(
+        "enable_grpc_healthcheck_service",
+        False,
+        "accepted for compatibility; the local server always registers grpc.health.v1.Health",
+    )
+    models = parser.add_argument_group("models")
+    models.add_argument("--model_name", default="default", help="single-model name")
+    models.add_argument("--model_base_path", default="", help="single-model base path")
+    models.add_argument("--model_config_file", default="", help="text ModelServerConfig")
+    models.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0)
+    models.add_argument("--file_system_poll_wait_seconds", type=int, default=1)
+    models.add_argument("--max_num_load_retries", type=int, default=5)
+    models.add_argument("--load_retry_interval_micros", type=int, default=60_000_000)
+    flag_bool("enable_model_warmup", True, "replay assets.extra/tf_serving_warmup_requests")
+    models.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
+    batching = parser.add_argument_group("batching")
+    flag_bool("enable_batching", False, "dynamic batching of concurrent requests")
+    batching.add_argument("--batching_parameters_file", default="")
+    monitoring = parser.add_argument_group("monitoring")
+    monitoring.add_argument("--monitoring_config_file", default="")
+    runtime = parser.add_argument_group("TensorFlow runtime")
+    runtime.add_argument("--tensorflow_session_parallelism", type=int, default=0)
+    runtime.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
+    runtime.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
+    parser.add_argument("--version", action="store_true", help="print versions and exit")
+    return parser
+
+
+class StartupError(Exception):
+    """A flag or config problem, worded as TF Serving's status."""
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if not args.model_base_path and not args.model_config_file:
+        raise StartupError(
+            "INVALID_ARGUMENT: Both server_options.model_base_path and "
+            "server_options.model_config_file are empty!"
+        )
+    if args.batching_parameters_file and not args.enable_batching:
+        raise StartupError(
+            "INVALID_ARGUMENT: server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
+    if args.tensorflow_session_parallelism and (
+        args.tensorflow_intra_op_parallelism or args.tensorflow_inter_op_parallelism
+    ):
+        raise StartupError(
+            "INVALID_ARGUMENT: Either configure server_options.tensorflow_session_parallelism "
+            "or (server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure "
+            "all."
+        )
+    if args.port <= 0 and not args.grpc_socket_path:
+        raise StartupError(
+            "INVALID_ARGUMENT: At least one of server_options.grpc_port or "
+            "server_options.grpc_socket_path must be set."
+        )
+
+
+def _configure_tensorflow(args: argparse.Namespace) -> None:
+    import tensorflow as tf
+
+    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
+    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+    # 0 keeps TensorFlow's default (one thread per core), which TF Serving uses too.
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def _model_server_config(args: argparse.Namespace) -> Any:
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from xception_serving.config_files import ConfigError, read_model_server_config
+
+    if args.model_config_file:
+        try:
+            return read_model_server_config(args.model_config_file)
+        except ConfigError as err:
+            raise StartupError(f"INVALID_ARGUMENT: {err}") from err
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add()
+    model.name = args.model_name
+    model.base_path = args.model_base_path
+    model.model_platform = "tensorflow"
+    return config
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    # TF's own C++/Python chatter is not ours to print at INFO.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until a stop signal. Returns the process exit code."""
+    from xception_serving import config_files
+    from xception_serving.batching import BatchingOptions
+    from xception_serving.core import ServingCore
+    from xception_serving.errors import ServingError
+    from xception_serving.grpc_server import GrpcServer
+    from xception_serving.metrics import Metrics
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("Received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    try:
+        _check_flags(args)
+        config = _model_server_config(args)
+        batching = None
+        if args.enable_batching:
+            params = config_files.BatchingParameters()
+            if args.batching_parameters_file:
+                params = config_files.read_batching_parameters(args.batching_parameters_file)
+            batching = BatchingOptions.from_proto(params)
+        ssl = config_files.read_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
+        monitoring_path = None
+        if args.monitoring_config_file:
+            monitoring = config_files.read_monitoring_config(args.monitoring_config_file)
+            monitoring_path = config_files.prometheus_path(monitoring)
+    except config_files.ConfigError as err:
+        raise StartupError(f"INVALID_ARGUMENT: {err}") from err
+
+    _configure_tensorflow(args)
+    metrics = Metrics()
+    core = ServingCore(
+        metrics=metrics,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
+        enable_model_warmup=args.enable_model_warmup,
+        num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
+        batching=batching,
+    )
+    # Loading happens before any port opens, as in TF Serving; a stop signal aborts it.
+    loader_error: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            core.load(config)
+        except BaseException as err:
+            loader_error.append(err)
+
+    loader = threading.Thread(target=load, name="initial-load", daemon=True)
+    loader.start()
+    while loader.is_alive() and not stop.is_set():
+        loader.join(0.2)
+    if stop.is_set() and loader.is_alive():
+        core.stop(5)
+        return 0
+    if loader_error:
+        err = loader_error[0]
+        core.stop(5)
+        if isinstance(err, ServingError):
+            raise StartupError(f"{err.code.name}: {err.message}") from err
+        raise StartupError(f"UNKNOWN: {err}") from err
+    if args.model_config_file:
+        core.watch_config_file(
+            Path(args.model_config_file), args.model_config_file_poll_wait_seconds
+        )
+
+    try:
+        grpc_server = GrpcServer(
+            core, host=args.host, port=args.port, ssl=ssl, max_workers=args.grpc_max_threads
+        )
+        if args.grpc_socket_path:
+            grpc_server.add_unix_socket(args.grpc_socket_path)
+    except (OSError, RuntimeError) as err:
+        core.stop(5)
+        raise StartupError(f"UNAVAILABLE: {err}") from err
+    core.manager.availability_changed = grpc_server.set_serving
+    grpc_server.start()
+    grpc_server.set_serving(core.manager.any_available())
+    log.info("Running gRPC ModelServer at %s:%d ...", args.host, grpc_server.port)
+
+    rest_server = None
+    if args.rest_api_port > 0:
+        if args.rest_api_port == args.port:
+            log.error(
+                "--rest_api_port cannot be the same as --port. Please use a different port "
+                "for HTTP/REST API. Skipped exporting HTTP/REST API."
+            )
+        else:
+            rest_server = _start_rest(core, metrics, args, monitoring_path)
+    # Readiness line for tools that wait on the log (same wording idea as TF Serving).
+    print("xception-serve: ready", flush=True)
+
+    stop.wait()
+    grpc_server.set_serving(False)
+    if rest_server is not None:
+        rest_server.stop(SHUTDOWN_GRACE_SECONDS)
+    grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
+    core.stop(SHUTDOWN_GRACE_SECONDS)
+    log.info("Server stopped")
+    return 0
+
+
+def _start_rest(core: Any, metrics: Any, args: argparse.Namespace, path: str | None) -> Any:
+    try:
+        from xception_serving.rest import RestServer
+    except ImportError as err:
+        log.error("HTTP/REST API is not available in this build: %s", err)
+        return None
+    rest = RestServer(core, metrics, host=args.host, port=args.rest_api_port, monitoring_path=path)
+    rest.start()
+    log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.port)
+    return rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # tensorflow_model_server prints leftovers and carries on; unknown flags are an error here
+        # only when they look like flags we would silently ignore.
+        parser.error(f"unknown argument: {' '.join(unknown)}")
+    if args.version:
+        import tensorflow as tf
+
+        from xception_serving import __name__ as package
+
+        print(f"TensorFlow ModelServer: {package} (local)\nTensorFlow Library: {tf.__version__}")
+        return 0
+    _setup_logging()
+    try:
+        return serve(args)
+    except StartupError as err:
+        print(f"Failed to start server. Error: {err}", file=sys.stderr, flush=True)
+        return STARTUP_FAILURE_EXIT
+    except grpc.RpcError as err:  # pragma: no cover - defensive
+        print(f"Failed to start server. Error: {err}", file=sys.stderr, flush=True)
+        return STARTUP_FAILURE_EXIT

@@ -1,0 +1,56 @@
+"""The one error type the core raises: a gRPC status code plus TF Serving's message wording."""
+
+from __future__ import annotations
+
+import grpc
+
+# TF Serving truncates gRPC error messages (grpc_status_util.cc); REST carries the full text.
+GRPC_MESSAGE_LIMIT = 1024
+TRUNCATED_SUFFIX = "...TRUNCATED"
+
+
+class ServingError(Exception):
+    """A request failed as TF Serving would fail it."""
+
+    code: grpc.StatusCode
+    message: str
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+def grpc_message(message: str) -> str:
+    """The message as TF Serving puts it on the wire: at most 1024 chars, then `...TRUNCATED`."""
+    if len(message) <= GRPC_MESSAGE_LIMIT:
+        return message
+    return message[:GRPC_MESSAGE_LIMIT] + TRUNCATED_SUFFIX
+
+
+# tensorflow.error.Code values equal grpc.StatusCode's integer values.
+def code_number(code: grpc.StatusCode) -> int:
+    return int(code.value[0])
+
+
+def code_from_number(number: int) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def from_exception(err: BaseException) -> ServingError:
+    """Map any failure to a ServingError: TF runtime errors keep their code and text."""
+    if isinstance(err, ServingError):
+        return err
+    error_code = getattr(err, "error_code", None)  # tf.errors.OpError carries TF's code
+    if isinstance(error_code, int):
+        message = getattr(err, "message", None) or str(err)
+        return ServingError(code_from_number(error_code), str(message))
+    if isinstance(err, (TypeError, ValueError)):
+        return ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+    return ServingError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")

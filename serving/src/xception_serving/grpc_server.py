@@ -1,0 +1,202 @@
+"""gRPC shells over ServingCore: PredictionService, ModelService and grpc.health.v1.Health.
+
+Registered with TF Serving's generated servicer bases (tensorflow-serving-api), so method paths
+and messages are TF Serving's own. Receive/send limits are 2147483647 bytes as in TF Serving;
+error messages are cut at 1024 characters + "...TRUNCATED" as TF Serving's ToGRPCStatus does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from xception_serving.config_files import SSLConfig
+from xception_serving.core import ServingCore
+from xception_serving.errors import ServingError, from_exception, grpc_message
+from xception_serving.metrics import Metrics
+
+MAX_MESSAGE_BYTES = 2147483647
+# Names set to SERVING: "" (overall), TF Serving's short names, and the full service names.
+HEALTH_SERVICES = (
+    "",
+    "ModelService",
+    "PredictionService",
+    "tensorflow.serving.ModelService",
+    "tensorflow.serving.PredictionService",
+)
+
+_R = TypeVar("_R")
+
+
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 10 * 365 * 86400:
+        return None
+    return time.monotonic() + remaining
+
+
+def _call(
+    context: grpc.ServicerContext,
+    fn: Callable[[], _R],
+    *,
+    metrics: Metrics | None = None,
+    model_name: str = "",
+    api: str = "",
+) -> _R:
+    started = time.monotonic()
+    try:
+        result = fn()
+    except Exception as err:
+        error = err if isinstance(err, ServingError) else from_exception(err)
+        if metrics is not None:
+            metrics.record_request(
+                model_name=model_name,
+                api=api,
+                entrypoint="GRPC",
+                status=error.code.name,
+                latency_s=None,
+            )
+        context.abort(error.code, grpc_message(error.message))
+    if metrics is not None:
+        metrics.record_request(
+            model_name=model_name,
+            api=api,
+            entrypoint="GRPC",
+            status="OK",
+            latency_s=time.monotonic() - started,
+        )
+    return result
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(
+            context,
+            lambda: self._core.predict(request, deadline=_deadline(context)),
+            metrics=self._core.metrics,
+            model_name=request.model_spec.name,
+            api="Predict",
+        )
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(
+            context,
+            lambda: self._core.classify(request, deadline=_deadline(context)),
+            metrics=self._core.metrics,
+            model_name=request.model_spec.name,
+            api="Classify",
+        )
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(
+            context,
+            lambda: self._core.regress(request, deadline=_deadline(context)),
+            metrics=self._core.metrics,
+            model_name=request.model_spec.name,
+            api="Regress",
+        )
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(
+            context, lambda: self._core.multi_inference(request, deadline=_deadline(context))
+        )
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(context, lambda: self._core.get_model_metadata(request))
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(context, lambda: self._core.get_model_status(request))
+
+    def HandleReloadConfigRequest(
+        self, request: Any, context: grpc.ServicerContext
+    ) -> Any:
+        return _call(
+            context, lambda: self._core.reload_config(request, deadline=_deadline(context))
+        )
+
+
+def server_credentials(ssl: SSLConfig) -> grpc.ServerCredentials:
+    """TF Serving's SSLConfig: PEM contents inline; client_verify requires client certificates."""
+    root = ssl.custom_ca.encode() if ssl.custom_ca else None
+    return grpc.ssl_server_credentials(
+        [(ssl.server_key.encode(), ssl.server_cert.encode())],
+        root_certificates=root,
+        require_client_auth=bool(ssl.client_verify),
+    )
+
+
+class GrpcServer:
+    """The gRPC endpoint: servicers, health, limits, optional TLS."""
+
+    def __init__(
+        self,
+        core: ServingCore,
+        *,
+        host: str,
+        port: int,
+        ssl: SSLConfig | None = None,
+        max_workers: int = 64,
+    ) -> None:
+        self._core = core
+        self.health = health.HealthServicer()
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=None,
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(core), self._server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if ssl is not None:
+            self.port = self._server.add_secure_port(address, server_credentials(ssl))
+        else:
+            self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"could not bind gRPC port {address}")
+        self.set_serving(False)
+
+    def add_unix_socket(self, path: str) -> None:
+        """Also listen on `unix:<path>` (TF Serving's --grpc_socket_path)."""
+        if self._server.add_insecure_port(f"unix:{path}") == 0:
+            raise OSError(f"could not bind unix:{path}")
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in HEALTH_SERVICES:
+            self.health.set(service, status)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace: float) -> None:
+        """Refuse new RPCs, let in-flight ones finish within `grace` seconds."""
+        self.set_serving(False)
+        self._server.stop(grace).wait(grace + 5)

@@ -1,0 +1,197 @@
+"""TensorProto <-> numpy as TF's Tensor::FromProto / AsProtoField do it, no per-element Python.
+
+Decoding: non-empty `tensor_content` wins (zero-copy `np.frombuffer`); otherwise the typed field is
+used with TF's rules: more values than elements -> extras ignored, fewer but >= 1 -> the last value
+repeats, none -> zeros / empty strings. Encoding writes the typed repeated field (TF Serving's
+default output form), never `tensor_content`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.python.framework import dtypes as tf_dtypes
+
+TensorProto = tensor_pb2.TensorProto
+
+
+class TensorParseError(ValueError):
+    """The TensorProto does not describe a valid tensor (TF: `tensor parsing error`)."""
+
+
+# DataType -> (numpy dtype, typed field name).
+_NUMPY: dict[int, tuple[Any, str]] = {
+    types_pb2.DT_FLOAT: (np.float32, "float_val"),
+    types_pb2.DT_DOUBLE: (np.float64, "double_val"),
+    types_pb2.DT_INT32: (np.int32, "int_val"),
+    types_pb2.DT_UINT8: (np.uint8, "int_val"),
+    types_pb2.DT_INT16: (np.int16, "int_val"),
+    types_pb2.DT_INT8: (np.int8, "int_val"),
+    types_pb2.DT_UINT16: (np.uint16, "int_val"),
+    types_pb2.DT_INT64: (np.int64, "int64_val"),
+    types_pb2.DT_BOOL: (np.bool_, "bool_val"),
+    types_pb2.DT_UINT32: (np.uint32, "uint32_val"),
+    types_pb2.DT_UINT64: (np.uint64, "uint64_val"),
+    types_pb2.DT_HALF: (np.float16, "half_val"),
+    types_pb2.DT_BFLOAT16: (tf_dtypes.bfloat16.as_numpy_dtype, "half_val"),
+    types_pb2.DT_COMPLEX64: (np.complex64, "scomplex_val"),
+    types_pb2.DT_COMPLEX128: (np.complex128, "dcomplex_val"),
+    types_pb2.DT_STRING: (np.object_, "string_val"),
+}
+
+# TF's DataTypeString names, used in runtime error messages ("Expects arg[0] to be float ...").
+TF_TYPE_NAMES: dict[int, str] = {
+    types_pb2.DT_FLOAT: "float",
+    types_pb2.DT_DOUBLE: "double",
+    types_pb2.DT_INT32: "int32",
+    types_pb2.DT_UINT8: "uint8",
+    types_pb2.DT_INT16: "int16",
+    types_pb2.DT_INT8: "int8",
+    types_pb2.DT_UINT16: "uint16",
+    types_pb2.DT_INT64: "int64",
+    types_pb2.DT_BOOL: "bool",
+    types_pb2.DT_UINT32: "uint32",
+    types_pb2.DT_UINT64: "uint64",
+    types_pb2.DT_HALF: "half",
+    types_pb2.DT_BFLOAT16: "bfloat16",
+    types_pb2.DT_COMPLEX64: "complex64",
+    types_pb2.DT_COMPLEX128: "complex128",
+    types_pb2.DT_STRING: "string",
+}
+
+_DTYPE_OF_NUMPY: dict[Any, int] = {}
+for _dt, (_np_type, _field) in _NUMPY.items():
+    if _dt not in (types_pb2.DT_STRING,):
+        _DTYPE_OF_NUMPY[np.dtype(_np_type)] = _dt
+
+
+def type_name(dtype: int) -> str:
+    return TF_TYPE_NAMES.get(dtype, types_pb2.DataType.Name(dtype).removeprefix("DT_").lower())
+
+
+def numpy_dtype(dtype: int) -> Any:
+    try:
+        return _NUMPY[dtype][0]
+    except KeyError:
+        raise TensorParseError(f"unsupported dtype {dtype}") from None
+
+
+def datatype_of(array: np.ndarray) -> int:
+    """The DataType enum of a numpy array (object/bytes arrays are DT_STRING)."""
+    if array.dtype.kind in "OSU":
+        return types_pb2.DT_STRING
+    try:
+        return _DTYPE_OF_NUMPY[array.dtype]
+    except KeyError:
+        raise TypeError(f"no TensorFlow dtype for numpy dtype {array.dtype}") from None
+
+
+def _shape(proto: TensorProto) -> tuple[int, ...]:
+    shape = proto.tensor_shape
+    if shape.unknown_rank:
+        raise TensorParseError("unknown rank")
+    dims = tuple(d.size for d in shape.dim)
+    if any(d < 0 for d in dims):
+        raise TensorParseError("negative dimension")
+    return dims
+
+
+def _fill(values: np.ndarray, count: int) -> np.ndarray:
+    """TF's typed-field rules: truncate extras, repeat the last value, or zeros when empty."""
+    n = values.shape[0]
+    if n == count:
+        return values
+    if n > count:
+        return values[:count]
+    if n == 0:
+        return np.zeros(count, dtype=values.dtype)
+    out = np.empty(count, dtype=values.dtype)
+    out[:n] = values
+    out[n:] = values[-1]
+    return out
+
+
+def to_numpy(proto: TensorProto) -> np.ndarray:
+    """Decode a TensorProto like TF's Tensor::FromProto. Raises TensorParseError."""
+    dtype = proto.dtype
+    if dtype not in _NUMPY:
+        raise TensorParseError(f"unsupported dtype {dtype}")
+    np_type, field = _NUMPY[dtype]
+    shape = _shape(proto)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if dtype == types_pb2.DT_STRING:
+        if proto.tensor_content:
+            # TF's varint-prefixed string encoding; rare on the wire, let TF decode it.
+            from tensorflow.python.framework import tensor_util
+
+            try:
+                return np.asarray(tensor_util.MakeNdarray(proto), dtype=object)
+            except Exception as err:
+                raise TensorParseError(str(err)) from err
+        values = list(proto.string_val)
+        if len(values) != count:
+            if len(values) > count:
+                values = values[:count]
+            elif values:
+                values = values + [values[-1]] * (count - len(values))
+            else:
+                values = [b""] * count
+        array = np.empty(count, dtype=object)
+        array[:] = values
+        return array.reshape(shape)
+    np_dtype = np.dtype(np_type)
+    if proto.tensor_content:
+        content = proto.tensor_content
+        if len(content) != count * np_dtype.itemsize:
+            raise TensorParseError("tensor_content size does not match shape and dtype")
+        return np.frombuffer(content, dtype=np_dtype).reshape(shape)
+    raw = getattr(proto, field)
+    if field == "half_val":
+        values = np.asarray(raw, dtype=np.int32).astype(np.uint16).view(np_dtype)
+    elif field == "scomplex_val" or field == "dcomplex_val":
+        pairs = np.asarray(raw, dtype=np.float32 if field == "scomplex_val" else np.float64)
+        values = pairs[: (pairs.shape[0] // 2) * 2].view(np_dtype)
+    elif field == "int_val":
+        values = np.asarray(raw, dtype=np.int32).astype(np_dtype)
+    else:
+        values = np.asarray(raw, dtype=np_dtype)
+    return _fill(values, count).reshape(shape)
+
+
+def _set_shape(proto: TensorProto, shape: tuple[int, ...]) -> None:
+    proto.tensor_shape.CopyFrom(
+        tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape]
+        )
+    )
+
+
+def fill_proto(proto: TensorProto, array: np.ndarray, dtype: int | None = None) -> None:
+    """Write `array` into `proto` as TF's AsProtoField does: dtype, shape, typed repeated field."""
+    if dtype is None:
+        dtype = datatype_of(array)
+    proto.dtype = dtype
+    _set_shape(proto, array.shape)
+    if array.size == 0:
+        return
+    _np_type, field = _NUMPY[dtype]
+    flat = array.reshape(-1)
+    if dtype == types_pb2.DT_STRING:
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else str(v).encode() for v in flat.tolist()
+        )
+    elif field == "half_val":
+        proto.half_val.extend(flat.view(np.uint16).astype(np.int32).tolist())
+    elif field in ("scomplex_val", "dcomplex_val"):
+        getattr(proto, field).extend(flat.view(flat.real.dtype).tolist())
+    else:
+        # tolist() converts in C; the repeated field extends from a plain list fast.
+        getattr(proto, field).extend(flat.tolist())
+
+
+def make_proto(array: np.ndarray, dtype: int | None = None) -> TensorProto:
+    proto = TensorProto()
+    fill_proto(proto, array, dtype)
+    return proto
