@@ -231,3 +231,13 @@ def test_rebase_rewrites_a_base_path_anywhere_on_a_line_and_quotes_it() -> None:
         rebased, config_files.ModelServerConfig
     ).model_config_list.config
     assert (model.name, model.base_path) == ("x", '/srv/odd "dir"')
+
+
+def test_operators_guide_shows_the_command_the_launcher_builds(model_dir: Path) -> None:
+    guide = (SERVING / "README.md").read_text()
+    command = tfserving.docker_command(tfserving.ServeSettings(model_dir))
+    for part in command[1:]:
+        shown = part.replace(str(model_dir), "$PWD/models/xception").replace(
+            str(SERVING), "$PWD/serving"
+        )
+        assert shown in guide, f"serving/README.md does not show {shown}"
