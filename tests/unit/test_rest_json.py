@@ -1,0 +1,470 @@
+"""REST JSON conversion: request JSON -> TF Serving messages and back, with TF Serving's wording.
+
+Expected values come from TF Serving's own tests and docs (tfserving.md sections 7 and 10) and from
+the rapidjson / protobuf layout rules TF Serving's code uses, not from this code's output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    regression_pb2,
+)
+from xception_serving import rest_json
+from xception_serving.errors import ServingError
+
+FLOAT = types_pb2.DT_FLOAT
+STRING = types_pb2.DT_STRING
+
+
+def loads(body: bytes) -> object:
+    return json.loads(body, parse_constant=lambda c: {"NaN": math.nan}.get(c, c))
+
+
+def fill(doc_text: str, dtypes: dict[str, int]) -> tuple[dict[str, tensor_pb2.TensorProto], str]:
+    doc = rest_json.parse_json(doc_text.encode())
+    return rest_json.fill_predict_inputs(doc, rest_json.signature_name_of(doc), lambda _: dtypes)
+
+
+def error_of(fn: object, *args: object) -> ServingError:
+    with pytest.raises(ServingError) as info:
+        fn(*args)  # type: ignore[operator]
+    return info.value
+
+
+def tensor(dtype: int, shape: list[int], **values: object) -> tensor_pb2.TensorProto:
+    t = tensor_pb2.TensorProto(dtype=dtype, **values)  # type: ignore[arg-type]
+    for size in shape:
+        t.tensor_shape.dim.add().size = size
+    return t
+
+
+# -- numbers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (3.0, "3.0"),  # whole numbers get ".0"
+        (3.5, "3.5"),
+        (0.1, "0.1"),  # float32(0.1) round-trips at six digits: no noise digits
+        (9000000.0, "9e+06"),  # %g exponent form, no ".0"
+        (3e-05, "3e-05"),
+        (float(np.float32(1 / 3)), "0.333333343"),  # six digits do not round-trip -> nine
+        (math.nan, "NaN"),
+        (math.inf, "Infinity"),
+        (-math.inf, "-Infinity"),
+    ],
+)
+def test_format_decimal_writes_floats_as_tf_serving(value: float, text: str) -> None:
+    assert rest_json.format_decimal(value) == text
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def test_parse_json_rejects_empty_body_with_tf_serving_message() -> None:
+    err = error_of(rest_json.parse_json, b"")
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.message == "JSON Parse error: The document is empty"
+
+
+def test_parse_json_reports_rapidjson_error_and_offset_for_invalid_value() -> None:
+    err = error_of(rest_json.parse_json, b"instances = [1, 2]")
+    assert err.message == "JSON Parse error: Invalid value. at offset: 0"
+
+
+def test_parse_json_reports_missing_member_name_at_its_offset() -> None:
+    err = error_of(rest_json.parse_json, b'{"a": 1,}')
+    assert err.message == "JSON Parse error: Missing a name for object member. at offset: 8"
+
+
+def test_parse_json_rejects_a_top_level_array_as_not_object() -> None:
+    err = error_of(rest_json.parse_json, b"[1]")
+    assert err.message == "JSON Value: [\n    1\n] Is not object"
+
+
+def test_parse_json_accepts_nan_and_infinity_tokens() -> None:
+    doc = rest_json.parse_json(b'{"v": [NaN, Infinity, -Infinity, -Inf]}')
+    values = doc["v"]
+    assert math.isnan(values[0])
+    assert values[1:] == [math.inf, -math.inf, -math.inf]
+
+
+def test_signature_name_must_be_a_string() -> None:
+    doc = rest_json.parse_json(b'{"signature_name": 100}')
+    err = error_of(rest_json.signature_name_of, doc)
+    assert err.message.endswith(
+        "not formatted correctly. 'signature_name' key must be a string value."
+    )
+
+
+# -- predict request --------------------------------------------------------------------------
+
+
+def test_row_instances_of_scalars_become_a_batch_vector() -> None:
+    tensors, fmt = fill('{"instances": [2.0, 3.0, 4.0]}', {"x": FLOAT})
+    assert fmt == "row"
+    x = tensors["x"]
+    assert x.dtype == FLOAT
+    assert [d.size for d in x.tensor_shape.dim] == [3]
+    assert list(x.float_val) == [2.0, 3.0, 4.0]
+
+
+def test_row_instances_of_lists_keep_inner_shape() -> None:
+    tensors, _ = fill('{"instances": [[1.0, 2.0], [3.0, 4.0]]}', {"x": FLOAT})
+    assert [d.size for d in tensors["x"].tensor_shape.dim] == [2, 2]
+    assert list(tensors["x"].float_val) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_row_integers_are_accepted_for_float_inputs() -> None:
+    tensors, _ = fill('{"instances": [1, 2]}', {"x": FLOAT})
+    assert list(tensors["x"].float_val) == [1.0, 2.0]
+
+
+def test_row_string_for_float_input_is_a_type_error_wrapped_with_element_index() -> None:
+    err = error_of(fill, '{"instances": ["x", "y"]}', {"x": FLOAT})
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.message == (
+        "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+        'JSON Value: "x" Type: String is not of expected type: float'
+    )
+
+
+def test_row_instances_of_different_sizes_are_rejected() -> None:
+    err = error_of(fill, '{"instances": [[1.0], [1.0, 2.0]]}', {"x": FLOAT})
+    assert err.message.endswith("Expecting tensor size: 1 but got: 2")
+    assert err.message.startswith("Failed to process element: 1 of 'instances' list.")
+
+
+def test_row_instances_of_same_size_but_other_shape_are_rejected() -> None:
+    err = error_of(fill, '{"instances": [[1.0, 2.0], [[1.0], [2.0]]]}', {"x": FLOAT})
+    assert err.message.endswith("Expecting shape [2] but got: [2,1]")
+
+
+def test_ragged_instance_is_rejected_with_level_and_size() -> None:
+    err = error_of(fill, '{"instances": [[[1.0], [1.0, 2.0]]]}', {"x": FLOAT})
+    assert err.message.endswith(
+        "Encountered list at unexpected size: 2 at level: 1 expected size: 1"
+    )
+
+
+def test_row_objects_fill_each_named_input_and_decode_b64() -> None:
+    text = '{"instances": [{"a": 1.0, "b": {"b64": "aGk="}}, {"a": 2.0, "b": "yo"}]}'
+    tensors, _ = fill(text, {"a": FLOAT, "b": STRING})
+    assert list(tensors["a"].float_val) == [1.0, 2.0]
+    assert list(tensors["b"].string_val) == [b"hi", b"yo"]
+    assert [d.size for d in tensors["b"].tensor_shape.dim] == [2]
+
+
+def test_row_object_missing_an_input_names_the_expected_keys() -> None:
+    err = error_of(fill, '{"instances": [{"a": 1.0}]}', {"a": FLOAT, "b": STRING})
+    assert err.message == (
+        "Failed to process element: 0 of 'instances' list. JSON object: {\n"
+        '    "a": 1.0\n} must only have keys: a,b'
+    )
+
+
+def test_row_object_with_unknown_key_is_rejected() -> None:
+    err = error_of(fill, '{"instances": [{"a": 1.0, "c": 1.0}]}', {"a": FLOAT})
+    assert err.message == (
+        "Failed to process element: 0 key: c of 'instances' list. Error: INVALID_ARGUMENT: "
+        "JSON object: does not have named input: c"
+    )
+
+
+def test_plain_instances_with_several_inputs_are_rejected() -> None:
+    err = error_of(fill, '{"instances": [1.0]}', {"a": FLOAT, "b": FLOAT})
+    assert err.message == (
+        "instances is a plain list, but expecting list of objects as multiple input tensors "
+        "required as per tensorinfo_map"
+    )
+
+
+def test_b64_must_be_standard_base64() -> None:
+    err = error_of(fill, '{"instances": [{"b64": "_-_-"}]}', {"x": STRING})
+    assert err.message.endswith("Error: INVALID_ARGUMENT: Unable to base64 decode")
+
+
+def test_b64_object_for_a_float_input_is_a_type_error() -> None:
+    err = error_of(fill, '{"instances": [{"b64": "aGk="}]}', {"x": FLOAT})
+    assert 'Type: Object is not of expected type: float' in err.message
+
+
+def test_integer_beyond_float_precision_is_rejected_for_float_input() -> None:
+    err = error_of(fill, '{"inputs": [16777217]}', {"x": FLOAT})
+    assert err.message == (
+        "Cannot convert JSON value: 16777217 to float without loss of precision."
+    )
+
+
+def test_decimal_for_int32_input_is_a_type_error() -> None:
+    err = error_of(fill, '{"inputs": [1.5]}', {"x": types_pb2.DT_INT32})
+    assert err.message == "JSON Value: 1.5 Type: Number is not of expected type: int32"
+
+
+def test_half_input_is_unimplemented() -> None:
+    err = error_of(fill, '{"inputs": [1.5]}', {"x": types_pb2.DT_HALF})
+    assert err.code == grpc.StatusCode.UNIMPLEMENTED
+    assert err.message == "Conversion of JSON Value: 1.5 to type: half"
+
+
+@pytest.mark.parametrize(
+    ("text", "message_end"),
+    [
+        ('{"instances": []}', "No values in 'instances' array"),
+        ('{"instances": 1}', "Excepting 'instances' to be an list/array"),
+        ('{"instances": [1], "inputs": [1]}',
+         "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "),
+        ('{"foo": 1}', "Missing 'inputs' or 'instances' key"),
+    ],
+)
+def test_predict_document_shape_errors(text: str, message_end: str) -> None:
+    err = error_of(fill, text, {"x": FLOAT})
+    assert err.message.endswith(message_end)
+
+
+def test_signature_without_inputs_is_rejected_naming_default() -> None:
+    err = error_of(fill, '{"inputs": 1}', {})
+    assert err.message == "Failed to get input map for signature: DEFAULT"
+
+
+def test_columnar_inputs_keep_their_shape_and_allow_scalars() -> None:
+    tensors, fmt = fill('{"inputs": [2.0, 3.0]}', {"x": FLOAT})
+    assert fmt == "columnar"
+    assert [d.size for d in tensors["x"].tensor_shape.dim] == [2]
+    scalar, _ = fill('{"inputs": 2.0}', {"x": FLOAT})
+    assert list(scalar["x"].tensor_shape.dim) == []
+    assert list(scalar["x"].float_val) == [2.0]
+
+
+def test_columnar_object_must_name_every_input_and_may_differ_in_batch() -> None:
+    tensors, _ = fill('{"inputs": {"a": [1.0], "b": ["p", "q"]}}', {"a": FLOAT, "b": STRING})
+    assert [d.size for d in tensors["b"].tensor_shape.dim] == [2]
+    err = error_of(fill, '{"inputs": {"a": [1.0]}}', {"a": FLOAT, "b": STRING})
+    assert err.message == "Missing named input: b in 'inputs' object."
+
+
+def test_columnar_plain_value_with_several_inputs_is_rejected() -> None:
+    err = error_of(fill, '{"inputs": [1.0]}', {"a": FLOAT, "b": FLOAT})
+    assert err.message.startswith("inputs is a plain value/list, but expecting an object")
+
+
+# -- predict response -------------------------------------------------------------------------
+
+
+def test_row_response_for_half_plus_two_is_laid_out_as_tf_serving_docs_show() -> None:
+    outputs = {"y": tensor(FLOAT, [3], float_val=[3.0, 3.5, 4.0])}
+    body = rest_json.predict_response_json(outputs, "row")
+    # TF Serving README: {\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}
+    assert body == b'{\n    "predictions": [3.0, 3.5, 4.0\n    ]\n}'
+
+
+def test_row_response_strips_batch_dim_per_prediction() -> None:
+    outputs = {"y": tensor(FLOAT, [2, 2], float_val=[2.5, 3.0, 3.5, 4.0])}
+    assert loads(rest_json.predict_response_json(outputs, "row")) == {
+        "predictions": [[2.5, 3.0], [3.5, 4.0]]
+    }
+
+
+def test_row_response_with_several_outputs_is_a_list_of_objects() -> None:
+    outputs = {
+        "scores": tensor(FLOAT, [2, 2], float_val=[0.25, 0.75, 0.5, 0.5]),
+        "ids": tensor(types_pb2.DT_INT64, [2], int64_val=[7, 2**40]),
+    }
+    result = loads(rest_json.predict_response_json(outputs, "row"))
+    assert result == {
+        "predictions": [
+            {"ids": 7, "scores": [0.25, 0.75]},
+            {"ids": 2**40, "scores": [0.5, 0.5]},  # int64 stays an unquoted number
+        ]
+    }
+
+
+def test_bytes_suffix_outputs_are_base64_objects_and_other_strings_raw() -> None:
+    outputs = {
+        "image_bytes": tensor(STRING, [1], string_val=[b"\x00\xff"]),
+        "label": tensor(STRING, [1], string_val=[b"cat"]),
+    }
+    result = loads(rest_json.predict_response_json(outputs, "row"))
+    assert result == {
+        "predictions": [{"image_bytes": {"b64": base64.b64encode(b"\x00\xff").decode()},
+                         "label": "cat"}]
+    }
+
+
+def test_nan_output_is_written_as_bare_token_one_value_per_line_in_columnar() -> None:
+    outputs = {"y": tensor(FLOAT, [2], float_val=[math.nan, math.inf])}
+    body = rest_json.predict_response_json(outputs, "columnar")
+    # Columnar output keeps rapidjson's default (multi-line) array layout.
+    assert body == b'{\n    "outputs": [\n        NaN,\n        Infinity\n    ]\n}'
+
+
+def test_columnar_response_keeps_full_tensor_and_scalars() -> None:
+    single = {"y": tensor(FLOAT, [3], float_val=[3.0, 3.5, 4.0])}
+    assert loads(rest_json.predict_response_json(single, "columnar")) == {
+        "outputs": [3.0, 3.5, 4.0]
+    }
+    scalar = {"y": tensor(FLOAT, [], float_val=[3.0])}
+    assert loads(rest_json.predict_response_json(scalar, "columnar")) == {"outputs": 3.0}
+    both = {**single, "z": tensor(types_pb2.DT_BOOL, [1], bool_val=[True])}
+    assert loads(rest_json.predict_response_json(both, "columnar")) == {
+        "outputs": {"y": [3.0, 3.5, 4.0], "z": [True]}
+    }
+
+
+def test_tensor_content_outputs_are_decoded() -> None:
+    content = np.array([1.5, 2.5], dtype=np.float32).tobytes()
+    outputs = {"y": tensor(FLOAT, [2], tensor_content=content)}
+    assert loads(rest_json.predict_response_json(outputs, "row")) == {"predictions": [1.5, 2.5]}
+
+
+def test_row_response_needs_a_batch_dimension_on_every_output() -> None:
+    scalar = {"y": tensor(FLOAT, [], float_val=[3.0])}
+    err = error_of(rest_json.predict_response_json, scalar, "row")
+    assert err.message == "Tensor name: y has no shape information "
+    mixed = {"a": tensor(FLOAT, [2], float_val=[1, 2]), "b": tensor(FLOAT, [3], float_val=[1])}
+    err = error_of(rest_json.predict_response_json, mixed, "row")
+    assert err.message == "Tensor name: b has inconsistent batch size: 3 expecting: 2"
+
+
+def test_half_outputs_cannot_be_written() -> None:
+    outputs = {"y": tensor(types_pb2.DT_HALF, [1], half_val=[0])}
+    err = error_of(rest_json.predict_response_json, outputs, "row")
+    assert err.message == "Failed to write JSON value for tensor type: half"
+
+
+# -- classify / regress -----------------------------------------------------------------------
+
+
+def examples_of(text: str) -> object:
+    return rest_json.classify_regress_input(rest_json.parse_json(text.encode()))
+
+
+def test_examples_map_json_tokens_to_feature_kinds() -> None:
+    result = examples_of(
+        '{"examples": [{"x": 2.0, "n": 80, "s": "hi", "b": {"b64": "aGk="}, "t": true}]}'
+    )
+    feature = result.example_list.examples[0].features.feature  # type: ignore[attr-defined]
+    assert list(feature["x"].float_list.value) == [2.0]
+    assert list(feature["n"].int64_list.value) == [80]  # an integer token is int64
+    assert list(feature["s"].bytes_list.value) == [b"hi"]
+    assert list(feature["b"].bytes_list.value) == [b"hi"]
+    assert list(feature["t"].int64_list.value) == [1]
+
+
+def test_context_makes_an_example_list_with_context() -> None:
+    result = examples_of('{"context": {"c": [1.0, 2.0]}, "examples": [{"x": 1.0}]}')
+    assert result.WhichOneof("kind") == "example_list_with_context"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"examples": [{"x": [1, 2.5]}]}',
+         "Unexpected element type in feature: x expecting type: int64"),
+        ('{"examples": [{"x": null}]}', "Feature: x has element with unexpected JSON type: Null"),
+        ('{"examples": [1]}', "Example must be JSON object but got JSON Number"),
+    ],
+)
+def test_example_feature_errors(text: str, message: str) -> None:
+    assert error_of(examples_of, text).message == message
+
+
+def test_missing_examples_uses_tf_serving_wording() -> None:
+    err = error_of(examples_of, '{"signature_name": "s"}')
+    assert err.message.endswith(
+        "When method is classify, key 'examples' is expected and was not found"
+    )
+    assert error_of(examples_of, '{"examples": []}').message.endswith(
+        "'examples' value is an empty array"
+    )
+
+
+def test_classification_and_regression_results_match_tf_serving_tests() -> None:
+    result = classification_pb2.ClassificationResult()
+    result.classifications.add().classes.add(label="", score=3.0)
+    assert loads(rest_json.classification_json(result)) == {"results": [[["", 3.0]]]}
+    regression = regression_pb2.RegressionResult()
+    regression.regressions.add(value=3.0)
+    body = rest_json.regression_json(regression)
+    assert loads(body) == {"results": [3.0]}
+    assert body == b'{\n    "results": [3.0]\n}'  # single-line array stays open in rapidjson
+
+
+# -- status / metadata / errors ---------------------------------------------------------------
+
+
+def test_status_json_matches_tf_serving_test_exactly() -> None:
+    response = get_model_status_pb2.GetModelStatusResponse()
+    status = response.model_version_status.add(version=123, state=30)
+    status.status.error_code = 0  # type: ignore[assignment]
+    body = rest_json.status_json(response)
+    assert json.loads(body) == {
+        "model_version_status": [
+            {"version": "123", "state": "AVAILABLE",
+             "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    assert body.startswith(b'{\n "model_version_status": [\n  {\n   "version": "123",')
+
+
+def test_metadata_json_has_doubled_signature_def_key_and_all_fields() -> None:
+    signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    x = signature.inputs["x"]
+    x.name, x.dtype = "x:0", FLOAT
+    x.tensor_shape.dim.add(size=-1)
+    x.tensor_shape.dim.add(size=1)
+    signature.outputs["y"].name = "y:0"
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    signature_map.signature_def["serving_default"].CopyFrom(signature)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = "half_plus_two"
+    response.model_spec.version.value = 123
+    response.metadata["signature_def"].Pack(signature_map)
+    result = json.loads(rest_json.metadata_json(response))
+    assert result["model_spec"] == {"name": "half_plus_two", "signature_name": "", "version": "123"}
+    sig = result["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert sig["inputs"]["x"] == {
+        "dtype": "DT_FLOAT",
+        "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "1", "name": ""}],
+                         "unknown_rank": False},
+        "name": "x:0",
+    }
+    assert sig["method_name"] == "tensorflow/serving/predict"
+    assert sig["defaults"] == {}
+
+
+def test_error_json_is_pretty_printed_error_object() -> None:
+    body = rest_json.error_json("Servable not found for request: Latest(half)")
+    assert body == b'{\n    "error": "Servable not found for request: Latest(half)"\n}'
+    assert rest_json.error_json("") == b""
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (grpc.StatusCode.OK, 200), (grpc.StatusCode.CANCELLED, 499),
+        (grpc.StatusCode.UNKNOWN, 500), (grpc.StatusCode.INVALID_ARGUMENT, 400),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504), (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.ALREADY_EXISTS, 409), (grpc.StatusCode.PERMISSION_DENIED, 403),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429), (grpc.StatusCode.FAILED_PRECONDITION, 400),
+        (grpc.StatusCode.ABORTED, 409), (grpc.StatusCode.OUT_OF_RANGE, 400),
+        (grpc.StatusCode.UNIMPLEMENTED, 501), (grpc.StatusCode.INTERNAL, 500),
+        (grpc.StatusCode.UNAVAILABLE, 503), (grpc.StatusCode.DATA_LOSS, 500),
+        (grpc.StatusCode.UNAUTHENTICATED, 401),
+    ],
+)
+def test_http_status_mapping_follows_tf_serving(code: grpc.StatusCode, status: int) -> None:
+    assert rest_json.http_status(code) == status
