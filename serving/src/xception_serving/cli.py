@@ -191,7 +191,6 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     try:
-        _check_flags(args)
         config = _model_server_config(args)
         batching = None
         if args.enable_batching:
@@ -309,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _setup_logging()
     try:
+        _check_flags(args)  # before importing TensorFlow: flag mistakes fail fast
         return serve(args)
     except StartupError as err:
         print(f"Failed to start server. Error: {err}", file=sys.stderr, flush=True)
