@@ -194,15 +194,108 @@ def _pillow_nearest_indices(in_size: tf.Tensor, out_size: int) -> tf.Tensor:
     return tf.minimum(idx, tf.cast(in_size, tf.int32) - 1)
 
 
-# tf.image.resize methods closest to Pillow's filters (antialiased like Pillow's reducing path).
-# Pillow's hamming window has no TF counterpart; lanczos3 (its nearest relative) is used.
-_TF_METHODS: Final = {
-    "bilinear": "bilinear",
-    "bicubic": "bicubic",
-    "hamming": "lanczos3",
-    "box": "area",
-    "lanczos": "lanczos3",
-}
+# Pillow's filters (src/libImaging/Resample.c): support radius and weight function on float64.
+_SUPPORT: Final = {"box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}
+_PRECISION_BITS: Final = 32 - 8 - 2  # Pillow's fixed-point coefficient precision
+_F32_054: Final = 0.5400000214576721  # float32(0.54) as a double
+_F32_046: Final = 0.46000000834465027  # float32(0.46) as a double
+
+
+def _pillow_filter(name: str, x: tf.Tensor) -> tf.Tensor:
+    import math
+
+    import tensorflow as tf
+
+    zero = tf.zeros_like(x)
+    one = tf.ones_like(x)
+    ax = tf.abs(x)
+
+    def sinc(t: tf.Tensor) -> tf.Tensor:
+        tp = t * math.pi
+        safe = tf.where(tf.equal(t, 0.0), one, tp)
+        return tf.where(tf.equal(t, 0.0), one, tf.sin(safe) / safe)
+
+    if name == "box":
+        return tf.where(tf.logical_and(x > -0.5, x <= 0.5), one, zero)
+    if name == "bilinear":
+        return tf.where(ax < 1.0, 1.0 - ax, zero)
+    if name == "hamming":
+        axp = ax * math.pi
+        safe = tf.where(tf.equal(ax, 0.0), one, axp)
+        # Pillow writes these two as float literals (0.54f, 0.46f).
+        value = tf.sin(safe) / safe * (_F32_054 + _F32_046 * tf.cos(safe))
+        return tf.where(tf.equal(ax, 0.0), one, tf.where(ax >= 1.0, zero, value))
+    if name == "bicubic":
+        a = -0.5
+        near = ((a + 2.0) * ax - (a + 3.0)) * ax * ax + 1.0
+        far = (((ax - 5.0) * ax + 8.0) * ax - 4.0) * a
+        return tf.where(ax < 1.0, near, tf.where(ax < 2.0, far, zero))
+    if name == "lanczos":
+        inside = tf.logical_and(x >= -3.0, x < 3.0)
+        return tf.where(inside, sinc(x) * sinc(x / 3.0), zero)
+    raise ValueError(f"no Pillow filter {name!r}")
+
+
+def _pillow_coefficients(in_size: tf.Tensor, out_size: int, name: str) -> tf.Tensor:
+    """Pillow's fixed-point resampling weights as a float64 [out_size, in_size] matrix.
+
+    Follows ``precompute_coeffs`` + ``normalize_coeffs_8bpc``: the filter widens by the scale when
+    reducing, each row is normalised by its (sequential) sum, then rounded to 22-bit fixed point.
+    """
+    import tensorflow as tf
+
+    n = tf.cast(in_size, tf.float64)
+    scale = n / float(out_size)
+    filterscale = tf.maximum(scale, 1.0)
+    support = _SUPPORT[name] * filterscale
+    centre = (tf.range(out_size, dtype=tf.float64) + 0.5) * scale  # [out]
+    xmin = tf.maximum(tf.floor(centre - support + 0.5), 0.0)
+    xmax = tf.minimum(tf.floor(centre + support + 0.5), n)
+    src = tf.range(tf.cast(in_size, tf.float64), dtype=tf.float64)  # [in]
+    offsets = (src[tf.newaxis, :] - centre[:, tf.newaxis] + 0.5) * (1.0 / filterscale)
+    inside = tf.logical_and(
+        src[tf.newaxis, :] >= xmin[:, tf.newaxis], src[tf.newaxis, :] < xmax[:, tf.newaxis]
+    )
+    weights = tf.where(inside, _pillow_filter(name, offsets), tf.zeros_like(offsets))
+    # Pillow sums left to right; a running sum keeps that order (zeros outside change nothing).
+    total = tf.cumsum(weights, axis=1)[:, -1:]
+    weights = tf.where(tf.equal(total, 0.0), weights, weights / total)
+    fixed = tf.sign(weights) * tf.floor(tf.abs(weights) * float(1 << _PRECISION_BITS) + 0.5)
+    return fixed
+
+
+def _pillow_pass(image: tf.Tensor, coeffs: tf.Tensor, axis: int) -> tf.Tensor:
+    """One fixed-point pass along ``axis`` (0 rows, 1 columns) of float64 [H, W, 3] in 0..255:
+    ``clip8((2**21 + sum(pixel * k)) >> 22)``. Every partial sum is an integer below 2**53, so the
+    float64 matmul is exact whatever its summation order."""
+    import tensorflow as tf
+
+    if axis == 1:
+        acc = tf.einsum("hwc,xw->hxc", image, coeffs)
+    else:
+        acc = tf.einsum("hwc,yh->ywc", image, coeffs)
+    shifted = tf.floor((acc + float(1 << (_PRECISION_BITS - 1))) / float(1 << _PRECISION_BITS))
+    return tf.clip_by_value(shifted, 0.0, 255.0)
+
+
+def _pillow_resample(image: tf.Tensor, size: int, name: str) -> tf.Tensor:
+    """Pillow's ``ImagingResample`` for RGB: horizontal pass then vertical, each to uint8 values,
+    a pass skipped when that axis already has the target size."""
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    x = tf.cast(image, tf.float64)
+    x = tf.cond(
+        tf.equal(shape[1], size),
+        lambda: x,
+        lambda: _pillow_pass(x, _pillow_coefficients(shape[1], size, name), axis=1),
+    )
+    x = tf.cond(
+        tf.equal(shape[0], size),
+        lambda: x,
+        lambda: _pillow_pass(x, _pillow_coefficients(shape[0], size, name), axis=0),
+    )
+    return tf.cast(x, tf.float32)
 
 
 def resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
@@ -225,16 +318,13 @@ def resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
         out = tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
         return tf.cast(out, tf.float32)
 
-    def filtered() -> tf.Tensor:
-        out = tf.image.resize(
-            image, [size, size], method=_TF_METHODS[interpolation], antialias=True
-        )
-        # Pillow rounds and clips back to uint8 after filtering.
-        return tf.clip_by_value(tf.round(out), 0.0, 255.0)
-
     same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
     # load_img skips the resize when the image already has the target size.
-    return tf.cond(same, lambda: tf.cast(image, tf.float32), filtered)
+    return tf.cond(
+        same,
+        lambda: tf.cast(image, tf.float32),
+        lambda: _pillow_resample(image, size, interpolation),
+    )
 
 
 def normalize(pixels: tf.Tensor, divisor: tf.Tensor) -> tf.Tensor:
