@@ -330,7 +330,6 @@ class _WsgiApp:
 
     def __init__(self, api: RestApi) -> None:
         self.api = api
-        self.draining = False
         self._in_flight = 0
         self._idle = threading.Condition()
 
@@ -350,9 +349,9 @@ class _WsgiApp:
             response = self.api.handle(
                 environ["REQUEST_METHOD"], _raw_uri(environ), headers, body
             )
-            out_headers = [*response.headers, ("Content-Length", str(len(response.body)))]
-            if self.draining and not any(k == "Connection" for k, _ in out_headers):
-                out_headers.append(("Connection", "close"))  # move keep-alive clients off
+            # WSGI forbids hop-by-hop headers: waitress manages Connection itself.
+            out_headers = [(k, v) for k, v in response.headers if k.lower() != "connection"]
+            out_headers.append(("Content-Length", str(len(response.body))))
             start_response(f"{response.status} {_reason(response.status)}", out_headers)
             return [response.body]
         finally:
@@ -447,7 +446,6 @@ class RestServer:
 
         listeners = self._listeners()
         trigger = listeners[0].trigger  # runs callables on the I/O loop thread
-        self._app.draining = True
 
         def on_loop(fn: Callable[[], None]) -> None:
             ran = threading.Event()
