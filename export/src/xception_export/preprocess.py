@@ -132,7 +132,8 @@ def decode_rgb(data: tf.Tensor, max_pixels: int, where: tf.Tensor) -> tf.Tensor:
             where,
             "unsupported or undecodable image format (expected JPEG, PNG, GIF or BMP); "
             "first bytes:",
-            tf.strings.substr(data, 0, 8),
+            # As numbers: raw bytes would make the status message invalid UTF-8.
+            tf.io.decode_raw(tf.strings.substr(data, 0, 8), tf.uint8),
         ],
     )
     with tf.control_dependencies([known]):

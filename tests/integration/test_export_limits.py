@@ -1,0 +1,132 @@
+"""Limits and bad inputs, enforced inside the exported graph: INVALID_ARGUMENT naming the problem,
+and the pixel limit read from the header before any full decode allocates memory."""
+
+from __future__ import annotations
+
+import resource
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+from xception_client import contract
+
+from tests.fixtures.images import image_bytes
+from tests.fixtures.models import ExportedModel
+
+
+@pytest.fixture(scope="module")
+def bytes_signature(small_xception_model: ExportedModel) -> Any:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(small_xception_model.version_dir))
+    signature = loaded.signatures[contract.BYTES_SIGNATURE]
+    signature.__dict__["_keepalive"] = loaded  # the concrete function needs its module alive
+
+    def call(batch: list[bytes]) -> dict[str, np.ndarray]:
+        out = signature(**{contract.IMAGE_BYTES_INPUT: tf.constant(batch)})
+        return {k: v.numpy() for k, v in out.items()}
+
+    return call
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + chunk
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    data = bytearray(image_bytes("jpeg_baseline", 16, 16))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def _gif_declaring(width: int, height: int) -> bytes:
+    data = bytearray(image_bytes("gif", 16, 16))
+    data[6:10] = struct.pack("<HH", width, height)
+    return bytes(data)
+
+
+def _bmp_declaring(width: int, height: int) -> bytes:
+    data = bytearray(image_bytes("bmp", 16, 16))
+    data[18:26] = struct.pack("<ii", width, -height)  # top-down: negative height
+    return bytes(data)
+
+
+def _expect_invalid(call: Any, batch: list[bytes], *fragments: str) -> str:
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        call(batch)
+    message = info.value.message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_bytes_signature_rejects_empty_input_naming_the_index(bytes_signature: Any) -> None:
+    ok = image_bytes("png_rgb", 30, 30)
+    _expect_invalid(bytes_signature, [ok, b""], "image_bytes[1]:", "empty image")
+
+
+def test_bytes_signature_rejects_random_bytes_as_unsupported_format(bytes_signature: Any) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, size=500, dtype=np.uint8).tobytes()
+    _expect_invalid(bytes_signature, [noise], "image_bytes[0]:", "unsupported")
+
+
+def test_bytes_signature_rejects_webp_and_tiff_as_unsupported_format(bytes_signature: Any) -> None:
+    tiff = image_bytes("png_rgb", 8, 8)  # re-encode below
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.open(BytesIO(tiff)).save(buffer, format="TIFF")
+    _expect_invalid(bytes_signature, [buffer.getvalue()], "unsupported")
+
+
+def test_bytes_signature_rejects_truncated_jpeg(bytes_signature: Any) -> None:
+    data = image_bytes("jpeg_baseline", 80, 80)
+    _expect_invalid(bytes_signature, [data[: len(data) // 2]])
+
+
+def test_bytes_signature_rejects_header_only_png(bytes_signature: Any) -> None:
+    _expect_invalid(bytes_signature, [_png_header_only(20, 20)])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_png_header_only, _jpeg_declaring, _gif_declaring, _bmp_declaring],
+    ids=["png", "jpeg", "gif", "bmp"],
+)
+def test_bytes_signature_rejects_huge_declared_size_before_decoding(
+    bytes_signature: Any, make: Any
+) -> None:
+    # 65000 x 65000 x 3 would be 12.7 GB if decoded; the file itself is tiny.
+    data = make(65000, 65000)
+    assert len(data) < 4096
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _expect_invalid(bytes_signature, [data], "image too large", "65000")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 512 * 1024  # far below the 12.7 GB a full decode would need
+
+
+def test_pixel_limit_is_inclusive_and_configurable() -> None:
+    import tensorflow as tf
+    from xception_export import preprocess
+
+    divisor = tf.Variable(127.5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def run(images: tf.Tensor) -> tf.Tensor:
+        return preprocess.preprocess_batch(
+            images, size=71, interpolation="nearest", max_pixels=20 * 30, divisor=divisor
+        )
+
+    assert run(tf.constant([image_bytes("png_rgb", 20, 30)])).shape == (1, 71, 71, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max-pixels=600"):
+        run(tf.constant([image_bytes("png_rgb", 20, 31)]))
