@@ -1,0 +1,348 @@
+"""Versions and config as TF Serving manages them: hot swap without failed requests, failed loads
+that never take traffic, warmup, version policies, labels, config reload by polling and by RPC."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+)
+from tensorflow_serving.config import model_server_config_pb2
+
+from tests.fixtures.servers import (
+    start_local_server,
+    write_corrupt_version,
+    write_half_plus_two,
+)
+
+State = get_model_status_pb2.ModelVersionStatus.State
+FAST_POLL = ["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0"]
+
+
+def predict_request(name: str = "default", x: float = 2.0) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    tensor = request.inputs["x"]
+    tensor.dtype = types_pb2.DT_FLOAT
+    tensor.tensor_shape.dim.add().size = 1
+    tensor.float_val.append(x)
+    return request
+
+
+def statuses(stub: model_service_pb2_grpc.ModelServiceStub, name: str = "default") -> dict:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    try:
+        response = stub.GetModelStatus(request, timeout=10)
+    except grpc.RpcError:
+        return {}
+    return {s.version: s for s in response.model_version_status}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+class Callers:
+    """Concurrent Predict loops recording every failure and every (version, y) answer."""
+
+    def __init__(self, target: str, threads: int = 4) -> None:
+        self.failures: list[str] = []
+        self.answers: set[tuple[int, float]] = set()
+        self.count = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._channel = grpc.insecure_channel(target)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._threads = [threading.Thread(target=self._loop) for _ in range(threads)]
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + 120  # bounded even if the test forgets to stop us
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                response = self._stub.Predict(predict_request(), timeout=30)
+            except grpc.RpcError as err:
+                with self._lock:
+                    self.failures.append(f"{err.code()}: {err.details()}")
+                continue
+            with self._lock:
+                self.count += 1
+                self.answers.add(
+                    (response.model_spec.version.value, response.outputs["y"].float_val[0])
+                )
+
+    def __enter__(self) -> Callers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+        self._channel.close()
+
+
+def warmup_record(signature: str = "serving_default") -> bytes:
+    log = prediction_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.CopyFrom(predict_request())
+    request.model_spec.signature_name = signature
+    return log.SerializeToString()
+
+
+def test_new_version_takes_traffic_without_failures_and_bad_versions_never_do(
+    tmp_path: Path,
+) -> None:
+    base = tmp_path / "default"
+    write_half_plus_two(base, 1, offset=1.0, warmup_records=[warmup_record()])
+    (base / "not-a-version").mkdir()  # non-numeric directories are ignored
+    with start_local_server(model_name="default", model_base_path=base, extra_args=FAST_POLL) as s:
+        with grpc.insecure_channel(s.grpc_target) as channel:
+            models = model_service_pb2_grpc.ModelServiceStub(channel)
+            with Callers(s.grpc_target) as callers:
+                wait_for(lambda: callers.count > 5, what="first answers")
+                write_half_plus_two(base, 2, offset=2.0)  # atomically renamed into place
+                wait_for(
+                    lambda: (
+                        statuses(models).get(1, None) is not None
+                        and statuses(models)[1].state == State.END
+                        and statuses(models)[2].state == State.AVAILABLE
+                    ),
+                    what="version 2 available and version 1 unloaded",
+                )
+                served_before = callers.count
+                wait_for(lambda: callers.count > served_before + 5, what="answers from v2")
+
+                write_corrupt_version(base, 3)
+                wait_for(
+                    lambda: 3 in statuses(models) and statuses(models)[3].state == State.END,
+                    what="version 3 failing",
+                )
+                # A version whose warmup fails never takes traffic either.
+                write_half_plus_two(base, 4, offset=4.0, warmup_records=[warmup_record("nope")])
+                wait_for(
+                    lambda: 4 in statuses(models) and statuses(models)[4].state == State.END,
+                    what="version 4 failing warmup",
+                )
+                served_before = callers.count
+                wait_for(lambda: callers.count > served_before + 5, what="answers after v4")
+            final = statuses(models)
+        log = s.log_text()
+    assert callers.failures == []
+    # y = 0.5 * 2 + offset; offset == version for the good versions.
+    assert callers.answers == {(1, 2.0), (2, 3.0)}
+    assert [final[v].state for v in (4, 3, 2, 1)] == [
+        State.END,
+        State.END,
+        State.AVAILABLE,
+        State.END,
+    ]
+    assert list(final) == [4, 3, 2, 1]  # descending, as TF Serving's state map
+    assert final[3].status.error_code != 0 and final[3].status.error_message
+    assert final[4].status.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert 'Serving signature key "nope" not found.' in final[4].status.error_message
+    assert final[2].status.error_code == 0 and final[1].status.error_code == 0
+    assert "Successfully loaded servable version {name: default version: 2}" in log
+    assert "Successfully unloaded servable version {name: default version: 1}" in log
+
+
+def config_text(models: list[tuple[str, Path, str]]) -> str:
+    parts = [
+        f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" {extra} }}'
+        for name, base, extra in models
+    ]
+    return "model_config_list {\n" + "\n".join(parts) + "\n}\n"
+
+
+def test_version_policies_labels_and_config_reload(
+    tmp_path: Path, half_plus_three_base: Path
+) -> None:
+    base = tmp_path / "multi"
+    for version in (1, 2, 3):
+        write_half_plus_two(base, version, offset=float(version))
+    config = tmp_path / "models.config"
+    config.write_text(
+        config_text([("default", base, "model_version_policy { latest { num_versions: 2 } }")])
+    )
+    args = [*FAST_POLL, "--model_config_file_poll_wait_seconds=1"]
+    with (
+        start_local_server(model_config_file=config, extra_args=args) as s,
+        grpc.insecure_channel(s.grpc_target) as channel,
+    ):
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        # latest(2): versions 3 and 2 load, 1 never does.
+        assert {v: st.state for v, st in statuses(models).items()} == {
+            3: State.AVAILABLE,
+            2: State.AVAILABLE,
+        }
+        assert predict.Predict(predict_request(), timeout=10).model_spec.version.value == 3
+
+        # Reload by polling: specific version 1 with a label, plus a second model.
+        config.write_text(
+            config_text(
+                [
+                    ("default", base, "model_version_policy { specific { versions: 1 } }"),
+                    ("half_plus_three", half_plus_three_base, ""),
+                ]
+            )
+        )
+        wait_for(
+            lambda: (
+                statuses(models).get(1) is not None
+                and statuses(models)[1].state == State.AVAILABLE
+                and statuses(models)[3].state == State.END
+                and any(
+                    st.state == State.AVAILABLE
+                    for st in statuses(models, "half_plus_three").values()
+                )
+            ),
+            what="config poll applying the new config",
+        )
+        response = predict.Predict(predict_request("half_plus_three"), timeout=10)
+        assert response.outputs["y"].float_val[0] == 4.0
+
+        # Reload by RPC: all versions, a label on version 2; half_plus_three removed.
+        new = model_server_config_pb2.ModelServerConfig()
+        entry = new.model_config_list.config.add(
+            name="default", base_path=str(base), model_platform="tensorflow"
+        )
+        entry.model_version_policy.all.SetInParent()
+        entry.version_labels["canary"] = 2
+        # A label on a version that is not available is rejected first, as TF Serving does.
+        bad = model_server_config_pb2.ModelServerConfig()
+        bad.CopyFrom(new)
+        bad.model_config_list.config[0].version_labels["broken"] = 9
+        request = model_management_pb2.ReloadConfigRequest(config=bad)
+        with pytest.raises(grpc.RpcError) as info:
+            models.HandleReloadConfigRequest(request, timeout=60)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert info.value.details() == (
+            "Request to assign label to version 9 of model default, which is not currently "
+            "available for inference"
+        )
+        reply = models.HandleReloadConfigRequest(
+            model_management_pb2.ReloadConfigRequest(config=new), timeout=60
+        )
+        assert reply.status.error_code == 0
+        assert {v for v, st in statuses(models).items() if st.state == State.AVAILABLE} == {
+            1,
+            2,
+            3,
+        }
+        labelled = predict_request()
+        labelled.model_spec.version_label = "canary"
+        response = predict.Predict(labelled, timeout=10)
+        assert (response.model_spec.version.value, response.outputs["y"].float_val[0]) == (
+            2,
+            3.0,
+        )
+        wait_for(
+            lambda: (
+                statuses(models, "half_plus_three") == {}
+                or all(st.state == State.END for st in statuses(models, "half_plus_three").values())
+            ),
+            what="half_plus_three unloaded",
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            predict.Predict(predict_request("half_plus_three"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+        # A deleted version directory unloads.
+        shutil.rmtree(base / "3")
+        wait_for(lambda: statuses(models)[3].state == State.END, what="deleted v3 unloading")
+        assert predict.Predict(predict_request(), timeout=10).model_spec.version.value == 2
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "message"),
+    [
+        (
+            lambda c: c.model_config_list.config.add(name="default", base_path="/x"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Illegal to list model default multiple times in config list",
+        ),
+        (
+            lambda c: setattr(c.model_config_list.config[0], "base_path", "relative/path"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Expected model default to have an absolute path or URI; got base_path()=relative/path",
+        ),
+        (
+            lambda c: c.ClearField("model_config_list"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+            "ModelConfigList is currently supported",
+        ),
+    ],
+)
+def test_reload_config_rpc_rejects_invalid_configs(
+    mutate, code, message, half_plus_two_server_target: str, half_plus_two_base: Path
+) -> None:
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(
+        name="default", base_path=str(half_plus_two_base), model_platform="tensorflow"
+    )
+    mutate(config)
+    with grpc.insecure_channel(half_plus_two_server_target) as channel:
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            models.HandleReloadConfigRequest(
+                model_management_pb2.ReloadConfigRequest(config=config), timeout=30
+            )
+        assert (info.value.code(), info.value.details()) == (code, message)
+        # The server keeps serving the previous config.
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert predict.Predict(predict_request(), timeout=10).outputs["y"].float_val[0] == 3.0
+
+
+def test_reload_config_rpc_reports_a_model_that_fails_to_load(
+    tmp_path: Path, half_plus_two_server_target: str, half_plus_two_base: Path
+) -> None:
+    broken = tmp_path / "broken"
+    write_corrupt_version(broken, 5)
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(
+        name="default", base_path=str(half_plus_two_base), model_platform="tensorflow"
+    )
+    config.model_config_list.config.add(
+        name="broken", base_path=str(broken), model_platform="tensorflow"
+    )
+    with grpc.insecure_channel(half_plus_two_server_target) as channel:
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            models.HandleReloadConfigRequest(
+                model_management_pb2.ReloadConfigRequest(config=config), timeout=60
+            )
+        assert info.value.code() == grpc.StatusCode.UNKNOWN
+        assert info.value.details().startswith(
+            "1 servable(s) did not become available: {{{name: broken version: 5} due to error: "
+        )
+        status = statuses(models, "broken")[5]
+        assert status.state == State.END and status.status.error_message
+
+
+@pytest.fixture(scope="module")
+def half_plus_two_server_target(half_plus_two_base: Path):
+    with start_local_server(
+        model_name="default", model_base_path=half_plus_two_base, extra_args=FAST_POLL
+    ) as server:
+        yield server.grpc_target
