@@ -165,7 +165,7 @@ def _predict(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
             _print_table(name, result, out)
         out.flush()
     progress.close()
-    if len(images) > 1 or failures:
+    if len(images) + len(missing) > 1:
         elapsed = time.monotonic() - started
         total = len(images) + len(missing)
         err.write(

@@ -1,0 +1,267 @@
+"""The client against the real local server (tests/fixtures/servers.py) and a small exported model.
+
+Shared fixtures used: ``xception_server`` (session; ``.grpc_target``, ``.rest_url``) serving
+``small_xception_model`` (71x71 Xception, 1000 ImageNet labels with wnid keys, top-k 5) under the
+contract's default model name. The restart test launches its own server processes (the
+fixture's command line) because it must kill and restart a server on the same port.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from xception_client import (
+    AsyncClient,
+    Client,
+    DeadlineExceeded,
+    InvalidImage,
+    ModelNotFound,
+    NotAGrpcServer,
+    Prediction,
+    ServerUnavailable,
+    contract,
+)
+
+from tests.fixtures.servers import free_port, server_command
+
+SIZE = 71  # the small model's input size
+
+
+def _picture(seed: int, width: int = 120, height: int = 90) -> Image.Image:
+    """Smooth, seeded pictures: different seeds give visibly different images."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    channels = [np.sin(x * rng.uniform(2, 12) + y * rng.uniform(2, 12) + rng.uniform(0, 6))
+                for _ in range(3)]
+    return Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8))
+
+
+def _encoded(image: Image.Image, fmt: str, **params: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **params)
+    return out.getvalue()
+
+
+def _model_name(server: Any) -> str:
+    return str(getattr(server, "model_name", contract.DEFAULT_MODEL_NAME))
+
+
+@pytest.fixture
+def client(xception_server: Any) -> Iterator[Client]:
+    with Client(xception_server.grpc_target, model_name=_model_name(xception_server),
+                timeout=30.0) as c:
+        yield c
+
+
+def _ids(predictions: list[Prediction]) -> list[int]:
+    return [p.class_id for p in predictions]
+
+
+def test_predict_jpeg_gives_top_k_imagenet_labels_consistent_with_probabilities(
+    client: Client,
+) -> None:
+    jpeg = _encoded(_picture(1, 640, 480), "JPEG", quality=90)
+    predictions = client.predict(jpeg)
+    assert len(predictions) == contract.DEFAULT_TOP_K
+    scores = [p.score for p in predictions]
+    assert scores == sorted(scores, reverse=True)
+    assert all(p.key is not None and p.key.startswith("n") and p.label for p in predictions)
+    # Cross-check the top_k_* outputs against the full probabilities output of another call.
+    probabilities = client.probabilities([jpeg])
+    assert probabilities.shape == (1, 1000)
+    assert abs(float(probabilities.sum()) - 1.0) < 1e-3
+    expected = np.argsort(-probabilities[0], kind="stable")[: len(predictions)]
+    np.testing.assert_allclose(scores, probabilities[0][expected], rtol=1e-5)
+    assert set(_ids(predictions)) == set(expected.tolist())
+
+
+def test_predict_batch_of_mixed_inputs_matches_one_by_one(client: Client, tmp_path: Path) -> None:
+    path = tmp_path / "p.png"
+    _picture(3).save(path)
+    inputs: list[Any] = [
+        _encoded(_picture(2), "JPEG", quality=90),
+        path,
+        _encoded(_picture(4), "GIF"),
+        _encoded(_picture(5), "BMP"),
+        _encoded(_picture(6), "WEBP", lossless=True),  # re-encoded as PNG by the client
+        np.asarray(_picture(7)),
+        _picture(8),
+    ]
+    batch = client.predict_batch(inputs, top_k=3)
+    singles = [client.predict(image, top_k=3) for image in inputs]
+    assert [_ids(b) for b in batch] == [_ids(s) for s in singles]
+    for b, s in zip(batch, singles, strict=True):
+        np.testing.assert_allclose([p.score for p in b], [p.score for p in s], atol=1e-5)
+    assert len({tuple(_ids(b)) for b in batch}) > 1  # the model does look at the images
+
+
+def test_webp_and_its_lossless_png_give_the_same_prediction(client: Client) -> None:
+    picture = _picture(9)
+    from_webp = client.predict(_encoded(picture, "WEBP", lossless=True))
+    from_png = client.predict(_encoded(picture, "PNG"))
+    assert _ids(from_webp) == _ids(from_png)
+
+
+def test_predict_many_streams_the_same_results_in_order(client: Client) -> None:
+    images = [_encoded(_picture(seed), "JPEG") for seed in range(10, 16)]
+    expected = client.predict_batch(images, top_k=2)
+    streamed = list(client.predict_many(iter(images), top_k=2, concurrency=3))
+    assert [_ids(r) for r in streamed] == [_ids(e) for e in expected]
+
+
+def test_pixel_signature_agrees_with_bytes_signature_at_model_size(xception_server: Any) -> None:
+    pixels = np.asarray(_picture(20, SIZE, SIZE))
+    target, name = xception_server.grpc_target, _model_name(xception_server)
+    with Client(target, model_name=name, signature=contract.PIXELS_SIGNATURE) as pixel_client:
+        pixel_client.check_model()
+        via_pixels = pixel_client.predict(pixels)
+    with Client(target, model_name=name) as bytes_client:
+        via_png = bytes_client.predict(pixels)  # lossless PNG, decoded and resized to itself
+    assert _ids(via_pixels) == _ids(via_png)
+
+
+async def test_async_client_matches_sync_client(client: Client, xception_server: Any) -> None:
+    images = [_encoded(_picture(seed), "JPEG") for seed in (30, 31, 32)]
+    expected = [_ids(r) for r in client.predict_batch(images)]
+    async with AsyncClient(xception_server.grpc_target,
+                           model_name=_model_name(xception_server), timeout=30.0) as aclient:
+        one = await aclient.predict(images[0])
+        batch = await aclient.predict_batch(images)
+        many = [r async for r in aclient.predict_many(images, concurrency=2)]
+        metadata = await aclient.check_model()
+        (status, *_) = await aclient.status()
+    assert _ids(one) == expected[0]
+    assert [_ids(r) for r in batch] == expected
+    assert [_ids(r) for r in many if isinstance(r, list)] == expected
+    assert contract.BYTES_SIGNATURE in metadata.signatures
+    assert status.state == "AVAILABLE"
+
+
+def test_metadata_status_and_check_model(client: Client) -> None:
+    metadata = client.check_model()
+    signature = metadata.signatures[contract.BYTES_SIGNATURE]
+    assert str(signature.inputs[contract.IMAGE_BYTES_INPUT]) == "DT_STRING [-1]"
+    assert signature.outputs[contract.TOP_K_SCORES_OUTPUT].shape == (None, 5)
+    assert metadata.version is not None
+    (status, *_) = client.status()
+    assert (status.version, status.state) == (metadata.version, "AVAILABLE")
+
+
+def test_top_k_above_the_exported_k_is_explained(client: Client) -> None:
+    from xception_client import TopKTooLarge
+
+    with pytest.raises(TopKTooLarge, match="exports its 5 best"):
+        client.predict(_encoded(_picture(40), "PNG"), top_k=6)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"model_name": "no_such_model"}, {"model_version": 999}, {"version_label": "no_such_label"}],
+    ids=["name", "version", "label"],
+)
+def test_unknown_model_version_or_label_raises_model_not_found(
+    xception_server: Any, spec: dict[str, Any]
+) -> None:
+    kwargs = {"model_name": _model_name(xception_server), **spec}
+    with Client(xception_server.grpc_target, **kwargs) as c, pytest.raises(ModelNotFound) as info:
+        c.predict(_encoded(_picture(41), "PNG"))
+    assert info.value.details  # the server's own message
+
+
+def test_truncated_jpeg_is_refused_by_the_server_as_invalid_image(client: Client) -> None:
+    jpeg = _encoded(_picture(42, 300, 200), "JPEG", quality=90)
+    with pytest.raises(InvalidImage) as info:
+        client.predict(jpeg[: len(jpeg) // 3])  # header intact: passes the local check
+    assert info.value.code is not None  # answered by the server, not rejected locally
+    assert client.predict(jpeg)  # and the server keeps serving
+
+
+def test_tiny_deadline_raises_deadline_exceeded(client: Client) -> None:
+    with pytest.raises(DeadlineExceeded):
+        client.predict(_encoded(_picture(43, 640, 480), "JPEG"), timeout=0.001)
+
+
+def test_rest_port_raises_not_a_grpc_server(xception_server: Any) -> None:
+    rest = str(xception_server.rest_url).split("://", 1)[-1].rstrip("/")
+    with Client(rest, timeout=10.0, retries=0) as c, pytest.raises(NotAGrpcServer, match="8500"):
+        c.status()
+
+
+# --- restart: kill the server, start a new one on the same port, the same client recovers ---
+
+
+def _serve(base_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    command = server_command(
+        grpc_port=port, rest_port=None, model_name=contract.DEFAULT_MODEL_NAME,
+        model_base_path=base_path, model_config_file=None, extra_args=(),
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], target: str, log: Path,
+                deadline_s: float = 180.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    with Client(target, timeout=2.0, retries=0) as probe:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if any(s.state == "AVAILABLE" for s in probe.status()):
+                    return
+            except (ServerUnavailable, ModelNotFound, DeadlineExceeded):
+                time.sleep(0.5)
+    pytest.fail(f"server not ready after {deadline_s} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_same_client_recovers_after_the_server_is_killed_and_restarted(
+    small_xception_model: Any, tmp_path: Path
+) -> None:
+    port, log = free_port(), tmp_path / "server.log"
+    target = f"127.0.0.1:{port}"
+    image = _encoded(_picture(50), "JPEG")
+    first = _serve(small_xception_model.base_path, port, log)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_ready(first, target, log)
+        with Client(target, timeout=20.0, retries=4) as client, \
+                Client(target, timeout=120.0, wait_for_ready=True) as patient:
+            before = client.predict(image)
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+            with pytest.raises(ServerUnavailable):  # down: fails fast after retries, no hang
+                client.predict(image, timeout=10.0)
+            # A wait_for_ready call issued while the server is down completes once it is back.
+            waited: list[list[Prediction]] = []
+            waiter = threading.Thread(target=lambda: waited.append(patient.predict(image)))
+            waiter.start()
+            second = _serve(small_xception_model.base_path, port, log)
+            _wait_ready(second, target, log)
+            after = client.predict(image)  # same client, same channel: reconnected by gRPC
+            waiter.join(timeout=60)
+            assert not waiter.is_alive()
+        assert _ids(after) == _ids(before)
+        assert waited and _ids(waited[0]) == _ids(before)
+    finally:
+        _stop(first)
+        if second is not None:
+            _stop(second)
