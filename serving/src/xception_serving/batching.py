@@ -20,17 +20,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
-from xception_serving.config_files import BatchingParameters
 from xception_serving.errors import ServingError, from_exception
 from xception_serving.metrics import Metrics
-from xception_serving.models import Servable
+
+if TYPE_CHECKING:  # keep this module importable without TensorFlow
+    from xception_serving.config_files import BatchingParameters
+    from xception_serving.models import Servable
 
 Outputs = dict[str, np.ndarray]
-RunFn = Callable[[Servable, str, Mapping[str, np.ndarray]], Outputs]
+RunFn = Callable[["Servable", str, Mapping[str, np.ndarray]], Outputs]
 
 THREAD_POOL_NAME = "model_server_batch_threads"
 
