@@ -468,3 +468,17 @@ def test_error_json_is_pretty_printed_error_object() -> None:
 )
 def test_http_status_mapping_follows_tf_serving(code: grpc.StatusCode, status: int) -> None:
     assert rest_json.http_status(code) == status
+
+
+def test_vectorized_path_still_rejects_big_integer_tokens_among_decimals() -> None:
+    err = error_of(fill, '{"instances": [[1, 2.5], [16777217, 1.0]]}', {"x": FLOAT})
+    assert err.message.endswith(
+        "Cannot convert JSON value: 16777217 to float without loss of precision."
+    )
+    ok, _ = fill('{"instances": [[1, 2.5], [33554432.0, 1.0]]}', {"x": FLOAT})
+    assert list(ok["x"].float_val) == [1.0, 2.5, 33554432.0, 1.0]
+
+
+def test_bool_among_numbers_is_a_type_error_not_a_number() -> None:
+    err = error_of(fill, '{"inputs": [1.0, true]}', {"x": FLOAT})
+    assert err.message == "JSON Value: true Type: True is not of expected type: float"

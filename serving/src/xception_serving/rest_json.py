@@ -344,7 +344,15 @@ def _first_member_wins(pairs: list[tuple[str, JsonValue]]) -> dict[str, JsonValu
     return obj
 
 
-def parse_json(body: bytes) -> dict[str, JsonValue]:
+class Document(dict):  # type: ignore[type-arg]
+    """The parsed top-level object, plus whether the body could hold true/false tokens (when it
+    cannot, numeric arrays may take the vectorized path: numpy would silently turn bools into
+    numbers)."""
+
+    may_have_bools: bool = True
+
+
+def parse_json(body: bytes) -> Document:
     """Parse a request body as TF Serving's ParseJson does (top level must be an object)."""
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
@@ -358,7 +366,9 @@ def parse_json(body: bytes) -> dict[str, JsonValue]:
         doc = _RapidJsonParser(text).parse()  # exact rapidjson error (or its extra tokens)
     if not isinstance(doc, dict):
         raise _invalid(f"JSON Value: {json_value_to_string(doc)} Is not object")
-    return doc
+    document = Document(doc)
+    document.may_have_bools = b"true" in body or b"false" in body
+    return document
 
 
 _CONSTANTS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -705,6 +715,46 @@ def _dense_shape(val: JsonValue) -> list[int]:
     return shape
 
 
+def _fast_dense(val: JsonValue, shape: list[int], dtype: int) -> list[Any] | None:
+    """A whole dense numeric tensor converted by numpy, when that provably gives the values the
+    element-by-element walk would accept; None -> take the walk (which reports exact errors)."""
+    if dtype not in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT32) or not shape:
+        return None
+    try:
+        array = np.array(val)
+    except (ValueError, OverflowError):
+        return None
+    if list(array.shape) != shape or array.dtype.kind not in "fi":
+        return None
+    if dtype == types_pb2.DT_INT32:
+        if array.dtype.kind != "i" or array.min() < -(2**31) or array.max() >= 2**31:
+            return None
+        return array.ravel().tolist()  # type: ignore[no-any-return]
+    limit = _FLOAT_MAX_INT if dtype == types_pb2.DT_FLOAT else _DOUBLE_MAX_INT
+    if array.dtype.kind == "i":
+        if np.abs(array).max() > limit:
+            return None
+        return array.astype(np.float64).ravel().tolist()  # type: ignore[no-any-return]
+    finite = array[np.isfinite(array)]
+    if dtype == types_pb2.DT_FLOAT and finite.size and np.abs(finite).max() > _FLOAT32_MAX:
+        return None
+    # Integer tokens mixed with decimals became floats: whole values beyond the lossless limit
+    # might have been integer tokens, which TF Serving rejects; let the walk decide.
+    big = np.abs(finite) > limit
+    if big.any() and (finite[big] == np.round(finite[big])).any():
+        return None
+    return array.ravel().tolist()  # type: ignore[no-any-return]
+
+
+def _fill_dense(val: JsonValue, shape: list[int], dtype: int, out: list[Any], fast: bool
+                ) -> None:
+    values = _fast_dense(val, shape, dtype) if fast else None
+    if values is None:
+        _fill(val, 0, shape, dtype, out)
+    else:
+        out.extend(values)
+
+
 def _fill(val: JsonValue, level: int, shape: list[int], dtype: int, out: list[Any]) -> None:
     """FillTensorProto: walk the nested lists, checking each level's size against `shape`."""
     rank = len(shape)
@@ -782,14 +832,15 @@ class _Instance:
 
 
 def _add_instance_item(
-    item: JsonValue, name: str, dtypes: Mapping[str, int], seen: dict[str, _Instance]
+    item: JsonValue, name: str, dtypes: Mapping[str, int], seen: dict[str, _Instance],
+    fast: bool,
 ) -> None:
     """AddInstanceItem: one instance's value for input `name`; all instances must agree."""
     if name not in dtypes:
         raise _invalid(f"JSON object: does not have named input: {name}")
     shape = _dense_shape(item)
     values: list[Any] = []
-    _fill(item, 0, shape, dtypes[name], values)
+    _fill_dense(item, shape, dtypes[name], values, fast)
     previous = seen.get(name)
     if previous is None:
         seen[name] = _Instance(len(values), shape, values)
@@ -804,7 +855,7 @@ def _add_instance_item(
 
 
 def _fill_from_instances(
-    instances: list[JsonValue], dtypes: Mapping[str, int]
+    instances: list[JsonValue], dtypes: Mapping[str, int], fast: bool
 ) -> dict[str, tensor_pb2.TensorProto]:
     if not isinstance(instances[0], dict) and len(dtypes) > 1:
         raise _invalid(
@@ -824,7 +875,7 @@ def _fill_from_instances(
                 raise _invalid(f"Expecting object but got list at item {index} of input list")
             for name, item in element.items():
                 try:
-                    _add_instance_item(item, name, dtypes, seen)
+                    _add_instance_item(item, name, dtypes, seen, fast)
                 except ServingError as err:
                     raise _invalid(
                         f"Failed to process element: {index} key: {name} of 'instances' list. "
@@ -842,7 +893,7 @@ def _fill_from_instances(
                     f"Expecting value/list but got object at item {index} of input list"
                 )
             try:
-                _add_instance_item(element, input_names[0], dtypes, seen)
+                _add_instance_item(element, input_names[0], dtypes, seen, fast)
             except ServingError as err:
                 raise _invalid(
                     f"Failed to process element: {index} of 'instances' list. "
@@ -856,17 +907,17 @@ def _fill_from_instances(
     return tensors
 
 
-def _columnar_tensor(val: JsonValue, dtype: int) -> tensor_pb2.TensorProto:
+def _columnar_tensor(val: JsonValue, dtype: int, fast: bool) -> tensor_pb2.TensorProto:
     shape = _dense_shape(val)
     values: list[Any] = []
-    _fill(val, 0, shape, dtype, values)
+    _fill_dense(val, shape, dtype, values, fast)
     tensor = tensor_pb2.TensorProto()
     _set_tensor(tensor, dtype, shape, values)
     return tensor
 
 
 def _fill_from_inputs(
-    inputs: JsonValue, dtypes: Mapping[str, int]
+    inputs: JsonValue, dtypes: Mapping[str, int], fast: bool
 ) -> dict[str, tensor_pb2.TensorProto]:
     names = sorted(dtypes)
     if not isinstance(inputs, dict) or is_base64_object(inputs):
@@ -875,12 +926,12 @@ def _fill_from_inputs(
                 "inputs is a plain value/list, but expecting an object as multiple input "
                 "tensors required as per tensorinfo_map"
             )
-        return {names[0]: _columnar_tensor(inputs, dtypes[names[0]])}
+        return {names[0]: _columnar_tensor(inputs, dtypes[names[0]], fast)}
     tensors = {}
     for name in names:
         if name not in inputs:
             raise _invalid(f"Missing named input: {name} in 'inputs' object.")
-        tensors[name] = _columnar_tensor(inputs[name], dtypes[name])
+        tensors[name] = _columnar_tensor(inputs[name], dtypes[name], fast)
     return tensors
 
 
@@ -907,6 +958,7 @@ def fill_predict_inputs(
     `input_dtypes(signature_name)` returns the signature's input alias -> DataType map (and raises
     TF Serving's error for an unknown model or signature)."""
     dtypes = input_dtypes(signature_name)
+    fast = not getattr(doc, "may_have_bools", True)
     if not dtypes:
         raise _invalid(
             f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
@@ -928,9 +980,9 @@ def fill_predict_inputs(
             raise _invalid(
                 f"JSON Value: {json_value_to_string(doc)} No values in 'instances' array"
             )
-        return _fill_from_instances(instances, dtypes), "row"
+        return _fill_from_instances(instances, dtypes, fast), "row"
     if has_inputs:
-        return _fill_from_inputs(doc["inputs"], dtypes), "columnar"
+        return _fill_from_inputs(doc["inputs"], dtypes, fast), "columnar"
     raise _invalid("Missing 'inputs' or 'instances' key")
 
 
