@@ -232,10 +232,10 @@ class RestApi:
                     grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: {method} {uri}"
                 )
         except Exception as exc:  # every failure answers as TF Serving would
-            err = from_exception(exc)
+            failure = from_exception(exc)
             if not isinstance(exc, ServingError):
                 log.exception("REST %s %s failed", method, uri)
-            return err, route, rest_json.error_json(err.message)
+            return failure, route, rest_json.error_json(failure.message)
         return None, route, output
 
     def _deadline(self) -> float | None:

@@ -729,12 +729,12 @@ def _fast_dense(val: JsonValue, shape: list[int], dtype: int) -> list[Any] | Non
     if dtype == types_pb2.DT_INT32:
         if array.dtype.kind != "i" or array.min() < -(2**31) or array.max() >= 2**31:
             return None
-        return array.ravel().tolist()  # type: ignore[no-any-return]
+        return array.ravel().tolist()
     limit = _FLOAT_MAX_INT if dtype == types_pb2.DT_FLOAT else _DOUBLE_MAX_INT
     if array.dtype.kind == "i":
         if np.abs(array).max() > limit:
             return None
-        return array.astype(np.float64).ravel().tolist()  # type: ignore[no-any-return]
+        return array.astype(np.float64).ravel().tolist()
     finite = array[np.isfinite(array)]
     if dtype == types_pb2.DT_FLOAT and finite.size and np.abs(finite).max() > _FLOAT32_MAX:
         return None
@@ -743,7 +743,7 @@ def _fast_dense(val: JsonValue, shape: list[int], dtype: int) -> list[Any] | Non
     big = np.abs(finite) > limit
     if big.any() and (finite[big] == np.round(finite[big])).any():
         return None
-    return array.ravel().tolist()  # type: ignore[no-any-return]
+    return array.ravel().tolist()
 
 
 def _fill_dense(val: JsonValue, shape: list[int], dtype: int, out: list[Any], fast: bool
@@ -807,7 +807,7 @@ _VALUE_FIELD = {
 
 def _set_tensor(tensor: tensor_pb2.TensorProto, dtype: int, shape: list[int], values: list[Any]
                 ) -> None:
-    tensor.dtype = dtype  # type: ignore[assignment]
+    tensor.dtype = dtype
     del tensor.tensor_shape.dim[:]
     for size in shape:
         tensor.tensor_shape.dim.add().size = size
@@ -1003,8 +1003,10 @@ def tensor_values(tensor: tensor_pb2.TensorProto) -> tuple[list[int], list[Any]]
         values: list[Any] = list(tensor.string_val)
         fill: Any = b""
     elif tensor.tensor_content and dtype in _NUMPY_DTYPES:
-        array = np.frombuffer(tensor.tensor_content, dtype=_NUMPY_DTYPES[dtype])
-        return shape, array.tolist()[:count]
+        decoded: np.ndarray[Any, Any] = np.frombuffer(
+            tensor.tensor_content, dtype=_NUMPY_DTYPES[dtype]
+        )
+        return shape, decoded.tolist()[:count]
     else:
         field = _VALUE_FIELD.get(dtype)
         values = list(getattr(tensor, field)) if field else []
@@ -1330,14 +1332,12 @@ def status_json(response: get_model_status_pb2.GetModelStatusResponse) -> bytes:
 def metadata_json(response: get_model_metadata_pb2.GetModelMetadataResponse) -> bytes:
     """TF Serving prints model_spec and the unpacked SignatureDefMap separately and splices them
     into one document (hence `"signature_def": {"signature_def": ...}`)."""
-    from tensorflow_serving.apis import get_model_metadata_pb2 as gmm
-
     if "signature_def" not in response.metadata:
         raise ServingError(
             grpc.StatusCode.INTERNAL,
             "Failed to find 'signature_def' key in the GetModelMetadataResponse metadata map.",
         )
-    signature_defs = gmm.SignatureDefMap()
+    signature_defs = get_model_metadata_pb2.SignatureDefMap()
     if not response.metadata["signature_def"].Unpack(signature_defs):
         raise ServingError(
             grpc.StatusCode.INTERNAL, "Failed to unpack 'Any' object to 'SignatureDefMap'."
@@ -1358,7 +1358,8 @@ def signature_defs_of(
 ) -> Mapping[str, meta_graph_pb2.SignatureDef]:
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signature_defs)
-    return signature_defs.signature_def
+    result: Mapping[str, meta_graph_pb2.SignatureDef] = signature_defs.signature_def
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
