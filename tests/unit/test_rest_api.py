@@ -267,7 +267,7 @@ def test_predict_forwards_signature_name_as_sent() -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [(grpc.StatusCode.UNAVAILABLE, 503), (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+    [(grpc.StatusCode.UNAVAILABLE, 503), (grpc.StatusCode.UNIMPLEMENTED, 501),
      (grpc.StatusCode.RESOURCE_EXHAUSTED, 429), (grpc.StatusCode.FAILED_PRECONDITION, 400)],
 )
 def test_core_errors_map_to_http_status_with_full_message(code: grpc.StatusCode, status: int
@@ -358,3 +358,10 @@ def test_tensor_content_free_request_reaches_core_as_typed_values() -> None:
     call(api, "POST", "/v1/models/half_plus_two:predict", '{"instances": [[1.0], [2.0]]}')
     x: tensor_pb2.TensorProto = core.requests[-1].inputs["x"]
     assert (list(x.float_val), [d.size for d in x.tensor_shape.dim]) == ([1.0, 2.0], [2, 1])
+
+
+def test_timeouts_answer_504_with_tf_serving_rest_wording() -> None:
+    failure = ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    api, _, _ = make_api(HalfPlusTwoCore(fail_with=failure))
+    status, _, body = call(api, "POST", "/v1/models/half_plus_two:predict", '{"inputs": [1.0]}')
+    assert (status, error_text(body)) == (504, "Timed out waiting for notification")

@@ -70,6 +70,7 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 30.0
 
 JSON_HEADERS = (("Content-Type", "application/json"),)
+REST_TIMEOUT_MESSAGE = "Timed out waiting for notification"
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,10 @@ class RestApi:
                 )
         except Exception as exc:  # every failure answers as TF Serving would
             failure = from_exception(exc)
+            if failure.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # REST has no client deadline: TF Serving's only timeout here is the Session::Run
+                # one set from --rest_api_timeout_in_ms, and that is its wording.
+                failure = ServingError(failure.code, REST_TIMEOUT_MESSAGE)
             if not isinstance(exc, ServingError):
                 log.exception("REST %s %s failed", method, uri)
             return failure, route, rest_json.error_json(failure.message)
