@@ -19,7 +19,7 @@ if [[ -x "$root/.venv/bin/python" ]]; then
   python="$root/.venv/bin/python"
 elif command -v python3 >/dev/null 2>&1; then
   python="$(command -v python3)"
-  export PYTHONPATH="$here/src:$root/client/src${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
 else
   echo "run-tfserving: python3 is needed to build the TF Serving command; install it or run \`make install\`" >&2
   exit 1

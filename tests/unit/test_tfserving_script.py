@@ -9,6 +9,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,24 @@ def test_script_with_only_the_binary_prints_and_runs_the_binary_command(
 def test_script_names_make_export_when_the_model_is_missing(bin_dir: Path, tmp_path: Path) -> None:
     line = _fail_line(_run(bin_dir, "--model-base-path", str(tmp_path / "nothing")))
     assert "make export" in line
+
+
+def test_launcher_builds_the_same_command_on_a_bare_python_without_project_packages(
+    model_dir: Path,
+) -> None:
+    # A GPU host with python3 and Docker only: no site-packages (-S), so neither grpc nor the
+    # installed project packages; run-tfserving.sh then puts serving/src on PYTHONPATH.
+    result = subprocess.run(
+        [
+            *("/usr/bin/env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={ROOT / 'serving' / 'src'}"),
+            *(sys.executable, "-S", "-m", "xception_serving.tfserving", "command"),
+            *("--model-base-path", str(model_dir)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = tfserving.docker_command(tfserving.ServeSettings(model_dir))
+    assert result.stdout.splitlines() == [shlex.join(expected)]

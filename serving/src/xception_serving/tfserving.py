@@ -12,7 +12,7 @@ Two modes, one set of TF Serving flags:
 ``auto`` prefers a reachable Docker engine (the image pins TF Serving, CUDA and cuDNN together) and
 falls back to the binary. With neither it fails with one line that names ``make serve``.
 
-Only the standard library and the contract module are imported, so ``serving/run-tfserving.sh``
+Only the standard library and the contract module are needed, so ``serving/run-tfserving.sh``
 works on a GPU host that has python3 and Docker but no project virtualenv.
 
     python -m xception_serving.tfserving run [--mode auto|docker|binary] [--dry-run] [-- FLAGS]
@@ -23,6 +23,7 @@ works on a GPU host that has python3 and Docker but no project virtualenv.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shlex
@@ -32,9 +33,34 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
-from xception_client.contract import DEFAULT_GRPC_PORT, DEFAULT_MODEL_NAME, DEFAULT_REST_PORT
+# serving/ (this file is serving/src/xception_serving/tfserving.py).
+SERVING_DIR = Path(__file__).resolve().parents[2]
+REPO_ROOT = SERVING_DIR.parent
+
+
+def _contract() -> ModuleType:
+    """The model contract; on a bare GPU host (python3 without grpc, so the client package's
+    __init__ cannot import) the standalone contract.py is loaded from the checkout instead."""
+    try:
+        from xception_client import contract
+
+        return contract
+    except ImportError:
+        path = REPO_ROOT / "client" / "src" / "xception_client" / "contract.py"
+        spec = importlib.util.spec_from_file_location("_xception_contract", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+
+_CONTRACT = _contract()
+DEFAULT_MODEL_NAME: str = _CONTRACT.DEFAULT_MODEL_NAME
+DEFAULT_GRPC_PORT: int = _CONTRACT.DEFAULT_GRPC_PORT
+DEFAULT_REST_PORT: int = _CONTRACT.DEFAULT_REST_PORT
 
 # 2.20 rather than 2.19: its GPU image moves to CUDA 12.5 / cuDNN 9.3 and ships SASS for sm_89 (Ada:
 # L4, L40S) next to sm_60-sm_80; 2.19 has CUDA 12.2 / cuDNN 8.9 and no sm_89. Neither ships sm_90
@@ -72,10 +98,6 @@ BATCHING_CONFIG = "batching.config"
 MONITORING_CONFIG = "monitoring.config"
 SSL_CONFIG = "ssl.config"
 SSL_TEMPLATE = "ssl.config.template"
-
-# serving/ (this file is serving/src/xception_serving/tfserving.py).
-SERVING_DIR = Path(__file__).resolve().parents[2]
-REPO_ROOT = SERVING_DIR.parent
 
 Mode = Literal["docker", "binary"]
 
