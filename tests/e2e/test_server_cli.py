@@ -1,0 +1,99 @@
+"""`xception-serve` as a process: startup failures as TF Serving words them, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.fixtures.servers import free_port, start_local_server, write_corrupt_version
+
+
+def xception_serve() -> str:
+    found = shutil.which("xception-serve", path=str(Path(sys.executable).parent))
+    assert found, "the xception-serve console script is not installed"
+    return found
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [xception_serve(), f"--port={free_port()}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_malformed_model_config_fails_startup_like_tf_serving(tmp_path: Path) -> None:
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: 'x' base_path: }")
+    result = run_cli(f"--model_config_file={config}")
+    assert result.returncode == 255
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in result.stderr
+    assert "Failed to start server. Error: INVALID_ARGUMENT" in result.stderr
+
+
+def test_model_whose_only_version_fails_to_load_fails_startup(tmp_path: Path) -> None:
+    write_corrupt_version(tmp_path / "m", 1)
+    result = run_cli(
+        "--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--max_num_load_retries=0"
+    )
+    assert result.returncode == 255
+    assert (
+        "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: "
+        "{{{name: m version: 1} due to error: " in result.stderr
+    )
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_zero(
+    tmp_path: Path, half_plus_two_base: Path
+) -> None:
+    batching = tmp_path / "batching.config"
+    # A request waits ~2 s for its batch to fill: SIGTERM arrives while it is in flight.
+    batching.write_text(
+        "max_batch_size { value: 64 } batch_timeout_micros { value: 2000000 } "
+        "num_batch_threads { value: 1 }"
+    )
+    args = ["--enable_batching", f"--batching_parameters_file={batching}"]
+    with start_local_server(
+        model_name="default", model_base_path=half_plus_two_base, extra_args=args
+    ) as server:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "default"
+        x = request.inputs["x"]
+        x.dtype = types_pb2.DT_FLOAT
+        x.tensor_shape.dim.add().size = 1
+        x.float_val.append(2.0)
+        outcome: list[object] = []
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+            def call() -> None:
+                try:
+                    outcome.append(stub.Predict(request, timeout=30))
+                except grpc.RpcError as err:
+                    outcome.append(err)
+
+            thread = threading.Thread(target=call)
+            started = time.monotonic()
+            thread.start()
+            time.sleep(0.7)
+            code = server.stop(signal.SIGTERM, timeout=30)
+            thread.join(30)
+        log = server.log_text()
+    assert code == 0, log
+    assert time.monotonic() - started >= 1.5  # the request really was waiting in its batch
+    response = outcome[0]
+    assert isinstance(response, predict_pb2.PredictResponse), response
+    assert response.outputs["y"].float_val[0] == 3.0
+    assert "Received SIGTERM, shutting down" in log
+    assert "Predict" not in log  # no per-request logging by default
