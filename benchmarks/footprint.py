@@ -1,0 +1,158 @@
+"""Client footprint: installed size of a client-only environment and import time.
+
+Installed size is measured two ways:
+
+- ``venv``: ``python -m venv`` in a temporary directory, ``pip install ./client`` from the package
+  index, ``du`` of the whole environment minus the bare venv (pip itself). Slow and needs the
+  index, so the result is cached in the build directory, keyed by client/pyproject.toml.
+- ``records``: the sum of the files each installed distribution lists in its RECORD, over the
+  dependency closure of ``xception-client`` and of ``tensorflow-serving-api`` in this venv. Fast,
+  offline, and the comparison the import-time figure needs (what ``tensorflow_serving.apis``
+  drags in: TensorFlow).
+
+Import time: a fresh interpreter per sample, timing only the import statement (wall and CPU of
+the child), best of N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+IMPORT_PROBE = """
+import resource, time
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+c0, t0 = cpu(), time.perf_counter()
+import {module}
+print(time.perf_counter() - t0, cpu() - c0)
+"""
+
+
+def import_time(module: str, *, repeats: int, python: str = sys.executable,
+                timeout: float = 120.0) -> dict[str, Any]:
+    """Best-of-``repeats`` wall and CPU seconds of ``import module`` in fresh interpreters."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for _ in range(repeats):
+        out = subprocess.run(
+            [python, "-c", IMPORT_PROBE.format(module=module)],
+            capture_output=True, text=True, timeout=timeout, env=env, check=True,
+        )
+        wall, cpu = (float(v) for v in out.stdout.split()[-2:])
+        walls.append(wall)
+        cpus.append(cpu)
+    return {"module": module, "best_wall_s": min(walls), "best_cpu_s": min(cpus),
+            "samples_wall_s": walls, "samples_cpu_s": cpus}
+
+
+def _requirement_names(dist: metadata.Distribution) -> list[str]:
+    names = []
+    for req in dist.requires or []:
+        if ";" in req and "extra" in req.split(";", 1)[1]:
+            continue  # optional extras are not installed by a plain `pip install`
+        match = re.match(r"[A-Za-z0-9._-]+", req.strip())
+        if match:
+            names.append(match.group(0))
+    return names
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def dependency_closure(root: str) -> list[str]:
+    """Installed distributions ``root`` needs, itself included (canonical names, sorted)."""
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        name = _canonical(stack.pop())
+        if name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        seen.add(name)
+        stack.extend(_requirement_names(dist))
+    return sorted(seen)
+
+
+def installed_bytes(names: list[str]) -> int:
+    total = 0
+    for name in names:
+        dist = metadata.distribution(name)
+        for file in dist.files or []:
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
+def records_size(root: str, *, exclude_root: bool = False) -> dict[str, Any]:
+    names = dependency_closure(root)
+    if exclude_root:
+        names = [n for n in names if n != _canonical(root)]
+    return {"distributions": names, "bytes": installed_bytes(names)}
+
+
+def du_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                total += os.stat(full).st_size
+    return total
+
+
+def client_venv_size(repo: Path, cache_file: Path, *, timeout: float = 240.0) -> dict[str, Any]:
+    """Build (or read the cached result of) a client-only venv; sizes in bytes."""
+    repo = repo.resolve()
+    pyproject = (repo / "client" / "pyproject.toml").read_bytes()
+    key = hashlib.sha256(pyproject + sys.version.encode()).hexdigest()[:16]
+    if cache_file.is_file():
+        cached = json.loads(cache_file.read_text())
+        if cached.get("key") == key:
+            return {**cached, "cached": True}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-client-venv-") as tmp:
+        venv = Path(tmp) / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=timeout)
+        bare = du_bytes(venv)
+        # A non-editable install: what a user of the client gets.
+        install = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+             "--disable-pip-version-check", str(repo / "client")],
+            timeout=timeout, capture_output=True, text=True,
+        )
+        if install.returncode != 0:
+            raise RuntimeError(f"pip install ./client failed: {install.stderr.strip()[-500:]}")
+        full = du_bytes(venv)
+        freeze = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "freeze"], check=True,
+            capture_output=True, text=True, timeout=60,
+        ).stdout.splitlines()
+    result = {
+        "key": key,
+        "venv_bytes": full,
+        "bare_venv_bytes": bare,
+        "client_install_bytes": full - bare,
+        "packages": freeze,
+        "build_seconds": time.monotonic() - started,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps(result, indent=2))
+    return {**result, "cached": False}

@@ -1,0 +1,96 @@
+"""The limit: the served SavedModel called in-process on already-decoded, already-resized pixels.
+
+Run as a subprocess by run.py (so TensorFlow stays out of the benchmark client's process, where
+client CPU time is measured). It calls the export's ``serving_pixels`` signature (uint8
+[N, S, S, 3] -> x / 127.5 - 1 -> Xception -> top-k): the same network, weights, top-k and thread
+settings the server runs, minus JPEG decode, resize, RPC and batching. The normalisation it keeps
+is one elementwise op, well under 1% of Xception's compute.
+
+Protocol (one JSON object per stdout line): load and warm up, print {"event": "loaded"}, wait for
+one line on stdin (run.py sends it once the servers are up and idle, so the load phases overlap
+but the measurements do not), measure, print {"event": "result", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-dir", required=True, type=Path, help="SavedModel version dir")
+    parser.add_argument("--pixels", required=True, type=Path, help=".npy uint8 [N, S, S, 3]")
+    parser.add_argument("--batch-sizes", default="1,4,8")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per batch size")
+    parser.add_argument("--min-calls", type=int, default=3)
+    args = parser.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    from xception_client import contract
+
+    pixels = np.load(args.pixels)
+    loaded = tf.saved_model.load(str(args.model_dir))
+    function = loaded.signatures[contract.PIXELS_SIGNATURE]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    def call(batch: np.ndarray) -> None:
+        outputs = function(**{contract.PIXELS_INPUT: tf.convert_to_tensor(batch)})
+        outputs[contract.TOP_K_SCORES_OUTPUT].numpy()  # materialise, as the server does
+
+    def batch_at(start: int, size: int) -> np.ndarray:
+        index = [(start + i) % len(pixels) for i in range(size)]
+        return pixels[index]
+
+    for size in batch_sizes:  # first call of each shape pays one-off graph/allocator costs
+        call(batch_at(0, size))
+    print(json.dumps({"event": "loaded"}), flush=True)
+    if not sys.stdin.readline():
+        return 1  # parent went away
+
+    per_size = []
+    single_latencies: list[float] = []
+    for size in batch_sizes:
+        calls, images, start_index = 0, 0, 0
+        latencies = []
+        started = time.perf_counter()
+        while calls < args.min_calls or time.perf_counter() - started < args.seconds:
+            batch = batch_at(start_index, size)
+            t0 = time.perf_counter()
+            call(batch)
+            latencies.append(time.perf_counter() - t0)
+            calls += 1
+            images += size
+            start_index += size
+        elapsed = time.perf_counter() - started
+        per_size.append(
+            {"batch_size": size, "calls": calls, "images": images, "seconds": elapsed,
+             "throughput": images / elapsed}
+        )
+        if size == 1:
+            single_latencies = latencies
+    print(
+        json.dumps(
+            {
+                "event": "result",
+                "per_batch_size": per_size,
+                "single_image_latencies_s": single_latencies,
+                "signature": contract.PIXELS_SIGNATURE,
+                "tensorflow": tf.__version__,
+                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The stdout table and the PNG plot of a results document (see stats.schema_problems)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def _num(value: Any, spec: str = ".1f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _batching(value: Any) -> str:
+    return {True: "on", False: "off"}.get(value, "server's")
+
+
+def _kb(value: Any) -> str:
+    return "-" if value is None else f"{value / 1024:.1f} KB"
+
+
+def format_table(doc: Mapping[str, Any]) -> str:
+    """A plain-text report: limit, served rows, client-side comparison, footprint, targets."""
+    lines: list[str] = []
+    machine = doc.get("machine", {})
+    lines.append(
+        f"benchmark {doc.get('date', '?')}  {machine.get('cpu_model', '?')} x "
+        f"{machine.get('cores', '?')} cores  load before/after: {machine.get('load_before', '?')}"
+        f" / {machine.get('load_after', '?')}"
+    )
+    setup = doc.get("setup", {})
+    lines.append(
+        f"model {setup.get('image_size', '?')}x{setup.get('image_size', '?')} (random weights), "
+        f"{setup.get('images', '?')} photo-like JPEGs (mean {_kb(setup.get('mean_jpeg_bytes'))}), "
+        f"served at {setup.get('served_target', '?')}"
+    )
+    limit = doc.get("limit", {})
+    lines.append("")
+    lines.append(
+        f"LIMIT in-process {limit.get('signature', '?')}: {_num(limit.get('throughput'))} img/s "
+        f"at batch {limit.get('best_batch_size', '?')}; single-image p50 "
+        f"{_num(limit.get('latency_p50_ms'))} ms"
+    )
+    per = limit.get("per_batch_size") or []
+    if per:
+        lines.append(
+            "  by batch size: "
+            + ", ".join(f"{p['batch_size']}: {_num(p['throughput'])}" for p in per)
+            + " img/s"
+        )
+    lines.append("")
+    header = (
+        f"{'variant':<15}{'batching':>9}{'conc':>6}{'img/s':>8}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}{'n':>5}{'err':>5}{'req/img':>11}{'cpu ms/img':>11}"
+    )
+    lines.append(header)
+    lines.append("-" * len(header))
+    for row in doc.get("served", []):
+        lines.append(
+            f"{row['variant']:<15}{_batching(row.get('batching')):>9}{row['concurrency']:>6}"
+            f"{_num(row.get('throughput')):>8}{_num(row.get('p50_ms')):>9}"
+            f"{_num(row.get('p95_ms')):>9}{_num(row.get('p99_ms')):>9}"
+            f"{row.get('requests', 0):>5}{row.get('errors', 0):>5}"
+            f"{_kb(row.get('request_bytes_per_image')):>11}"
+            f"{_num(row.get('client_cpu_ms_per_image'), '.2f'):>11}"
+        )
+    side = doc.get("client_side", {})
+    if side:
+        lines.append("")
+        lines.append(f"client side, concurrency {side.get('concurrency', '?')}, batching on:")
+        for key in ("ours", "usual", "rest"):
+            entry = side.get(key)
+            if entry:
+                lines.append(
+                    f"  {entry['variant']:<15} {_num(entry.get('throughput'))} img/s, "
+                    f"{_kb(entry.get('request_bytes_per_image'))} per image, "
+                    f"{_num(entry.get('client_cpu_ms_per_image'), '.2f')} client CPU ms per image"
+                )
+    foot = doc.get("footprint", {})
+    if foot:
+        lines.append("")
+        imports = foot.get("import", {})
+        lines.append(
+            f"import (best of {imports.get('repeats', '?')}): xception_client "
+            f"{_num(imports.get('xception_client_s'), '.3f')} s, "
+            f"tensorflow_serving.apis.predict_pb2 {_num(imports.get('tfs_api_s'), '.3f')} s"
+        )
+        size = foot.get("installed", {})
+        lines.append(
+            f"installed: client-only {_num((size.get('client_bytes') or 0) / 1e6)} MB "
+            f"({size.get('client_method', '?')}); tensorflow-serving-api closure "
+            f"{_num((size.get('tfs_api_bytes') or 0) / 1e6)} MB (RECORD sizes)"
+        )
+    lines.append("")
+    lines.append("ratios: " + ", ".join(
+        f"{k} {_num(v, '.2f')}" for k, v in doc.get("ratios", {}).items()
+    ))
+    lines.append("targets:")
+    for name, target in doc.get("targets", {}).items():
+        holds = {True: "HOLDS", False: "FAILS", None: "not measured"}[target.get("holds")]
+        lines.append(f"  {name:<28} {_num(target.get('value'), '.2f'):>8}  "
+                     f"{target.get('threshold', '')}: {holds}")
+    return "\n".join(lines)
+
+
+def plot(doc: Mapping[str, Any], path: Path) -> Path:
+    """Throughput and p95 latency against concurrency, one line per variant (+ batching)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for row in doc.get("served", []):
+        label = f"{row['variant']} (batching {_batching(row.get('batching'))})"
+        series.setdefault(label, []).append(row)
+    fig, (ax_tp, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, rows in sorted(series.items()):
+        rows = sorted(rows, key=lambda r: r["concurrency"])
+        xs = [r["concurrency"] for r in rows]
+        ax_tp.plot(xs, [r.get("throughput") or math.nan for r in rows], marker="o", label=label)
+        ax_lat.plot(xs, [r.get("p95_ms") or math.nan for r in rows], marker="o", label=label)
+    limit = doc.get("limit", {})
+    if limit.get("throughput"):
+        ax_tp.axhline(limit["throughput"], color="grey", linestyle="--",
+                      label=f"limit (in-process, batch {limit.get('best_batch_size')})")
+    if limit.get("latency_p50_ms"):
+        ax_lat.axhline(limit["latency_p50_ms"], color="grey", linestyle="--",
+                       label="limit single-image p50")
+    for ax, title, unit in ((ax_tp, "throughput", "images/s"), (ax_lat, "p95 latency", "ms")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency (requests in flight)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    ax_lat.set_yscale("log")
+    ax_tp.set_ylim(bottom=0)
+    handles, labels = ax_tp.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    machine = doc.get("machine", {})
+    fig.suptitle(
+        f"Xception {doc.get('setup', {}).get('image_size', '?')}px, "
+        f"{machine.get('cpu_model', '?')} x {machine.get('cores', '?')}, {doc.get('date', '')}",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

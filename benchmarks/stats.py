@@ -1,0 +1,215 @@
+"""Statistics, ratios, targets and the results schema: pure functions, no model, no server.
+
+Percentiles use linear interpolation between closest ranks (numpy's default), so p50 of an even
+count is the mean of the two middle values. With n samples, a percentile above 1 - 1/n is close
+to the maximum: the JSON keeps the sample count so a reader can judge p99 of 60 requests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SCHEMA_VERSION = 1
+CONCURRENCY_LEVELS: tuple[int, ...] = (1, 4, 16)
+
+# Issue 5's targets. Each is (ratio or figure, comparison, threshold, description).
+SERVED_OVER_LIMIT_MIN = 0.9
+P50_OVER_LIMIT_MAX_MS = 15.0
+REQUEST_BYTES_RATIO_MIN = 20.0
+CLIENT_CPU_RATIO_MIN = 10.0
+IMPORT_TIME_RATIO_MIN = 10.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation; NaN for no values."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be within [0, 100]; received: q={q}")
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize_latencies(latencies_s: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/mean in milliseconds from per-request latencies in seconds."""
+    ms = [1000.0 * v for v in latencies_s]
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": (sum(ms) / len(ms)) if ms else math.nan,
+    }
+
+
+def throughput(images: int, elapsed_s: float) -> float:
+    """Images per second; NaN when nothing was timed."""
+    if elapsed_s <= 0 or images <= 0:
+        return math.nan
+    return images / elapsed_s
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, None when either is missing, zero-denominator or not finite."""
+    if numerator is None or denominator is None:
+        return None
+    if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def best_served(served: Sequence[Mapping[str, Any]], variant: str) -> Mapping[str, Any] | None:
+    """The row of ``variant`` with the highest throughput (any batching setting)."""
+    rows = [r for r in served if r.get("variant") == variant and _finite(r.get("throughput"))]
+    return max(rows, key=lambda r: float(r["throughput"])) if rows else None
+
+
+def served_row(
+    served: Sequence[Mapping[str, Any]], variant: str, concurrency: int, batching: bool | None
+) -> Mapping[str, Any] | None:
+    for row in served:
+        if (
+            row.get("variant") == variant
+            and row.get("concurrency") == concurrency
+            and (batching is None or row.get("batching") == batching)
+        ):
+            return row
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def compute_ratios(
+    *,
+    limit: Mapping[str, Any],
+    served: Sequence[Mapping[str, Any]],
+    usual: Mapping[str, Any] | None,
+    ours: Mapping[str, Any] | None,
+    imports: Mapping[str, Any] | None,
+    bytes_variant: str,
+) -> dict[str, float | None]:
+    """Issue 5's ratios. ``usual``/``ours`` hold request_bytes_per_image and client_cpu_ms_per_image
+    measured side by side; ``imports`` holds both import times in seconds."""
+    best = best_served(served, bytes_variant)
+    usual, ours = usual or {}, ours or {}
+    return {
+        "served_over_limit": ratio(best["throughput"] if best else None, limit.get("throughput")),
+        "request_bytes_usual_over_ours": ratio(
+            usual.get("request_bytes_per_image"), ours.get("request_bytes_per_image")
+        ),
+        "client_cpu_usual_over_ours": ratio(
+            usual.get("client_cpu_ms_per_image"), ours.get("client_cpu_ms_per_image")
+        ),
+        "import_time_tfs_api_over_ours": ratio(
+            (imports or {}).get("tfs_api_s"), (imports or {}).get("xception_client_s")
+        ),
+    }
+
+
+def evaluate_targets(
+    *,
+    limit: Mapping[str, Any],
+    served: Sequence[Mapping[str, Any]],
+    ratios: Mapping[str, float | None],
+    bytes_variant: str,
+) -> dict[str, dict[str, Any]]:
+    """Each target: measured value, threshold, and whether it holds (None = not measured)."""
+
+    def at_least(value: float | None, minimum: float) -> bool | None:
+        return None if value is None else value >= minimum
+
+    c1 = [
+        r
+        for r in served
+        if r.get("variant") == bytes_variant
+        and r.get("concurrency") == 1
+        and _finite(r.get("p50_ms"))
+    ]
+    best_c1 = min((float(r["p50_ms"]) for r in c1), default=None)
+    limit_p50 = limit.get("latency_p50_ms")
+    p50_bound = (float(limit_p50) + P50_OVER_LIMIT_MAX_MS) if _finite(limit_p50) else None
+    return {
+        "served_throughput_vs_limit": {
+            "value": ratios.get("served_over_limit"),
+            "threshold": f">= {SERVED_OVER_LIMIT_MIN} x limit",
+            "holds": at_least(ratios.get("served_over_limit"), SERVED_OVER_LIMIT_MIN),
+        },
+        "p50_at_concurrency_1": {
+            "value": best_c1,
+            "threshold": f"<= limit p50 + {P50_OVER_LIMIT_MAX_MS:g} ms"
+            + (f" = {p50_bound:.1f} ms" if p50_bound is not None else ""),
+            "holds": None if best_c1 is None or p50_bound is None else best_c1 <= p50_bound,
+        },
+        "request_bytes": {
+            "value": ratios.get("request_bytes_usual_over_ours"),
+            "threshold": f">= {REQUEST_BYTES_RATIO_MIN:g}x smaller than the usual way",
+            "holds": at_least(ratios.get("request_bytes_usual_over_ours"), REQUEST_BYTES_RATIO_MIN),
+        },
+        "client_cpu": {
+            "value": ratios.get("client_cpu_usual_over_ours"),
+            "threshold": f">= {CLIENT_CPU_RATIO_MIN:g}x lower than the usual way",
+            "holds": at_least(ratios.get("client_cpu_usual_over_ours"), CLIENT_CPU_RATIO_MIN),
+        },
+        "client_import_time": {
+            "value": ratios.get("import_time_tfs_api_over_ours"),
+            "threshold": f">= {IMPORT_TIME_RATIO_MIN:g}x faster than tensorflow_serving.apis",
+            "holds": at_least(ratios.get("import_time_tfs_api_over_ours"), IMPORT_TIME_RATIO_MIN),
+        },
+    }
+
+
+SERVED_KEYS = ("variant", "concurrency", "batching", "throughput", "p50_ms", "p95_ms", "p99_ms")
+RATIO_KEYS = (
+    "served_over_limit",
+    "request_bytes_usual_over_ours",
+    "client_cpu_usual_over_ours",
+    "import_time_tfs_api_over_ours",
+)
+
+
+def schema_problems(doc: Mapping[str, Any]) -> list[str]:
+    """What ``doc`` lacks of issue 5's minimum results schema (empty list = conforms)."""
+    problems: list[str] = []
+    limit = doc.get("limit")
+    if not isinstance(limit, Mapping):
+        problems.append("limit: missing or not an object")
+    else:
+        problems += [f"limit.{k}: missing" for k in ("throughput", "latency_p50_ms")
+                     if k not in limit]
+    served = doc.get("served")
+    if not isinstance(served, list) or not served:
+        problems.append("served: missing, empty or not a list")
+    else:
+        for index, row in enumerate(served):
+            if not isinstance(row, Mapping):
+                problems.append(f"served[{index}]: not an object")
+                continue
+            problems += [f"served[{index}].{k}: missing" for k in SERVED_KEYS if k not in row]
+    ratios = doc.get("ratios")
+    if not isinstance(ratios, Mapping):
+        problems.append("ratios: missing or not an object")
+    else:
+        problems += [f"ratios.{k}: missing" for k in RATIO_KEYS if k not in ratios]
+    machine = doc.get("machine")
+    if not isinstance(machine, Mapping) or not {"cpu_model", "cores"} <= set(machine):
+        problems.append("machine: needs cpu_model and cores")
+    if not isinstance(doc.get("targets"), Mapping):
+        problems.append("targets: missing or not an object")
+    return problems
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None recursively, so the file is strict JSON (json.dumps allow_nan=False)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,138 @@
+"""Benchmark reporting and client-side pieces that need no model or server: the table, the plot,
+the usual-way preprocessing and request, the closed-loop driver and the image generator."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from xception_client import _wire, contract
+
+from benchmarks import images, load, report, stats
+
+ROWS = [
+    {"variant": "grpc-bytes", "concurrency": c, "batching": b, "throughput": t, "p50_ms": 100.0,
+     "p95_ms": 150.0, "p99_ms": 200.0, "requests": 40, "errors": 0,
+     "request_bytes_per_image": 60_000.0, "client_cpu_ms_per_image": 0.9}
+    for c, b, t in [(1, True, 6.0), (4, True, 8.5), (1, False, 6.1), (4, False, 7.0)]
+]
+
+
+def _doc() -> dict[str, Any]:
+    limit = {"throughput": 9.0, "latency_p50_ms": 95.0, "best_batch_size": 8,
+             "signature": "serving_pixels",
+             "per_batch_size": [{"batch_size": 8, "throughput": 9.0}]}
+    ratios = dict.fromkeys(stats.RATIO_KEYS, 2.0)
+    return {
+        "date": "2026-01-01T00:00:00+00:00",
+        "machine": {"cpu_model": "Test CPU", "cores": 2},
+        "setup": {"image_size": 299, "images": 4, "mean_jpeg_bytes": 60_000.0},
+        "limit": limit,
+        "served": ROWS,
+        "ratios": ratios,
+        "targets": stats.evaluate_targets(limit=limit, served=ROWS, ratios=ratios,
+                                          bytes_variant="grpc-bytes"),
+    }
+
+
+def test_format_table_shows_every_served_row_limit_and_each_target() -> None:
+    table = report.format_table(_doc())
+    assert "LIMIT in-process serving_pixels: 9.0 img/s at batch 8" in table
+    assert sum(line.startswith("grpc-bytes") for line in table.splitlines()) == len(ROWS)
+    for name in _doc()["targets"]:
+        assert name in table
+    assert "served_throughput_vs_limit" in table and "FAILS" in table  # 8.5 / 9 < 0.9 x
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    path = report.plot(_doc(), tmp_path / "out.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        assert image.width > 500
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    rng = np.random.default_rng(1)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_keras_style_preprocess_is_nearest_resize_then_x_over_127_5_minus_1() -> None:
+    data = _jpeg(40, 30)
+    x = load.keras_style_preprocess(data, 8)
+    with Image.open(io.BytesIO(data)) as image:
+        resized = image.convert("RGB").resize((8, 8), Image.Resampling.NEAREST)
+        expected = np.asarray(resized, np.float32)
+    assert x.shape == (1, 8, 8, 3) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[0], expected / np.float32(127.5) - np.float32(1.0))
+
+
+def test_preprocessed_request_carries_the_float_tensor_in_tensor_content() -> None:
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 5, 5, 3)).astype(np.float32)
+    ref = _wire.ModelRef("m", signature=contract.PREPROCESSED_SIGNATURE)
+    request = load.preprocessed_request(ref, x)
+    tensor = request.inputs[contract.PREPROCESSED_INPUT]
+    assert request.model_spec.signature_name == contract.PREPROCESSED_SIGNATURE
+    assert len(tensor.tensor_content) == x.nbytes
+    np.testing.assert_array_equal(_wire.tensor_to_array(tensor), x)
+
+
+def test_rest_body_is_tf_serving_b64_instances() -> None:
+    import base64
+    import json
+
+    body = json.loads(load.RestB64.body(b"\xff\xd8\xffjpeg"))
+    assert body == {"instances": [{"b64": base64.b64encode(b"\xff\xd8\xffjpeg").decode()}]}
+
+
+def test_closed_loop_runs_each_request_once_and_counts_errors() -> None:
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def work(_worker: int, index: int) -> None:
+        time.sleep(0.002)
+        with lock:
+            seen.append(index)
+        if index % 5 == 0:
+            raise RuntimeError("boom")
+
+    result = load.closed_loop(work, concurrency=3, duration_s=30.0, max_requests=20)
+    assert sorted(seen) == list(range(20))
+    assert result.errors == 4 and result.completed == 16
+    assert len(result.latencies_s) == 16 and min(result.latencies_s) >= 0.002
+    assert result.first_error == "RuntimeError: boom"
+
+
+def test_closed_loop_stops_at_the_duration() -> None:
+    started = time.perf_counter()
+    result = load.closed_loop(lambda _w, _i: time.sleep(0.01), concurrency=2, duration_s=0.2,
+                              max_requests=10_000)
+    assert time.perf_counter() - started < 2.0
+    assert 2 <= result.completed < 100
+
+
+def test_generated_images_are_seeded_jpegs_of_the_requested_sizes() -> None:
+    sizes = [(64, 48), (48, 64)]
+    first = images.generate(3, seed=9, sizes=sizes)
+    assert [im.data for im in first] == [im.data for im in images.generate(3, seed=9, sizes=sizes)]
+    assert [im.data for im in first] != [im.data for im in images.generate(3, seed=10, sizes=sizes)]
+    for im, (w, h) in zip(first, [*sizes, sizes[0]], strict=True):
+        with Image.open(io.BytesIO(im.data)) as decoded:
+            assert decoded.format == "JPEG" and decoded.size == (w, h)
+        assert im.quality in images.QUALITIES
+
+
+@pytest.mark.parametrize("root", ["xception-client"])
+def test_client_dependency_closure_has_no_tensorflow(root: str) -> None:
+    from benchmarks import footprint
+
+    names = footprint.dependency_closure(root)
+    assert "grpcio" in names and "xception-client" in names
+    assert not any(n.startswith("tensorflow") for n in names)
