@@ -21,6 +21,13 @@ class TensorParseError(ValueError):
     """The TensorProto does not describe a valid tensor (TF: `tensor parsing error`)."""
 
 
+# A typed field expands to the declared shape (the last value repeats), so a few bytes on the wire
+# can declare terabytes. TF's allocator fails such tensors ("tensor parsing error"); numpy would
+# either raise MemoryError or, below the overcommit limit, really fill gigabytes. Nothing larger
+# than the gRPC message limit can be sent as data, so larger declared tensors are refused.
+MAX_TENSOR_BYTES = 2**31 - 1
+
+
 # DataType -> (numpy dtype, typed field name).
 _NUMPY: dict[int, tuple[Any, str]] = {
     types_pb2.DT_FLOAT: (np.float32, "float_val"),
@@ -120,7 +127,12 @@ def to_numpy(proto: TensorProto) -> np.ndarray:
         raise TensorParseError(f"unsupported dtype {dtype}")
     np_type, field = _NUMPY[dtype]
     shape = _shape(proto)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = 1
+    for size in shape:  # Python ints: no int64 overflow on absurd shapes
+        count *= size
+    itemsize = 8 if dtype == types_pb2.DT_STRING else np.dtype(np_type).itemsize
+    if count * itemsize > MAX_TENSOR_BYTES:
+        raise TensorParseError(f"tensor of shape {list(shape)} is too large")
     if dtype == types_pb2.DT_STRING:
         if proto.tensor_content:
             # TF's varint-prefixed string encoding; rare on the wire, let TF decode it.
