@@ -62,25 +62,29 @@ def error_text(body: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def tf2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    base = tmp_path_factory.mktemp("rest_tf2") / "half_plus_two"
-    write_half_plus_two_tf2(base)
-    monitoring = base.parent / "monitoring.config"
+def rest_server(
+    tmp_path_factory: pytest.TempPathFactory, half_plus_two_base: Path
+) -> Iterator[RunningServer]:
+    """One server, two models from a models.config: TF Serving's own half_plus_two fixture
+    (version 123, classify/regress signatures) and the TF2 module above as "module" (version 1);
+    Prometheus enabled."""
+    root = tmp_path_factory.mktemp("rest_models")
+    write_half_plus_two_tf2(root / "module")
+    config = root / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f'  config {{ name: "half_plus_two" base_path: "{half_plus_two_base}" '
+        'model_platform: "tensorflow" }\n'
+        f'  config {{ name: "module" base_path: "{root / "module"}" '
+        'model_platform: "tensorflow" }\n'
+        "}\n"
+    )
+    monitoring = root / "monitoring.config"
     monitoring.write_text(f'prometheus_config {{ enable: true, path: "{PROMETHEUS}" }}\n')
     with start_local_server(
-        model_name="half_plus_two",
-        model_base_path=base,
+        model_config_file=config,
         rest=True,
         extra_args=[f"--monitoring_config_file={monitoring}"],
-    ) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def tf1_server(half_plus_two_base: Path) -> Iterator[RunningServer]:
-    """TF Serving's own half_plus_two fixture (version 123, classify/regress signatures)."""
-    with start_local_server(
-        model_name="half_plus_two", model_base_path=half_plus_two_base, rest=True
     ) as server:
         yield server
 
@@ -88,27 +92,27 @@ def tf1_server(half_plus_two_base: Path) -> Iterator[RunningServer]:
 # -- predict ----------------------------------------------------------------------------------
 
 
-def test_rest_predict_row_matches_tf_serving(tf2_server: RunningServer) -> None:
+def test_rest_predict_row_matches_tf_serving(rest_server: RunningServer) -> None:
     status, content_type, body = http_call(
-        tf2_server, "POST", "/v1/models/half_plus_two:predict", '{"instances": [2.0, 3.0, 4.0]}'
+        rest_server, "POST", "/v1/models/module:predict", '{"instances": [2.0, 3.0, 4.0]}'
     )
     assert (status, content_type) == (200, "application/json")
     assert json.loads(body) == {"predictions": [3.0, 3.5, 4.0]}
     assert body == b'{\n    "predictions": [3.0, 3.5, 4.0\n    ]\n}'
 
 
-def test_rest_predict_columnar_matches_tf_serving(tf2_server: RunningServer) -> None:
+def test_rest_predict_columnar_matches_tf_serving(rest_server: RunningServer) -> None:
     status, _, body = http_call(
-        tf2_server, "POST", "/v1/models/half_plus_two:predict", '{"inputs": [2.0, 3.0, 4.0]}'
+        rest_server, "POST", "/v1/models/module:predict", '{"inputs": [2.0, 3.0, 4.0]}'
     )
     assert (status, json.loads(body)) == (200, {"outputs": [3.0, 3.5, 4.0]})
 
 
-def test_rest_predict_bytes_outputs_are_base64(tf2_server: RunningServer) -> None:
+def test_rest_predict_bytes_outputs_are_base64(rest_server: RunningServer) -> None:
     raw = b"\x00\x01hi\xff"
     request = {"signature_name": "echo", "instances": [{"b64": base64.b64encode(raw).decode()}]}
     status, _, body = http_call(
-        tf2_server, "POST", "/v1/models/half_plus_two:predict", json.dumps(request)
+        rest_server, "POST", "/v1/models/module:predict", json.dumps(request)
     )
     assert status == 200
     assert json.loads(body) == {
@@ -116,9 +120,9 @@ def test_rest_predict_bytes_outputs_are_base64(tf2_server: RunningServer) -> Non
     }
 
 
-def test_rest_predict_bad_base64_is_400(tf2_server: RunningServer) -> None:
+def test_rest_predict_bad_base64_is_400(rest_server: RunningServer) -> None:
     request = '{"signature_name": "echo", "instances": [{"b64": "not base64!"}]}'
-    status, _, body = http_call(tf2_server, "POST", "/v1/models/half_plus_two:predict", request)
+    status, _, body = http_call(rest_server, "POST", "/v1/models/module:predict", request)
     assert status == 400
     assert error_text(body) == (
         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
@@ -127,25 +131,25 @@ def test_rest_predict_bad_base64_is_400(tf2_server: RunningServer) -> None:
 
 
 def test_rest_predict_malformed_json_is_400_with_rapidjson_message(
-    tf2_server: RunningServer,
+    rest_server: RunningServer,
 ) -> None:
     status, content_type, body = http_call(
-        tf2_server, "POST", "/v1/models/half_plus_two:predict", '{"instances": [2.0,]}'
+        rest_server, "POST", "/v1/models/module:predict", '{"instances": [2.0,]}'
     )
     assert (status, content_type) == (400, "application/json")
     assert error_text(body) == "JSON Parse error: Invalid value. at offset: 19"
 
 
-def test_rest_unknown_model_is_404_servable_not_found(tf2_server: RunningServer) -> None:
+def test_rest_unknown_model_is_404_servable_not_found(rest_server: RunningServer) -> None:
     status, _, body = http_call(
-        tf2_server, "POST", "/v1/models/missing:predict", '{"instances": [1.0]}'
+        rest_server, "POST", "/v1/models/missing:predict", '{"instances": [1.0]}'
     )
     assert (status, error_text(body)) == (404, "Servable not found for request: Latest(missing)")
 
 
-def test_rest_wrong_input_type_is_400(tf2_server: RunningServer) -> None:
+def test_rest_wrong_input_type_is_400(rest_server: RunningServer) -> None:
     status, _, body = http_call(
-        tf2_server, "POST", "/v1/models/half_plus_two:predict", '{"instances": ["x", "y"]}'
+        rest_server, "POST", "/v1/models/module:predict", '{"instances": ["x", "y"]}'
     )
     assert status == 400
     assert error_text(body).endswith('JSON Value: "x" Type: String is not of expected type: float')
@@ -154,8 +158,8 @@ def test_rest_wrong_input_type_is_400(tf2_server: RunningServer) -> None:
 # -- status / metadata / monitoring -----------------------------------------------------------
 
 
-def test_rest_get_status_is_exact(tf2_server: RunningServer) -> None:
-    status, content_type, body = http_call(tf2_server, "GET", "/v1/models/half_plus_two")
+def test_rest_get_status_is_exact(rest_server: RunningServer) -> None:
+    status, content_type, body = http_call(rest_server, "GET", "/v1/models/module")
     assert (status, content_type) == (200, "application/json")
     assert json.loads(body) == {
         "model_version_status": [
@@ -165,11 +169,11 @@ def test_rest_get_status_is_exact(tf2_server: RunningServer) -> None:
     }
 
 
-def test_rest_get_metadata_shape(tf2_server: RunningServer) -> None:
-    status, _, body = http_call(tf2_server, "GET", "/v1/models/half_plus_two/versions/1/metadata")
+def test_rest_get_metadata_shape(rest_server: RunningServer) -> None:
+    status, _, body = http_call(rest_server, "GET", "/v1/models/module/versions/1/metadata")
     assert status == 200
     result = json.loads(body)
-    assert result["model_spec"] == {"name": "half_plus_two", "signature_name": "", "version": "1"}
+    assert result["model_spec"] == {"name": "module", "signature_name": "", "version": "1"}
     signatures = result["metadata"]["signature_def"]["signature_def"]
     x = signatures["serving_default"]["inputs"]["x"]
     assert x["dtype"] == "DT_FLOAT"
@@ -177,41 +181,41 @@ def test_rest_get_metadata_shape(tf2_server: RunningServer) -> None:
     assert signatures["serving_default"]["method_name"] == "tensorflow/serving/predict"
 
 
-def test_rest_prometheus_endpoint_exports_tf_serving_metrics(tf2_server: RunningServer) -> None:
-    http_call(tf2_server, "POST", "/v1/models/half_plus_two:predict", '{"instances": [1.0]}')
-    status, content_type, body = http_call(tf2_server, "GET", PROMETHEUS)
+def test_rest_prometheus_endpoint_exports_tf_serving_metrics(rest_server: RunningServer) -> None:
+    http_call(rest_server, "POST", "/v1/models/module:predict", '{"instances": [1.0]}')
+    status, content_type, body = http_call(rest_server, "GET", PROMETHEUS)
     assert (status, content_type) == (200, "text/plain")
     text = body.decode()
     assert "# TYPE" in text
-    assert ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK"}' in text
+    assert ':tensorflow:serving:request_count{model_name="module",status="OK"}' in text
     assert 'API="predict",entrypoint="REST"' in text
-    status, _, body = http_call(tf2_server, "GET", PROMETHEUS + "?format=x")
+    status, _, body = http_call(rest_server, "GET", PROMETHEUS + "?format=x")
     assert (status, body.decode()) == (
         400, f"Unexpected path: {PROMETHEUS}?format=x. Should be {PROMETHEUS}"
     )
 
 
-def test_rest_paths_outside_v1_are_404(tf2_server: RunningServer) -> None:
-    assert http_call(tf2_server, "GET", "/healthz")[0] == 404
+def test_rest_paths_outside_v1_are_404(rest_server: RunningServer) -> None:
+    assert http_call(rest_server, "GET", "/healthz")[0] == 404
 
 
 # -- classify / regress on TF Serving's own fixture -------------------------------------------
 
 
-def test_rest_classify_matches_tf_serving(tf1_server: RunningServer) -> None:
+def test_rest_classify_matches_tf_serving(rest_server: RunningServer) -> None:
     request = '{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}'
-    status, _, body = http_call(tf1_server, "POST", "/v1/models/half_plus_two:classify", request)
+    status, _, body = http_call(rest_server, "POST", "/v1/models/half_plus_two:classify", request)
     assert (status, json.loads(body)) == (200, {"results": [[["", 3.0]]]})
 
 
-def test_rest_regress_matches_tf_serving(tf1_server: RunningServer) -> None:
+def test_rest_regress_matches_tf_serving(rest_server: RunningServer) -> None:
     request = '{"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}'
-    status, _, body = http_call(tf1_server, "POST", "/v1/models/half_plus_two:regress", request)
+    status, _, body = http_call(rest_server, "POST", "/v1/models/half_plus_two:regress", request)
     assert (status, json.loads(body)) == (200, {"results": [3.0]})
 
 
-def test_rest_status_of_tf_serving_fixture_is_exact(tf1_server: RunningServer) -> None:
-    status, _, body = http_call(tf1_server, "GET", "/v1/models/half_plus_two")
+def test_rest_status_of_tf_serving_fixture_is_exact(rest_server: RunningServer) -> None:
+    status, _, body = http_call(rest_server, "GET", "/v1/models/half_plus_two")
     assert status == 200
     assert json.loads(body) == {
         "model_version_status": [
