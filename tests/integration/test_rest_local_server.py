@@ -269,3 +269,24 @@ def test_rest_xception_columnar_and_bad_image(
     )
     assert status == 400, body[:500]
     assert error_text(body)
+
+
+def test_rest_xception_classify_takes_b64_image_feature(
+    xception_server: RunningServer, small_xception_model: Any, sample_jpeg: bytes
+) -> None:
+    request = {
+        "signature_name": contract.CLASSIFY_SIGNATURE,
+        "examples": [
+            {contract.EXAMPLE_IMAGE_FEATURE: {"b64": base64.b64encode(sample_jpeg).decode()}}
+        ],
+    }
+    status, _, body = http_call(
+        xception_server, "POST", f"/v1/models/{contract.DEFAULT_MODEL_NAME}:classify",
+        json.dumps(request),
+    )
+    assert status == 200, body[:500]
+    results = json.loads(body)["results"]
+    assert len(results) == 1
+    classes = results[0]
+    assert len(classes) in {small_xception_model.top_k, small_xception_model.num_classes}
+    assert all(isinstance(label, str) and isinstance(score, float) for label, score in classes)
