@@ -23,6 +23,7 @@ import grpc
 log = logging.getLogger("xception_serving")
 
 STARTUP_FAILURE_EXIT = 255
+READY_LINE = "xception-serve: ready"  # printed to stdout once every port serves
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 
@@ -268,7 +269,7 @@ def serve(args: argparse.Namespace) -> int:
         else:
             rest_server = _start_rest(core, metrics, args, monitoring_path)
     # Readiness line for tools that wait on the log (same wording idea as TF Serving).
-    print("xception-serve: ready", flush=True)
+    print(READY_LINE, flush=True)
 
     stop.wait()
     grpc_server.set_serving(False)
