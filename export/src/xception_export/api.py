@@ -56,7 +56,7 @@ def export(
     outputs: str = "auto",
     image_size: int | None = None,
     interpolation: str = preprocess.DEFAULT_INTERPOLATION,
-    top_k: int = contract.DEFAULT_TOP_K,
+    top_k: int | None = None,
     max_pixels: int = contract.DEFAULT_MAX_PIXELS,
     model_version: int | None = None,
     force: bool = False,
@@ -64,7 +64,8 @@ def export(
 ) -> ExportResult:
     """Export Keras Xception (``weights``) or a fine-tuned model (``model`` + ``labels``).
 
-    Raises UsageError for bad argument values and ExportError for other failures.
+    ``top_k`` defaults to 5, or the number of classes if smaller. Raises UsageError for bad
+    argument values and ExportError for other failures.
     """
     if outputs not in sources.OUTPUT_KINDS:
         raise UsageError(
@@ -114,13 +115,15 @@ def export(
     )
 
 
-def _check_common(interpolation: str, top_k: int, max_pixels: int, classes: int | None) -> None:
+def _check_common(
+    interpolation: str, top_k: int | None, max_pixels: int, classes: int | None
+) -> None:
     if interpolation not in preprocess.INTERPOLATIONS:
         raise UsageError(
             f"--interpolation must be one of {', '.join(preprocess.INTERPOLATIONS)}. "
             f"Received: --interpolation={interpolation}"
         )
-    if top_k < 1 or (classes is not None and top_k > classes):
+    if top_k is not None and (top_k < 1 or (classes is not None and top_k > classes)):
         raise UsageError(
             f"--top-k must be between 1 and the number of classes "
             f"({classes if classes else 'C'}). Received: --top-k={top_k}"
@@ -134,7 +137,7 @@ def export_keras_model(
     labels: Labels,
     model_base_path: str | Path,
     *,
-    top_k: int = contract.DEFAULT_TOP_K,
+    top_k: int | None = None,
     interpolation: str = preprocess.DEFAULT_INTERPOLATION,
     max_pixels: int = contract.DEFAULT_MAX_PIXELS,
     model_version: int | None = None,
@@ -152,6 +155,8 @@ def export_keras_model(
     except LabelsError as err:
         raise UsageError(f"{err}. Received: --labels={labels.source}") from err
     _check_common(interpolation, top_k, max_pixels, source.num_classes)
+    if top_k is None:  # the default, capped for models with fewer classes
+        top_k = min(contract.DEFAULT_TOP_K, source.num_classes)
     base_path = Path(model_base_path).absolute()
     if base_path.exists() and not base_path.is_dir():
         raise UsageError(

@@ -81,9 +81,8 @@ def export_parser() -> argparse.ArgumentParser:
     graph.add_argument(
         "--top-k",
         type=_positive_int,
-        default=contract.DEFAULT_TOP_K,
         metavar="K",
-        help=f"top-k outputs (default {contract.DEFAULT_TOP_K})",
+        help=f"top-k outputs (default {contract.DEFAULT_TOP_K}, or C if there are fewer classes)",
     )
     graph.add_argument(
         "--max-pixels",
