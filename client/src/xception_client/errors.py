@@ -155,6 +155,9 @@ _BY_CODE: dict[grpc.StatusCode, type[XceptionClientError]] = {
 # gRPC core's wording when the peer answered a gRPC call with HTTP/1.x instead of HTTP/2.
 _HTTP1_MARKERS = ("http1.x server", "Failed parsing HTTP/2", "Expected SETTINGS frame")
 _LABEL_MARKER = "version label"
+# gRPC core's wording when the peer hung up before HTTP/2 started: what a TLS server does to a
+# plaintext client, and a mutual-TLS server to a client without an accepted certificate.
+_CLOSED_MARKER = "Socket closed"
 
 
 def from_rpc_error(
@@ -172,6 +175,14 @@ def from_rpc_error(
             f"{target or 'the target'} does not speak gRPC (it answered HTTP/1.x): is it a REST "
             "port? "
             f"Point the client at the gRPC port (TF Serving's default is 8500). ({details})",
+            code=code,
+        )
+    if code == grpc.StatusCode.UNAVAILABLE and _CLOSED_MARKER in details:
+        return ServerUnavailable(
+            f"{target or 'the target'} closed the connection without answering. A TLS server "
+            "does this to a plaintext client (pass tls=True or tls=TLS(...)), and a mutual-TLS "
+            "server to a client without an accepted certificate (TLS(certificate_chain=..., "
+            f"private_key=...)); otherwise the server went away. ({details})",
             code=code,
         )
     if code == grpc.StatusCode.INVALID_ARGUMENT and _LABEL_MARKER in details:
