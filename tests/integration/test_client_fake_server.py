@@ -412,3 +412,15 @@ def test_tls_and_mutual_tls_with_a_private_ca(tmp_path: Path) -> None:
     finally:
         tls.server.stop(grace=None)
         mtls.server.stop(grace=None)
+
+
+def test_predict_many_cancels_in_flight_calls_when_the_caller_stops_early(
+    fake: FakeServer,
+) -> None:
+    fake.state.delay = 0.3
+    with Client(fake.target) as client:
+        stream = client.predict_many((_image(n) for n in range(100)), top_k=1, concurrency=4)
+        next(stream)
+        stream.close()
+    time.sleep(0.5)
+    assert fake.state.calls <= 8  # not 100: the generator stopped submitting and cancelled

@@ -295,18 +295,20 @@ class Client(_Base):
                     raise self._error(error, image_call=True) from error
             except XceptionClientError as error:
                 if not return_exceptions:
-                    for future in pending:
-                        if not isinstance(future, XceptionClientError):
-                            future.cancel()
                     raise
                 return error
 
-        for image in images:
-            submit(image)
-            if len(pending) >= concurrency:
+        try:
+            for image in images:
+                submit(image)
+                if len(pending) >= concurrency:
+                    yield collect()
+            while pending:
                 yield collect()
-        while pending:
-            yield collect()
+        finally:  # the caller stopped early or an error escaped: drop what is still in flight
+            for item in pending:
+                if not isinstance(item, XceptionClientError):
+                    item.cancel()
 
     def probabilities(
         self, images: Sequence[ImageInput], *, timeout: float | None = None
