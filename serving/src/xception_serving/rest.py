@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import http
 import logging
+import os
 import re
 import threading
 import time
@@ -388,8 +389,6 @@ class RestServer:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        import os
-
         self._app = _WsgiApp(
             RestApi(core, metrics, monitoring_path=monitoring_path, timeout_s=timeout_s)
         )
