@@ -1,0 +1,326 @@
+"""Faults and rollouts around one server process on a fixed gRPC port (`python -m xception_serving`
+serving a private copy of the small exported Xception): SIGKILL and restart mid-run, SIGSTOP,
+SIGTERM drain, a new version and a corrupt version copied in while callers run.
+
+The tests share the process on purpose (each start costs ~30 s of TensorFlow import and model
+load): the kill test leaves the restarted server running for the next ones, and `Lifecycle.running`
+starts a fresh one if a previous test did not. Related tests elsewhere:
+test_client_local_server::test_same_client_recovers_after_the_server_is_killed_and_restarted (one
+client, one request at a time), test_k8s_client_load_balancing (a replica killed behind a
+round-robin client), test_server_versions (hot swap and failed loads with TF Serving's
+half_plus_two), test_rest_server::test_stop_finishes_in_flight_request_then_refuses_connections
+(REST drain, in-process).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from xception_client import Client, DeadlineExceeded, contract
+
+from tests.fixtures.images import image_bytes
+from tests.fixtures.models import ExportedModel
+from tests.fixtures.servers import RunningServer, free_port, start_local_server
+
+MODEL = contract.DEFAULT_MODEL_NAME
+State = get_model_status_pb2.ModelVersionStatus.State
+# Poll the base path every second; a version that fails to load is not retried for a minute.
+SERVER_ARGS = ["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0"]
+IMAGES = [image_bytes("jpeg_baseline", 90, 120, seed=seed) for seed in range(40, 48)]
+
+pytestmark = pytest.mark.slow
+
+
+class Lifecycle:
+    """The module's server: same port and model directory across restarts."""
+
+    def __init__(self, base_path: Path, stack: ExitStack) -> None:
+        self.base_path = base_path
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self._stack = stack
+        self.server: RunningServer | None = None
+
+    def running(self) -> RunningServer:
+        if self.server is None or self.server.process.poll() is not None:
+            self.server = self._stack.enter_context(
+                start_local_server(
+                    model_name=MODEL,
+                    model_base_path=self.base_path,
+                    grpc_port=self.port,
+                    extra_args=SERVER_ARGS,
+                )
+            )
+        return self.server
+
+
+@pytest.fixture(scope="module")
+def life(
+    small_xception_model: ExportedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lifecycle]:
+    base = tmp_path_factory.mktemp("lifecycle") / MODEL
+    shutil.copytree(small_xception_model.version_dir, base / "1")
+    with ExitStack() as stack:
+        yield Lifecycle(base, stack)
+
+
+@pytest.fixture(scope="module")
+def expected(life: Lifecycle) -> list[list[int]]:
+    """Top-5 class ids of each image, from the running server before any fault."""
+    with Client(life.running().grpc_target, timeout=120) as client:
+        return [[p.class_id for p in r] for r in client.predict_batch(IMAGES)]
+
+
+def _ids(predictions: list) -> list[int]:
+    return [p.class_id for p in predictions]
+
+
+# -- SIGKILL and restart -----------------------------------------------------------------------
+
+
+def test_killed_and_restarted_server_loses_no_request_and_answers_none_twice(
+    life: Lifecycle, expected: list[list[int]]
+) -> None:
+    total, workers, kill_after = 48, 4, 10
+    first = life.running()
+    pending: queue.Queue[int] = queue.Queue()
+    for request_id in range(total):
+        pending.put(request_id)
+    results: dict[int, list[int]] = {}
+    finished_at: dict[int, float] = {}
+    duplicates: list[int] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    # wait_for_ready: calls made while the server is down wait (within their deadline) for it to
+    # come back; UNAVAILABLE on calls in flight at the kill is retried by the channel's policy.
+    client = Client(life.target, timeout=240, retries=4, wait_for_ready=True)
+
+    def worker() -> None:
+        while True:
+            try:
+                request_id = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                ids = _ids(client.predict(IMAGES[request_id % len(IMAGES)]))
+            except Exception as error:
+                with lock:
+                    failures.append(f"request {request_id}: {error!r}")
+                continue
+            with lock:
+                if request_id in results:
+                    duplicates.append(request_id)
+                results[request_id] = ids
+                finished_at[request_id] = time.monotonic()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 120
+        while len(results) < kill_after and time.monotonic() < deadline and not failures:
+            time.sleep(0.05)
+        assert len(results) >= kill_after, f"no progress before the kill: {failures}"
+        first.process.send_signal(signal.SIGKILL)
+        assert first.process.wait(30) == -signal.SIGKILL
+        killed_with_done = len(results)
+        second = life.running()  # same port, new process
+        assert second.process.pid != first.process.pid
+        restarted_at = time.monotonic()
+        for thread in threads:
+            thread.join(240)
+        assert not any(thread.is_alive() for thread in threads), "workers hung"
+    finally:
+        client.close()
+    assert failures == []
+    assert duplicates == []
+    assert sorted(results) == list(range(total))  # every request id answered exactly once
+    for request_id, ids in results.items():
+        assert ids == expected[request_id % len(IMAGES)], request_id
+    assert killed_with_done < total
+    assert any(t > restarted_at for t in finished_at.values()), "nothing ran on the new server"
+
+
+# -- SIGSTOP -----------------------------------------------------------------------------------
+
+
+def test_frozen_server_makes_the_client_deadline_fire_on_time(life: Lifecycle) -> None:
+    server = life.running()
+    with Client(life.target, timeout=60) as client:
+        assert client.predict(IMAGES[0])  # connected and warm
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            for timeout in (2.0, 0.5):
+                started = time.monotonic()
+                with pytest.raises(DeadlineExceeded):
+                    client.predict(IMAGES[0], timeout=timeout)
+                elapsed = time.monotonic() - started
+                assert timeout <= elapsed < timeout + 1.0, f"{timeout} s deadline: {elapsed:.2f}s"
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert client.predict(IMAGES[1], timeout=60)  # thawed: serving again
+    assert server.process.poll() is None
+
+
+# -- rollouts ----------------------------------------------------------------------------------
+
+
+def _copy_version(base: Path, version: int, *, corrupt: bool = False) -> Path:
+    """Copy version 1 to `version` under a hidden name, then rename: the poller sees it whole."""
+    staging = base / f".staging-{version}"
+    shutil.copytree(base / "1", staging)
+    if corrupt:
+        data = next((staging / "variables").glob("variables.data-*"))
+        with data.open("r+b") as handle:
+            handle.truncate(data.stat().st_size // 2)
+    final = base / str(version)
+    os.rename(staging, final)
+    return final
+
+
+def _statuses(stub: model_service_pb2_grpc.ModelServiceStub) -> dict[int, object]:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = MODEL
+    try:
+        response = stub.GetModelStatus(request, timeout=10)
+    except grpc.RpcError:
+        return {}
+    return {s.version: s for s in response.model_version_status}
+
+
+def _wait(condition: object, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_new_version_rolls_out_under_traffic_and_a_corrupt_one_never_serves(
+    life: Lifecycle, expected: list[list[int]]
+) -> None:
+    server = life.running()
+    stop = threading.Event()
+    answers: list[tuple[int, list[int], int]] = []  # (version, ids, image index)
+    failures: list[str] = []
+    lock = threading.Lock()
+    channel = grpc.insecure_channel(server.grpc_target)
+    predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+
+    def caller(index: int) -> None:
+        deadline = time.monotonic() + 240  # bounded even if the test body fails to stop us
+        i = index
+        while not stop.is_set() and time.monotonic() < deadline:
+            image = i % len(IMAGES)
+            i += 1
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = MODEL
+            tensor = request.inputs[contract.IMAGE_BYTES_INPUT]
+            tensor.dtype = types_pb2.DT_STRING
+            tensor.tensor_shape.dim.add().size = 1
+            tensor.string_val.append(IMAGES[image])
+            try:
+                response = predict(request, timeout=60)  # no retries: any failure shows
+            except grpc.RpcError as error:
+                with lock:
+                    failures.append(f"{error.code()}: {error.details()}")
+                continue
+            ids = np.asarray(response.outputs[contract.TOP_K_CLASS_IDS_OUTPUT].int_val).tolist()
+            with lock:
+                answers.append((response.model_spec.version.value, ids, image))
+
+    def answered() -> int:
+        with lock:
+            return len(answers)
+
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        _wait(lambda: answered() >= 5, "first answers")
+        _copy_version(life.base_path, 2)
+        _wait(
+            lambda: (s := _statuses(models)).get(2) is not None
+            and s[2].state == State.AVAILABLE and s[1].state == State.END,
+            "version 2 serving and version 1 unloaded",
+        )
+        after_swap = answered()
+        _wait(lambda: answered() >= after_swap + 3, "answers from version 2")
+        _copy_version(life.base_path, 3, corrupt=True)
+        _wait(
+            lambda: 3 in (s := _statuses(models)) and s[3].state == State.END,
+            "version 3 to fail its load",
+        )
+        after_corrupt = answered()
+        _wait(lambda: answered() >= after_corrupt + 3, "answers after the corrupt version")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(90)
+        final = _statuses(models)
+        channel.close()
+    assert failures == []
+    versions = [version for version, _, _ in answers]
+    assert set(versions) == {1, 2}
+    assert versions.index(2) > 0 and versions[-1] == 2  # switched, and stayed switched
+    for _, ids, image in answers:
+        assert ids == expected[image]
+    assert final[3].state == State.END
+    assert final[3].status.error_code != 0 and final[3].status.error_message
+    assert final[2].state == State.AVAILABLE and final[2].status.error_code == 0
+    assert "Successfully loaded servable version {name: xception version: 2}" in server.log_text()
+
+
+# -- SIGTERM -----------------------------------------------------------------------------------
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_zero(life: Lifecycle) -> None:
+    server = life.running()
+    outcomes: list[tuple[str, float]] = []
+    lock = threading.Lock()
+    with Client(life.target, timeout=120, retries=0) as client:
+        assert client.predict(IMAGES[0])
+
+        def call() -> None:
+            try:
+                result = client.predict_batch(IMAGES)  # ~0.5 s of model time each
+                outcome = "ok" if len(result) == len(IMAGES) else f"short: {len(result)}"
+            except Exception as error:
+                outcome = repr(error)
+            with lock:
+                outcomes.append((outcome, time.monotonic()))
+
+        threads = [threading.Thread(target=call, daemon=True) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # the requests are on the server (CPU-bound, several seconds of work)
+        terminated_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(120)
+        exit_code = server.process.wait(90)
+    assert exit_code == 0, server.log_tail()
+    assert [o for o, _ in outcomes] == ["ok"] * len(threads)
+    # Some of them were still running when SIGTERM arrived: the drain is what answered them.
+    assert any(at > terminated_at for _, at in outcomes)
+    assert "Received SIGTERM" in server.log_text()
