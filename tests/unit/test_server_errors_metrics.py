@@ -53,3 +53,19 @@ def test_latency_buckets_are_tf_servings() -> None:
     assert len(LATENCY_BUCKETS_US) == 33
     assert LATENCY_BUCKETS_US[0] == 10.0
     assert abs(LATENCY_BUCKETS_US[1] - 18.0) < 1e-9
+
+
+def test_eager_runtime_errors_read_as_tf_serving_session_errors() -> None:
+    class FakeOpError(Exception):
+        error_code = 3
+        message = (
+            "Graph execution error:\n\nDetected at node ParseExample/ParseExampleV2 defined at "
+            '(most recent call last):\n  File "/x/models.py", line 73, in __init__\n\n'
+            "Name: <unknown>, Feature: x (data type: float) is required but could not be found."
+            "\n\t [[{{node ParseExample/ParseExampleV2}}]] [Op:__inference_pruned_159]"
+        )
+
+    assert from_exception(FakeOpError()).message == (
+        "Name: <unknown>, Feature: x (data type: float) is required but could not be found."
+        "\n\t [[{{node ParseExample/ParseExampleV2}}]]"
+    )

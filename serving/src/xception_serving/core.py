@@ -75,6 +75,10 @@ def _fill_spec(out: model_pb2.ModelSpec, name: str, signature: str, servable: Se
     out.version.value = servable.version
 
 
+def _text(label: object) -> str:
+    return label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+
+
 def _joined(keys: object) -> str:
     return ",".join(sorted(keys))  # type: ignore[call-overload]
 
@@ -369,20 +373,18 @@ class ServingCore:
                 "Tensors class and score should match in dim_size(1). Got "
                 f"{classes.shape[1]} vs. {scores.shape[1]}"
             )
-        num_classes = (scores if scores is not None else classes).shape[1]  # type: ignore[union-attr]
         labels = classes.tolist() if classes is not None else None
         values = scores.astype(np.float32).tolist() if scores is not None else None
+        make = classification_pb2.Class
         for i in range(num_examples):
-            entry = result.classifications.add()
-            for j in range(num_classes):
-                cls = entry.classes.add()
-                if labels is not None:
-                    label = labels[i][j]
-                    cls.label = (
-                        label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
-                    )
-                if values is not None:
-                    cls.score = values[i][j]
+            if labels is not None and values is not None:
+                pairs = zip(labels[i], values[i], strict=True)
+                row = [make(label=_text(name), score=v) for name, v in pairs]
+            elif labels is not None:
+                row = [make(label=_text(name)) for name in labels[i]]
+            else:
+                row = [make(score=v) for v in values[i]]  # type: ignore[index]
+            result.classifications.add().classes.extend(row)
 
     @staticmethod
     def _regression_result(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 # TF Serving truncates gRPC error messages (grpc_status_util.cc); REST carries the full text.
@@ -31,6 +33,28 @@ def grpc_message(message: str) -> str:
     return message[:GRPC_MESSAGE_LIMIT] + TRUNCATED_SUFFIX
 
 
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+
+
+def runtime_message(message: str) -> str:
+    """TF's eager error text reduced to what a Session (TF Serving) reports.
+
+    Eager adds "Graph execution error:", a Python traceback of where the node was defined and an
+    "[Op:__inference_...]" suffix; TF Serving's message is the kernel's own status text.
+    """
+    if message.startswith("Graph execution error:"):
+        blocks = [
+            block
+            for block in message.split("\n\n")
+            if block.strip()
+            and not block.startswith("Graph execution error:")
+            and not block.startswith("Detected at node")
+            and not block.lstrip().startswith("File ")
+        ]
+        message = "\n\n".join(blocks) if blocks else message
+    return _OP_SUFFIX.sub("", message)
+
+
 # tensorflow.error.Code values equal grpc.StatusCode's integer values.
 def code_number(code: grpc.StatusCode) -> int:
     return int(code.value[0])
@@ -50,7 +74,7 @@ def from_exception(err: BaseException) -> ServingError:
     error_code = getattr(err, "error_code", None)  # tf.errors.OpError carries TF's code
     if isinstance(error_code, int):
         message = getattr(err, "message", None) or str(err)
-        return ServingError(code_from_number(error_code), str(message))
+        return ServingError(code_from_number(error_code), runtime_message(str(message)))
     if isinstance(err, (TypeError, ValueError)):
         return ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(err))
     return ServingError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
