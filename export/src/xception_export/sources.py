@@ -111,13 +111,13 @@ def user_model(path: str, image_size: int | None, outputs: str) -> ModelSource:
     ML-Zoomcamp way through ``ImageDataGenerator(preprocessing_function=preprocess_input)`` do) and
     return [N, C] probabilities or logits.
     """
-    import keras
-
     p = Path(path)
     if not p.exists():
         raise UsageError(
             f"--model must be an existing .keras, .h5 or SavedModel path. Received: --model={path}"
         )
+    import keras
+
     try:
         if p.is_dir():
             model = _saved_model_as_keras(p, image_size)
