@@ -235,11 +235,11 @@ def serve(args: argparse.Namespace) -> int:
         core.stop(5)
         return 0
     if loader_error:
-        err = loader_error[0]
+        failure = loader_error[0]
         core.stop(5)
-        if isinstance(err, ServingError):
-            raise StartupError(f"{err.code.name}: {err.message}") from err
-        raise StartupError(f"UNKNOWN: {err}") from err
+        if isinstance(failure, ServingError):
+            raise StartupError(f"{failure.code.name}: {failure.message}") from failure
+        raise StartupError(f"UNKNOWN: {failure}") from failure
     if args.model_config_file:
         core.watch_config_file(
             Path(args.model_config_file), args.model_config_file_poll_wait_seconds
