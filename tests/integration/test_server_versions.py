@@ -334,7 +334,7 @@ def test_reload_config_rpc_reports_a_model_that_fails_to_load(
             )
         assert info.value.code() == grpc.StatusCode.UNKNOWN
         assert info.value.details().startswith(
-            "1 servable(s) did not become available: {{{name: broken version: 5} due to error: "
+            "1 model(s) did not become available: {{{name: broken version: 5} due to error: "
         )
         status = statuses(models, "broken")[5]
         assert status.state == State.END and status.status.error_message

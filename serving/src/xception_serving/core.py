@@ -115,7 +115,7 @@ class ServingCore:
     # -- lifecycle -------------------------------------------------------------------------------
     def load(self, config: model_server_config_pb2.ModelServerConfig) -> None:
         """Load the initial config (blocks until models are available) and start polling."""
-        self.manager.apply_config(config)
+        self.manager.apply_config(config, startup=True)
         self.manager.start_polling()
 
     def watch_config_file(self, path: Path, poll_wait_seconds: float) -> None:

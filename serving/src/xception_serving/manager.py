@@ -175,6 +175,7 @@ class ModelManager:
         config: model_server_config_pb2.ModelServerConfig,
         *,
         deadline: float | None = None,
+        startup: bool = False,
     ) -> None:
         """Replace the model list, load what it needs, then apply version labels.
 
@@ -202,23 +203,29 @@ class ModelManager:
                 self._drop_model(name)
             self._poll_locked(only=new_names)
         failures: list[str] = []
+        failed_models = 0
         for model in models:
             self._wait_until_settled(model.name, deadline)
             with self._lock:
                 entry = self._models[model.name]
-                if any(v.state == State.AVAILABLE for v in entry.versions.values()):
-                    continue
+                available = any(v.state == State.AVAILABLE for v in entry.versions.values())
                 errors = [
                     f"{{{servable_id(model.name, v.version)} due to error: {v.error}}}"
                     for v in sorted(entry.versions.values(), key=lambda v: v.version)
-                    if v.error is not None
+                    if v.error is not None and v.aspired
                 ]
-                if errors:
-                    failures.extend(errors)
+            if startup:
+                failures.extend(errors)  # the initial load waits for every aspired version
+            elif not available and errors:
+                failed_models += 1
+                failures.append(errors[-1])
         if failures:
+            # Startup (load_servables_fast) and ReloadConfig (WaitUntilModelsAvailable) word it
+            # differently in TF Serving.
+            what = f"{len(failures)} servable(s)" if startup else f"{failed_models} model(s)"
             raise ServingError(
                 grpc.StatusCode.UNKNOWN,
-                f"{len(failures)} servable(s) did not become available: {{"
+                f"{what} did not become available: {{"
                 + "".join(f"{f}, " for f in failures)
                 + "}",
             )
