@@ -30,7 +30,8 @@ def test_client_installs_alone_without_tensorflow_and_predicts(
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(source)],
+        # At the floor of the client's protobuf range: the generated code must load there too.
+        [str(python), "-m", "pip", "install", "--quiet", str(source), "protobuf==6.31.1"],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert install.returncode == 0, (
@@ -44,6 +45,7 @@ def test_client_installs_alone_without_tensorflow_and_predicts(
     ).stdout.lower()
     names = {line.split("==")[0] for line in installed.splitlines()}
     assert "xception-client" in names
+    assert "protobuf==6.31.1" in installed.splitlines()
     assert not names & {"tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "keras"}, names
 
     probe = subprocess.run(
