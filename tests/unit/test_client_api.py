@@ -166,6 +166,8 @@ def test_comma_separated_target_becomes_a_static_multi_address_uri() -> None:
         assert _channel.resolve_target(passthrough) == passthrough
     with pytest.raises(ValueError, match="'nope'"):
         _channel.resolve_target("127.0.0.1:1,nope")
+    with pytest.raises(ValueError, match=r"cannot resolve 'no-such-host\.invalid'"):
+        _channel.resolve_target("127.0.0.1:1,no-such-host.invalid:2")
 
 
 def test_service_config_retries_unavailable_only_and_balances_round_robin() -> None:

@@ -119,7 +119,10 @@ def _addresses(host: str, port: int) -> list[tuple[int, str]]:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise ValueError(f"cannot resolve {host!r} in the target list: {error}") from error
         seen = {(info[0], str(info[4][0])) for info in infos}
         return [(fam, f"[{ip}]:{port}" if fam == socket.AF_INET6 else f"{ip}:{port}")
                 for fam, ip in sorted(seen)]
