@@ -51,11 +51,20 @@ def format_table(doc: Mapping[str, Any]) -> str:
             + ", ".join(f"{p['batch_size']}: {_num(p['throughput'])}" for p in per)
             + " img/s"
         )
+    decode = limit.get("server_side_jpeg_decode")
+    if decode:
+        lines.append(
+            f"  server-side JPEG decode (bytes path extra, one core): "
+            f"{_num(decode.get('ms_per_image'), '.2f')} ms/image, "
+            f"{_num(decode.get('megapixels_per_s'))} MP/s"
+        )
     lines.append("")
     header = (
         f"{'variant':<15}{'batching':>9}{'conc':>6}{'img/s':>8}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'n':>5}{'err':>5}{'req/img':>11}{'cpu ms/img':>11}"
     )
+    lines.append("served (closed loop, one blocking thread per in-flight request; cpu ms/img "
+                 "includes grpcio's cost of blocked threads):")
     lines.append(header)
     lines.append("-" * len(header))
     for row in doc.get("served", []):
@@ -70,7 +79,10 @@ def format_table(doc: Mapping[str, Any]) -> str:
     side = doc.get("client_side", {})
     if side:
         lines.append("")
-        lines.append(f"client side, concurrency {side.get('concurrency', '?')}, batching on:")
+        lines.append(
+            f"client side: the image set streamed with {side.get('concurrency', '?')} in flight "
+            "(one thread, futures), batching server:"
+        )
         for key in ("ours", "usual", "rest"):
             entry = side.get(key)
             if entry:
@@ -79,6 +91,14 @@ def format_table(doc: Mapping[str, Any]) -> str:
                     f"{_kb(entry.get('request_bytes_per_image'))} per image, "
                     f"{_num(entry.get('client_cpu_ms_per_image'), '.2f')} client CPU ms per image"
                 )
+    stub = side.get("against_stub")
+    if stub:
+        lines.append(
+            f"  client-only cost (same streams against a stub that answers at once): ours "
+            f"{_num(stub['ours'].get('client_cpu_ms_per_image'), '.2f')} ms, usual "
+            f"{_num(stub['usual'].get('client_cpu_ms_per_image'), '.2f')} ms per image, ratio "
+            f"{_num(stub.get('client_cpu_usual_over_ours'), '.1f')}x"
+        )
     foot = doc.get("footprint", {})
     if foot:
         lines.append("")

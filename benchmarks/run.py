@@ -39,6 +39,7 @@ DEFAULT_BATCHING_CONFIG = BENCH_DIR / "batching.config"
 DEFAULT_OUTPUT_DIR = BENCH_DIR / "results"
 BYTES_VARIANT = load.OursGrpc.name
 CLIENT_SIDE_CONCURRENCY = 4  # the side-by-side client CPU / bytes comparison
+STREAM_IMAGES = 24  # images per client-CPU stream against the real server
 
 
 def log(message: str) -> None:
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--seconds", type=float, help="measured seconds per point (default 6)")
     parser.add_argument("--concurrency", type=_levels, default=stats.CONCURRENCY_LEVELS)
-    parser.add_argument("--limit-batch-sizes", type=_levels, help="default 1,2,4,8,16")
+    parser.add_argument("--limit-batch-sizes", type=_levels, help="default 1,2,4,8")
     parser.add_argument("--batching-config", type=Path, default=DEFAULT_BATCHING_CONFIG)
     parser.add_argument("--import-repeats", type=int, help="fresh interpreters per module (3)")
     parser.add_argument("--footprint", choices=("venv", "records"), default="venv",
@@ -87,7 +88,7 @@ def apply_defaults(args: argparse.Namespace) -> None:
     quick = args.quick
     args.images = args.images or (12 if quick else 48)
     args.seconds = args.seconds or (2.0 if quick else 6.0)
-    args.limit_batch_sizes = args.limit_batch_sizes or ((1, 4) if quick else (1, 2, 4, 8, 16))
+    args.limit_batch_sizes = args.limit_batch_sizes or ((1, 4) if quick else (1, 2, 4, 8))
     args.import_repeats = args.import_repeats or (1 if quick else 3)
     if quick and args.footprint == "venv" and not (BUILD_DIR / "footprint-venv.json").exists():
         args.footprint = "records"
@@ -153,9 +154,13 @@ def ensure_model(base: Path, image_size: int) -> Path:
     return version_dirs(base)[-1]
 
 
+def images_dir(count: int, seed: int) -> Path:
+    return BUILD_DIR / "images" / f"seed{seed}-n{count}"
+
+
 def bench_images(count: int, seed: int) -> list[images.BenchImage]:
     """Generated once per (count, seed), kept under build/bench/images/."""
-    folder = BUILD_DIR / "images" / f"seed{seed}-n{count}"
+    folder = images_dir(count, seed)
     files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
     if len(files) == count:
         out = []
@@ -197,10 +202,11 @@ def write_pixels(data: Sequence[bytes], size: int, path: Path) -> Path:
 class LimitProcess:
     """benchmarks/limit.py as a child: load now, measure on go()."""
 
-    def __init__(self, model_dir: Path, pixels: Path, batch_sizes: Sequence[int], seconds: float):
+    def __init__(self, model_dir: Path, pixels: Path, batch_sizes: Sequence[int], seconds: float,
+                 jpegs: Path):
         command = [sys.executable, str(BENCH_DIR / "limit.py"), "--model-dir", str(model_dir),
                    "--pixels", str(pixels), "--batch-sizes", ",".join(map(str, batch_sizes)),
-                   "--seconds", str(seconds)]
+                   "--seconds", str(seconds), "--jpegs", str(jpegs)]
         self.stderr_path = BUILD_DIR / "limit.log"
         self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
         with self.stderr_path.open("wb") as err:
@@ -256,6 +262,7 @@ def summarize_limit(raw: dict[str, Any]) -> dict[str, Any]:
         "what": "SavedModel loaded in-process, called on uint8 pixels already decoded and resized "
                 "with Pillow (nearest) to the model size; same weights/top-k as served",
         "tensorflow": raw.get("tensorflow"),
+        "server_side_jpeg_decode": raw.get("decode"),
         "threads": {"intra_op": raw.get("intra_op_threads"),
                     "inter_op": raw.get("inter_op_threads")},
     }
@@ -329,16 +336,82 @@ def served_image_size(target: str, model_name: str, default: int) -> int:
     return int(shape[1]) if shape and shape[1] else default
 
 
-def client_side(served: Sequence[dict[str, Any]], concurrency: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"concurrency": concurrency}
-    for key, variant in (("ours", load.OursGrpc.name), ("usual", load.UsualGrpc.name),
-                         ("rest", load.RestB64.name)):
-        row = stats.served_row(served, variant, concurrency, True) or stats.served_row(
-            served, variant, concurrency, None
-        )
-        if row:
-            out[key] = {k: row[k] for k in ("variant", "throughput", "request_bytes_per_image",
+def measure_stream(driver: Any, data: Sequence[bytes], concurrency: int,
+                   count: int | None = None) -> dict[str, Any]:
+    count = count or min(len(data), STREAM_IMAGES)
+    result = load.stream_cpu(lambda: driver.stream(count, concurrency))
+    figures = {
+        "variant": driver.name,
+        "images": result.images,
+        "throughput": stats.throughput(result.images, result.wall_s),
+        "client_cpu_ms_per_image": 1000.0 * result.cpu_s / max(1, result.images),
+        "request_bytes_per_image": mean_bytes(driver, data),
+    }
+    log(f"  {driver.name:<14} stream of {result.images} at {concurrency} in flight: "
+        f"{figures['throughput']:.2f} img/s, client CPU {figures['client_cpu_ms_per_image']:.2f} "
+        f"ms/img, {figures['request_bytes_per_image'] / 1024:.1f} KB/img")
+    return figures
+
+
+def capture_response(target: str, model_name: str, image: bytes) -> bytes:
+    """One real serialized PredictResponse of the bytes signature, for the stub server."""
+    import grpc
+    from xception_client import _wire
+
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(_wire.PREDICT.path,
+                                   request_serializer=_wire.PREDICT.serializer,
+                                   response_deserializer=lambda raw: raw)
+        request = _wire.predict_bytes_request(_wire.ModelRef(model_name), [image])
+        return bytes(call(request, timeout=120))
+
+
+def measure_against_stub(response: bytes, data: Sequence[bytes], size: int, model_name: str,
+                         concurrency: int) -> dict[str, Any]:
+    """Client-only cost: both paths against a stub that answers at once (see stub_server.py)."""
+    canned = BUILD_DIR / "canned-response.pb"
+    canned.write_bytes(response)
+    stub = subprocess.Popen([sys.executable, str(BENCH_DIR / "stub_server.py"), str(canned)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert stub.stdout is not None
+        port = int(stub.stdout.readline())
+        target = f"127.0.0.1:{port}"
+        repeated = (list(data) * 3)[:STREAM_IMAGES * 3]  # more images: each costs little
+        out: dict[str, Any] = {}
+        ours = load.OursGrpc(target, model_name, repeated, 30.0)
+        usual = load.UsualGrpc(target, model_name, repeated, size, 30.0)
+        try:
+            for key, driver in (("ours", ours), ("usual", usual)):
+                driver.stream(concurrency, concurrency)  # connect and warm up
+                out[key] = measure_stream(driver, repeated, concurrency, count=len(repeated))
+        finally:
+            ours.close()
+            usual.close()
+        out["client_cpu_usual_over_ours"] = stats.ratio(
+            out["usual"]["client_cpu_ms_per_image"], out["ours"]["client_cpu_ms_per_image"])
+        return out
+    finally:
+        stub.kill()
+        stub.wait(10)
+
+
+def client_side(served: Sequence[dict[str, Any]], streams: dict[str, dict[str, Any]],
+                concurrency: int) -> dict[str, Any]:
+    """Side by side at one concurrency: request bytes and client CPU per image from one stream of
+    the whole image set per path (futures window, one thread: see load.py), REST from its row."""
+    out: dict[str, Any] = {
+        "concurrency": concurrency,
+        "method": "one thread keeps `concurrency` requests in flight (Client.predict_many for "
+                  "ours, the same futures window for the usual way); process CPU time of the "
+                  "benchmark process / images",
+    }
+    out.update(streams)
+    rest = stats.served_row(served, load.RestB64.name, concurrency, None)
+    if rest:
+        out["rest"] = {k: rest[k] for k in ("variant", "throughput", "request_bytes_per_image",
                                             "client_cpu_ms_per_image")}
+        out["rest"]["note"] = "threaded closed loop (blocking http.client), not a stream"
     return out
 
 
@@ -413,7 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         venv_thread.start()  # overlaps the model loads below; joined before any measurement
 
     limit_proc = LimitProcess(model_dir, pixels, args.limit_batch_sizes,
-                              seconds=max(1.0, args.seconds * 0.6))
+                              seconds=max(1.0, args.seconds * 0.6),
+                              jpegs=images_dir(args.images, args.seed))
     servers: dict[bool, server.LocalServer] = {}
     local = args.tfserving_target is None
     try:
@@ -438,6 +512,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"single-image p50 {limit['latency_p50_ms']:.1f} ms")
 
         served: list[dict[str, Any]] = []
+        streams: dict[str, dict[str, Any]] = {}
+        canned: bytes | None = None
+        side_concurrency = (CLIENT_SIDE_CONCURRENCY if CLIENT_SIDE_CONCURRENCY in args.concurrency
+                            else args.concurrency[0])
         timeout = 60.0
         warm = 1.0 if args.quick else 2.0
         if local:
@@ -448,18 +526,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = served_image_size(targets[0][1], args.model_name, args.image_size)
         for batching, target, rest_url in targets:
             log(f"served: batching={batching} at {target}")
+            side_runs = batching is not False  # once, on the recommended (batching) server
             ours = load.OursGrpc(target, args.model_name, data, timeout)
             try:
                 served += run_series(ours, batching=batching, levels=args.concurrency,
                                      seconds=args.seconds, data=data, warm_seconds=warm)
+                if side_runs:
+                    streams["ours"] = measure_stream(ours, data, side_concurrency)
+                    canned = capture_response(target, args.model_name, data[0])
             finally:
                 ours.close()
-            if batching is False:
-                continue  # the usual way and REST run once, on the recommended (batching) server
+            if not side_runs:
+                continue
             usual = load.UsualGrpc(target, args.model_name, data, size, timeout)
             try:
                 served += run_series(usual, batching=batching, levels=args.concurrency,
                                      seconds=args.seconds, data=data, warm_seconds=warm)
+                streams["usual"] = measure_stream(usual, data, side_concurrency)
             finally:
                 usual.close()
             if rest_url:
@@ -471,10 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for srv in servers.values():
             srv.stop()
 
+    if canned is not None:
+        log("client-only cost against a stub server that answers at once")
+        streams["against_stub"] = measure_against_stub(canned, data, size, args.model_name,
+                                                       side_concurrency)
     foot = measure_footprint(args, venv_result)
-    side_c = CLIENT_SIDE_CONCURRENCY if CLIENT_SIDE_CONCURRENCY in args.concurrency else (
-        args.concurrency[0])
-    side = client_side(served, side_c)
+    side = client_side(served, streams, side_concurrency)
     ratios = stats.compute_ratios(
         limit=limit, served=served, usual=side.get("usual"), ours=side.get("ours"),
         imports=foot["import"], bytes_variant=BYTES_VARIANT,
@@ -496,8 +581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mean_jpeg_bytes": sum(len(d) for d in data) / len(data),
             "seconds_per_point": args.seconds,
             "served_target": args.tfserving_target or "local server (python -m xception_serving)",
+            "limit_where": "in-process on this machine"
+            + (" (NOT the TF Serving host unless run there)" if not local else ""),
             "batching_config": (args.batching_config.read_text() if local else None),
-            "client_side_concurrency": side_c,
+            "client_side_concurrency": side_concurrency,
         },
         "limit": limit,
         "served": served,
