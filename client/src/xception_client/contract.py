@@ -1,4 +1,4 @@
-"""The model contract: every signature, tensor alias and default shared by export, server and client.
+"""The model contract: the signatures, tensor aliases and defaults shared by export, server, client.
 
 The export writes these names into the SavedModel; the client reads them to build requests. Keeping
 them in one module (in the light client package, which the export depends on) means producer and
