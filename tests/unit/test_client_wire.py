@@ -254,7 +254,7 @@ def test_generated_code_matches_the_proto_files(tmp_path: Path) -> None:
         committed = descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb)
         fresh = compiled[committed.name]
         _drop_json_names(fresh.message_type)  # gencode omits the derived json_name
-        assert committed == fresh, f"regenerate {module.__name__} (client/tools/gen_protos.py)"
+        assert committed == fresh, f"regenerate {module.__name__} (tools/generate-protos)"
 
 
 def _drop_json_names(messages: Any) -> None:

@@ -1,1 +1,1 @@
-"""Generated protobuf code (do not edit): see client/tools/gen_protos.py to regenerate."""
+"""Generated protobuf code (do not edit): regenerate with tools/generate-protos."""
