@@ -91,9 +91,10 @@ def test_declared_terabyte_tensor_is_a_parse_error_not_an_allocation() -> None:
             tensors.to_numpy(proto)
 
 
-def test_shape_whose_element_count_overflows_int64_is_a_parse_error() -> None:
+@pytest.mark.parametrize("dims", [(2**62, 8), (0, 2**45, 2**45)], ids=["full", "empty"])
+def test_shape_whose_element_count_overflows_int64_is_a_parse_error(dims: tuple[int, ...]) -> None:
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
-    for size in (2**62, 8):
+    for size in dims:
         proto.tensor_shape.dim.add().size = size
     with pytest.raises(tensors.TensorParseError):
         tensors.to_numpy(proto)
