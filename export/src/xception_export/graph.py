@@ -78,6 +78,13 @@ def build_module(
     # is traced and stored once instead of once per signature.
     @tf.function(input_signature=[tf.TensorSpec(square, tf.float32)])
     def predict(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        # An empty batch otherwise fails deep in the network ("Incompatible shapes: [0,S,S,3] vs.
+        # [32]" on CPU), which reads like a model bug: name the problem instead.
+        non_empty = tf.debugging.assert_greater(
+            tf.shape(x)[0], 0, message="empty batch: the request holds no image"
+        )
+        with tf.control_dependencies([non_empty]):
+            x = tf.identity(x)
         out = module.model(x, training=False)
         out = tf.cast(out, tf.float32)
         probs = tf.nn.softmax(out, axis=-1) if model_outputs == "logits" else out
