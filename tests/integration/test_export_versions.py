@@ -51,7 +51,8 @@ def test_concurrent_reader_never_sees_a_partial_version(
 
     def poll() -> None:
         deadline = time.monotonic() + 300
-        while not stop.is_set() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            finished = stop.is_set()  # one last scan after the exports return
             if base.is_dir():
                 for child in base.iterdir():
                     if child.name.isdigit() and child.name not in checked:
@@ -59,6 +60,8 @@ def test_concurrent_reader_never_sees_a_partial_version(
                         problem = _complete(child)
                         if problem:
                             problems.append(f"{child.name}: {problem}")
+            if finished:
+                break
             time.sleep(0.002)
 
     reader = threading.Thread(target=poll, daemon=True)
