@@ -130,3 +130,26 @@ def test_pixel_limit_is_inclusive_and_configurable() -> None:
     assert run(tf.constant([image_bytes("png_rgb", 20, 30)])).shape == (1, 71, 71, 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="max-pixels=600"):
         run(tf.constant([image_bytes("png_rgb", 20, 31)]))
+
+
+def test_many_frame_gif_decodes_only_the_first_frame(bytes_signature: Any) -> None:
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+    from xception_export.preprocess import gif_first_frame
+
+    # 100 frames of 2000x2000: 1.2 GB if every frame were decoded, 84 kB on disk.
+    base = Image.new("P", (2000, 2000), color=0)
+    base.putpalette([i % 256 for i in range(768)])
+    frames = []
+    for i in range(100):
+        frame = base.copy()
+        frame.putpixel((i, i), 1 + i % 200)
+        frames.append(frame)
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    data = buffer.getvalue()
+    assert tf.io.decode_gif(gif_first_frame(tf.constant(data))).shape == (1, 2000, 2000, 3)
+    out = bytes_signature([data])
+    assert out[contract.PROBABILITIES_OUTPUT].shape == (1, 1000)

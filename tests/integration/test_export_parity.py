@@ -84,11 +84,10 @@ def test_graph_preprocessing_matches_keras_at_other_target_sizes(
     assert np.abs(got - want).max() <= INPUT_TOLERANCE
 
 
-@pytest.mark.parametrize("variant", ["png_la", "png_p_trns", "png_16bit_gray", "png_16bit_rgb"])
-def test_graph_preprocessing_matches_keras_on_edge_case_pngs(
+@pytest.mark.parametrize("variant", EXTRA_FORMATS)
+def test_graph_preprocessing_matches_keras_on_edge_cases(
     variant: str, graph_preprocess: Any
 ) -> None:
-    assert variant in EXTRA_FORMATS
     batch = [image_bytes(variant, h, w, seed=i) for i, (h, w) in enumerate(SIZES[:4])]
     got = graph_preprocess(batch, 71)
     want = np.stack([reference_input(b, 71) for b in batch])

@@ -7,7 +7,8 @@ The reference is ``keras.utils.load_img(path, target_size=(S, S))`` -> float32 -
 - the format is sniffed from magic bytes and every decoder is called explicitly, because
   ``tf.io.decode_image`` cannot select libjpeg's accurate integer DCT, which is what Pillow uses;
 - decoders ask for 3 channels, which drops alpha without compositing, replicates grey and maps
-  palettes, as Pillow's ``convert("RGB")`` does; the first GIF frame is used, as Pillow shows it;
+  palettes, as Pillow's ``convert("RGB")`` does; only the first GIF frame is decoded, as Pillow
+  shows it (the stream is cut after it, so many-frame GIFs cannot exhaust memory);
 - 16-bit grey PNGs are clipped to 255 (Pillow's ``I;16`` -> ``RGB`` conversion saturates);
 - nearest resizing gathers the source rows/columns Pillow picks (a float64 running sum), instead
   of ``tf.image.resize(method="nearest")`` which disagrees at tie points;
@@ -100,7 +101,8 @@ def _header_size(data: tf.Tensor, fmt: tf.Tensor, where: tf.Tensor) -> tf.Tensor
             return tf.stack([_uint_be(data, 20, 4), _uint_be(data, 16, 4)])
 
     def gif() -> tf.Tensor:
-        # The logical screen; frames beyond the first are not bounded by this check.
+        # The logical screen: every frame TF decodes has this size, and only the first frame is
+        # decoded (see gif_first_frame).
         with tf.control_dependencies([need(10, "GIF")]):
             return tf.stack([_uint_le(data, 8, 2), _uint_le(data, 6, 2)])
 
@@ -114,6 +116,72 @@ def _header_size(data: tf.Tensor, fmt: tf.Tensor, where: tf.Tensor) -> tf.Tensor
             return tf.stack([height, width])
 
     return tf.switch_case(fmt, [jpeg, png, gif, bmp])
+
+
+def gif_first_frame(data: tf.Tensor) -> tf.Tensor:
+    """The GIF cut after its first image, plus a trailer, so decode_gif decodes one frame.
+
+    Pillow's load_img shows the first frame; tf.io.decode_gif would allocate every frame, so a
+    small file of many frames on a large screen could demand gigabytes. This walks the block
+    structure (extensions and the first image's data sub-blocks) with a bounded loop; if the
+    stream ends early or is malformed, the data is returned whole for decode_gif to reject.
+    """
+    import tensorflow as tf
+
+    n = tf.strings.length(data)
+
+    def byte(p: tf.Tensor) -> tf.Tensor:
+        p = tf.clip_by_value(p, 0, tf.maximum(n - 1, 0))
+        return tf.cast(tf.io.decode_raw(tf.strings.substr(data, p, 1), tf.uint8)[0], tf.int32)
+
+    def colour_table(flags: tf.Tensor) -> tf.Tensor:
+        present = tf.bitwise.bitwise_and(flags, 0x80) > 0
+        entries = tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(flags, 0x07))
+        return tf.where(present, 3 * entries, 0)
+
+    # Modes: 0 block introducer, 1 extension sub-blocks, 2 image sub-blocks, 3 done, 4 give up.
+    def step(pos: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        b = byte(pos)
+        in_range = pos < n
+        at_block = tf.equal(mode, 0)
+        extension = tf.logical_and(at_block, tf.equal(b, 0x21))
+        image = tf.logical_and(at_block, tf.equal(b, 0x2C))
+        # Image descriptor: 10 bytes, local colour table, LZW minimum code size byte.
+        image_pos = pos + 10 + colour_table(byte(pos + 9)) + 1
+        terminator = tf.logical_and(tf.logical_not(at_block), tf.equal(b, 0))
+        new_pos = tf.where(
+            extension,
+            pos + 2,
+            tf.where(image, image_pos, tf.where(terminator, pos + 1, pos + b + 1)),
+        )
+        new_mode = tf.where(
+            extension,
+            1,
+            tf.where(
+                image,
+                2,
+                tf.where(
+                    at_block,
+                    4,  # trailer or garbage before any image
+                    tf.where(terminator, tf.where(tf.equal(mode, 2), 3, 0), mode),
+                ),
+            ),
+        )
+        new_mode = tf.where(in_range, new_mode, 4)
+        return new_pos, new_mode
+
+    header = 13 + colour_table(byte(10))
+    pos, mode = tf.while_loop(
+        lambda _pos, mode: mode < 3,
+        step,
+        (header, tf.constant(0)),
+        maximum_iterations=n + 1,
+    )
+    return tf.cond(
+        tf.equal(mode, 3),
+        lambda: tf.strings.join([tf.strings.substr(data, 0, pos), b"\x3b"]),
+        lambda: data,
+    )
 
 
 def decode_rgb(data: tf.Tensor, max_pixels: int, where: tf.Tensor) -> tf.Tensor:
@@ -172,7 +240,7 @@ def decode_rgb(data: tf.Tensor, max_pixels: int, where: tf.Tensor) -> tf.Tensor:
         return tf.cond(grey16, saturate16, lambda: tf.io.decode_png(data, channels=3))
 
     def gif() -> tf.Tensor:
-        return tf.io.decode_gif(data)[0]
+        return tf.io.decode_gif(gif_first_frame(data))[0]
 
     def bmp() -> tf.Tensor:
         return tf.io.decode_bmp(data, channels=3)
