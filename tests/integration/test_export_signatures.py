@@ -153,7 +153,7 @@ def test_classify_signature_returns_every_label_with_its_score(
 def test_saved_model_declares_contract_signatures_and_tf_serving_method_names(
     small_xception_model: ExportedModel,
 ) -> None:
-    from xception_export.inspect import describe
+    from xception_export.inspection import describe
 
     info = describe(small_xception_model.version_dir)
     sigs = info["signatures"]

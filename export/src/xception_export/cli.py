@@ -138,10 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_tensorflow(args.verbose)
     try:
         if is_inspect:
-            from xception_export import inspect
+            from xception_export import inspection
 
-            info = inspect.describe(inspect.resolve_version_dir(args.path))
-            print(json.dumps(info, indent=2) if args.json else inspect.format_text(info))
+            info = inspection.describe(inspection.resolve_version_dir(args.path))
+            print(json.dumps(info, indent=2) if args.json else inspection.format_text(info))
             return 0
         from xception_export.api import export
 
