@@ -3,6 +3,7 @@ four signatures of the model contract (see xception_client.contract)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,8 +77,7 @@ def build_module(
 
     # One traced function runs the network for every signature, so the (large) Xception graph
     # is traced and stored once instead of once per signature.
-    @tf.function(input_signature=[tf.TensorSpec(square, tf.float32)])
-    def predict(x: tf.Tensor) -> dict[str, tf.Tensor]:
+    def run_network(x: tf.Tensor) -> dict[str, tf.Tensor]:
         # An empty batch otherwise fails deep in the network ("Incompatible shapes: [0,S,S,3] vs.
         # [32]" on CPU), which reads like a model bug: name the problem instead.
         non_empty = tf.debugging.assert_greater(
@@ -111,6 +111,9 @@ def build_module(
             name=name,
         )
 
+    predict: Callable[[tf.Tensor], dict[str, tf.Tensor]] = tf.function(
+        run_network, input_signature=[tf.TensorSpec(square, tf.float32)]
+    )
     module.predict = predict
 
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
