@@ -150,8 +150,11 @@ def plot(doc: Mapping[str, Any], path: Path) -> Path:
     if limit.get("latency_p50_ms"):
         ax_lat.axhline(limit["latency_p50_ms"], color="grey", linestyle="--",
                        label="limit single-image p50")
+    levels = sorted({int(r["concurrency"]) for r in doc.get("served", [])})
     for ax, title, unit in ((ax_tp, "throughput", "images/s"), (ax_lat, "p95 latency", "ms")):
         ax.set_xscale("log", base=2)
+        if levels:
+            ax.set_xticks(levels, [str(level) for level in levels])
         ax.set_xlabel("concurrency (requests in flight)")
         ax.set_ylabel(unit)
         ax.set_title(title)

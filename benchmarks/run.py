@@ -94,6 +94,9 @@ def apply_defaults(args: argparse.Namespace) -> None:
         args.footprint = "records"
     if args.model_base_path is None:
         args.model_base_path = REPO / "models" / "bench" / f"xception-{args.image_size}"
+    # TF Serving (and the local server) require an absolute base path.
+    args.model_base_path = args.model_base_path.resolve()
+    args.batching_config = args.batching_config.resolve()
 
 
 # -- setup -----------------------------------------------------------------------------------------
@@ -234,13 +237,12 @@ class LimitProcess:
     def wait_loaded(self, timeout: float) -> None:
         self._event("loaded", timeout)
 
-    def measure(self, timeout: float) -> dict[str, Any]:
+    def measure(self, timeout: float, batch_sizes: Sequence[int] = ()) -> dict[str, Any]:
+        """One measuring pass (all configured batch sizes when empty)."""
         assert self.process.stdin is not None
-        self.process.stdin.write("go\n")
+        self.process.stdin.write(json.dumps(list(batch_sizes)) + "\n")
         self.process.stdin.flush()
-        result = self._event("result", timeout)
-        self.process.wait(30)
-        return result
+        return self._event("result", timeout)
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -248,15 +250,30 @@ class LimitProcess:
             self.process.wait(10)
 
 
-def summarize_limit(raw: dict[str, Any]) -> dict[str, Any]:
-    per = raw["per_batch_size"]
+def summarize_limit(raw: dict[str, Any], again: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The limit from one or two passes: per batch size the better throughput, and the lower
+    single-image p50 (a shared machine only ever slows a pass down)."""
+    passes = [raw] + ([again] if again else [])
+    best_by_size: dict[int, dict[str, Any]] = {}
+    for one in passes:
+        for entry in one["per_batch_size"]:
+            size = entry["batch_size"]
+            if size not in best_by_size or entry["throughput"] > best_by_size[size]["throughput"]:
+                best_by_size[size] = entry
+    per = [best_by_size[s] for s in sorted(best_by_size)]
     best = max(per, key=lambda p: p["throughput"])
-    latencies = raw.get("single_image_latencies_s") or []
+    p50s = [
+        (stats.percentile([1000 * v for v in one["single_image_latencies_s"]], 50),
+         len(one["single_image_latencies_s"]))
+        for one in passes if one.get("single_image_latencies_s")
+    ]
+    p50, samples = min(p50s) if p50s else (None, 0)
     return {
         "throughput": best["throughput"],
         "best_batch_size": best["batch_size"],
-        "latency_p50_ms": stats.percentile([1000 * v for v in latencies], 50),
-        "latency_samples": len(latencies),
+        "latency_p50_ms": p50,
+        "latency_samples": samples,
+        "passes": len(passes),
         "per_batch_size": per,
         "signature": raw["signature"],
         "what": "SavedModel loaded in-process, called on uint8 pixels already decoded and resized "
@@ -486,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         venv_thread.start()  # overlaps the model loads below; joined before any measurement
 
     limit_proc = LimitProcess(model_dir, pixels, args.limit_batch_sizes,
-                              seconds=max(1.0, args.seconds * 0.6),
+                              seconds=max(1.0, args.seconds * 0.5),
                               jpegs=images_dir(args.images, args.seed))
     servers: dict[bool, server.LocalServer] = {}
     local = args.tfserving_target is None
@@ -507,7 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             venv_thread.join(240)
         log(f"setup done in {time.monotonic() - started:.0f} s; measuring the limit")
 
-        limit = summarize_limit(limit_proc.measure(timeout=300))
+        first_limit = limit_proc.measure(timeout=300)
+        limit = summarize_limit(first_limit)
         log(f"limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']}, "
             f"single-image p50 {limit['latency_p50_ms']:.1f} ms")
 
@@ -549,6 +567,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rest = load.RestB64(rest_url, args.model_name, data, timeout)
                 served += run_series(rest, batching=batching, levels=args.concurrency,
                                      seconds=args.seconds, data=data, warm_seconds=warm)
+        for srv in servers.values():
+            srv.stop()  # the idle servers would not cost CPU, but free their memory first
+        log("limit, second pass (batch 1 and the best batch size)")
+        again = limit_proc.measure(timeout=300, batch_sizes=sorted({1, limit["best_batch_size"]}))
+        limit = summarize_limit(first_limit, again)
+        log(f"limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']}, "
+            f"single-image p50 {limit['latency_p50_ms']:.1f} ms (best of two passes)")
     finally:
         limit_proc.kill()
         for srv in servers.values():

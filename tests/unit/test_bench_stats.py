@@ -140,3 +140,54 @@ def test_json_safe_turns_non_finite_floats_into_null_for_strict_json() -> None:
     doc = stats.json_safe({"a": math.nan, "b": [math.inf, 1.5], "c": {"d": -math.inf}})
     assert json.loads(json.dumps(doc, allow_nan=False)) == {"a": None, "b": [None, 1.5],
                                                            "c": {"d": None}}
+
+
+def test_summarize_limit_picks_the_best_batch_size_and_batch_1_latency_p50() -> None:
+    from benchmarks import run
+
+    raw = {
+        "per_batch_size": [
+            {"batch_size": 1, "throughput": 8.0},
+            {"batch_size": 4, "throughput": 9.5},
+            {"batch_size": 8, "throughput": 9.1},
+        ],
+        "single_image_latencies_s": [0.120, 0.100, 0.110],
+        "signature": "serving_pixels",
+    }
+    limit = run.summarize_limit(raw)
+    assert (limit["throughput"], limit["best_batch_size"]) == (9.5, 4)
+    assert limit["latency_p50_ms"] == pytest.approx(110.0)
+
+
+def test_summarize_limit_takes_the_better_of_two_passes_per_batch_size() -> None:
+    from benchmarks import run
+
+    first = {
+        "per_batch_size": [{"batch_size": 1, "throughput": 8.0},
+                           {"batch_size": 4, "throughput": 9.0}],
+        "single_image_latencies_s": [0.130, 0.120, 0.140],
+        "signature": "serving_pixels",
+    }
+    second = {
+        "per_batch_size": [{"batch_size": 1, "throughput": 9.8},
+                           {"batch_size": 4, "throughput": 8.5}],
+        "single_image_latencies_s": [0.100, 0.105],
+        "signature": "serving_pixels",
+    }
+    limit = run.summarize_limit(first, second)
+    assert (limit["throughput"], limit["best_batch_size"]) == (9.8, 1)
+    assert [p["throughput"] for p in limit["per_batch_size"]] == [9.8, 9.0]
+    assert limit["latency_p50_ms"] == pytest.approx(102.5)
+    assert (limit["passes"], limit["latency_samples"]) == (2, 2)
+
+
+def test_quick_defaults_shrink_the_run_and_keep_paths_absolute() -> None:
+    from benchmarks import run
+
+    args = run.build_parser().parse_args(["--quick", "--model-base-path", "rel/model"])
+    run.apply_defaults(args)
+    assert (args.images, args.seconds, args.import_repeats) == (12, 2.0, 1)
+    assert args.model_base_path.is_absolute() and args.batching_config.is_absolute()
+    full = run.build_parser().parse_args(["--concurrency", "1,8"])
+    run.apply_defaults(full)
+    assert full.concurrency == (1, 8) and full.images == 48
