@@ -94,7 +94,7 @@ def test_argument_errors_echo_the_bad_value_and_exit_2(
     assert not (tmp_path / "m").exists()
 
 
-def test_runtime_failure_is_one_line_exit_1_and_traceback_only_with_verbose(
+def test_runtime_failure_is_one_line_and_exit_1(
     tmp_path: Path,
 ) -> None:
     broken = tmp_path / "broken.keras"
@@ -107,7 +107,15 @@ def test_runtime_failure_is_one_line_exit_1_and_traceback_only_with_verbose(
     errors = [line for line in done.stderr.splitlines() if "xception-export: error:" in line]
     assert len(errors) == 1 and "cannot load the model" in errors[0] and str(broken) in errors[0]
     assert "Traceback" not in done.stderr
-    verbose = run(*args, "--verbose", timeout=300)
+
+
+def test_verbose_shows_the_traceback_of_a_runtime_failure(tmp_path: Path) -> None:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"\xff not a protobuf")
+    quiet = run("inspect", str(tmp_path), timeout=300)
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+    assert "cannot read" in quiet.stderr
+    verbose = run("inspect", "--verbose", str(tmp_path), timeout=300)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
 
 
