@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.fixtures.servers import free_port, start_local_server, write_corrupt_version
+from tests.fixtures.servers import free_port, make_pki, start_local_server, write_corrupt_version
 
 
 def xception_serve() -> str:
@@ -97,3 +98,44 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(
     assert response.outputs["y"].float_val[0] == 3.0
     assert "Received SIGTERM, shutting down" in log
     assert "Predict" not in log  # no per-request logging by default
+
+
+def _text_proto_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def test_ssl_config_file_enables_mutual_tls_on_grpc(
+    tmp_path: Path, half_plus_two_base: Path
+) -> None:
+    pki = make_pki()
+    ssl_config = tmp_path / "ssl.config"
+    ssl_config.write_text(
+        f"server_key: {_text_proto_string(pki['server_key'])}\n"
+        f"server_cert: {_text_proto_string(pki['server_cert'])}\n"
+        f"custom_ca: {_text_proto_string(pki['ca'])}\n"
+        "client_verify: true\n"
+    )
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "default"
+    x = request.inputs["x"]
+    x.dtype = types_pb2.DT_FLOAT
+    x.float_val.append(2.0)
+    with start_local_server(
+        model_name="default",
+        model_base_path=half_plus_two_base,
+        extra_args=[f"--ssl_config_file={ssl_config}"],
+    ) as server:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pki["ca"].encode(),
+            private_key=pki["client_key"].encode(),
+            certificate_chain=pki["client_cert"].encode(),
+        )
+        with grpc.secure_channel(server.grpc_target, credentials) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert stub.Predict(request, timeout=30).outputs["y"].float_val == [3.0]
+        anonymous = grpc.ssl_channel_credentials(root_certificates=pki["ca"].encode())
+        with grpc.secure_channel(server.grpc_target, anonymous) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Predict(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
