@@ -174,7 +174,7 @@ def test_summarize_limit_takes_the_better_of_two_passes_per_batch_size() -> None
         "single_image_latencies_s": [0.100, 0.105],
         "signature": "serving_pixels",
     }
-    limit = run.summarize_limit(first, second)
+    limit = run.summarize_limit(first, second)  # as many passes as were measured
     assert (limit["throughput"], limit["best_batch_size"]) == (9.8, 1)
     assert [p["throughput"] for p in limit["per_batch_size"]] == [9.8, 9.0]
     assert limit["latency_p50_ms"] == pytest.approx(102.5)
