@@ -343,6 +343,12 @@ def test_reload_config_rpc_reports_a_model_that_fails_to_load(
 @pytest.fixture(scope="module")
 def half_plus_two_server_target(half_plus_two_base: Path):
     with start_local_server(
-        model_name="default", model_base_path=half_plus_two_base, extra_args=FAST_POLL
+        model_name="default",
+        model_base_path=half_plus_two_base,
+        # TF Serving's testGoodGrpcChannelArgs arguments are accepted.
+        extra_args=[
+            *FAST_POLL,
+            "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb",
+        ],
     ) as server:
         yield server.grpc_target

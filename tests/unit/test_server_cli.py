@@ -71,3 +71,13 @@ def test_unknown_flags_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--model_base_path=/m", "--no_such_flag=1"])
     assert info.value.code == 2
     assert "unknown argument: --no_such_flag=1" in capsys.readouterr().err
+
+
+def test_grpc_channel_arguments_parse_like_tf_serving() -> None:
+    assert cli.channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb") == [
+        ("grpc.max_connection_age_ms", 2000),
+        ("grpc.lb_policy_name", "grpclb"),
+    ]
+    assert cli.channel_arguments("") == []
+    with pytest.raises(cli.StartupError):
+        cli.channel_arguments("novalue")

@@ -71,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=max(64, 4 * (os.cpu_count() or 1)),
         help="gRPC worker threads (callers waiting on a batch each hold one)",
     )
+    net.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated key=value gRPC server arguments (integers passed as ints)",
+    )
+    net.add_argument(
+        "--rest_api_num_threads", type=int, default=0, help="REST worker threads (0: 4 x CPUs)"
+    )
+    net.add_argument(
+        "--rest_api_timeout_in_ms", type=int, default=30000, help="per-REST-call deadline"
+    )
+    flag_bool("enable_profiler", True, "accepted for compatibility; no profiler service here")
     flag_bool(
         "enable_grpc_healthcheck_service",
         False,
@@ -123,11 +135,26 @@ def _check_flags(args: argparse.Namespace) -> None:
             "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure "
             "all."
         )
+    channel_arguments(args.grpc_channel_arguments)
     if args.port <= 0 and not args.grpc_socket_path:
         raise StartupError(
             "INVALID_ARGUMENT: At least one of server_options.grpc_port or "
             "server_options.grpc_socket_path must be set."
         )
+
+
+def channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """TF Serving's --grpc_channel_arguments: `k=v,k2=v2`; integer-looking values become ints."""
+    options: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StartupError(f"INVALID_ARGUMENT: malformed grpc channel argument: {item}")
+        try:
+            options.append((key, int(value)))
+        except ValueError:
+            options.append((key, value))
+    return options
 
 
 def _configure_tensorflow(args: argparse.Namespace) -> None:
@@ -247,7 +274,12 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         grpc_server = GrpcServer(
-            core, host=args.host, port=args.port, ssl=ssl, max_workers=args.grpc_max_threads
+            core,
+            host=args.host,
+            port=args.port,
+            ssl=ssl,
+            max_workers=args.grpc_max_threads,
+            extra_options=channel_arguments(args.grpc_channel_arguments),
         )
         if args.grpc_socket_path:
             grpc_server.add_unix_socket(args.grpc_socket_path)
@@ -287,7 +319,15 @@ def _start_rest(core: Any, metrics: Any, args: argparse.Namespace, path: str | N
     except ImportError as err:
         log.error("HTTP/REST API is not available in this build: %s", err)
         return None
-    rest = RestServer(core, metrics, host=args.host, port=args.rest_api_port, monitoring_path=path)
+    rest = RestServer(
+        core,
+        metrics,
+        host=args.host,
+        port=args.rest_api_port,
+        monitoring_path=path,
+        num_threads=args.rest_api_num_threads or None,
+        timeout_s=args.rest_api_timeout_in_ms / 1000,
+    )
     rest.start()
     log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.port)
     return rest

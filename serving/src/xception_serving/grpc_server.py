@@ -8,7 +8,7 @@ error messages are cut at 1024 characters + "...TRUNCATED" as TF Serving's ToGRP
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any, TypeVar
 
@@ -124,9 +124,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         return _call(context, lambda: self._core.get_model_status(request))
 
-    def HandleReloadConfigRequest(
-        self, request: Any, context: grpc.ServicerContext
-    ) -> Any:
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
         return _call(
             context, lambda: self._core.reload_config(request, deadline=_deadline(context))
         )
@@ -153,6 +151,7 @@ class GrpcServer:
         port: int,
         ssl: SSLConfig | None = None,
         max_workers: int = 64,
+        extra_options: Sequence[tuple[str, int | str]] = (),
     ) -> None:
         self._core = core
         self.health = health.HealthServicer()
@@ -161,7 +160,8 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 0),  # a taken port is an error, never shared
+                *extra_options,
             ],
             maximum_concurrent_rpcs=None,
         )
