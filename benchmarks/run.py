@@ -4,7 +4,7 @@
 
 Steps (issue 5): export a random-weight Xception (299x299) once into models/bench/; generate a
 seeded set of photo-like JPEGs; start the local server twice (batching on with
-benchmarks/batching.config, and off) while the limit subprocess loads the same SavedModel; then,
+serving/batching-cpu.config, and off) while the limit subprocess loads the same SavedModel; then,
 one at a time so nothing overlaps: (1) the limit in-process, (2) our client over gRPC with image
 bytes at concurrency 1/4/16, batching on and off, (3) the usual way (client-side Pillow decode,
 resize, float32 preprocess_input, float tensor to serving_preprocessed), (4) REST b64, and
@@ -35,7 +35,7 @@ from benchmarks import footprint, images, load, report, server, stats  # noqa: E
 
 BENCH_DIR = REPO / "benchmarks"
 BUILD_DIR = REPO / "build" / "bench"
-DEFAULT_BATCHING_CONFIG = BENCH_DIR / "batching.config"
+DEFAULT_BATCHING_CONFIG = REPO / "serving" / "batching-cpu.config"
 DEFAULT_OUTPUT_DIR = BENCH_DIR / "results"
 BYTES_VARIANT = load.OursGrpc.name
 CLIENT_SIDE_CONCURRENCY = 4  # the side-by-side client CPU / bytes comparison

@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "serving" / "k8s"
 OVERLAYS = ("cpu", "gpu")
 CONFIG_FILES = ("models.config", "batching.config", "monitoring.config")
+# (overlay, ConfigMap key) -> the file under serving/ it must equal.
+SOURCE_CONFIGS = {(overlay, name): name for overlay in OVERLAYS for name in CONFIG_FILES} | {
+    ("cpu", "batching.config"): "batching-cpu.config"
+}
 GPU = "nvidia.com/gpu"
 
 Manifest = dict[str, Any]
@@ -208,14 +212,16 @@ def test_every_file_the_args_name_is_in_the_mounted_config_map(docs: tuple[Manif
         assert filename in config_map["data"]
 
 
-def test_config_map_configs_parse_and_equal_the_serving_configs(
-    docs: tuple[Manifest, ...],
-) -> None:
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_config_map_configs_parse_and_equal_the_serving_configs(overlay: str) -> None:
+    docs = _render(overlay)
     data = _one(docs, "ConfigMap")["data"]
     assert sorted(data) == sorted(CONFIG_FILES)
     for name in CONFIG_FILES:
-        # One source of truth: the base's copies must be byte-identical to serving/*.config.
-        assert data[name] == (ROOT / "serving" / name).read_text(), name
+        # One source of truth: each overlay's copies must be byte-identical to serving/*.config,
+        # with the CPU batching file on CPU nodes (GPU padding would multiply CPU work).
+        source = SOURCE_CONFIGS[(overlay, name)]
+        assert data[name] == (ROOT / "serving" / source).read_text(), name
     [model] = config_files.parse_text_proto(
         data["models.config"], config_files.ModelServerConfig
     ).model_config_list.config

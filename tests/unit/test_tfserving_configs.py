@@ -61,8 +61,16 @@ def test_batching_config_parses_and_passes_tf_servings_startup_checks() -> None:
     assert not params.pad_variable_length_inputs
 
 
-def test_batching_config_comments_every_setting() -> None:
-    lines = (SERVING / "batching.config").read_text().splitlines()
+def test_cpu_batching_config_never_pads_and_runs_one_batch_at_a_time() -> None:
+    params = config_files.read_batching_parameters(SERVING / "batching-cpu.config")
+    assert not params.allowed_batch_sizes  # padding would compute empty rows on the CPU
+    assert params.num_batch_threads.value == 1
+    assert params.batch_timeout_micros.value == 0
+
+
+@pytest.mark.parametrize("name", ["batching.config", "batching-cpu.config"])
+def test_batching_config_comments_every_setting(name: str) -> None:
+    lines = (SERVING / name).read_text().splitlines()
     for index, line in enumerate(lines):
         if line and not line.startswith("#") and not lines[index - 1].startswith(("#", "allowed")):
             pytest.fail(f"setting without a comment above it: {line!r}")
