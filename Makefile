@@ -34,7 +34,9 @@ export: $(STAMP) ## export Xception to $(MODEL_BASE_PATH)/<next version> (WEIGHT
 
 serve: $(STAMP) ## serve $(MODEL_BASE_PATH) locally on gRPC $(GRPC_PORT) / REST $(REST_PORT) (foreground)
 	$(BIN)/xception-serve --model_name=$(MODEL_NAME) --model_base_path=$(abspath $(MODEL_BASE_PATH)) \
-	  --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT)
+	  --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
+	  --enable_batching --batching_parameters_file=serving/batching-cpu.config \
+	  --monitoring_config_file=serving/monitoring.config
 
 serve-tfserving: ## serve with real TF Serving on the GPU (Docker image or tensorflow_model_server)
 	serving/run-tfserving.sh --model-base-path=$(MODEL_BASE_PATH) --port=$(GRPC_PORT) \
