@@ -239,3 +239,12 @@ def test_signature_check_accepts_the_contract_and_explains_mismatches() -> None:
         sig.method_name, {"input_8": TensorSpec("DT_FLOAT", (None, 299, 299, 3))}, sig.outputs)})
     (problem,) = signature_problems(bad, contract.BYTES_SIGNATURE)
     assert "expected input 'image_bytes' DT_STRING, server has inputs 'input_8' DT_FLOAT" in problem
+
+
+def test_async_client_takes_exactly_the_client_constructor_arguments() -> None:
+    import inspect
+
+    from xception_client import AsyncClient, Client
+
+    assert inspect.signature(AsyncClient) == inspect.signature(Client)
+    assert "timeout" in inspect.signature(Client).parameters

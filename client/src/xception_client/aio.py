@@ -18,8 +18,7 @@ import grpc
 import numpy as np
 
 from . import _channel, _wire, contract
-from ._channel import TLS, ChannelOption
-from .client import DEFAULT_RETRIES, DEFAULT_TIMEOUT, _Base
+from .client import _Base
 from .errors import XceptionClientError
 from .images import ImageInput
 from .labels import Prediction
@@ -31,39 +30,7 @@ __all__ = ["AsyncClient"]
 class AsyncClient(_Base):
     """Asyncio client; see :class:`~xception_client.Client` for the arguments."""
 
-    def __init__(
-        self,
-        target: str = f"localhost:{contract.DEFAULT_GRPC_PORT}",
-        *,
-        model_name: str = contract.DEFAULT_MODEL_NAME,
-        model_version: int | None = None,
-        version_label: str | None = None,
-        signature: str = contract.BYTES_SIGNATURE,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        tls: bool | TLS | None = None,
-        compression: str | None = None,
-        channel_options: Sequence[ChannelOption] = (),
-        max_pixels: int = contract.DEFAULT_MAX_PIXELS,
-        apply_exif_orientation: bool = False,
-        wait_for_ready: bool = False,
-    ) -> None:
-        super().__init__(
-            target, model_name=model_name, model_version=model_version,
-            version_label=version_label, signature=signature, timeout=timeout, retries=retries,
-            tls=tls, compression=compression, channel_options=channel_options,
-            max_pixels=max_pixels, apply_exif_orientation=apply_exif_orientation,
-            wait_for_ready=wait_for_ready,
-        )
-        self._channel = _channel.open_aio_channel(self._config)
-        self._calls = {
-            method.path: self._channel.unary_unary(
-                method.path,
-                request_serializer=method.serializer,
-                response_deserializer=method.deserializer,
-            )
-            for method in (_wire.PREDICT, _wire.GET_MODEL_METADATA, _wire.GET_MODEL_STATUS)
-        }
+    _open_channel = staticmethod(_channel.open_aio_channel)
 
     async def __aenter__(self) -> AsyncClient:
         return self

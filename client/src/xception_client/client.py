@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import grpc
@@ -40,22 +40,25 @@ T = TypeVar("T")
 class _Base:
     """Configuration, validation and request building shared by Client and AsyncClient (no I/O)."""
 
+    # The twins differ only in the channel they open (grpc.Channel or grpc.aio.Channel).
+    _open_channel: Callable[[_channel.ChannelConfig], Any]
+
     def __init__(
         self,
-        target: str,
+        target: str = f"localhost:{contract.DEFAULT_GRPC_PORT}",
         *,
-        model_name: str,
-        model_version: int | None,
-        version_label: str | None,
-        signature: str,
-        timeout: float,
-        retries: int,
-        tls: bool | TLS | None,
-        compression: str | None,
-        channel_options: Sequence[ChannelOption],
-        max_pixels: int,
-        apply_exif_orientation: bool,
-        wait_for_ready: bool,
+        model_name: str = contract.DEFAULT_MODEL_NAME,
+        model_version: int | None = None,
+        version_label: str | None = None,
+        signature: str = contract.BYTES_SIGNATURE,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        tls: bool | TLS | None = None,
+        compression: str | None = None,
+        channel_options: Sequence[ChannelOption] = (),
+        max_pixels: int = contract.DEFAULT_MAX_PIXELS,
+        apply_exif_orientation: bool = False,
+        wait_for_ready: bool = False,
     ) -> None:
         if model_version is not None and version_label is not None:
             raise ValueError(
@@ -77,6 +80,15 @@ class _Base:
         self._exif = apply_exif_orientation
         self._wait_for_ready = wait_for_ready
         self._exported_k: int | None = None  # learned from the first response
+        self._channel = type(self)._open_channel(self._config)
+        self._calls = {
+            method.path: self._channel.unary_unary(
+                method.path,
+                request_serializer=method.serializer,
+                response_deserializer=method.deserializer,
+            )
+            for method in (_wire.PREDICT, _wire.GET_MODEL_METADATA, _wire.GET_MODEL_STATUS)
+        }
 
     @property
     def timeout(self) -> float:
@@ -172,39 +184,7 @@ class Client(_Base):
     instead of failing fast.
     """
 
-    def __init__(
-        self,
-        target: str = f"localhost:{contract.DEFAULT_GRPC_PORT}",
-        *,
-        model_name: str = contract.DEFAULT_MODEL_NAME,
-        model_version: int | None = None,
-        version_label: str | None = None,
-        signature: str = contract.BYTES_SIGNATURE,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        tls: bool | TLS | None = None,
-        compression: str | None = None,
-        channel_options: Sequence[ChannelOption] = (),
-        max_pixels: int = contract.DEFAULT_MAX_PIXELS,
-        apply_exif_orientation: bool = False,
-        wait_for_ready: bool = False,
-    ) -> None:
-        super().__init__(
-            target, model_name=model_name, model_version=model_version,
-            version_label=version_label, signature=signature, timeout=timeout, retries=retries,
-            tls=tls, compression=compression, channel_options=channel_options,
-            max_pixels=max_pixels, apply_exif_orientation=apply_exif_orientation,
-            wait_for_ready=wait_for_ready,
-        )
-        self._channel = _channel.open_channel(self._config)
-        self._calls = {
-            method.path: self._channel.unary_unary(
-                method.path,
-                request_serializer=method.serializer,
-                response_deserializer=method.deserializer,
-            )
-            for method in (_wire.PREDICT, _wire.GET_MODEL_METADATA, _wire.GET_MODEL_STATUS)
-        }
+    _open_channel = staticmethod(_channel.open_channel)
 
     def __enter__(self) -> Client:
         return self
