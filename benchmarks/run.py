@@ -600,8 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         imports=foot["import"], bytes_variant=BYTES_VARIANT,
     )
     doc: dict[str, Any] = {
-        "note": "2-core machine shared with other engineers while this ran: compare figures "
-                "within this run only, and read the load averages and limit passes below",
+        "note": "compare figures within this run only; the load averages before and after "
+                "say whether anything else was running on the machine",
         "schema_version": stats.SCHEMA_VERSION,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
