@@ -15,7 +15,8 @@ import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.fixtures.servers import free_port, make_pki, start_local_server, write_corrupt_version
+from tests.fixtures.pki import make_pki
+from tests.fixtures.servers import free_port, start_local_server, write_corrupt_version
 
 
 def xception_serve() -> str:
@@ -110,9 +111,9 @@ def test_ssl_config_file_enables_mutual_tls_on_grpc(
     pki = make_pki()
     ssl_config = tmp_path / "ssl.config"
     ssl_config.write_text(
-        f"server_key: {_text_proto_string(pki['server_key'])}\n"
-        f"server_cert: {_text_proto_string(pki['server_cert'])}\n"
-        f"custom_ca: {_text_proto_string(pki['ca'])}\n"
+        f"server_key: {_text_proto_string(pki.server_key.decode())}\n"
+        f"server_cert: {_text_proto_string(pki.server_cert.decode())}\n"
+        f"custom_ca: {_text_proto_string(pki.ca.decode())}\n"
         "client_verify: true\n"
     )
     request = predict_pb2.PredictRequest()
@@ -126,14 +127,14 @@ def test_ssl_config_file_enables_mutual_tls_on_grpc(
         extra_args=[f"--ssl_config_file={ssl_config}"],
     ) as server:
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=pki["ca"].encode(),
-            private_key=pki["client_key"].encode(),
-            certificate_chain=pki["client_cert"].encode(),
+            root_certificates=pki.ca,
+            private_key=pki.client_key,
+            certificate_chain=pki.client_cert,
         )
         with grpc.secure_channel(server.grpc_target, credentials) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             assert stub.Predict(request, timeout=30).outputs["y"].float_val == [3.0]
-        anonymous = grpc.ssl_channel_credentials(root_certificates=pki["ca"].encode())
+        anonymous = grpc.ssl_channel_credentials(root_certificates=pki.ca)
         with grpc.secure_channel(server.grpc_target, anonymous) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             with pytest.raises(grpc.RpcError) as info:

@@ -15,7 +15,6 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -31,6 +30,8 @@ from xception_client import (
     ServerUnavailable,
     contract,
 )
+
+from tests.fixtures.pki import Pki, make_pki
 
 K = 5
 BLANK_PNG = bytes.fromhex(
@@ -323,52 +324,7 @@ async def test_async_deadline_fires_on_time(fake: FakeServer) -> None:
 # --- TLS and mutual TLS, with throw-away certificates made here ---
 
 
-def _certificates(tmp: Path) -> dict[str, Path]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def make(name: str, issuer: tuple[Any, Any] | None, *, ca: bool = False,
-             san: str | None = None) -> tuple[Any, Any]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer[0].subject if issuer else subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if san:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False
-            )
-        cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-        return cert, key
-
-    ca = make("test-ca", None, ca=True)
-    server = make("localhost", ca, san="localhost")
-    client = make("client", ca)
-    paths: dict[str, Path] = {}
-    for label, (cert, key) in {"ca": ca, "server": server, "client": client}.items():
-        paths[f"{label}_cert"] = tmp / f"{label}.crt"
-        paths[f"{label}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        paths[f"{label}_key"] = tmp / f"{label}.key"
-        paths[f"{label}_key"].write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-    return paths
-
-
-def _start_tls(paths: dict[str, Path], *, require_client_cert: bool) -> FakeServer:
+def _start_tls(pki: Pki, *, require_client_cert: bool) -> FakeServer:
     state = FakeState()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers([
@@ -381,8 +337,8 @@ def _start_tls(paths: dict[str, Path], *, require_client_cert: bool) -> FakeServ
         }),
     ])
     credentials = grpc.ssl_server_credentials(
-        [(paths["server_key"].read_bytes(), paths["server_cert"].read_bytes())],
-        root_certificates=paths["ca_cert"].read_bytes(),
+        [(pki.server_key, pki.server_cert)],
+        root_certificates=pki.ca,
         require_client_auth=require_client_cert,
     )
     port = server.add_secure_port("127.0.0.1:0", credentials)
@@ -393,20 +349,21 @@ def _start_tls(paths: dict[str, Path], *, require_client_cert: bool) -> FakeServ
 def test_tls_and_mutual_tls_with_a_private_ca(tmp_path: Path) -> None:
     from xception_client import TLS
 
-    paths = _certificates(tmp_path)
-    tls = _start_tls(paths, require_client_cert=False)
-    mtls = _start_tls(paths, require_client_cert=True)
+    pki = make_pki()
+    paths = pki.write(tmp_path)  # the client takes PEM files as well as bytes
+    tls = _start_tls(pki, require_client_cert=False)
+    mtls = _start_tls(pki, require_client_cert=True)
     try:
-        with Client(tls.target, tls=TLS(root_certificates=paths["ca_cert"])) as client:
+        with Client(tls.target, tls=TLS(root_certificates=paths["ca"])) as client:
             assert client.status()[0].state == "AVAILABLE"
         with Client(tls.target, timeout=5.0, retries=0) as plaintext, \
                 pytest.raises(ServerUnavailable):
             plaintext.status()  # plaintext client against a TLS server: refused, no hang
-        client_tls = TLS(root_certificates=paths["ca_cert"],
+        client_tls = TLS(root_certificates=paths["ca"],
                          certificate_chain=paths["client_cert"], private_key=paths["client_key"])
         with Client(mtls.target, tls=client_tls) as client:
             assert client.status()[0].state == "AVAILABLE"
-        with Client(mtls.target, tls=TLS(root_certificates=paths["ca_cert"]), timeout=5.0,
+        with Client(mtls.target, tls=TLS(root_certificates=paths["ca"]), timeout=5.0,
                     retries=0) as anonymous, pytest.raises(ServerUnavailable):
             anonymous.status()  # no client certificate under mutual TLS: refused
     finally:

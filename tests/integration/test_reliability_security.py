@@ -9,22 +9,16 @@ start). test_server_tls covers the same TLS settings with raw gRPC channels.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
@@ -43,6 +37,7 @@ from tensorflow_serving.apis import (
 from xception_client import TLS, Client, ServerUnavailable
 from xception_serving.config_files import SSLConfig
 
+from tests.fixtures.pki import Pki, make_pki
 from tests.fixtures.servers import (
     RunningServer,
     in_process_server,
@@ -56,70 +51,9 @@ MODEL = "default"  # the half_plus_two fixture's name in these tests
 # -- certificates ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: bytes
-    server_key: bytes
-    server_cert: bytes
-    client_key: bytes
-    client_cert: bytes
-    stranger_ca: bytes  # a CA nobody here trusts
-    stranger_key: bytes
-    stranger_cert: bytes  # a client certificate signed by it
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _cert(
-    name: str, key: Any, issuer: str, issuer_key: Any, *, ca: bool = False, server: bool = False
-) -> bytes:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def _pem_key(key: Any) -> bytes:
-    return bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
 @pytest.fixture(scope="module")
 def pki() -> Pki:
-    ca_key, server_key, client_key = _key(), _key(), _key()
-    stranger_ca_key, stranger_key = _key(), _key()
-    return Pki(
-        ca=_cert("test-ca", ca_key, "test-ca", ca_key, ca=True),
-        server_key=_pem_key(server_key),
-        server_cert=_cert("localhost", server_key, "test-ca", ca_key, server=True),
-        client_key=_pem_key(client_key),
-        client_cert=_cert("client", client_key, "test-ca", ca_key),
-        stranger_ca=_cert("stranger-ca", stranger_ca_key, "stranger-ca", stranger_ca_key, ca=True),
-        stranger_key=_pem_key(stranger_key),
-        stranger_cert=_cert("stranger", stranger_key, "stranger-ca", stranger_ca_key),
-    )
+    return make_pki()
 
 
 def _ssl(pki: Pki, *, mutual: bool) -> SSLConfig:

@@ -9,11 +9,12 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 from xception_serving.config_files import SSLConfig
 
-from tests.fixtures.servers import in_process_server, make_pki
+from tests.fixtures.pki import Pki, make_pki
+from tests.fixtures.servers import in_process_server
 
 
 @pytest.fixture(scope="module")
-def pki() -> dict[str, str]:
+def pki() -> Pki:
     return make_pki()
 
 
@@ -25,11 +26,11 @@ def _status(channel: grpc.Channel) -> int:
 
 
 def test_tls_server_answers_tls_clients_and_refuses_plaintext(
-    pki: dict[str, str], half_plus_two_base: Path
+    pki: Pki, half_plus_two_base: Path
 ) -> None:
-    ssl = SSLConfig(server_key=pki["server_key"], server_cert=pki["server_cert"])
+    ssl = SSLConfig(server_key=pki.server_key.decode(), server_cert=pki.server_cert.decode())
     with in_process_server({"default": half_plus_two_base}, ssl=ssl) as (_core, target):
-        credentials = grpc.ssl_channel_credentials(root_certificates=pki["ca"].encode())
+        credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca)
         with grpc.secure_channel(target, credentials) as channel:
             assert _status(channel) == 123
         with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as info:
@@ -38,23 +39,23 @@ def test_tls_server_answers_tls_clients_and_refuses_plaintext(
 
 
 def test_mutual_tls_requires_a_client_certificate_signed_by_custom_ca(
-    pki: dict[str, str], half_plus_two_base: Path
+    pki: Pki, half_plus_two_base: Path
 ) -> None:
     ssl = SSLConfig(
-        server_key=pki["server_key"],
-        server_cert=pki["server_cert"],
-        custom_ca=pki["ca"],
+        server_key=pki.server_key.decode(),
+        server_cert=pki.server_cert.decode(),
+        custom_ca=pki.ca.decode(),
         client_verify=True,
     )
     with in_process_server({"default": half_plus_two_base}, ssl=ssl) as (_core, target):
         with_cert = grpc.ssl_channel_credentials(
-            root_certificates=pki["ca"].encode(),
-            private_key=pki["client_key"].encode(),
-            certificate_chain=pki["client_cert"].encode(),
+            root_certificates=pki.ca,
+            private_key=pki.client_key,
+            certificate_chain=pki.client_cert,
         )
         with grpc.secure_channel(target, with_cert) as channel:
             assert _status(channel) == 123
-        without_cert = grpc.ssl_channel_credentials(root_certificates=pki["ca"].encode())
+        without_cert = grpc.ssl_channel_credentials(root_certificates=pki.ca)
         with (
             grpc.secure_channel(target, without_cert) as channel,
             pytest.raises(grpc.RpcError) as info,
