@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 .PHONY: help install export serve serve-tfserving run test test-unit lint bench k8s clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: WEIGHTS=imagenet|random|PATH.h5  MODEL_BASE_PATH=$(MODEL_BASE_PATH)  IMAGE=$(IMAGE)"
 
 install: $(STAMP) ## create .venv/ with export, serving, client and test tools
