@@ -69,3 +69,28 @@ def test_eager_runtime_errors_read_as_tf_serving_session_errors() -> None:
         "Name: <unknown>, Feature: x (data type: float) is required but could not be found."
         "\n\t [[{{node ParseExample/ParseExampleV2}}]]"
     )
+
+
+def test_eager_errors_from_a_loaded_saved_model_lose_the_unavailable_stack_trace_too() -> None:
+    # Seen from a loaded export: no traceback, a "<stack traces unavailable>" line instead.
+    class FakeOpError(Exception):
+        error_code = 3
+        message = (
+            "Graph execution error:\n\nDetected at node map/while/Assert_1/AssertGuard/Assert "
+            "defined at (most recent call last):\n<stack traces unavailable>\n"
+            "assertion failed: [image_bytes[0]:] [unsupported or undecodable image format]\n"
+            "\t [[{{node map/while/Assert_1/AssertGuard/Assert}}]] [Op:__inference_f_1]"
+        )
+
+    assert from_exception(FakeOpError()).message == (
+        "assertion failed: [image_bytes[0]:] [unsupported or undecodable image format]\n"
+        "\t [[{{node map/while/Assert_1/AssertGuard/Assert}}]]"
+    )
+
+
+def test_runtime_errors_without_the_eager_wrapper_are_kept_as_they_are() -> None:
+    class FakeOpError(Exception):
+        error_code = 3
+        message = "Incompatible shapes: [2] vs. [3]"
+
+    assert from_exception(FakeOpError()).message == "Incompatible shapes: [2] vs. [3]"

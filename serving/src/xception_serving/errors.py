@@ -34,6 +34,14 @@ def grpc_message(message: str) -> str:
 
 
 _OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+# Eager's wrapper: the header, then "Detected at node <n> defined at (most recent call last):" and
+# the Python traceback of where the node was defined: indented "File ..." / source lines, or
+# "<stack traces unavailable>" when the function was loaded from a SavedModel. The kernel's own
+# text starts at the first line after that which is neither.
+_EAGER_PREFIX = re.compile(
+    r"^Graph execution error:\s*"
+    r"(?:Detected at node [^\n]*\n(?:(?:<stack traces unavailable>|[ \t][^\n]*|)\n)*)*"
+)
 
 
 def runtime_message(message: str) -> str:
@@ -42,17 +50,8 @@ def runtime_message(message: str) -> str:
     Eager adds "Graph execution error:", a Python traceback of where the node was defined and an
     "[Op:__inference_...]" suffix; TF Serving's message is the kernel's own status text.
     """
-    if message.startswith("Graph execution error:"):
-        blocks = [
-            block
-            for block in message.split("\n\n")
-            if block.strip()
-            and not block.startswith("Graph execution error:")
-            and not block.startswith("Detected at node")
-            and not block.lstrip().startswith("File ")
-        ]
-        message = "\n\n".join(blocks) if blocks else message
-    return _OP_SUFFIX.sub("", message)
+    stripped = _EAGER_PREFIX.sub("", message, count=1)
+    return _OP_SUFFIX.sub("", stripped or message)
 
 
 # tensorflow.error.Code values equal grpc.StatusCode's integer values.
