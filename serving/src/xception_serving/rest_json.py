@@ -46,38 +46,12 @@ from tensorflow_serving.apis import (
 )
 
 from xception_serving.errors import ServingError
+from xception_serving.tensors import TF_TYPE_NAMES
 
 Format = Literal["row", "columnar"]
 JsonValue = Any  # what json.loads returns (dict / list / str / int / float / bool / None)
 
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-# TF's DataTypeString(): the names TF Serving prints in type errors.
-DTYPE_NAMES: dict[int, str] = {
-    types_pb2.DT_FLOAT: "float",
-    types_pb2.DT_DOUBLE: "double",
-    types_pb2.DT_INT32: "int32",
-    types_pb2.DT_UINT8: "uint8",
-    types_pb2.DT_INT16: "int16",
-    types_pb2.DT_INT8: "int8",
-    types_pb2.DT_STRING: "string",
-    types_pb2.DT_COMPLEX64: "complex64",
-    types_pb2.DT_INT64: "int64",
-    types_pb2.DT_BOOL: "bool",
-    types_pb2.DT_QINT8: "qint8",
-    types_pb2.DT_QUINT8: "quint8",
-    types_pb2.DT_QINT32: "qint32",
-    types_pb2.DT_BFLOAT16: "bfloat16",
-    types_pb2.DT_QINT16: "qint16",
-    types_pb2.DT_QUINT16: "quint16",
-    types_pb2.DT_UINT16: "uint16",
-    types_pb2.DT_COMPLEX128: "complex128",
-    types_pb2.DT_HALF: "half",
-    types_pb2.DT_RESOURCE: "resource",
-    types_pb2.DT_VARIANT: "variant",
-    types_pb2.DT_UINT32: "uint32",
-    types_pb2.DT_UINT64: "uint64",
-}
 
 # http_server.cc ToHTTPStatusCode.
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
@@ -102,7 +76,7 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 
 
 def dtype_name(dtype: int) -> str:
-    return DTYPE_NAMES.get(dtype, "unknown")
+    return TF_TYPE_NAMES.get(dtype, "unknown")
 
 
 def http_status(code: grpc.StatusCode) -> int:

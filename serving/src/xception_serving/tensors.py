@@ -48,7 +48,8 @@ _NUMPY: dict[int, tuple[Any, str]] = {
     types_pb2.DT_STRING: (np.object_, "string_val"),
 }
 
-# TF's DataTypeString names, used in runtime error messages ("Expects arg[0] to be float ...").
+# TF's DataTypeString names, used in runtime and REST error messages ("Expects arg[0] to be float
+# ...", "... is not of expected type: float").
 TF_TYPE_NAMES: dict[int, str] = {
     types_pb2.DT_FLOAT: "float",
     types_pb2.DT_DOUBLE: "double",
@@ -66,6 +67,13 @@ TF_TYPE_NAMES: dict[int, str] = {
     types_pb2.DT_COMPLEX64: "complex64",
     types_pb2.DT_COMPLEX128: "complex128",
     types_pb2.DT_STRING: "string",
+    types_pb2.DT_QINT8: "qint8",
+    types_pb2.DT_QUINT8: "quint8",
+    types_pb2.DT_QINT32: "qint32",
+    types_pb2.DT_QINT16: "qint16",
+    types_pb2.DT_QUINT16: "quint16",
+    types_pb2.DT_RESOURCE: "resource",
+    types_pb2.DT_VARIANT: "variant",
 }
 
 _DTYPE_OF_NUMPY: dict[Any, int] = {}
