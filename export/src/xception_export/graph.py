@@ -45,6 +45,22 @@ def _table(asset: Any) -> Any:
     return tf.lookup.StaticHashTable(init, default_value="")
 
 
+def tf_variables(model: Any) -> list[Any]:
+    """The model's variables as plain ``tf.Variable``s, each once.
+
+    Keras 3 wraps each in a ``keras.Variable`` whose ``.value`` is the tf.Variable; Keras 2
+    (tf_keras) models hold tf.Variables directly. ``variables`` rather than ``weights``, so that
+    state outside the weights (e.g. seed generators) is restored too if the graph reads it.
+    """
+    import tensorflow as tf
+
+    found: dict[int, Any] = {}
+    for variable in model.variables:
+        plain = variable if isinstance(variable, tf.Variable) else variable.value
+        found.setdefault(id(plain), plain)
+    return list(found.values())
+
+
 def build_module(
     model: keras.Model,
     *,
@@ -61,9 +77,12 @@ def build_module(
     import tensorflow as tf
 
     module = tf.Module()
-    # Keras 3 models are trackable: their variables are saved once, under model/ (tracking the
-    # underlying tf.Variables as well would store every weight twice). Tests check the reload.
-    module.model = model
+    # TF Serving restores variables through the SavedModel's saver and runs the graph in a
+    # Session; it never reads the object graph. A Keras 3 model attached to the module is saved
+    # only in that object graph, so every read in a Session fails with "Could not find variable".
+    # Track the underlying tf.Variables instead (each saved once, restored by the saver) and
+    # keep the Keras object out of the module: the network is called from the closure below.
+    module.network_variables = tf_variables(model)
     # A variable, not a constant: constant folding would turn x / 127.5 into a 1-ulp-off multiply.
     module.divisor = tf.Variable(127.5, trainable=False, dtype=tf.float32, name="divisor")
     module.labels_asset = tf.saved_model.Asset(str(labels_file))
@@ -85,7 +104,7 @@ def build_module(
         )
         with tf.control_dependencies([non_empty]):
             x = tf.identity(x)
-        out = module.model(x, training=False)
+        out = model(x, training=False)
         out = tf.cast(out, tf.float32)
         probs = tf.nn.softmax(out, axis=-1) if model_outputs == "logits" else out
         probs = tf.ensure_shape(probs, [None, num_classes])
