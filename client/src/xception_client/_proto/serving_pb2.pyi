@@ -191,3 +191,27 @@ class GetModelStatusResponse(_message.Message):
     MODEL_VERSION_STATUS_FIELD_NUMBER: _ClassVar[int]
     model_version_status: _containers.RepeatedCompositeFieldContainer[ModelVersionStatus]
     def __init__(self, model_version_status: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ...) -> None: ...
+
+class ClassifyLog(_message.Message):
+    __slots__ = ("request", "response")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    request: ClassificationRequest
+    response: ClassificationResponse
+    def __init__(self, request: _Optional[_Union[ClassificationRequest, _Mapping]] = ..., response: _Optional[_Union[ClassificationResponse, _Mapping]] = ...) -> None: ...
+
+class PredictLog(_message.Message):
+    __slots__ = ("request", "response")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    request: PredictRequest
+    response: PredictResponse
+    def __init__(self, request: _Optional[_Union[PredictRequest, _Mapping]] = ..., response: _Optional[_Union[PredictResponse, _Mapping]] = ...) -> None: ...
+
+class PredictionLog(_message.Message):
+    __slots__ = ("classify_log", "predict_log")
+    CLASSIFY_LOG_FIELD_NUMBER: _ClassVar[int]
+    PREDICT_LOG_FIELD_NUMBER: _ClassVar[int]
+    classify_log: ClassifyLog
+    predict_log: PredictLog
+    def __init__(self, classify_log: _Optional[_Union[ClassifyLog, _Mapping]] = ..., predict_log: _Optional[_Union[PredictLog, _Mapping]] = ...) -> None: ...
