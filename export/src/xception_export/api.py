@@ -185,7 +185,13 @@ def export_keras_model(
         tf.saved_model.save(module, str(built), signatures=graph.signatures_of(module))
         graph.set_method_names(built)
         records = warmup.write_warmup(
-            built / "assets.extra" / warmup.WARMUP_FILE, source.image_size
+            built / "assets.extra" / warmup.WARMUP_FILE,
+            source.image_size,
+            model=source.model,
+            labels=labels,
+            model_outputs=source.outputs,
+            top_k_classes=top_k,
+            interpolation=interpolation,
         )
         metadata = {
             "tool": "xception-export",

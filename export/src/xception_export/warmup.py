@@ -1,18 +1,39 @@
-"""``assets.extra/tf_serving_warmup_requests``: one PredictionLog per signature (plus a mixed-format
-batch for the bytes signature), built from images generated here, so TF Serving traces every
-signature at load instead of on the first user request."""
+"""``assets.extra/tf_serving_warmup_requests``: warmup requests for every signature, each with its
+reference answer.
+
+TF Serving replays only each record's request (so every signature is traced at load instead of on
+the first user request) and ignores its response field. The export fills that field with the answer
+of the Keras reference pipeline (``reference.py``: ``load_img`` on the same bytes,
+``preprocess_input``, ``model.predict``), never of the exported graph, so the file is a parity proof
+that travels with the artifact: ``xception-client verify`` replays it against a running server.
+
+Records: one image per format the graph decodes (JPEG, PNG, GIF, BMP, each at a size that needs a
+resize), a mixed batch of all four, a pixel batch of two, a preprocessed image and a classify
+request of two examples. At 299x299 that is about 2 MB.
+"""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from xception_client import contract
 
+from xception_export.labels import Labels
+from xception_export.reference import (
+    Array,
+    KerasReference,
+    height_width,
+    top_k,
+    xception_preprocess_input,
+)
+
 WARMUP_FILE: Final = "tf_serving_warmup_requests"
 MAX_RECORDS: Final = 1000  # TF Serving refuses to load more
+FORMATS: Final = ("JPEG", "PNG", "GIF", "BMP")
 
 
 def warmup_image(size: tuple[int, int], seed: int) -> np.ndarray:
@@ -40,8 +61,37 @@ def _encode(array: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_warmup(path: Path, image_size: int, model_name: str = contract.DEFAULT_MODEL_NAME) -> int:
-    """Write the warmup TFRecord file; returns the number of records."""
+def warmup_images(image_size: int | Sequence[int]) -> dict[str, bytes]:
+    """One encoded image per graph-decodable format, each at a size other than the model's."""
+    h, w = height_width(image_size)
+    sizes = {
+        "JPEG": (h + 37, w + 11),  # downscale
+        "PNG": (h // 2 + 3, w - 5),  # upscale one axis, downscale the other
+        "GIF": (h - 7, w // 2 + 9),  # palette image: convert("RGB") semantics
+        "BMP": (h // 2 - 3, w // 3 + 8),  # small upscale
+    }
+    return {fmt: _encode(warmup_image(size, seed), fmt) for seed, (fmt, size) in
+            enumerate(sizes.items(), 1)}
+
+
+def write_warmup(
+    path: Path,
+    image_size: int | Sequence[int],
+    model_name: str = contract.DEFAULT_MODEL_NAME,
+    *,
+    model: Any,
+    labels: Labels,
+    model_outputs: str,
+    top_k_classes: int,
+    interpolation: str = "nearest",
+    preprocess_input: Callable[[Array], Array] | None = None,
+) -> int:
+    """Write the warmup TFRecord file with Keras-reference responses; returns the record count.
+
+    ``image_size`` is the model's input size as the export has it (a side, or (height, width)).
+    ``model_outputs`` is what the Keras model returns ("logits" gets softmax, as in the graph).
+    ``preprocess_input`` overrides Keras Xception's (x / 127.5 - 1) for other preprocess modes.
+    """
     import tensorflow as tf
     from tensorflow_serving.apis import (
         classification_pb2,
@@ -51,52 +101,101 @@ def write_warmup(path: Path, image_size: int, model_name: str = contract.DEFAULT
         prediction_log_pb2,
     )
 
+    reference = KerasReference(
+        model, image_size, model_outputs, interpolation,
+        preprocess_input or xception_preprocess_input,
+    )
+
     def spec(signature: str) -> model_pb2.ModelSpec:
         return model_pb2.ModelSpec(name=model_name, signature_name=signature)
 
-    jpeg = _encode(warmup_image((image_size + 37, image_size + 11), 1), "JPEG")
-    png = _encode(warmup_image((image_size // 2 + 3, image_size - 5), 2), "PNG")
-    pixels = warmup_image((image_size, image_size), 3)
-    preprocessed = pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    def predict_response(signature: str, probs: Array) -> predict_pb2.PredictResponse:
+        best = top_k(probs, top_k_classes, labels)
+        response = predict_pb2.PredictResponse(model_spec=spec(signature))
+        outputs = {
+            contract.PROBABILITIES_OUTPUT: tf.make_tensor_proto(probs, dtype=tf.float32),
+            contract.TOP_K_SCORES_OUTPUT: tf.make_tensor_proto(best.scores, dtype=tf.float32),
+            contract.TOP_K_CLASS_IDS_OUTPUT: tf.make_tensor_proto(best.class_ids, dtype=tf.int32),
+            contract.TOP_K_LABELS_OUTPUT: tf.make_tensor_proto(best.labels, dtype=tf.string),
+        }
+        if best.keys is not None:
+            outputs[contract.TOP_K_KEYS_OUTPUT] = tf.make_tensor_proto(best.keys, dtype=tf.string)
+        for alias, tensor in outputs.items():
+            response.outputs[alias].CopyFrom(tensor)
+        return response
 
-    logs = []
-    for batch in ([jpeg], [jpeg, png]):
-        request = predict_pb2.PredictRequest(model_spec=spec(contract.BYTES_SIGNATURE))
-        request.inputs[contract.IMAGE_BYTES_INPUT].CopyFrom(
-            tf.make_tensor_proto(batch, dtype=tf.string)
-        )
-        logs.append(
-            prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-        )
-    for signature, name, value in (
-        (contract.PIXELS_SIGNATURE, contract.PIXELS_INPUT, pixels[np.newaxis]),
-        (contract.PREPROCESSED_SIGNATURE, contract.PREPROCESSED_INPUT, preprocessed[np.newaxis]),
-    ):
+    def predict_log(signature: str, alias: str, value: Any, probs: Array) -> Any:
         request = predict_pb2.PredictRequest(model_spec=spec(signature))
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        logs.append(
-            prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
+        request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+        return prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(
+                request=request, response=predict_response(signature, probs)
             )
         )
-    example = tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                contract.EXAMPLE_IMAGE_FEATURE: tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[png])
-                )
-            }
+
+    images = warmup_images(image_size)
+    logs = []
+    for batch in [[images[fmt]] for fmt in FORMATS] + [[images[fmt] for fmt in FORMATS]]:
+        strings = np.array(batch, dtype=object)
+        logs.append(
+            predict_log(
+                contract.BYTES_SIGNATURE, contract.IMAGE_BYTES_INPUT, strings,
+                reference.from_bytes(batch),
+            )
+        )
+    h, w = height_width(image_size)
+    pixels = np.stack([warmup_image((h, w), 5), warmup_image((h, w), 6)])
+    logs.append(
+        predict_log(
+            contract.PIXELS_SIGNATURE, contract.PIXELS_INPUT, pixels,
+            reference.from_pixels(pixels),
         )
     )
+    preprocessed = reference.preprocess_input(pixels[:1].astype(np.float32))
+    logs.append(
+        predict_log(
+            contract.PREPROCESSED_SIGNATURE, contract.PREPROCESSED_INPUT, preprocessed,
+            reference.from_preprocessed(preprocessed),
+        )
+    )
+
+    classify_images = [images["BMP"], images["JPEG"]]
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    contract.EXAMPLE_IMAGE_FEATURE: tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[data])
+                    )
+                }
+            )
+        )
+        for data in classify_images
+    ]
     classify = classification_pb2.ClassificationRequest(
         model_spec=spec(contract.CLASSIFY_SIGNATURE),
-        input=input_pb2.Input(example_list=input_pb2.ExampleList(examples=[example])),
+        input=input_pb2.Input(example_list=input_pb2.ExampleList(examples=examples)),
+    )
+    # Classify answers every class in class-id order, as the graph's classes/scores outputs.
+    result = classification_pb2.ClassificationResult(
+        classifications=[
+            classification_pb2.Classifications(
+                classes=[
+                    classification_pb2.Class(label=name, score=float(score))
+                    for name, score in zip(labels.names, row, strict=True)
+                ]
+            )
+            for row in reference.from_bytes(classify_images)
+        ]
     )
     logs.append(
         prediction_log_pb2.PredictionLog(
-            classify_log=prediction_log_pb2.ClassifyLog(request=classify)
+            classify_log=prediction_log_pb2.ClassifyLog(
+                request=classify,
+                response=classification_pb2.ClassificationResponse(
+                    model_spec=spec(contract.CLASSIFY_SIGNATURE), result=result
+                ),
+            )
         )
     )
     assert len(logs) <= MAX_RECORDS
@@ -105,3 +204,4 @@ def write_warmup(path: Path, image_size: int, model_name: str = contract.DEFAULT
         for log in logs:
             writer.write(log.SerializeToString())
     return len(logs)
+
