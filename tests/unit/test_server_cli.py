@@ -51,6 +51,7 @@ def test_parser_defaults_match_tf_serving() -> None:
                 "--model_base_path=/m",
                 "--tensorflow_session_parallelism=2",
                 "--tensorflow_intra_op_parallelism=1",
+                "--tensorflow_inter_op_parallelism=1",
             ],
             "Failed to start server. Error: INVALID_ARGUMENT: Either configure "
             "server_options.tensorflow_session_parallelism or (server_options.tensorflow_intra_op_"

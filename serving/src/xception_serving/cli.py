@@ -104,9 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
     monitoring = parser.add_argument_group("monitoring")
     monitoring.add_argument("--monitoring_config_file", default="")
     runtime = parser.add_argument_group("TensorFlow runtime")
-    runtime.add_argument("--tensorflow_session_parallelism", type=int, default=0)
+    runtime.add_argument(
+        "--tensorflow_session_parallelism",
+        type=int,
+        default=0,
+        help="threads for both intra- and inter-op pools (0: TensorFlow picks)",
+    )
     runtime.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     runtime.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
+    runtime.add_argument(
+        "--tensorflow_session_config_file",
+        default="",
+        help="text tensorflow.ConfigProto for every model's Session (thread flags override it)",
+    )
+    models.add_argument(
+        "--saved_model_tags",
+        default="serve",
+        help="comma-separated tags of the MetaGraphDef to load (default serve)",
+    )
     parser.add_argument("--version", action="store_true", help="print versions and exit")
     return parser
 
@@ -126,8 +141,11 @@ def _check_flags(args: argparse.Namespace) -> None:
             "INVALID_ARGUMENT: server_options.batching_parameters_file is set without setting "
             "server_options.enable_batching to true."
         )
-    if args.tensorflow_session_parallelism and (
-        args.tensorflow_intra_op_parallelism or args.tensorflow_inter_op_parallelism
+    # The same rule as session_config (kept TensorFlow-free so flag mistakes fail fast).
+    if (
+        args.tensorflow_session_parallelism > 0
+        and args.tensorflow_intra_op_parallelism > 0
+        and args.tensorflow_inter_op_parallelism > 0
     ):
         raise StartupError(
             "INVALID_ARGUMENT: Either configure server_options.tensorflow_session_parallelism "
@@ -155,18 +173,6 @@ def channel_arguments(text: str) -> list[tuple[str, int | str]]:
         except ValueError:
             options.append((key, value))
     return options
-
-
-def _configure_tensorflow(args: argparse.Namespace) -> None:
-    import tensorflow as tf
-
-    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
-    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
-    # 0 keeps TensorFlow's default (one thread per core), which TF Serving uses too.
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
 def _model_server_config(args: argparse.Namespace) -> Any:
@@ -202,7 +208,7 @@ def _setup_logging() -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until a stop signal. Returns the process exit code."""
-    from xception_serving import config_files
+    from xception_serving import config_files, session_config
     from xception_serving.batching import BatchingOptions
     from xception_serving.core import ServingCore
     from xception_serving.errors import ServingError
@@ -231,10 +237,16 @@ def serve(args: argparse.Namespace) -> int:
         if args.monitoring_config_file:
             monitoring = config_files.read_monitoring_config(args.monitoring_config_file)
             monitoring_path = config_files.prometheus_path(monitoring)
+        sessions = session_config.session_options(
+            saved_model_tags=args.saved_model_tags,
+            session_config_file=args.tensorflow_session_config_file,
+            session_parallelism=args.tensorflow_session_parallelism,
+            intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+            inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+        )
     except config_files.ConfigError as err:
         raise StartupError(f"INVALID_ARGUMENT: {err}") from err
 
-    _configure_tensorflow(args)
     metrics = Metrics()
     core = ServingCore(
         metrics=metrics,
@@ -244,6 +256,7 @@ def serve(args: argparse.Namespace) -> int:
         enable_model_warmup=args.enable_model_warmup,
         num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
         batching=batching,
+        session_options=sessions,
     )
     # Loading happens before any port opens, as in TF Serving; a stop signal aborts it.
     loader_error: list[BaseException] = []

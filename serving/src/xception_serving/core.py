@@ -37,7 +37,7 @@ from xception_serving.config_files import ConfigError, read_model_server_config
 from xception_serving.errors import ServingError, code_number, from_exception
 from xception_serving.manager import ModelManager
 from xception_serving.metrics import Metrics
-from xception_serving.models import Servable, SignatureInfo
+from xception_serving.models import Servable, SessionOptions, SignatureInfo
 from xception_serving.warmup import run_warmup
 
 log = logging.getLogger("xception_serving")
@@ -96,6 +96,7 @@ class ServingCore:
         enable_model_warmup: bool = True,
         num_request_iterations_for_warmup: int = 1,
         batching: BatchingOptions | None = None,
+        session_options: SessionOptions | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self._warmup_iterations = num_request_iterations_for_warmup
@@ -108,6 +109,7 @@ class ServingCore:
             max_num_load_retries=max_num_load_retries,
             load_retry_interval_seconds=load_retry_interval_seconds,
             warmup=self._warmup if enable_model_warmup else None,
+            session_options=session_options,
         )
         self._config_poller: threading.Thread | None = None
         self._stop = threading.Event()
@@ -179,7 +181,7 @@ class ServingCore:
         else:
             outputs = self._run_direct(servable, signature, inputs)
         self.metrics.runtime_latency.observe(
-            (time.monotonic() - started) * 1e6, servable.name, api, "TF2"
+            (time.monotonic() - started) * 1e6, servable.name, api, "TF1"
         )
         return outputs
 

@@ -27,7 +27,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from xception_serving.errors import ServingError, code_number, from_exception
 from xception_serving.metrics import Metrics
-from xception_serving.models import Servable
+from xception_serving.models import Servable, SessionOptions
 
 log = logging.getLogger("xception_serving")
 
@@ -110,8 +110,10 @@ class ModelManager:
         load_retry_interval_seconds: float = 60.0,
         warmup: WarmupFn | None = None,
         on_unloaded: Callable[[Servable], None] | None = None,
+        session_options: SessionOptions | None = None,
     ) -> None:
         self._metrics = metrics
+        self._session_options = session_options or SessionOptions()
         self._poll_wait = file_system_poll_wait_seconds
         self._max_retries = max(0, max_num_load_retries)
         self._retry_interval = max(0.0, load_retry_interval_seconds)
@@ -389,7 +391,7 @@ class ModelManager:
         for attempt in range(attempts):
             started = time.monotonic()
             try:
-                servable = Servable(name, version.version, version.path)
+                servable = Servable(name, version.version, version.path, self._session_options)
                 if self._warmup is not None:
                     self._warmup(servable)
             except Exception as err:

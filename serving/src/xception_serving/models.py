@@ -1,20 +1,23 @@
-"""One loaded model version: the SavedModel's signatures, callable with numpy inputs.
+"""One loaded model version, run the way TF Serving runs it: in a TensorFlow Session.
 
-Signatures are read twice on purpose: the SignatureDef protos from saved_model.pb (exactly what
-TF Serving reports in GetModelMetadata and uses for alias/dtype checks) and the concrete functions
-from tf.saved_model.load (what actually runs).
+tensorflow_model_server never uses TF2's object-graph loader (`tf.saved_model.load`). It imports
+the MetaGraphDef selected by `--saved_model_tags` into a Session, restores the variables through
+the SavedModel's saver, runs the init op with the asset file paths, and then calls Session::Run
+with the SignatureDef's tensor names. `tf.compat.v1.saved_model.loader.load` is that same path
+in TensorFlow's C++ graph runtime, so an artifact that only works under the TF2 loader fails here
+exactly as it fails in TF Serving (typically "Could not find variable ..." on the first run).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 SERVE_TAG = "serve"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
@@ -24,14 +27,33 @@ INIT_OP_SIGNATURE = "__saved_model_init_op"
 class SignatureInfo:
     key: str
     signature_def: meta_graph_pb2.SignatureDef
-    input_aliases: tuple[str, ...]  # sorted: the flat argument order of the signature function
+    input_aliases: tuple[str, ...]  # sorted
     output_aliases: tuple[str, ...]
     input_dtypes: Mapping[str, int]
     output_dtypes: Mapping[str, int]
 
 
-def read_meta_graph(version_dir: Path, tags: str = SERVE_TAG) -> meta_graph_pb2.MetaGraphDef:
-    """The MetaGraphDef tagged `serve` from saved_model.pb (or .pbtxt)."""
+@dataclass(frozen=True)
+class SessionOptions:
+    """What TF Serving's SessionBundleConfig carries for each loaded version."""
+
+    tags: tuple[str, ...] = (SERVE_TAG,)
+    config: config_pb2.ConfigProto = field(default_factory=config_pb2.ConfigProto)
+
+
+def parse_tags(text: str) -> tuple[str, ...]:
+    """`--saved_model_tags`: comma-separated, as TF Serving splits it."""
+    return tuple(tag for tag in (part.strip() for part in text.split(",")) if tag)
+
+
+def read_meta_graph(
+    version_dir: Path, tags: tuple[str, ...] = (SERVE_TAG,)
+) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef whose tag set equals `tags`, from saved_model.pb (or .pbtxt).
+
+    Read before the Session loader runs so that a missing file or tag set fails with TF
+    Serving's C++ wording rather than the Python loader's.
+    """
     saved_model = saved_model_pb2.SavedModel()
     pb = version_dir / "saved_model.pb"
     pbtxt = version_dir / "saved_model.pbtxt"
@@ -50,27 +72,49 @@ def read_meta_graph(version_dir: Path, tags: str = SERVE_TAG) -> meta_graph_pb2.
             "Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
             f"{version_dir}"
         )
-    wanted = set(tags.split(","))
+    wanted = set(tags)
     for meta_graph in saved_model.meta_graphs:
         if set(meta_graph.meta_info_def.tags) == wanted:
             return meta_graph
     raise LookupError(
-        f"Could not find meta graph def matching supplied tags: {{ {tags} }}. To inspect available "
-        "tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`"
+        f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. To "
+        "inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+        "`saved_model_cli`"
     )
 
 
 class Servable:
-    """A loaded version. Thread-safe: signature functions are called concurrently."""
+    """A loaded version. Thread-safe: Session.run is called concurrently."""
 
-    def __init__(self, name: str, version: int, version_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        version_dir: Path,
+        options: SessionOptions | None = None,
+    ) -> None:
         import tensorflow as tf
 
+        options = options or SessionOptions()
         self.name = name
         self.version = version
         self.path = version_dir
-        self.meta_graph = read_meta_graph(version_dir)
-        self._loaded = tf.saved_model.load(str(version_dir), tags=[SERVE_TAG])
+        read_meta_graph(version_dir, options.tags)
+        graph = tf.Graph()
+        self._session: Any = tf.compat.v1.Session(graph=graph, config=options.config)
+        try:
+            with graph.as_default():
+                # Imports the graph, runs the saver's restore op on variables/variables and the
+                # init op (__saved_model_init_op) fed with the asset paths: LoadSavedModel.
+                self.meta_graph: meta_graph_pb2.MetaGraphDef = (
+                    tf.compat.v1.saved_model.loader.load(
+                        self._session, list(options.tags), str(version_dir)
+                    )
+                )
+            graph.finalize()  # serving never adds ops; catches accidental graph growth
+        except BaseException:
+            self._session.close()
+            raise
         self.signatures: dict[str, SignatureInfo] = {}
         for key, sig in self.meta_graph.signature_def.items():
             if key == INIT_OP_SIGNATURE:
@@ -83,7 +127,10 @@ class Servable:
                 input_dtypes={k: v.dtype for k, v in sig.inputs.items()},
                 output_dtypes={k: v.dtype for k, v in sig.outputs.items()},
             )
-        self._functions = dict(self._loaded.signatures.items())
+        # One callable per (signature, fed aliases), made on first use. Callables run through
+        # the C API, like TF Serving's Session::Run: no Python-side shape check of the feeds.
+        self._callables: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._callables_lock = threading.Lock()
         # In-flight accounting so an unload can wait for requests still using this version.
         self._lock = threading.Condition()
         self._in_flight = 0
@@ -105,22 +152,37 @@ class Servable:
 
     # -- running ---------------------------------------------------------------------------------
     def run(self, key: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run signature `key` on numpy inputs (already checked against the SignatureDef)."""
-        import tensorflow as tf
+        """Session::Run of signature `key`: feeds and fetches by the SignatureDef's tensor names.
 
-        function = self._functions[key]
+        Inputs are already checked against the SignatureDef. As in TF Serving, no shape is bound
+        on the Python side: a [1] tensor may feed a [-1, 1] input if the graph accepts it.
+        """
         info = self.signatures[key]
-        # _call_flat feeds tensors like a Session feed: no Python-side shape binding, which TF
-        # Serving does not do either (a [1] tensor may feed a [-1, 1] input).
-        args = [tf.convert_to_tensor(inputs[alias]) for alias in info.input_aliases]
-        outputs: Any = function._call_flat(args, function.captured_inputs)
-        return {alias: _to_numpy(value) for alias, value in outputs.items()}
+        fed = tuple(sorted(inputs))
+        run = self._callable(info, fed)
+        values = run(*(inputs[alias] for alias in fed))
+        return {
+            alias: np.asarray(value)
+            for alias, value in zip(info.output_aliases, values, strict=True)
+        }
+
+    def _callable(self, info: SignatureInfo, fed: tuple[str, ...]) -> Any:
+        cache_key = (info.key, fed)
+        run = self._callables.get(cache_key)
+        if run is None:
+            sig = info.signature_def
+            options = config_pb2.CallableOptions(
+                feed=[sig.inputs[alias].name for alias in fed],
+                fetch=[sig.outputs[alias].name for alias in info.output_aliases],
+            )
+            with self._callables_lock:
+                run = self._callables.get(cache_key)
+                if run is None:
+                    run = self._session._make_callable_from_options(options)
+                    self._callables[cache_key] = run
+        return run
 
     def close(self) -> None:
-        self._functions.clear()
-        self._loaded = None
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    array = value.numpy()
-    return array if isinstance(array, np.ndarray) else np.asarray(array)
+        with self._callables_lock:
+            self._callables.clear()
+        self._session.close()
