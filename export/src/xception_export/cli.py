@@ -1,4 +1,5 @@
-"""``xception-export``: export Keras Xception for TF Serving; ``xception-export inspect PATH``.
+"""``xception-export``: export Keras Xception for TF Serving; ``inspect PATH`` shows an export and
+``check PATH`` loads it as TF Serving does (see preflight.py).
 
 Exit codes: 0 success, 1 runtime failure (one line; traceback with --verbose), 2 bad arguments.
 Progress goes to stderr; ``inspect`` prints to stdout.
@@ -125,6 +126,50 @@ def inspect_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} check",
+        description="Load a version exactly as TF Serving does (the `serve` MetaGraphDef in a "
+        "TensorFlow Session, variables restored by the saver, the init op run), replay every "
+        "warmup record through Session::Run, and report each signature: OK or TF Serving's "
+        "own error. Exit 1 on any failure.",
+    )
+    parser.add_argument("path", metavar="PATH", help="a version directory or a model base path")
+    parser.add_argument(
+        "--tfserving-version",
+        metavar="X.Y.Z",
+        help="check under that TF Serving release's TensorFlow, in a venv built once into "
+        "~/.cache/xception-bundle (default: this environment's TensorFlow)",
+    )
+    parser.add_argument("--tags", default="serve", help="--saved_model_tags (default serve)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from xception_export import inspection, preflight, tfserving_env
+
+    version_dir = inspection.resolve_version_dir(args.path)
+    if args.tfserving_version:
+        python = tfserving_env.ensure_env(
+            args.tfserving_version, lambda line: print(line, file=sys.stderr, flush=True)
+        )
+        report = tfserving_env.run_preflight(python, version_dir, args.tags)
+        runtime = f"TF Serving {args.tfserving_version}"
+    else:
+        report = preflight.check_version(version_dir, args.tags)
+        runtime = f"TF Serving {report.tensorflow_version}"
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(preflight.format_report(report, runtime))
+    return 0 if report.ok else 1
+
+
+SUBCOMMANDS = {"inspect": inspect_parser, "check": check_parser}
+
+
 def _quiet_tensorflow(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -132,11 +177,14 @@ def _quiet_tensorflow(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    is_inspect = bool(args_list) and args_list[0] == "inspect"
-    parser = inspect_parser() if is_inspect else export_parser()
-    args = parser.parse_args(args_list[1:] if is_inspect else args_list)  # exits 2 on bad usage
+    command = args_list[0] if args_list and args_list[0] in SUBCOMMANDS else None
+    parser = SUBCOMMANDS[command]() if command else export_parser()
+    args = parser.parse_args(args_list[1:] if command else args_list)  # exits 2 on bad usage
     _quiet_tensorflow(args.verbose)
+    is_inspect = command == "inspect"
     try:
+        if command == "check":
+            return _check(args)
         if is_inspect:
             from xception_export import inspection
 
