@@ -43,6 +43,9 @@ def _method(path: str, response_type: Any) -> Method[Any, Any]:
 PREDICT: Method[pb.PredictRequest, pb.PredictResponse] = _method(
     "/tensorflow.serving.PredictionService/Predict", pb.PredictResponse
 )
+CLASSIFY: Method[pb.ClassificationRequest, pb.ClassificationResponse] = _method(
+    "/tensorflow.serving.PredictionService/Classify", pb.ClassificationResponse
+)
 GET_MODEL_METADATA: Method[pb.GetModelMetadataRequest, pb.GetModelMetadataResponse] = _method(
     "/tensorflow.serving.PredictionService/GetModelMetadata", pb.GetModelMetadataResponse
 )

@@ -10,6 +10,8 @@ async generator. Create it inside a running event loop::
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -23,6 +25,7 @@ from .errors import XceptionClientError
 from .images import ImageInput
 from .labels import Prediction
 from .metadata import ModelMetadata, ModelVersionStatus
+from .verify import DEFAULT_ATOL, RecordResult, VerifyReport
 
 __all__ = ["AsyncClient"]
 
@@ -126,6 +129,24 @@ class AsyncClient(_Base):
         """Raise :class:`~xception_client.ModelMismatch` if the served signature differs from
         what this client sends and reads; return the metadata otherwise."""
         return self._check(await self.metadata(timeout=timeout))
+
+    async def verify(
+        self, artifact: str | os.PathLike[str], *, atol: float = DEFAULT_ATOL,
+        timeout: float | None = None,
+    ) -> VerifyReport:
+        """Check that the served model reproduces an artifact's reference answers (see
+        :meth:`Client.verify`); records are replayed one at a time, so latencies are per call."""
+        job = self._verification(artifact, atol)
+        served = await self.metadata(timeout=timeout)
+        results: list[RecordResult] = []
+        for record, method, request in job.calls():
+            started = time.perf_counter()
+            try:
+                response, error = await self._call(method, request, timeout), None
+            except XceptionClientError as failure:
+                response, error = None, failure
+            results.append(job.result(record, response, error, time.perf_counter() - started))
+        return job.report(served, results)
 
 
 async def _aiter(

@@ -23,8 +23,9 @@ from typing import TextIO
 from . import contract
 from ._channel import TLS
 from .client import DEFAULT_TIMEOUT, Client
-from .errors import XceptionClientError
+from .errors import ArtifactNotFound, XceptionClientError
 from .labels import Prediction
+from .verify import DEFAULT_ATOL, VerifyReport
 
 __all__ = ["main"]
 
@@ -83,7 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="versions of the model and their state")
     metadata = sub.add_parser("metadata", parents=[common], help="the model's signatures")
     metadata.add_argument("--json", action="store_true", help="JSON instead of text")
+    verify = sub.add_parser(
+        "verify", parents=[common], help="prove the server reproduces an artifact's answers",
+        description=VERIFY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("artifact", metavar="ARTIFACT",
+                        help="exported version directory, or a base path (its latest version)")
+    verify.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                        help="tolerance on probabilities and scores (default %(default)g)")
+    verify.add_argument("--json", action="store_true", help="the full report as JSON")
     return parser
+
+
+VERIFY_DESCRIPTION = """\
+Replay the artifact's warmup records (assets.extra/tf_serving_warmup_requests) against the server
+and compare each answer with the Keras reference answer the export wrote next to it (load_img ->
+preprocess_input -> model.predict, not the exported graph). First the served SignatureDefs
+(GetModelMetadata) must equal saved_model.pb's: names, dtypes, shapes. Then, per record:
+probabilities and scores within --atol, top-k labels, class ids and keys equal (unless two classes
+tie within --atol).
+
+Exit status: 0 everything holds; 1 a difference (one line names the first failing record, its
+output, observed vs expected) or a client/server error; 2 a usage error (bad ARTIFACT or flag).
+
+Tolerance: the same TensorFlow on CPU reproduces the reference to ~1e-7. On a GPU, TF32 is on by
+default for matrix products and convolutions on Ampere and later (A100, L4, H100): inputs are
+rounded to 10 mantissa bits, so expect probabilities to differ by up to ~1e-3 [estimate, not
+measured here]. Use --atol 2e-3 there, or start TF Serving with TF32 off
+(NVIDIA_TF32_OVERRIDE=0) to verify at the default 1e-4.
+"""
 
 
 def _expand(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -200,6 +229,23 @@ def _metadata(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _verify(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    report: VerifyReport = client.verify(args.artifact, atol=args.atol)
+    if args.json:
+        out.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    else:
+        out.write(f"artifact {report.artifact} -> model {report.model} version "
+                  f"{report.served_version} at {report.target}\n")
+        out.write(report.table() + "\n")
+        for problem in report.signature_problems:
+            out.write(f"signature difference: {problem}\n")
+        out.write(report.verdict() + "\n")
+    if not report.passed:
+        err.write(f"xception-client: verify failed: {report.first_failure}\n")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     parser = build_parser()
@@ -209,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--top-k must be >= 1; received: {args.top_k}")
     if getattr(args, "concurrency", 1) < 1:
         parser.error(f"--concurrency must be >= 1; received: {args.concurrency}")
+    if args.command == "verify" and not (args.atol >= 0 and args.atol != float("inf")):
+        parser.error(f"--atol must be a finite number >= 0; received: {args.atol}")
     if args.timeout <= 0:
         parser.error(f"--timeout must be > 0 seconds; received: {args.timeout}")
     if (args.client_cert is None) != (args.client_key is None):
@@ -232,7 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _predict(client, args, out, err)
             if args.command == "status":
                 return _status(client, out)
+            if args.command == "verify":
+                return _verify(client, args, out, err)
             return _metadata(client, args, out)
+    except ArtifactNotFound as error:
+        err.write(f"xception-client: error: {error}\n")
+        return EXIT_USAGE
     except XceptionClientError as error:
         err.write(f"xception-client: error: {error}\n")
         return EXIT_ERROR

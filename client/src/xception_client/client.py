@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeVar, overload
@@ -24,6 +26,7 @@ from .errors import (
 from .images import ImageInput, load_image
 from .labels import Prediction
 from .metadata import ModelMetadata, ModelVersionStatus, signature_problems
+from .verify import DEFAULT_ATOL, RecordResult, Verification, VerifyReport
 
 __all__ = ["DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "Client"]
 
@@ -87,7 +90,9 @@ class _Base:
                 request_serializer=method.serializer,
                 response_deserializer=method.deserializer,
             )
-            for method in (_wire.PREDICT, _wire.GET_MODEL_METADATA, _wire.GET_MODEL_STATUS)
+            for method in (
+                _wire.PREDICT, _wire.CLASSIFY, _wire.GET_MODEL_METADATA, _wire.GET_MODEL_STATUS
+            )
         }
 
     @property
@@ -157,6 +162,11 @@ class _Base:
         if problems:
             raise ModelMismatch(problems)
         return metadata
+
+    def _verification(self, artifact: str | os.PathLike[str], atol: float) -> Verification:
+        # Replays go to the client's model name and version (or label); signatures come from
+        # each record, so the client's own signature setting does not apply.
+        return Verification(artifact, self._model, self.target, atol)
 
     def __repr__(self) -> str:
         return (
@@ -317,6 +327,31 @@ class Client(_Base):
         """Read the model's metadata and raise :class:`ModelMismatch` explaining any difference
         between the served signature and what this client sends and reads."""
         return self._check(self.metadata(timeout=timeout))
+
+    def verify(
+        self, artifact: str | os.PathLike[str], *, atol: float = DEFAULT_ATOL,
+        timeout: float | None = None,
+    ) -> VerifyReport:
+        """Check that the served model reproduces an exported artifact's reference answers.
+
+        ``artifact`` is a version directory or a base path (its highest version). The served
+        SignatureDefs are compared with the artifact's ``saved_model.pb``, then every warmup
+        record is replayed with its own signature: probabilities within ``atol``, top-k labels,
+        ids and keys equal unless two classes tie within ``atol``. Differences are in the
+        report (``report.passed``, ``report.first_failure``), not raised; an unusable artifact
+        raises :class:`ArtifactError`, an unreachable server the usual errors.
+        """
+        job = self._verification(artifact, atol)
+        served = self.metadata(timeout=timeout)
+        results: list[RecordResult] = []
+        for record, method, request in job.calls():
+            started = time.perf_counter()
+            try:
+                response, error = self._call(method, request, timeout), None
+            except XceptionClientError as failure:
+                response, error = None, failure
+            results.append(job.result(record, response, error, time.perf_counter() - started))
+        return job.report(served, results)
 
 
 def _check_timeout(timeout: float) -> float:

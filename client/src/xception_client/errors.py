@@ -8,6 +8,8 @@
     ├── ModelNotFound                   NOT_FOUND; an unknown version label (INVALID_ARGUMENT)
     ├── SignatureNotFound               FAILED_PRECONDITION (TF Serving: signature key not found)
     ├── ModelMismatch                   check_model(): unexpected served signature
+    ├── ArtifactError                   verify(): an unreadable artifact (corrupt, no references)
+    │   └── ArtifactNotFound            verify(): the path is no version directory or base path
     ├── TopKTooLarge (also ValueError)  top_k above the K best classes the model exports
     ├── ServerUnavailable               UNAVAILABLE (after retries), CANCELLED
     │   └── NotAGrpcServer              the target speaks HTTP/1.x (a REST port?)
@@ -27,6 +29,8 @@ from typing import ClassVar
 import grpc
 
 __all__ = [
+    "ArtifactError",
+    "ArtifactNotFound",
     "AuthenticationError",
     "DeadlineExceeded",
     "InvalidArgument",
@@ -90,6 +94,15 @@ class ModelMismatch(XceptionClientError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = list(problems)
+
+
+class ArtifactError(XceptionClientError):
+    """An exported artifact verify cannot use: a corrupt warmup file, records without reference
+    answers, an unreadable saved_model.pb."""
+
+
+class ArtifactNotFound(ArtifactError):
+    """The path given to verify is neither a version directory nor a base path holding one."""
 
 
 class TopKTooLarge(XceptionClientError, ValueError):
