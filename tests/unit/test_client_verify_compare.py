@@ -1,0 +1,143 @@
+"""verify's comparisons: atol on floats, exact labels/ids/keys with the top-k tie rule, shapes,
+classify rows, signature differences, and the report's verdict and first failure."""
+
+from __future__ import annotations
+
+import numpy as np
+from xception_client import contract
+from xception_client.metadata import Signature, TensorSpec
+from xception_client.verify.compare import compare_outputs, signature_differences
+from xception_client.verify.report import RecordResult, VerifyReport
+
+ATOL = 1e-4
+LABELS = np.array([b"cat", b"dog", b"fox", b"owl"], dtype=object)
+
+
+def _predict(probs: list[list[float]], k: int = 2) -> dict[str, np.ndarray]:
+    p = np.array(probs, dtype=np.float32)
+    ids = np.argsort(-p, axis=1, kind="stable")[:, :k].astype(np.int32)
+    return {
+        contract.PROBABILITIES_OUTPUT: p,
+        contract.TOP_K_SCORES_OUTPUT: np.take_along_axis(p, ids, axis=1),
+        contract.TOP_K_CLASS_IDS_OUTPUT: ids,
+        contract.TOP_K_LABELS_OUTPUT: LABELS[ids],
+    }
+
+
+def test_identical_answers_agree() -> None:
+    ref = _predict([[0.1, 0.6, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1]])
+    result = compare_outputs(ref, ref, ATOL)
+    assert (result.difference, result.max_abs_diff, result.rows, result.rows_agreeing) == (
+        None, 0.0, 2, 2,
+    )
+
+
+def test_probability_beyond_atol_is_named_with_index_and_values() -> None:
+    ref = _predict([[0.1, 0.6, 0.2, 0.1]])
+    served = {k: v.copy() for k, v in ref.items()}
+    served[contract.PROBABILITIES_OUTPUT][0, 2] += 3e-4
+    result = compare_outputs(ref, served, ATOL)
+    assert result.difference is not None
+    assert "output 'probabilities'[0, 2]" in result.difference
+    assert "> atol 0.0001" in result.difference
+    assert abs(result.max_abs_diff - 3e-4) < 1e-6
+    assert result.rows_agreeing == 1  # labels still agree
+
+
+def test_within_atol_passes() -> None:
+    ref = _predict([[0.1, 0.6, 0.2, 0.1]])
+    served = {k: v.copy() for k, v in ref.items()}
+    served[contract.PROBABILITIES_OUTPUT][0, 1] += 5e-5
+    assert compare_outputs(ref, served, ATOL).difference is None
+
+
+def test_swapped_classes_that_tie_within_atol_are_accepted() -> None:
+    ref = _predict([[0.1, 0.40001, 0.4, 0.09999]])
+    served = _predict([[0.1, 0.4, 0.40001, 0.09999]])  # served order of the tied pair flipped
+    result = compare_outputs(ref, served, ATOL)
+    assert result.difference is None and result.rows_agreeing == 1
+
+
+def test_swapped_classes_that_do_not_tie_fail_on_labels() -> None:
+    ref = _predict([[0.1, 0.5, 0.3, 0.1]])
+    served = {k: v.copy() for k, v in ref.items()}
+    served[contract.TOP_K_CLASS_IDS_OUTPUT][0] = [2, 1]
+    served[contract.TOP_K_LABELS_OUTPUT][0] = [b"fox", b"dog"]
+    result = compare_outputs(ref, served, ATOL)
+    assert result.difference == "output 'top_k_labels'[0, 0] observed 'fox' expected 'dog'"
+    assert result.rows_agreeing == 0
+
+
+def test_same_ids_with_other_labels_fail() -> None:
+    ref = _predict([[0.1, 0.5, 0.3, 0.1]])
+    served = {k: v.copy() for k, v in ref.items()}
+    served[contract.TOP_K_LABELS_OUTPUT] = np.array([[b"dog", b"wolf"]], dtype=object)
+    result = compare_outputs(ref, served, ATOL)
+    assert result.difference == "output 'top_k_labels'[0, 1] observed 'wolf' expected 'fox'"
+
+
+def test_other_shape_fails() -> None:
+    ref = _predict([[0.1, 0.5, 0.3, 0.1]], k=2)
+    served = _predict([[0.1, 0.5, 0.3, 0.1]], k=3)
+    result = compare_outputs(ref, served, ATOL)
+    assert result.difference == "output 'top_k_labels' shape observed [1, 3] expected [1, 2]"
+
+
+def test_missing_output_fails() -> None:
+    ref = _predict([[0.1, 0.5, 0.3, 0.1]])
+    served = dict(ref)
+    del served[contract.TOP_K_SCORES_OUTPUT]
+    assert "output 'top_k_scores' missing" in str(compare_outputs(ref, served, ATOL).difference)
+
+
+def test_classify_rows_compare_labels_and_scores() -> None:
+    ref = {"classes": LABELS[np.newaxis].copy(), "scores": np.array([[0.1, 0.2, 0.3, 0.4]], "f4")}
+    served = {"classes": ref["classes"].copy(), "scores": ref["scores"] + np.float32(0.01)}
+    assert "output 'scores'[0, 0]" in str(compare_outputs(ref, served, ATOL).difference)
+    served = {"classes": LABELS[np.newaxis][:, ::-1].copy(), "scores": ref["scores"]}
+    assert compare_outputs(
+        ref, served, ATOL
+    ).difference == "output 'classes'[0, 0] observed 'owl' expected 'cat'"
+
+
+def _sig(k: int, dtype: str = "DT_FLOAT") -> Signature:
+    return Signature(
+        contract.PREDICT_METHOD,
+        {"image_bytes": TensorSpec("DT_STRING", (None,))},
+        {"top_k_scores": TensorSpec(dtype, (None, k))},
+    )
+
+
+def test_signature_differences_name_shapes_dtypes_and_names() -> None:
+    artifact = {"serving_default": _sig(5), "serving_pixels": _sig(5)}
+    assert signature_differences({**artifact, "__saved_model_init_op": _sig(1)}, artifact) == []
+    served = {"serving_default": _sig(3), "classify": _sig(5)}
+    assert signature_differences(served, artifact) == [
+        "signature 'serving_pixels' is in the artifact but not served",
+        "signature 'classify' is served but not in the artifact",
+        "signature 'serving_default' output 'top_k_scores': served DT_FLOAT [-1, 3], "
+        "artifact DT_FLOAT [-1, 5]",
+    ]
+    assert "served DT_HALF [-1, 5]" in signature_differences(
+        {"serving_default": _sig(5, "DT_HALF")}, {"serving_default": _sig(5)}
+    )[0]
+
+
+def _report(problems: tuple[str, ...], failures: list[str | None]) -> VerifyReport:
+    records = tuple(
+        RecordResult(n, "serving_default", f"record {n} (serving_default, JPEG)", 1,
+                     1 if f is None else 0, 0.0, 2.0, f)
+        for n, f in enumerate(failures, 1)
+    )
+    return VerifyReport("/m/1", 1, "xception", 1, "h:1", ATOL, problems, records)
+
+
+def test_report_verdict_and_first_failure() -> None:
+    good = _report((), [None, None])
+    assert good.passed and good.first_failure is None and good.verdict().startswith("PASS")
+    bad = _report((), [None, "output 'x' differs", "later"])
+    assert not bad.passed
+    assert bad.first_failure == "record 2 (serving_default, JPEG): output 'x' differs"
+    assert " 1/3 " in bad.table() and bad.table().endswith("FAIL")  # labels agree: 1 of 3
+    assert _report(("sig differs",), [None]).first_failure == "signatures differ: sig differs"
+    assert bad.to_dict()["signatures"][0]["records"] == 3
