@@ -117,9 +117,9 @@ def test_softmax_head_is_detected_and_outputs_override_is_recorded(tmp_path: Pat
     assert sources.detect_outputs(model) == "probabilities"
     path = tmp_path / "softmax.keras"
     model.save(path)
-    assert sources.user_model(str(path), None, "auto").outputs == "probabilities"
-    assert sources.user_model(str(path), None, "logits").outputs == "logits"
-    assert sources.user_model(str(path), None, "auto").image_size == 32
+    assert sources.user_model(str(path), None, "auto", "tf").outputs == "probabilities"
+    assert sources.user_model(str(path), None, "logits", "tf").outputs == "logits"
+    assert sources.user_model(str(path), None, "auto", "tf").image_size == 32
 
 
 def test_sigmoid_head_needs_an_explicit_outputs_choice() -> None:

@@ -70,10 +70,19 @@ def test_model_path_accepts_h5_and_saved_model_directories(tmp_path: Path, form:
     else:
         path = tmp_path / "saved"
         model.export(str(path))  # Keras 3 SavedModel: a serving_default signature, no layers
-        outputs = "probabilities"  # a SavedModel's head cannot be inspected
+        outputs = "auto"  # read from the graph: its output is a Softmax op
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\nc\n")
-    result = export(tmp_path / "out", model=path, labels=labels, outputs=outputs, log=print)
+    # A tiny model has no keras.applications base to tell its preprocess_input from.
+    result = export(
+        tmp_path / "out",
+        model=path,
+        labels=labels,
+        outputs=outputs,
+        preprocess_mode="tf",
+        log=print,
+    )
+    assert result.metadata["model_outputs"] == "probabilities"
     assert (result.image_size, result.num_classes, result.top_k) == (32, 3, 3)
     loaded = tf.saved_model.load(str(result.version_dir))
     data = image_bytes("png_rgb", 40, 50)
@@ -93,5 +102,6 @@ def test_dynamic_size_model_needs_image_size(tmp_path: Path) -> None:
     path = tmp_path / "dynamic.keras"
     _tiny_classifier(None).save(path)
     with pytest.raises(UsageError, match="--image-size"):
-        sources.user_model(str(path), None, "auto")
-    assert sources.user_model(str(path), 48, "auto").image_size == 48
+        sources.user_model(str(path), None, "auto", "tf")
+    assert sources.user_model(str(path), 48, "auto", "tf").image_size == 48
+    assert sources.user_model(str(path), (48, 40), "auto", "tf").input_size == (48, 40)

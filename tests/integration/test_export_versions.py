@@ -7,9 +7,13 @@ import hashlib
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from xception_export.artifact import existing_versions, read_metadata
+
+# The tiny model has no keras.applications base to tell its preprocess_input from: name it.
+QUIET_TF: dict[str, Any] = {"preprocess_mode": "tf", "log": lambda _m: None}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,7 @@ def test_concurrent_reader_never_sees_a_partial_version(
     try:
         model, labels = tiny_model
         for _ in range(2):
-            export(base, model=model, labels=labels, log=lambda _m: None)
+            export(base, model=model, labels=labels, **QUIET_TF)
     finally:
         stop.set()
         reader.join(timeout=30)
@@ -88,14 +92,12 @@ def test_existing_version_is_kept_without_force_and_replaced_with_it(
 
     model, labels = tiny_model
     base = tmp_path / "tiny"
-    first = export(base, model=model, labels=labels, model_version=7, log=lambda _m: None)
+    first = export(base, model=model, labels=labels, model_version=7, **QUIET_TF)
     created = first.metadata["created"]
     with pytest.raises(VersionExistsError, match="--force"):
-        export(base, model=model, labels=labels, model_version=7, log=lambda _m: None)
+        export(base, model=model, labels=labels, model_version=7, **QUIET_TF)
     assert read_metadata(base / "7") == first.metadata
-    again = export(
-        base, model=model, labels=labels, model_version=7, force=True, log=lambda _m: None
-    )
+    again = export(base, model=model, labels=labels, model_version=7, force=True, **QUIET_TF)
     assert again.version == 7 and existing_versions(base) == [7]
     assert _complete(base / "7") is None
     assert read_metadata(base / "7")["content_sha256"] == again.metadata["content_sha256"]

@@ -15,16 +15,16 @@ DEFAULT_REST_PORT: Final = 8501
 
 # Signatures (SignatureDef keys) and their TF Serving method names.
 BYTES_SIGNATURE: Final = "serving_default"  # encoded image bytes -> labelled top-k
-PIXELS_SIGNATURE: Final = "serving_pixels"  # uint8 [N, S, S, 3] at the model's size
-PREPROCESSED_SIGNATURE: Final = "serving_preprocessed"  # float32 [N, S, S, 3] already in [-1, 1]
+PIXELS_SIGNATURE: Final = "serving_pixels"  # uint8 [N, H, W, 3] at the model's size
+PREPROCESSED_SIGNATURE: Final = "serving_preprocessed"  # float32 [N, H, W, 3] model input
 CLASSIFY_SIGNATURE: Final = "classify"  # tf.Example with image/encoded -> classes/scores
 PREDICT_METHOD: Final = "tensorflow/serving/predict"
 CLASSIFY_METHOD: Final = "tensorflow/serving/classify"
 
 # Inputs.
 IMAGE_BYTES_INPUT: Final = "image_bytes"  # DT_STRING [-1]
-PIXELS_INPUT: Final = "pixels"  # DT_UINT8 [-1, S, S, 3]
-PREPROCESSED_INPUT: Final = "preprocessed"  # DT_FLOAT [-1, S, S, 3]
+PIXELS_INPUT: Final = "pixels"  # DT_UINT8 [-1, H, W, 3]
+PREPROCESSED_INPUT: Final = "preprocessed"  # DT_FLOAT [-1, H, W, 3]
 CLASSIFY_INPUT: Final = "inputs"  # DT_STRING [-1] serialized tf.Example
 EXAMPLE_IMAGE_FEATURE: Final = "image/encoded"
 

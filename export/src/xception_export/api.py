@@ -13,7 +13,7 @@ from typing import Any
 
 from xception_client import contract
 
-from xception_export import artifact, preprocess, sources
+from xception_export import artifact, normalization, preprocess, sources
 from xception_export.errors import ExportError, UsageError
 from xception_export.labels import Labels, LabelsError, imagenet_labels, load_labels
 
@@ -27,11 +27,19 @@ class ExportResult:
     base_path: Path
     version: int
     version_dir: Path
-    image_size: int
+    input_size: tuple[int, int]  # (height, width)
     num_classes: int
     top_k: int
     metadata: dict[str, Any]
     seconds: float
+
+    @property
+    def image_size(self) -> int:
+        """The side of a square input (ValueError if the input is not square; see input_size)."""
+        height, width = self.input_size
+        if height != width:
+            raise ValueError(f"the input is {height}x{width}, not square; use input_size")
+        return height
 
 
 def _stderr(message: str) -> None:
@@ -54,7 +62,8 @@ def export(
     model: str | Path | None = None,
     labels: str | Path | None = None,
     outputs: str = "auto",
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    preprocess_mode: str = "auto",
     interpolation: str = preprocess.DEFAULT_INTERPOLATION,
     top_k: int | None = None,
     max_pixels: int = contract.DEFAULT_MAX_PIXELS,
@@ -64,6 +73,8 @@ def export(
 ) -> ExportResult:
     """Export Keras Xception (``weights``) or a fine-tuned model (``model`` + ``labels``).
 
+    ``image_size`` is a square side or (height, width); ``preprocess_mode`` is "auto" (told from
+    the model's layers) or a ``preprocess_input`` mode, normalization.MODES.
     ``top_k`` defaults to 5, or the number of classes if smaller. Raises UsageError for bad
     argument values and ExportError for other failures.
     """
@@ -71,6 +82,11 @@ def export(
         raise UsageError(
             f"--outputs must be one of {', '.join(sources.OUTPUT_KINDS)}. "
             f"Received: --outputs={outputs}"
+        )
+    if preprocess_mode not in normalization.PREPROCESS_CHOICES:
+        raise UsageError(
+            f"--preprocess must be one of {', '.join(normalization.PREPROCESS_CHOICES)}. "
+            f"Received: --preprocess={preprocess_mode}"
         )
     if model is None:
         if labels is not None:
@@ -82,6 +98,11 @@ def export(
             raise UsageError(
                 f"--outputs goes with --model (Xception ends in softmax). "
                 f"Received: --outputs={outputs}"
+            )
+        if preprocess_mode not in ("auto", "tf"):
+            raise UsageError(
+                "--preprocess goes with --model (Xception takes mode tf). "
+                f"Received: --preprocess={preprocess_mode}"
             )
         _check_common(interpolation, top_k, max_pixels, 1000)
         source = sources.xception(weights, image_size or contract.DEFAULT_IMAGE_SIZE)
@@ -96,7 +117,7 @@ def export(
             label_set = load_labels(labels)
         except LabelsError as err:
             raise UsageError(f"{err}. Received: --labels={labels}") from err
-        source = sources.user_model(str(model), image_size, outputs)
+        source = sources.user_model(str(model), image_size, outputs, preprocess_mode)
     if weights == "random" and model is None:
         log(
             "WARNING: --weights random: untrained weights, predictions are meaningless "
@@ -167,13 +188,15 @@ def export_keras_model(
     try:
         built = staging / str(version)
         labels_file, keys_file = graph.write_label_assets(labels, staging / "labels")
+        height, width = source.input_size
         log(
-            f"building the serving graph ({source.image_size}x{source.image_size}, "
-            f"{source.num_classes} classes, {interpolation} resize)"
+            f"building the serving graph ({height}x{width}, {source.num_classes} classes, "
+            f"{interpolation} resize, preprocess {source.preprocess} from "
+            f"{source.preprocess_reason}, loaded with {source.loader})"
         )
         module = graph.build_module(
             source.model,
-            image_size=source.image_size,
+            image_size=source.input_size,
             num_classes=source.num_classes,
             model_outputs=source.outputs,
             labels_file=labels_file,
@@ -181,17 +204,19 @@ def export_keras_model(
             top_k=top_k,
             interpolation=interpolation,
             max_pixels=max_pixels,
+            preprocess_mode=source.preprocess,
         )
         tf.saved_model.save(module, str(built), signatures=graph.signatures_of(module))
         graph.set_method_names(built)
         records = warmup.write_warmup(
             built / "assets.extra" / warmup.WARMUP_FILE,
-            source.image_size,
+            source.input_size,
             model=source.model,
             labels=labels,
             model_outputs=source.outputs,
             top_k_classes=top_k,
             interpolation=interpolation,
+            preprocess_input=normalization.reference_preprocess_input(source.preprocess),
         )
         metadata = {
             "tool": "xception-export",
@@ -201,9 +226,14 @@ def export_keras_model(
             "weights": source.weights,
             "untrained": source.weights == "random",
             "model_outputs": source.outputs,
-            "image_size": source.image_size,
+            "loaded_with": source.loader,
+            # [height, width] always; image_size (the side) only for square inputs, as before.
+            "input_size": [height, width],
+            **({"image_size": height} if height == width else {}),
             "interpolation": interpolation,
-            "normalization": "x / 127.5 - 1 (keras.applications.xception.preprocess_input)",
+            "preprocess": source.preprocess,
+            "preprocess_detected_from": source.preprocess_reason,
+            "normalization": normalization.DESCRIPTIONS[source.preprocess],
             "num_classes": source.num_classes,
             "labels": labels.source,
             "label_keys": labels.keys is not None,
@@ -226,7 +256,7 @@ def export_keras_model(
         base_path=base_path,
         version=version,
         version_dir=target,
-        image_size=source.image_size,
+        input_size=source.input_size,
         num_classes=source.num_classes,
         top_k=top_k,
         metadata=metadata,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from xception_client import contract
 
-from xception_export import preprocess, sources
+from xception_export import normalization, preprocess, sources
 from xception_export.errors import ExportError, UsageError
 
 PROG = "xception-export"
@@ -30,6 +30,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _image_size(text: str) -> int | tuple[int, int]:
+    """``S`` (square) or ``H,W`` (height, width, as load_img's target_size)."""
+    parts = text.split(",")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected S or H,W (positive integers), got {text!r}")
+    try:
+        sides = [_positive_int(part.strip()) for part in parts]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected S or H,W (positive integers), got {text!r}"
+        ) from None
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
 def export_parser() -> argparse.ArgumentParser:
@@ -67,10 +81,19 @@ def export_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--image-size",
-        type=_positive_int,
-        metavar="S",
-        help=f"input size SxS (Xception default {contract.DEFAULT_IMAGE_SIZE}; "
+        type=_image_size,
+        metavar="S|H,W",
+        help=f"input size: S for SxS, or H,W (Xception default {contract.DEFAULT_IMAGE_SIZE}; "
         "a --model's own size unless it is dynamic)",
+    )
+    src.add_argument(
+        "--preprocess",
+        choices=normalization.PREPROCESS_CHOICES,
+        default="auto",
+        help="the preprocess_input --model takes: tf (x/127.5-1: Xception, Inception, "
+        "MobileNet), caffe (BGR minus ImageNet mean: ResNet, VGG), torch (ImageNet mean/std: "
+        "DenseNet), none (scales inside: EfficientNet, ConvNeXt); auto reads the base's layer "
+        "names. Default: auto",
     )
     graph = parser.add_argument_group("serving graph")
     graph.add_argument(
@@ -200,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels=args.labels,
             outputs=args.outputs,
             image_size=args.image_size,
+            preprocess_mode=args.preprocess,
             interpolation=args.interpolation,
             top_k=args.top_k,
             max_pixels=args.max_pixels,

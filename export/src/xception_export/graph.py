@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from xception_client import contract
 
-from xception_export import preprocess
+from xception_export import normalization, preprocess
 from xception_export.labels import Labels
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def tf_variables(model: Any) -> list[Any]:
 def build_module(
     model: keras.Model,
     *,
-    image_size: int,
+    image_size: preprocess.Size,
     num_classes: int,
     model_outputs: str,
     labels_file: Path,
@@ -72,8 +72,13 @@ def build_module(
     top_k: int,
     interpolation: str,
     max_pixels: int,
+    preprocess_mode: str = "tf",
 ) -> tf.Module:
-    """A module whose tf.functions are the serving signatures; save with :func:`signatures_of`."""
+    """A module whose tf.functions are the serving signatures; save with :func:`signatures_of`.
+
+    ``image_size`` is (height, width) or a square side; ``preprocess_mode`` the model's
+    ``preprocess_input`` (normalization.MODES), applied in the graph to the bytes and pixels.
+    """
     import tensorflow as tf
 
     module = tf.Module()
@@ -83,8 +88,9 @@ def build_module(
     # Track the underlying tf.Variables instead (each saved once, restored by the saver) and
     # keep the Keras object out of the module: the network is called from the closure below.
     module.network_variables = tf_variables(model)
-    # A variable, not a constant: constant folding would turn x / 127.5 into a 1-ulp-off multiply.
-    module.divisor = tf.Variable(127.5, trainable=False, dtype=tf.float32, name="divisor")
+    # Variables, not constants: constant folding would turn x / 127.5 into a 1-ulp-off multiply.
+    module.normalization = normalization.make_constants(preprocess_mode)
+    normalize = normalization.normalizer(preprocess_mode, module.normalization)
     module.labels_asset = tf.saved_model.Asset(str(labels_file))
     module.labels_table = _table(module.labels_asset)
     has_keys = keys_file is not None
@@ -92,7 +98,8 @@ def build_module(
         module.keys_asset = tf.saved_model.Asset(str(keys_file))
         module.keys_table = _table(module.keys_asset)
 
-    square = [None, image_size, image_size, 3]
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    square = [None, height, width, 3]  # [N, H, W, 3], square or not
 
     # One traced function runs the network for every signature, so the (large) Xception graph
     # is traced and stored once instead of once per signature.
@@ -123,10 +130,10 @@ def build_module(
     def from_bytes(images: tf.Tensor, name: str) -> tf.Tensor:
         return preprocess.preprocess_batch(
             images,
-            size=image_size,
+            size=(height, width),
             interpolation=interpolation,
             max_pixels=max_pixels,
-            divisor=module.divisor,
+            normalizer=normalize,
             name=name,
         )
 
@@ -139,7 +146,7 @@ def build_module(
         return predict(from_bytes(image_bytes, contract.IMAGE_BYTES_INPUT))
 
     def serve_pixels(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        return predict(tf.ensure_shape(preprocess.normalize(pixels, module.divisor), square))
+        return predict(tf.ensure_shape(normalize(pixels), square))
 
     def serve_preprocessed(preprocessed: tf.Tensor) -> dict[str, tf.Tensor]:
         return predict(preprocessed)

@@ -98,7 +98,13 @@ def format_text(info: dict[str, Any]) -> str:
                 ]
         lines.append(f"  Method name is: {sig['method_name']}")
         lines.append("")
-    lines.append("Export metadata:")
     metadata = info["metadata"]
+    if metadata and "preprocess" in metadata:
+        # The two facts a caller of the pixel/preprocessed signatures needs, before the JSON.
+        height, width = metadata.get("input_size") or [metadata.get("image_size")] * 2
+        lines.append(f"Input: {height}x{width} (height x width) RGB")
+        lines.append(f"Preprocess baked in: {metadata['preprocess']} = {metadata['normalization']}")
+        lines.append("")
+    lines.append("Export metadata:")
     lines.append(json.dumps(metadata, indent=2, sort_keys=True) if metadata else "  (none)")
     return "\n".join(lines)

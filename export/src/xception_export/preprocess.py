@@ -1,8 +1,8 @@
 """In-graph image preprocessing that reproduces the Keras reference pipeline.
 
-The reference is ``keras.utils.load_img(path, target_size=(S, S))`` -> float32 ->
-``keras.applications.xception.preprocess_input``. Each step here is chosen to match it exactly
-(see shared/reference/keras-parity.md for the measured traps):
+The reference is ``keras.utils.load_img(path, target_size=(H, W))`` -> float32 ->
+``keras.applications.xception.preprocess_input`` (or another mode, see normalization.py). Each
+step here is chosen to match it exactly (each trap below was measured):
 
 - the format is sniffed from magic bytes and every decoder is called explicitly, because
   ``tf.io.decode_image`` cannot select libjpeg's accurate integer DCT, which is what Pillow uses;
@@ -21,10 +21,18 @@ failure is an ``InvalidArgumentError`` naming the problem (TF Serving answers IN
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     import tensorflow as tf
+
+# (height, width), as load_img's target_size; an int means a square side.
+Size = int | tuple[int, int]
+
+
+def _hw(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 # Keras load_img's interpolation names (its PIL_INTERPOLATION_METHODS keys).
 INTERPOLATIONS: Final = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
@@ -347,28 +355,30 @@ def _pillow_pass(image: tf.Tensor, coeffs: tf.Tensor, axis: int) -> tf.Tensor:
     return tf.clip_by_value(shifted, 0.0, 255.0)
 
 
-def _pillow_resample(image: tf.Tensor, size: int, name: str) -> tf.Tensor:
+def _pillow_resample(image: tf.Tensor, size: tuple[int, int], name: str) -> tf.Tensor:
     """Pillow's ``ImagingResample`` for RGB: horizontal pass then vertical, each to uint8 values,
     a pass skipped when that axis already has the target size."""
     import tensorflow as tf
 
+    height, width = size
     shape = tf.shape(image)
     x = tf.cast(image, tf.float64)
     x = tf.cond(
-        tf.equal(shape[1], size),
+        tf.equal(shape[1], width),
         lambda: x,
-        lambda: _pillow_pass(x, _pillow_coefficients(shape[1], size, name), axis=1),
+        lambda: _pillow_pass(x, _pillow_coefficients(shape[1], width, name), axis=1),
     )
     x = tf.cond(
-        tf.equal(shape[0], size),
+        tf.equal(shape[0], height),
         lambda: x,
-        lambda: _pillow_pass(x, _pillow_coefficients(shape[0], size, name), axis=0),
+        lambda: _pillow_pass(x, _pillow_coefficients(shape[0], height, name), axis=0),
     )
     return tf.cast(x, tf.float32)
 
 
-def resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
-    """Resize uint8 [H, W, 3] to float32 [size, size, 3] as Pillow's ``Image.resize`` would.
+def resize(image: tf.Tensor, size: Size, interpolation: str) -> tf.Tensor:
+    """Resize uint8 [h, w, 3] to float32 [H, W, 3] (``size`` = (H, W) or a square side) as
+    Pillow's ``Image.resize`` would for ``load_img(target_size=(H, W))``.
 
     Nearest is exact; the other filters approximate Pillow's (fixed-point rounding and filter
     support differ), bounded by tests.
@@ -380,19 +390,20 @@ def resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
             f"interpolation must be one of {', '.join(INTERPOLATIONS)}. "
             f"Received: interpolation={interpolation!r}"
         )
+    height, width = _hw(size)
     shape = tf.shape(image)
     if interpolation == "nearest":
-        rows = _pillow_nearest_indices(shape[0], size)
-        cols = _pillow_nearest_indices(shape[1], size)
+        rows = _pillow_nearest_indices(shape[0], height)
+        cols = _pillow_nearest_indices(shape[1], width)
         out = tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
         return tf.cast(out, tf.float32)
 
-    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+    same = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
     # load_img skips the resize when the image already has the target size.
     return tf.cond(
         same,
         lambda: tf.cast(image, tf.float32),
-        lambda: _pillow_resample(image, size, interpolation),
+        lambda: _pillow_resample(image, (height, width), interpolation),
     )
 
 
@@ -406,31 +417,50 @@ def normalize(pixels: tf.Tensor, divisor: tf.Tensor) -> tf.Tensor:
     return tf.cast(pixels, tf.float32) / divisor - 1.0
 
 
+Normalizer = Callable[["tf.Tensor"], "tf.Tensor"]
+
+
+def _normalizer(divisor: tf.Tensor | None, normalizer: Normalizer | None) -> Normalizer:
+    if normalizer is not None:
+        return normalizer
+    if divisor is None:
+        raise ValueError("give divisor (mode 'tf') or normalizer (see normalization.py)")
+    return lambda x: normalize(x, divisor)
+
+
 def preprocess_one(
     data: tf.Tensor,
     where: tf.Tensor,
     *,
-    size: int,
+    size: Size,
     interpolation: str,
     max_pixels: int,
-    divisor: tf.Tensor,
+    divisor: tf.Tensor | None = None,
+    normalizer: Normalizer | None = None,
 ) -> tf.Tensor:
-    """One encoded image -> float32 [size, size, 3] in [-1, 1], identical to the Keras pipeline."""
+    """One encoded image -> float32 [H, W, 3] model input, identical to the Keras pipeline.
+
+    ``normalizer`` is the preprocess_input mode (default: mode "tf" with ``divisor``).
+    """
     image = decode_rgb(data, max_pixels, where)
-    return normalize(resize(image, size, interpolation), divisor)
+    return _normalizer(divisor, normalizer)(resize(image, size, interpolation))
 
 
 def preprocess_batch(
     images: tf.Tensor,
     *,
-    size: int,
+    size: Size,
     interpolation: str,
     max_pixels: int,
-    divisor: tf.Tensor,
+    divisor: tf.Tensor | None = None,
+    normalizer: Normalizer | None = None,
     name: str = "image_bytes",
 ) -> tf.Tensor:
-    """A [N] string batch of encoded images (mixed sizes/formats) -> float32 [N, size, size, 3]."""
+    """A [N] string batch of encoded images (mixed sizes/formats) -> float32 [N, H, W, 3]."""
     import tensorflow as tf
+
+    norm = _normalizer(divisor, normalizer)
+    height, width = _hw(size)
 
     indices = tf.range(tf.shape(images)[0])
     wheres = tf.strings.join([f"{name}[", tf.strings.as_string(indices), "]:"])
@@ -442,11 +472,11 @@ def preprocess_batch(
             size=size,
             interpolation=interpolation,
             max_pixels=max_pixels,
-            divisor=divisor,
+            normalizer=norm,
         )
 
     return tf.map_fn(
         one,
         (images, wheres),
-        fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+        fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
     )

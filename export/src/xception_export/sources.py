@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from xception_export import keras2, normalization, saved_model_graph
 from xception_export.errors import ExportError, UsageError
 
 if TYPE_CHECKING:
@@ -23,16 +24,30 @@ MIN_IMAGE_SIZE: Final = 71  # Xception's smallest input
 OUTPUT_KINDS: Final = ("auto", "logits", "probabilities")
 
 
+ImageSize = tuple[int, int]  # (height, width), as keras.utils.load_img's target_size
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """A loaded Keras model plus what the export needs to know about it."""
 
-    model: keras.Model
-    image_size: int
+    model: Any  # a keras.Model, or a tf_keras one for Keras 2 files
+    input_size: ImageSize
     num_classes: int
     outputs: str  # "logits" or "probabilities": what the model itself returns
     kind: str  # "keras.applications.Xception" or "model"
     weights: str  # "imagenet", "random", a weights path, or the model path
+    preprocess: str = "tf"  # a normalization.MODES entry: the preprocess_input the model takes
+    preprocess_reason: str = "keras.applications.Xception"  # how the mode was chosen
+    loader: str = "keras"  # "tf_keras" (Keras 2 files), "keras" or "tf.saved_model" (no metadata)
+
+    @property
+    def image_size(self) -> int:
+        """The side of a square input (ValueError if the input is not square; see input_size)."""
+        height, width = self.input_size
+        if height != width:
+            raise ValueError(f"the input is {height}x{width}, not square; use input_size")
+        return height
 
 
 def keras_models_cache() -> Path:
@@ -63,15 +78,29 @@ def _imagenet_weights_file() -> str:
         ) from err
 
 
-def xception(weights: str, image_size: int) -> ModelSource:
-    """Keras Xception with its 1000-class softmax top.
+def as_size(image_size: int | ImageSize) -> ImageSize:
+    """(height, width) from an int side or a pair."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+def format_size(size: ImageSize) -> str:
+    """``--image-size`` spelling: "S" for square, "H,W" otherwise."""
+    return str(size[0]) if size[0] == size[1] else f"{size[0]},{size[1]}"
+
+
+def xception(weights: str, image_size: int | ImageSize) -> ModelSource:
+    """Keras Xception with its 1000-class softmax top, at (height, width) ``image_size``.
 
     ``weights`` is "imagenet", "random" or the path of a local Keras Xception weights file.
     """
-    if image_size < MIN_IMAGE_SIZE:
+    size = as_size(image_size)
+    if min(size) < MIN_IMAGE_SIZE:
         raise UsageError(
-            f"--image-size must be at least {MIN_IMAGE_SIZE} for Xception. "
-            f"Received: --image-size={image_size}"
+            f"--image-size must be at least {MIN_IMAGE_SIZE} on each side for Xception. "
+            f"Received: --image-size={format_size(size)}"
         )
     if weights not in ("imagenet", "random") and not Path(weights).is_file():
         raise UsageError(
@@ -84,7 +113,7 @@ def xception(weights: str, image_size: int) -> ModelSource:
     # Build without weights at the requested size, then load: the top (global pooling + dense)
     # fits any size, and this sidesteps Keras's "imagenet needs 299" input-shape check.
     model = keras.applications.Xception(
-        weights=None, include_top=True, input_shape=(image_size, image_size, 3), classes=1000
+        weights=None, include_top=True, input_shape=(*size, 3), classes=1000
     )
     if weights != "random":
         try:
@@ -96,7 +125,7 @@ def xception(weights: str, image_size: int) -> ModelSource:
             ) from err
     return ModelSource(
         model=model,
-        image_size=image_size,
+        input_size=size,
         num_classes=1000,
         outputs="probabilities",
         kind="keras.applications.Xception",
@@ -104,24 +133,36 @@ def xception(weights: str, image_size: int) -> ModelSource:
     )
 
 
-def user_model(path: str, image_size: int | None, outputs: str) -> ModelSource:
+def user_model(
+    path: str,
+    image_size: int | ImageSize | None,
+    outputs: str,
+    preprocess: str = "auto",
+) -> ModelSource:
     """A fine-tuned classifier from ``.keras``, ``.h5`` or a SavedModel directory.
 
-    The model must take ``preprocess_input`` output (float32 in [-1, 1], as models trained the
-    ML-Zoomcamp way through ``ImageDataGenerator(preprocessing_function=preprocess_input)`` do) and
-    return [N, C] probabilities or logits.
+    Keras 2 files (an .h5 whose ``keras_version`` is 2.x, a SavedModel with keras_metadata.pb)
+    load with tf_keras, Keras 3 files with keras; a SavedModel without Keras metadata is wrapped
+    as it is and read from its graph. The model must return [N, C] probabilities or logits;
+    ``outputs`` and ``preprocess`` ("auto": told from the model) say what it returns and takes.
     """
     p = Path(path)
     if not p.exists():
         raise UsageError(
             f"--model must be an existing .keras, .h5 or SavedModel path. Received: --model={path}"
         )
-    import keras
-
+    requested = None if image_size is None else as_size(image_size)
+    graph_facts: saved_model_graph.GraphFacts | None = None
+    is_keras2 = keras2.is_keras2_file(p)
     try:
-        if p.is_dir():
-            model = _saved_model_as_keras(p, image_size)
+        if is_keras2:
+            model = keras2.load(p)
+        elif p.is_dir():
+            graph_facts = saved_model_graph.facts(p)
+            model = _saved_model_as_keras(p, requested)
         else:
+            import keras
+
             model = keras.models.load_model(p, compile=False)
     except (UsageError, ExportError):
         raise
@@ -130,25 +171,67 @@ def user_model(path: str, image_size: int | None, outputs: str) -> ModelSource:
             f"cannot load the model at {path}: "
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from err
-    size = _square_size(model, image_size, path)
+    size = _input_size(model, requested, path)
     out_shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
     if out_shape is None or len(out_shape) != 2 or out_shape[1] is None:
         raise ExportError(
             f"the model at {path} must have one output of shape [batch, classes]; "
             f"it has {model.output_shape}"
         )
-    kind = outputs if outputs != "auto" else detect_outputs(model, path)
+    if graph_facts is None:
+        kind = outputs if outputs != "auto" else detect_outputs(model, path)
+        names, types = _layer_names(model)
+    else:
+        kind = outputs if outputs != "auto" else _graph_outputs(graph_facts, path)
+        names, types = set(graph_facts.names), set()
+    if preprocess == "auto":
+        mode, reason = normalization.detect_mode(names, types, f"the model at {path}")
+    elif preprocess in normalization.MODES:
+        mode, reason = preprocess, "--preprocess"
+    else:
+        raise UsageError(
+            f"--preprocess must be one of {', '.join(normalization.PREPROCESS_CHOICES)}. "
+            f"Received: --preprocess={preprocess}"
+        )
     return ModelSource(
         model=model,
-        image_size=size,
+        input_size=size,
         num_classes=int(out_shape[1]),
         outputs=kind,
         kind="model",
         weights=str(p.resolve()),
+        preprocess=mode,
+        preprocess_reason=reason,
+        loader="tf_keras" if is_keras2 else ("tf.saved_model" if graph_facts else "keras"),
     )
 
 
-def _saved_model_as_keras(path: Path, image_size: int | None) -> keras.Model:
+def _layer_names(model: Any) -> tuple[set[str], set[str]]:
+    """Names and class names of every layer, nested models included (Keras 2 and 3)."""
+    names: set[str] = set()
+    types: set[str] = set()
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        names.add(str(layer.name))
+        types.add(type(layer).__name__)
+        stack.extend(getattr(layer, "layers", []))
+    return names, types
+
+
+def _graph_outputs(graph_facts: saved_model_graph.GraphFacts, path: str) -> str:
+    kind = saved_model_graph.head_kind(graph_facts.output_op)
+    if kind is None:
+        raise ExportError(
+            f"the SavedModel at {path} has no Keras metadata (no {keras2.KERAS_METADATA_FILE}) "
+            f"and its serving_default output comes from a {graph_facts.output_op or 'unknown'} "
+            "op, so whether it returns logits or probabilities cannot be told; pass --outputs "
+            "logits or --outputs probabilities"
+        )
+    return kind
+
+
+def _saved_model_as_keras(path: Path, image_size: ImageSize | None) -> keras.Model:
     import keras
     import tensorflow as tf
 
@@ -167,10 +250,10 @@ def _saved_model_as_keras(path: Path, image_size: int | None) -> keras.Model:
     if height is None or width is None:
         if image_size is None:
             raise UsageError(
-                f"the model at {path} has a dynamic input size; give --image-size. "
+                f"the model at {path} has a dynamic input size; give --image-size S or H,W. "
                 "Received: --image-size=None"
             )
-        height = width = image_size
+        height, width = image_size
     layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
     inp = keras.Input((height, width, 3))
     out = layer(inp)
@@ -181,38 +264,44 @@ def _saved_model_as_keras(path: Path, image_size: int | None) -> keras.Model:
     return keras.Model(inp, out)
 
 
-def _square_size(model: keras.Model, image_size: int | None, path: str) -> int:
+def _input_size(model: Any, image_size: ImageSize | None, path: str) -> ImageSize:
     shape = model.input_shape
     if isinstance(shape, list) or len(shape) != 4 or shape[3] not in (3, None):
         raise ExportError(
             f"the model at {path} must take one [batch, height, width, 3] input; it takes {shape}"
         )
     height, width = shape[1], shape[2]
-    if height is None and width is None:
+    if height is None or width is None:
         if image_size is None:
             raise UsageError(
-                f"the model at {path} has a dynamic input size; give --image-size. "
+                f"the model at {path} has a dynamic input size; give --image-size S or H,W. "
                 "Received: --image-size=None"
             )
+        fixed = (height, width)
+        for axis, (given, own) in enumerate(zip(image_size, fixed, strict=True)):
+            if own is not None and own != given:
+                raise UsageError(
+                    f"--image-size conflicts with the model's fixed "
+                    f"{('height', 'width')[axis]} {own}. "
+                    f"Received: --image-size={format_size(image_size)}"
+                )
         return image_size
-    if height != width:
-        raise ExportError(
-            f"the model at {path} takes {height}x{width} inputs; only square sizes are supported"
-        )
-    if image_size is not None and image_size != height:
+    size = (int(height), int(width))
+    if image_size is not None and image_size != size:
         raise UsageError(
-            f"--image-size conflicts with the model's fixed input size {height}. "
-            f"Received: --image-size={image_size}"
+            f"--image-size conflicts with the model's fixed input size {format_size(size)}. "
+            f"Received: --image-size={format_size(image_size)}"
         )
-    return int(height)
+    return size
 
 
-def detect_outputs(model: keras.Model, path: str = "the model") -> str:
-    """'probabilities' if the model ends in softmax, 'logits' if its last layer is linear."""
-    import keras
+def detect_outputs(model: Any, path: str = "the model") -> str:
+    """'probabilities' if the model ends in softmax, 'logits' if its last layer is linear.
 
+    Works on Keras 3 and Keras 2 (tf_keras) models alike: both name the activation function.
+    """
     last = model.layers[-1] if model.layers else None
-    if isinstance(last, keras.layers.Softmax):
+    if type(last).__name__ == "Softmax":
         return "probabilities"
     activation: Any = getattr(last, "activation", None)
     name = getattr(activation, "__name__", None)
@@ -220,7 +309,7 @@ def detect_outputs(model: keras.Model, path: str = "the model") -> str:
         return "probabilities"
     if name == "linear":
         return "logits"
-    if isinstance(last, keras.layers.Activation) and name is None:
+    if type(last).__name__ == "Activation" and name is None:
         name = str(getattr(last, "activation", ""))
     raise ExportError(
         f"cannot tell whether {path} outputs logits or probabilities (last layer "
