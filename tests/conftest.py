@@ -3,6 +3,7 @@
 - tests/unit/         fast, no server, no export (marker `unit`)
 - tests/integration/  in-process or loopback servers, small exported models (marker `integration`)
 - tests/e2e/          the real console scripts and make targets as subprocesses (marker `e2e`)
+- tests/compat/       our exports under the pinned TF Serving release's TensorFlow (marker `compat`)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ pytest_plugins = [
     "tests.fixtures.servers",
 ]
 
-_TIERS = ("unit", "integration", "e2e")
+_TIERS = ("unit", "integration", "e2e", "compat")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
