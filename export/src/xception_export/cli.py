@@ -173,6 +173,8 @@ def check_parser() -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> int:
     from xception_export import inspection, preflight, tfserving_env
 
+    if args.tfserving_version:
+        tfserving_env.tensorflow_version_for(args.tfserving_version)  # usage errors first
     version_dir = inspection.resolve_version_dir(args.path)
     if args.tfserving_version:
         python = tfserving_env.ensure_env(
