@@ -15,7 +15,10 @@ REST_PORT ?= 8501
 IMAGE ?= samples/cat.jpg
 PYTEST_ARGS ?=
 
-.PHONY: help install export serve serve-tfserving run test test-unit lint bench k8s clean
+# The TF Serving release the launcher pins; `make check-tfserving` checks exports under its TensorFlow.
+TFS_VERSION = $(shell $(BIN)/python -c 'from xception_serving.tfserving import TFS_VERSION; print(TFS_VERSION)')
+
+.PHONY: help install export check-tfserving serve serve-tfserving run test test-unit lint bench k8s clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -31,6 +34,9 @@ $(STAMP): pyproject.toml client/pyproject.toml export/pyproject.toml serving/pyp
 
 export: $(STAMP) ## export Xception to $(MODEL_BASE_PATH)/<next version> (WEIGHTS=random offline)
 	$(BIN)/xception-export --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH)
+
+check-tfserving: $(STAMP) ## load the latest version as the pinned TF Serving would (its TensorFlow, Session, warmup)
+	$(BIN)/xception-export check $(MODEL_BASE_PATH) --tfserving-version $(TFS_VERSION)
 
 serve: $(STAMP) ## serve $(MODEL_BASE_PATH) locally on gRPC $(GRPC_PORT) / REST $(REST_PORT) (foreground)
 	$(BIN)/xception-serve --model_name=$(MODEL_NAME) --model_base_path=$(abspath $(MODEL_BASE_PATH)) \
