@@ -2,8 +2,9 @@
 
 Run as a subprocess by run.py (so TensorFlow stays out of the benchmark client's process, where
 client CPU time is measured). It calls the export's ``serving_pixels`` signature (uint8
-[N, S, S, 3] -> x / 127.5 - 1 -> Xception -> top-k): the same network, weights, top-k and thread
-settings the server runs, minus JPEG decode, resize, RPC and batching. The normalisation it keeps
+[N, S, S, 3] -> x / 127.5 - 1 -> Xception -> top-k) through the local server's own Servable, i.e.
+the same TF1 Session path, network, weights, top-k and thread settings the server (and TF
+Serving) runs, minus JPEG decode, resize, RPC and batching. The normalisation it keeps
 is one elementwise op, well under 1% of Xception's compute.
 
 Protocol (one JSON object per stdout line): load and warm up, print {"event": "loaded"}; then for
@@ -62,15 +63,16 @@ def main() -> int:
     import numpy as np
     import tensorflow as tf
     from xception_client import contract
+    from xception_serving.models import Servable
+    from xception_serving.session_config import session_options
 
     pixels = np.load(args.pixels)
-    loaded = tf.saved_model.load(str(args.model_dir))
-    function = loaded.signatures[contract.PIXELS_SIGNATURE]
+    options = session_options()  # what xception-serve builds from its default flags
+    servable = Servable("limit", 1, args.model_dir, options)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     def call(batch: np.ndarray) -> None:
-        outputs = function(**{contract.PIXELS_INPUT: tf.convert_to_tensor(batch)})
-        outputs[contract.TOP_K_SCORES_OUTPUT].numpy()  # materialise, as the server does
+        servable.run(contract.PIXELS_SIGNATURE, {contract.PIXELS_INPUT: batch})
 
     def batch_at(start: int, size: int) -> np.ndarray:
         index = [(start + i) % len(pixels) for i in range(size)]
@@ -94,8 +96,10 @@ def main() -> int:
                     "single_image_latencies_s": single_latencies,
                     "signature": contract.PIXELS_SIGNATURE,
                     "tensorflow": tf.__version__,
-                    "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-                    "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+                    "runtime": "TF1 Session (xception_serving.models.Servable)",
+                    # 0: TensorFlow picks (one thread per core).
+                    "intra_op_threads": options.config.intra_op_parallelism_threads,
+                    "inter_op_threads": options.config.inter_op_parallelism_threads,
                 }
             ),
             flush=True,
