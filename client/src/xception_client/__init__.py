@@ -17,6 +17,8 @@ from ._channel import TLS
 from .aio import AsyncClient
 from .client import Client
 from .errors import (
+    ArtifactError,
+    ArtifactNotFound,
     AuthenticationError,
     DeadlineExceeded,
     InvalidArgument,
@@ -34,9 +36,12 @@ from .errors import (
 from .images import EncodedImage, load_image
 from .labels import Prediction, decode_predictions
 from .metadata import ModelMetadata, ModelVersionStatus, Signature, TensorSpec
+from .verify import RecordResult, SignatureResult, VerifyReport
 
 __all__ = [
     "TLS",
+    "ArtifactError",
+    "ArtifactNotFound",
     "AsyncClient",
     "AuthenticationError",
     "Client",
@@ -50,13 +55,16 @@ __all__ = [
     "ModelVersionStatus",
     "NotAGrpcServer",
     "Prediction",
+    "RecordResult",
     "ResourceExhausted",
     "ServerError",
     "ServerUnavailable",
     "Signature",
     "SignatureNotFound",
+    "SignatureResult",
     "TensorSpec",
     "TopKTooLarge",
+    "VerifyReport",
     "XceptionClientError",
     "decode_predictions",
     "load_image",
