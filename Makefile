@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # The TF Serving release the launcher pins; `make check-tfserving` checks exports under its TensorFlow.
 TFS_VERSION = $(shell $(BIN)/python -c 'from xception_serving.tfserving import TFS_VERSION; print(TFS_VERSION)')
 
-.PHONY: help install export check-tfserving serve serve-tfserving run test test-unit lint bench k8s clean
+.PHONY: help install export check-tfserving serve serve-tfserving run test test-unit lint bench k8s kserve clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -71,6 +71,12 @@ k8s: ## render the Kubernetes manifests (gpu and cpu overlays) to build/k8s/
 	kubectl kustomize serving/k8s/overlays/gpu > build/k8s/gpu.yaml
 	kubectl kustomize serving/k8s/overlays/cpu > build/k8s/cpu.yaml
 	@echo "rendered build/k8s/gpu.yaml and build/k8s/cpu.yaml"
+
+kserve: ## render the KServe ServingRuntime + InferenceService (gpu and cpu overlays) to build/kserve/
+	mkdir -p build/kserve
+	kubectl kustomize serving/kserve/overlays/gpu > build/kserve/gpu.yaml
+	kubectl kustomize serving/kserve/overlays/cpu > build/kserve/cpu.yaml
+	@echo "rendered build/kserve/gpu.yaml and build/kserve/cpu.yaml"
 
 clean: ## remove build output and exported models (keeps .venv)
 	rm -rf build models .pytest_cache .ruff_cache .mypy_cache
