@@ -34,6 +34,7 @@ Size = int | tuple[int, int]
 def _hw(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
+
 # Keras load_img's interpolation names (its PIL_INTERPOLATION_METHODS keys).
 INTERPOLATIONS: Final = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
 DEFAULT_INTERPOLATION: Final = "nearest"
@@ -260,12 +261,25 @@ def decode_rgb(data: tf.Tensor, max_pixels: int, where: tf.Tensor) -> tf.Tensor:
     return image
 
 
+def _true_divide(numerator: tf.Tensor, denominator: float) -> tf.Tensor:
+    """``numerator / denominator`` as an IEEE division even in a graph.
+
+    Grappler's constant folding rewrites a division by a constant into a multiply by its
+    reciprocal, which is 1 ulp off for many pairs (e.g. 96 / 80); on a tie of Pillow's running
+    sum (96 -> 80 rows: 0.6 + 12 * 1.2 = 15) that moves a whole row. DivNoNan is not rewritten
+    and divides exactly for a non-zero denominator.
+    """
+    import tensorflow as tf
+
+    return tf.math.divide_no_nan(numerator, tf.constant(denominator, numerator.dtype))
+
+
 def _pillow_nearest_indices(in_size: tf.Tensor, out_size: int) -> tf.Tensor:
     """Source indices Pillow's NEAREST resize reads along one axis (float64 running sum)."""
     import tensorflow as tf
 
     n = tf.cast(in_size, tf.float64)
-    step = n / float(out_size)
+    step = _true_divide(n, float(out_size))
     steps = tf.concat([[step / 2.0], tf.fill([out_size - 1], step)], axis=0)
     idx = tf.cast(tf.floor(tf.cumsum(steps)), tf.int32)
     return tf.minimum(idx, tf.cast(in_size, tf.int32) - 1)
@@ -322,7 +336,7 @@ def _pillow_coefficients(in_size: tf.Tensor, out_size: int, name: str) -> tf.Ten
     import tensorflow as tf
 
     n = tf.cast(in_size, tf.float64)
-    scale = n / float(out_size)
+    scale = _true_divide(n, float(out_size))
     filterscale = tf.maximum(scale, 1.0)
     support = _SUPPORT[name] * filterscale
     centre = (tf.range(out_size, dtype=tf.float64) + 0.5) * scale  # [out]

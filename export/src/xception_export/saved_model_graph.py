@@ -90,7 +90,7 @@ def _output_index(rest: str) -> int:
 
 
 def head_kind(output_op: str | None) -> str | None:
-    """"probabilities" for a softmax op, "logits" for a linear head's op, else None."""
+    """The head kind: probabilities for a softmax op, logits for a linear head's op, else None."""
     if output_op in SOFTMAX_OPS:
         return "probabilities"
     if output_op in LINEAR_OPS:
