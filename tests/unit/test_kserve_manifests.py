@@ -35,7 +35,7 @@ SOURCE_CONFIGS = {
 
 Manifest = dict[str, Any]
 
-# --- KServe's API: the JSON field names of the structs we write ------------------------------------
+# --- KServe's API: the JSON field names of the structs we write -----------------------------
 # Read from kserve/kserve's Go types (json tags; `json:",inline"` embeds are flattened here):
 #   pkg/apis/serving/v1alpha1/servingruntime_types.go: ServingRuntimeSpec, ServingRuntimePodSpec,
 #     SupportedModelFormat; protocol values from pkg/constants (v1, v2, grpc-v1, grpc-v2).
@@ -98,7 +98,8 @@ def kserve_field_errors(doc: Manifest) -> list[str]:
         errors.append(f"spec.predictor.scaleMetric {predictor['scaleMetric']}")
     model = predictor.get("model", {})
     errors += _unknown(model, MODEL_SPEC, "spec.predictor.model")
-    errors += _unknown(model.get("modelFormat", {}), MODEL_FORMAT, "spec.predictor.model.modelFormat")
+    model_format = model.get("modelFormat", {})
+    errors += _unknown(model_format, MODEL_FORMAT, "spec.predictor.model.modelFormat")
     return errors
 
 
@@ -278,9 +279,8 @@ def test_inference_service_uses_the_runtime_and_asks_for_a_gpu_only_on_gpu(overl
     predictor = _one(docs, "InferenceService")["spec"]["predictor"]
     model = predictor["model"]
     assert model["runtime"] == runtime["metadata"]["name"]
-    assert model["modelFormat"] in [
-        {"name": f["name"], "version": f["version"]} for f in runtime["spec"]["supportedModelFormats"]
-    ]
+    formats = runtime["spec"]["supportedModelFormats"]
+    assert model["modelFormat"] in [{"name": f["name"], "version": f["version"]} for f in formats]
     assert model["storageUri"].startswith(("gs://", "s3://", "pvc://", "https://"))
     resources = model["resources"]
     assert resources["requests"] == resources["limits"]

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--client-key", default=os.environ.get("XCEPTION_CLIENT_KEY"),
                         help="PEM client key for mutual TLS (env XCEPTION_CLIENT_KEY)")
     common.add_argument("--tls", action="store_true", help="TLS with the system's root CAs")
+    common.add_argument(
+        "--authority", default=os.environ.get("XCEPTION_AUTHORITY"),
+        help="HTTP/2 :authority (Host) to send, for ingresses that route on it, e.g. KServe's "
+        "xception.<ns>.example.com (env XCEPTION_AUTHORITY)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="xception-client",
@@ -270,6 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.server, model_name=args.model, model_version=args.model_version,
             timeout=args.timeout, tls=tls,
             apply_exif_orientation=getattr(args, "apply_exif_orientation", False),
+            # gRPC's standard channel argument: the ingress sees this Host, the TCP connection
+            # still goes to --server.
+            channel_options=(
+                [("grpc.default_authority", args.authority)] if args.authority else []
+            ),
         )
     except (ValueError, OSError) as error:
         err.write(f"xception-client: error: {error}\n")
