@@ -25,11 +25,12 @@ PACKAGE = Path(xception_client.__file__).parent
 
 def test_public_names_are_pinned() -> None:
     assert sorted(xception_client.__all__) == [
-        "AsyncClient", "AuthenticationError", "Client", "DeadlineExceeded", "EncodedImage",
-        "InvalidArgument", "InvalidImage", "ModelMetadata", "ModelMismatch", "ModelNotFound",
-        "ModelVersionStatus", "NotAGrpcServer", "Prediction", "ResourceExhausted", "ServerError",
-        "ServerUnavailable", "Signature", "SignatureNotFound", "TLS", "TensorSpec",
-        "TopKTooLarge", "XceptionClientError", "decode_predictions", "load_image",
+        "ArtifactError", "ArtifactNotFound", "AsyncClient", "AuthenticationError", "Client",
+        "DeadlineExceeded", "EncodedImage", "InvalidArgument", "InvalidImage", "ModelMetadata",
+        "ModelMismatch", "ModelNotFound", "ModelVersionStatus", "NotAGrpcServer", "Prediction",
+        "RecordResult", "ResourceExhausted", "ServerError", "ServerUnavailable", "Signature",
+        "SignatureNotFound", "SignatureResult", "TLS", "TensorSpec", "TopKTooLarge",
+        "VerifyReport", "XceptionClientError", "decode_predictions", "load_image",
     ]
     for name in xception_client.__all__:
         assert hasattr(xception_client, name), name
@@ -53,6 +54,8 @@ def _tree(cls: type, depth: int = 0) -> list[str]:
 def test_error_tree_is_pinned_and_drawn_in_the_docstring() -> None:
     assert _tree(XceptionClientError) == [
         "XceptionClientError",
+        "  ArtifactError",
+        "    ArtifactNotFound",
         "  AuthenticationError",
         "  DeadlineExceeded",
         "  InvalidArgument",
