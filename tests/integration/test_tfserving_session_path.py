@@ -204,3 +204,53 @@ def test_with_warmup_off_every_request_to_a_keras_attached_version_fails_as_in_t
         assert info.value.message.startswith(MISSING_VARIABLE)
     finally:
         core.stop(5)
+
+
+def _write_jit_compiled_version(base: Path) -> Path:
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.scale = tf.Variable(2.0)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, 4], tf.float32, name=INPUT_ALIAS)],
+        jit_compile=True,
+    )
+    def serve(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_ALIAS: x * module.scale}
+
+    module.serve = serve
+    version_dir = base / "1"
+    tf.saved_model.save(
+        module, str(version_dir), signatures={"serving_default": serve.get_concrete_function()}
+    )
+    return version_dir
+
+
+def test_a_jit_compiled_model_fails_when_xla_compilation_is_off_as_by_default(
+    tmp_path: Path,
+) -> None:
+    from xception_serving.errors import ServingError
+
+    _write_jit_compiled_version(tmp_path)
+    core = _core(tmp_path, warmup=False)  # the server's default: both XLA flags off
+    try:
+        with pytest.raises(ServingError) as info:
+            _predict(core)
+        assert info.value.code == grpc.StatusCode.INTERNAL
+        assert info.value.message == "XLA compilation disabled"
+    finally:
+        core.stop(5)
+
+
+def test_a_jit_compiled_model_runs_when_an_xla_flag_enables_compilation(tmp_path: Path) -> None:
+    from xception_serving.models import Servable
+    from xception_serving.session_config import session_options
+
+    _write_jit_compiled_version(tmp_path)
+    servable = Servable("m", 1, tmp_path / "1", session_options(xla_cpu_compilation_enabled=True))
+    try:
+        outputs = servable.run("serving_default", {INPUT_ALIAS: WARMUP_INPUT})
+        np.testing.assert_array_equal(outputs[OUTPUT_ALIAS], WARMUP_INPUT * 2)
+    finally:
+        servable.close()

@@ -117,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="text tensorflow.ConfigProto for every model's Session (thread flags override it)",
     )
+    runtime.add_argument(
+        "--mixed_precision",
+        default="",
+        help="bfloat16: TensorFlow's oneDNN auto mixed precision rewrite (CPUs with "
+        "avx512_bf16/amx_bf16; float32 elsewhere)",
+    )
+    flag_bool(
+        "xla_cpu_compilation_enabled",
+        False,
+        "allow XLA:CPU JIT for models that ask for it (jit_compile); off, they fail",
+    )
+    flag_bool("xla_gpu_compilation_enabled", False, "allow XLA:CPU and XLA:GPU JIT")
     models.add_argument(
         "--saved_model_tags",
         default="serve",
@@ -243,10 +255,16 @@ def serve(args: argparse.Namespace) -> int:
             session_parallelism=args.tensorflow_session_parallelism,
             intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+            mixed_precision=args.mixed_precision,
+            xla_cpu_compilation_enabled=args.xla_cpu_compilation_enabled,
+            xla_gpu_compilation_enabled=args.xla_gpu_compilation_enabled,
         )
     except config_files.ConfigError as err:
         raise StartupError(f"INVALID_ARGUMENT: {err}") from err
 
+    warning = session_config.mixed_precision_warning(args.mixed_precision)
+    if warning:
+        log.warning("%s", warning)
     metrics = Metrics()
     core = ServingCore(
         metrics=metrics,

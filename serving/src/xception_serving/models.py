@@ -39,11 +39,33 @@ class SessionOptions:
 
     tags: tuple[str, ...] = (SERVE_TAG,)
     config: config_pb2.ConfigProto = field(default_factory=config_pb2.ConfigProto)
+    # TF Serving disables XLA compilation unless --xla_{cpu,gpu}_compilation_enabled is set.
+    xla_compilation_enabled: bool = False
 
 
 def parse_tags(text: str) -> tuple[str, ...]:
     """`--saved_model_tags`: comma-separated, as TF Serving splits it."""
     return tuple(tag for tag in (part.strip() for part in text.split(",")) if tag)
+
+
+XLA_MUST_COMPILE = "_XlaMustCompile"
+XLA_DISABLED = "XLA compilation disabled"  # TF's status text (FailOnXlaCompilation)
+
+
+def requests_xla(meta_graph: meta_graph_pb2.MetaGraphDef) -> bool:
+    """Whether any node or function of the graph is marked jit_compile=True."""
+    graph = meta_graph.graph_def
+
+    def marked(attrs: Any) -> bool:
+        value = attrs.get(XLA_MUST_COMPILE)
+        return value is not None and bool(value.b)
+
+    if any(marked(node.attr) for node in graph.node):
+        return True
+    for function in graph.library.function:
+        if marked(function.attr) or any(marked(node.attr) for node in function.node_def):
+            return True
+    return False
 
 
 def read_meta_graph(
@@ -127,6 +149,11 @@ class Servable:
                 input_dtypes={k: v.dtype for k, v in sig.inputs.items()},
                 output_dtypes={k: v.dtype for k, v in sig.outputs.items()},
             )
+        # Our Python TensorFlow cannot switch XLA off process-wide as tensorflow_model_server
+        # does, so a jit_compile model fails each run with TF's own status instead.
+        self._xla_refused = not options.xla_compilation_enabled and requests_xla(
+            self.meta_graph
+        )
         # One callable per (signature, fed aliases), made on first use. Callables run through
         # the C API, like TF Serving's Session::Run: no Python-side shape check of the feeds.
         self._callables: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -157,6 +184,10 @@ class Servable:
         Inputs are already checked against the SignatureDef. As in TF Serving, no shape is bound
         on the Python side: a [1] tensor may feed a [-1, 1] input if the graph accepts it.
         """
+        if self._xla_refused:
+            import tensorflow as tf
+
+            raise tf.errors.InternalError(None, None, XLA_DISABLED)
         info = self.signatures[key]
         fed = tuple(sorted(inputs))
         run = self._callable(info, fed)

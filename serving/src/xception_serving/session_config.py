@@ -4,13 +4,20 @@ tensorflow_model_server parses `--tensorflow_session_config_file` (a text `tenso
 first and then writes its thread flags over it: `--tensorflow_intra_op_parallelism` and
 `--tensorflow_inter_op_parallelism` when either is set, else `--tensorflow_session_parallelism`
 for both (0 lets TensorFlow choose, one thread per core). Setting all three is an error.
+
+`--mixed_precision=bfloat16` (TF Serving 2.16+, saved_model_bundle_factory.cc) turns on the
+grappler rewrite `auto_mixed_precision_onednn_bfloat16` in that Session's config; any other
+non-empty value is logged as unsupported and ignored. Unless `--xla_cpu_compilation_enabled` or
+`--xla_gpu_compilation_enabled` is set, TF Serving disables XLA compilation process-wide, so a
+model that asks for it (`jit_compile=True`) fails on its first run.
 """
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
-from tensorflow.core.protobuf import config_pb2
+from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 
 from xception_serving.config_files import ConfigError, read_text_proto
 from xception_serving.models import SessionOptions, parse_tags
@@ -27,6 +34,42 @@ def parallelism_conflict(session: int, intra: int, inter: int) -> bool:
     return session > 0 and intra > 0 and inter > 0
 
 
+BFLOAT16 = "bfloat16"
+# CPU feature flags (/proc/cpuinfo) that give oneDNN native bfloat16 kernels.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_bfloat16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The bfloat16 features this CPU reports (x86 `flags`, Arm `Features`)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    found: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found.update(flag for flag in value.split() if flag in BF16_CPU_FLAGS)
+    return sorted(found)
+
+
+def mixed_precision_warning(mixed_precision: str, cpuinfo: str | None = None) -> str | None:
+    """The one warning line `--mixed_precision` deserves at start-up, if any."""
+    if not mixed_precision:
+        return None
+    if mixed_precision != BFLOAT16:
+        # TF Serving's own wording (saved_model_bundle_factory.cc); the flag is then ignored.
+        return f"{mixed_precision} auto mixed precision is not supported. Valid option: bfloat16"
+    if not cpu_bfloat16_flags(cpuinfo):
+        return (
+            f"--mixed_precision=bfloat16: this CPU ({platform.machine()}) reports none of "
+            f"{', '.join(BF16_CPU_FLAGS)}, so TensorFlow's oneDNN bfloat16 rewrite does not "
+            "apply and the model runs in float32 (no speed-up, no precision change)"
+        )
+    return None
+
+
 def session_options(
     *,
     saved_model_tags: str = "serve",
@@ -34,6 +77,9 @@ def session_options(
     session_parallelism: int = 0,
     intra_op_parallelism: int = 0,
     inter_op_parallelism: int = 0,
+    mixed_precision: str = "",
+    xla_cpu_compilation_enabled: bool = False,
+    xla_gpu_compilation_enabled: bool = False,
 ) -> SessionOptions:
     """SessionOptions as TF Serving derives them; raises ConfigError for a bad config file."""
     if parallelism_conflict(session_parallelism, intra_op_parallelism, inter_op_parallelism):
@@ -47,7 +93,14 @@ def session_options(
     else:
         config.intra_op_parallelism_threads = session_parallelism
         config.inter_op_parallelism_threads = session_parallelism
+    if mixed_precision == BFLOAT16:
+        rewrites = config.graph_options.rewrite_options
+        rewrites.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     tags = parse_tags(saved_model_tags)
     if not tags:
         raise ConfigError(f"--saved_model_tags names no tag. Received: {saved_model_tags!r}")
-    return SessionOptions(tags=tags, config=config)
+    return SessionOptions(
+        tags=tags,
+        config=config,
+        xla_compilation_enabled=xla_cpu_compilation_enabled or xla_gpu_compilation_enabled,
+    )
