@@ -18,7 +18,7 @@ CLIENT = Path(__file__).resolve().parents[2] / "client"
 
 @pytest.mark.slow
 def test_client_installs_alone_without_tensorflow_and_predicts(
-    xception_server: Any, tmp_path: Path
+    xception_server: Any, small_xception_model: Any, tmp_path: Path
 ) -> None:
     # Build from a copy so setuptools' build/ and egg-info never land in the work tree.
     source = tmp_path / "client"
@@ -78,3 +78,12 @@ def test_client_installs_alone_without_tensorflow_and_predicts(
     library = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
                              timeout=120, env=env, cwd=tmp_path)
     assert library.returncode == 0, library.stderr
+
+    # verify reads the artifact (TFRecord, CRC32C, saved_model.pb) with the client alone too.
+    verify = subprocess.run(
+        [str(venv / "bin" / "xception-client"), "verify", str(small_xception_model.base_path),
+         "--server", xception_server.grpc_target],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.splitlines()[-1].startswith("PASS: "), verify.stdout
