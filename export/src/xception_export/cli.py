@@ -192,7 +192,90 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-SUBCOMMANDS = {"inspect": inspect_parser, "check": check_parser}
+def package_parser() -> argparse.ArgumentParser:
+    from xception_export import packaging
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} package",
+        description="Package one version for a managed TF Serving host: sagemaker writes a "
+        "model.tar.gz of <model-name>/<version>/ (AWS's TF Serving container); vertex writes a "
+        "folder with saved_model.pb at its root (Vertex AI's prebuilt TensorFlow container).",
+    )
+    parser.add_argument("path", metavar="VERSION_DIR", help="a version directory, e.g. models/x/1")
+    parser.add_argument("--target", required=True, choices=packaging.TARGETS)
+    parser.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="PATH",
+        help="sagemaker: the .tar.gz to write; vertex: the folder to write",
+    )
+    parser.add_argument(
+        "--model-name",
+        default=contract.DEFAULT_MODEL_NAME,
+        help="sagemaker: the folder above the version (default %(default)s)",
+    )
+    parser.add_argument(
+        "--flat",
+        action="store_true",
+        help="sagemaker: the version folder at the tarball's root, no model folder",
+    )
+    parser.add_argument(
+        "--check-image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="vertex: warn when IMAGE's REST request exceeds the 1.5 MB online limit (repeatable)",
+    )
+    parser.add_argument(
+        "--batching-config",
+        metavar="FILE",
+        help="sagemaker: print the SAGEMAKER_TFS_* variables for this TF Serving batching file "
+        "(e.g. serving/batching.config)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing output")
+    parser.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
+    return parser
+
+
+def _package(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xception_export import packaging
+
+    version_dir, output = Path(args.path), Path(args.output)
+    if args.target == "sagemaker":
+        model_name = None if args.flat else args.model_name
+        packaging.package_sagemaker(version_dir, output, model_name=model_name, force=args.force)
+        print(output)
+        if args.batching_config:
+            try:
+                from xception_serving import config_files
+            except ImportError:
+                raise ExportError(
+                    "--batching-config reads the file with xception-serving's TF Serving "
+                    "messages; install it (pip install ./serving)"
+                ) from None
+            params = config_files.read_batching_parameters(args.batching_config)
+            env, unmapped = packaging.sagemaker_batching_env(params)
+            for name, value in env.items():
+                print(f"{name}={value}")
+            for setting in unmapped:
+                print(f"warning: no SAGEMAKER_TFS_* variable for {setting}", file=sys.stderr)
+        return 0
+    packaging.package_vertex(version_dir, output, force=args.force)
+    print(output)
+    limit = packaging.VERTEX_ONLINE_LIMIT_BYTES
+    for found in packaging.oversized_requests(Path(p) for p in args.check_image):
+        print(
+            f"warning: {found.path}: a one-image REST request is {found.request_bytes} bytes, "
+            f"over Vertex AI's online limit of {limit}; send a smaller encoding of it",
+            file=sys.stderr,
+        )
+    return 0
+
+
+SUBCOMMANDS = {"inspect": inspect_parser, "check": check_parser, "package": package_parser}
 
 
 def _quiet_tensorflow(verbose: bool) -> None:
@@ -210,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "check":
             return _check(args)
+        if command == "package":
+            return _package(args)
         if is_inspect:
             from xception_export import inspection
 
