@@ -185,9 +185,12 @@ def test_saved_model_without_keras_metadata_or_readable_head_names_outputs(
     path = tmp_path / "plain"
     tf.saved_model.save(module, str(path), signatures=module.__call__)
     argv = ["--model", str(path), "--labels", str(labels_file), "--model-base-path", str(tmp_path)]
+    assert cli.main(argv) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no Keras metadata (no keras_metadata.pb)" in line
+    assert "pass --outputs logits or --outputs probabilities and --preprocess" in line
     assert cli.main([*argv, "--preprocess", "tf"]) == 1
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert "no Keras metadata (no keras_metadata.pb)" in lines[-1]
-    assert "pass --outputs logits or --outputs probabilities" in lines[-1]
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith("pass --outputs logits or --outputs probabilities")
     # Given what was missing, it exports.
     assert cli.main([*argv, "--preprocess", "tf", "--outputs", "logits"]) == 0

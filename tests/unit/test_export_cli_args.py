@@ -24,6 +24,8 @@ def test_defaults_match_the_contract_and_the_issue() -> None:
         (["--labels", "x.txt"], "--labels=x.txt"),
         (["--outputs", "logits"], "--outputs=logits"),
         (["--weights", "random", "--image-size", "70"], "--image-size=70"),
+        (["--weights", "random", "--image-size", "80,70"], "--image-size=80,70"),
+        (["--weights", "random", "--preprocess", "caffe"], "--preprocess=caffe"),
         (["--weights", "random", "--top-k", "1001"], "--top-k=1001"),
         (["--model", "missing.keras", "--labels", "x.txt"], "--labels=x.txt"),
     ],
@@ -37,7 +39,17 @@ def test_usage_errors_return_2_and_echo_the_value(
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize("argv", [["--top-k", "abc"], ["--interpolation", "area"], ["--bogus"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--top-k", "abc"],
+        ["--interpolation", "area"],
+        ["--bogus"],
+        ["--image-size", "80,72,3"],
+        ["--image-size", "80,0"],
+        ["--preprocess", "keras"],
+    ],
+)
 def test_argparse_errors_exit_2_echoing_the_value(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -45,6 +57,13 @@ def test_argparse_errors_exit_2_echoing_the_value(
         cli.main(argv)
     assert info.value.code == 2
     assert argv[-1] in capsys.readouterr().err
+
+
+def test_image_size_takes_a_side_or_height_comma_width() -> None:
+    parse = cli.export_parser().parse_args
+    assert parse(["--image-size", "96"]).image_size == 96
+    assert parse(["--image-size", "160,120"]).image_size == (160, 120)  # load_img's (h, w)
+    assert parse([]).preprocess == "auto"
 
 
 def test_usage_errors_do_not_import_tensorflow(tmp_path: Path) -> None:

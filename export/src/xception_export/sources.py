@@ -182,8 +182,8 @@ def user_model(
         kind = outputs if outputs != "auto" else detect_outputs(model, path)
         names, types = _layer_names(model)
     else:
-        kind = outputs if outputs != "auto" else _graph_outputs(graph_facts, path)
         names, types = set(graph_facts.names), set()
+        kind = outputs if outputs != "auto" else _graph_outputs(graph_facts, path, preprocess)
     if preprocess == "auto":
         mode, reason = normalization.detect_mode(names, types, f"the model at {path}")
     elif preprocess in normalization.MODES:
@@ -219,14 +219,22 @@ def _layer_names(model: Any) -> tuple[set[str], set[str]]:
     return names, types
 
 
-def _graph_outputs(graph_facts: saved_model_graph.GraphFacts, path: str) -> str:
+def _graph_outputs(graph_facts: saved_model_graph.GraphFacts, path: str, preprocess: str) -> str:
     kind = saved_model_graph.head_kind(graph_facts.output_op)
     if kind is None:
+        # Name --preprocess in the same line when the graph cannot tell that either, so a
+        # non-Keras module needs one retry, not two.
+        also = ""
+        if preprocess == "auto":
+            try:
+                normalization.detect_mode(graph_facts.names, (), path)
+            except ExportError:
+                also = f" and --preprocess {'|'.join(normalization.MODES)} (no known base either)"
         raise ExportError(
             f"the SavedModel at {path} has no Keras metadata (no {keras2.KERAS_METADATA_FILE}) "
             f"and its serving_default output comes from a {graph_facts.output_op or 'unknown'} "
             "op, so whether it returns logits or probabilities cannot be told; pass --outputs "
-            "logits or --outputs probabilities"
+            f"logits or --outputs probabilities{also}"
         )
     return kind
 
