@@ -26,6 +26,7 @@ from .errors import (
 from .images import ImageInput, load_image
 from .labels import Prediction
 from .metadata import ModelMetadata, ModelVersionStatus, signature_problems
+from .tracing import prepare_images_span
 from .verify import DEFAULT_ATOL, RecordResult, Verification, VerifyReport
 
 __all__ = ["DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "Client"]
@@ -110,15 +111,19 @@ class _Base:
             raise ValueError(f"top_k must be >= 1; received: top_k={top_k}")
         if self._exported_k is not None and top_k > self._exported_k:
             raise TopKTooLarge(top_k, self._exported_k)
-        if self._model.signature == contract.PIXELS_SIGNATURE:
-            return _wire.predict_pixels_request(self._model, self._pixels(images))
-        encoded = [
-            load_image(
-                image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif
-            ).data
-            for image in images
-        ]
-        return _wire.predict_bytes_request(self._model, encoded)
+        with prepare_images_span(self._model, len(images)) as span:
+            if self._model.signature == contract.PIXELS_SIGNATURE:
+                pixels = self._pixels(images)
+                span.set_bytes(pixels.nbytes)
+                return _wire.predict_pixels_request(self._model, pixels)
+            encoded = [
+                load_image(
+                    image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif
+                ).data
+                for image in images
+            ]
+            span.set_bytes(sum(len(data) for data in encoded))
+            return _wire.predict_bytes_request(self._model, encoded)
 
     def _pixels(self, images: Sequence[ImageInput]) -> np.ndarray[Any, Any]:
         arrays = []
@@ -146,13 +151,19 @@ class _Base:
         if not images:
             raise ValueError("images is empty; give at least one image")
         outputs = (contract.PROBABILITIES_OUTPUT,)
-        if self._model.signature == contract.PIXELS_SIGNATURE:
-            return _wire.predict_pixels_request(self._model, self._pixels(images), outputs)
-        encoded = [
-            load_image(image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif).data
-            for image in images
-        ]
-        return _wire.predict_bytes_request(self._model, encoded, outputs)
+        with prepare_images_span(self._model, len(images)) as span:
+            if self._model.signature == contract.PIXELS_SIGNATURE:
+                pixels = self._pixels(images)
+                span.set_bytes(pixels.nbytes)
+                return _wire.predict_pixels_request(self._model, pixels, outputs)
+            encoded = [
+                load_image(
+                    image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif
+                ).data
+                for image in images
+            ]
+            span.set_bytes(sum(len(data) for data in encoded))
+            return _wire.predict_bytes_request(self._model, encoded, outputs)
 
     def _error(self, error: grpc.RpcError, *, image_call: bool = False) -> XceptionClientError:
         return from_rpc_error(error, target=self.target, image_call=image_call)

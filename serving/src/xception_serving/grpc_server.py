@@ -19,6 +19,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from xception_serving import tracing
 from xception_serving.config_files import SSLConfig
 from xception_serving.core import ServingCore
 from xception_serving.errors import ServingError, from_exception, grpc_message
@@ -164,6 +165,8 @@ class GrpcServer:
                 *extra_options,
             ],
             maximum_concurrent_rpcs=None,
+            # Server spans when OTEL_TRACES_EXPORTER asks for them (see tracing.py); else none.
+            interceptors=tracing.server_interceptors(),
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(core), self._server
