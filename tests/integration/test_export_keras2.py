@@ -132,9 +132,12 @@ def test_users_model_file_exports_with_model_and_labels_alone_and_matches_its_ke
     # The reference must discriminate between images, or the comparison proves nothing.
     assert np.abs(want[0] - want[6]).max() > 1e-3
 
-    # And TF Serving's runtime path: every signature and warmup record in a TF1 Session.
-    report = check_version(version_dir)
-    assert report.ok, report
+    # And TF Serving's runtime path: every signature and warmup record in a TF1 Session. Keras 3
+    # exports are checked there by test_tfserving_session_path; the tf_keras-loaded and graph-read
+    # models are new, so each is checked here (about 10 s each).
+    if keras_major == "2":
+        report = check_version(version_dir)
+        assert report.ok, report
 
 
 @pytest.fixture(scope="module")
