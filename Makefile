@@ -12,13 +12,14 @@ MODEL_NAME ?= xception
 MODEL_BASE_PATH ?= models/$(MODEL_NAME)
 GRPC_PORT ?= 8500
 REST_PORT ?= 8501
+GATEWAY_PORT ?= 8080
 IMAGE ?= samples/cat.jpg
 PYTEST_ARGS ?=
 
 # The TF Serving release the launcher pins; `make check-tfserving` checks exports under its TensorFlow.
 TFS_VERSION = $(shell $(BIN)/python -c 'from xception_serving.tfserving import TFS_VERSION; print(TFS_VERSION)')
 
-.PHONY: help install export check-tfserving serve serve-tfserving run test test-unit lint bench k8s kserve clean
+.PHONY: help install export check-tfserving serve serve-tfserving run test test-unit lint bench k8s kserve gateway clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -77,6 +78,10 @@ kserve: ## render the KServe ServingRuntime + InferenceService (gpu and cpu over
 	kubectl kustomize serving/kserve/overlays/gpu > build/kserve/gpu.yaml
 	kubectl kustomize serving/kserve/overlays/cpu > build/kserve/cpu.yaml
 	@echo "rendered build/kserve/gpu.yaml and build/kserve/cpu.yaml"
+
+gateway: $(STAMP) ## HTTP gateway (examples/gateway) on 127.0.0.1:$(GATEWAY_PORT) in front of `make serve`
+	XCEPTION_SERVER=127.0.0.1:$(GRPC_PORT) XCEPTION_MODEL=$(MODEL_NAME) PYTHONPATH=examples/gateway \
+	  $(BIN)/python -m xception_gateway --port $(GATEWAY_PORT)
 
 clean: ## remove build output and exported models (keeps .venv)
 	rm -rf build models .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,198 @@
+"""The gateway's routes.
+
+    POST /predict          multipart `file` (an upload) or `url` (form field or JSON {"url": ...});
+                           ?top_k=N; optional X-Request-Timeout: seconds (capped by the setting)
+                           -> {"model", "version"?, "predictions": [{"label", "key", "score",
+                               "class_id"}]}
+    GET  /healthz          200 while the process runs
+    GET  /readyz           200 when a version of the model is AVAILABLE, else 503
+
+Every request has one deadline, set when it arrives: the URL fetch and the gRPC call share it, and
+the gRPC call gets what is left as its timeout, so TF Serving stops working on a request the HTTP
+caller has given up on. Errors map to HTTP codes by the client's exception tree: 400 bad image or
+argument, 404 unknown model or signature, 413 too large, 503 server unavailable, 504 deadline,
+502 anything else from the server; the body is {"error": "<one line>"}.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from xception_client import (
+    AsyncClient,
+    DeadlineExceeded,
+    InvalidArgument,
+    ModelNotFound,
+    ResourceExhausted,
+    ServerUnavailable,
+    SignatureNotFound,
+    TopKTooLarge,
+    XceptionClientError,
+)
+from xception_client.contract import DEFAULT_MODEL_NAME, DEFAULT_TOP_K
+
+from xception_gateway.fetch import FetchError, TooLarge, fetch_image
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """From the environment by default (GATEWAY_* and the client's XCEPTION_* names)."""
+
+    target: str = field(default_factory=lambda: os.environ.get("XCEPTION_SERVER", "localhost:8500"))
+    model: str = field(default_factory=lambda: os.environ.get("XCEPTION_MODEL", DEFAULT_MODEL_NAME))
+    # Whole-request deadline (fetch + gRPC); X-Request-Timeout may only shorten it.
+    timeout: float = field(default_factory=lambda: _env_float("GATEWAY_TIMEOUT", 10.0))
+    url_timeout: float = field(default_factory=lambda: _env_float("GATEWAY_URL_TIMEOUT", 5.0))
+    max_image_bytes: int = field(
+        default_factory=lambda: int(os.environ.get("GATEWAY_MAX_IMAGE_BYTES", 10 * 1024 * 1024))
+    )
+    allow_private_urls: bool = field(
+        default_factory=lambda: os.environ.get("GATEWAY_ALLOW_PRIVATE_URLS", "") == "1"
+    )
+    tracing: bool = field(default_factory=lambda: os.environ.get("OTEL_TRACES_EXPORTER", "")
+                          not in ("", "none"))  # fmt: skip
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def http_status(error: XceptionClientError) -> int:
+    """The HTTP code for one of the client's errors."""
+    if isinstance(error, (InvalidArgument, TopKTooLarge)):
+        return 400
+    if isinstance(error, (ModelNotFound, SignatureNotFound)):
+        return 404
+    if isinstance(error, (ServerUnavailable, ResourceExhausted)):
+        return 503
+    if isinstance(error, DeadlineExceeded):
+        return 504
+    return 502
+
+
+def _one_line(message: object) -> str:
+    text = str(message).strip()
+    return text.splitlines()[0] if text else "error"
+
+
+async def _image(request: Request, settings: Settings, deadline: float) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    url: str | None = None
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_part_size=settings.max_image_bytes + 1)
+        upload, url_field = form.get("file"), form.get("url")
+        if upload is not None and not isinstance(upload, str):
+            data = await upload.read(settings.max_image_bytes + 1)
+            if len(data) > settings.max_image_bytes:
+                raise HttpError(413, f"the upload is over {settings.max_image_bytes} bytes")
+            return data
+        url = url_field if isinstance(url_field, str) else None
+    elif content_type.startswith("application/json"):
+        body: Any = await request.json()
+        url = body.get("url") if isinstance(body, dict) else None
+    if not url:
+        raise HttpError(400, "send a multipart `file` upload, or a `url` (form field or JSON)")
+    budget = min(settings.url_timeout, deadline - time.monotonic())
+    try:
+        return await fetch_image(
+            url,
+            max_bytes=settings.max_image_bytes,
+            timeout=max(budget, 0.001),
+            allow_private=settings.allow_private_urls,
+        )
+    except TooLarge as error:
+        raise HttpError(413, str(error)) from None
+    except FetchError as error:
+        raise HttpError(400, str(error)) from None
+
+
+def _deadline(request: Request, settings: Settings) -> float:
+    timeout = settings.timeout
+    header = request.headers.get("x-request-timeout")
+    if header is not None:
+        try:
+            requested = float(header)
+        except ValueError:
+            message = f"X-Request-Timeout must be seconds; received {header!r}"
+            raise HttpError(400, message) from None
+        if not requested > 0:
+            raise HttpError(400, f"X-Request-Timeout must be > 0; received {header!r}")
+        timeout = min(timeout, requested)
+    return time.monotonic() + timeout
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.tracing:
+            from xception_client.tracing import instrument_grpc
+
+            instrument_grpc()  # before the channel opens, so its calls are spans with traceparent
+        # The AsyncClient's channel belongs to this event loop: create it inside the lifespan.
+        async with AsyncClient(settings.target, model_name=settings.model,
+                               timeout=settings.timeout) as client:  # fmt: skip
+            app.state.client = client
+            yield
+
+    app = FastAPI(title="xception-gateway", lifespan=lifespan)
+
+    @app.exception_handler(HttpError)
+    async def _http_error(_request: Request, error: HttpError) -> JSONResponse:
+        return JSONResponse({"error": _one_line(error)}, status_code=error.status)
+
+    @app.exception_handler(XceptionClientError)
+    async def _client_error(_request: Request, error: XceptionClientError) -> JSONResponse:
+        return JSONResponse({"error": _one_line(error)}, status_code=http_status(error))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        client: AsyncClient = request.app.state.client
+        try:
+            statuses = await client.status(timeout=min(settings.timeout, 2.0))
+        except XceptionClientError as error:
+            return JSONResponse({"ready": False, "error": _one_line(error)}, status_code=503)
+        available = [s.version for s in statuses if s.state == "AVAILABLE"]
+        if not available:
+            states = ", ".join(f"{s.version}: {s.state}" for s in statuses) or "no versions"
+            return JSONResponse({"ready": False, "error": states}, status_code=503)
+        return JSONResponse({"ready": True, "model": settings.model, "versions": available})
+
+    @app.post("/predict")
+    async def predict(request: Request, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+        if top_k < 1:
+            raise HttpError(400, f"top_k must be >= 1; received {top_k}")
+        deadline = _deadline(request, settings)
+        data = await _image(request, settings, deadline)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HttpError(504, "the request's deadline passed before the model was called")
+        client: AsyncClient = request.app.state.client
+        predictions = await client.predict(data, top_k=top_k, timeout=remaining)
+        return {
+            "model": settings.model,
+            "predictions": [
+                {"label": p.label, "key": p.key, "score": p.score, "class_id": p.class_id}
+                for p in predictions
+            ],
+        }
+
+    return app
