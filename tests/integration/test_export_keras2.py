@@ -197,3 +197,32 @@ def test_saved_model_without_keras_metadata_or_readable_head_names_outputs(
     assert line.endswith("pass --outputs logits or --outputs probabilities")
     # Given what was missing, it exports.
     assert cli.main([*argv, "--preprocess", "tf", "--outputs", "logits"]) == 0
+
+
+def test_the_file_itself_says_which_keras_wrote_it(tmp_path: Path) -> None:
+    """.h5 keras_version, .keras metadata.json (tf_keras >= 2.13 writes .keras too), SavedModel
+    keras_metadata.pb: Keras 2 files load with tf_keras, Keras 3 files with keras."""
+    import keras
+    import tf_keras
+    from xception_export import keras2, sources
+
+    def tiny(k: Any) -> Any:
+        inputs = k.Input((8, 8, 3))
+        x = k.layers.GlobalAveragePooling2D()(k.layers.Conv2D(2, 3)(inputs))
+        return k.Model(inputs, k.layers.Dense(3, activation="softmax")(x))
+
+    old, new = tiny(tf_keras), tiny(keras)
+    for name, model, written_by in (
+        ("old.h5", old, "2"),
+        ("old.keras", old, "2"),
+        ("old_dir", old, "2"),
+        ("new.h5", new, "3"),
+        ("new.keras", new, "3"),
+    ):
+        model.save(tmp_path / name)
+        assert keras2.is_keras2_file(tmp_path / name) == (written_by == "2"), name
+    source = sources.user_model(str(tmp_path / "old.keras"), None, "auto", "tf")
+    assert (source.loader, source.outputs) == ("tf_keras", "probabilities")
+    assert source.input_size == (8, 8)
+    (tmp_path / "not_a_model.h5").write_bytes(b"not HDF5")
+    assert not keras2.is_keras2_file(tmp_path / "not_a_model.h5")

@@ -3,7 +3,8 @@
 
 Keras 3 cannot rebuild Keras 2's layer configs (e.g. SeparableConv2D's ``groups``), so the file
 itself decides: an ``.h5`` records the Keras that wrote it in its ``keras_version`` attribute
-(Keras 3 writes 3.x there), and a Keras 2 SavedModel directory holds ``keras_metadata.pb``.
+(Keras 3 writes 3.x there), a ``.keras`` zip (tf_keras >= 2.13 writes those too) in its
+``metadata.json``, and a Keras 2 SavedModel directory holds ``keras_metadata.pb``.
 ``tf_keras`` is imported directly: setting TF_USE_LEGACY_KERAS would switch ``tf.keras`` to
 Keras 2 for the whole process, including the Keras 3 code paths of the export.
 """
@@ -32,11 +33,27 @@ def h5_keras_version(path: Path) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def zip_keras_version(path: Path) -> str | None:
+    """The ``keras_version`` in a ``.keras`` zip's metadata.json, or None if it has none."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read("metadata.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    value = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    return str(value) if value is not None else None
+
+
 def is_keras2_file(path: Path) -> bool:
-    """True when ``path`` was written by Keras 2 (an .h5 or a SavedModel directory)."""
+    """True when ``path`` was written by Keras 2 (.h5, .keras or a SavedModel directory)."""
     if path.is_dir():
         return (path / KERAS_METADATA_FILE).is_file()
-    version = h5_keras_version(path)
+    import zipfile
+
+    version = zip_keras_version(path) if zipfile.is_zipfile(path) else h5_keras_version(path)
     return version is not None and version.split(".")[0] == "2"
 
 
