@@ -200,3 +200,18 @@ def test_a_model_without_a_known_base_needs_preprocess(tmp_path: Path, labels_fi
     )
     assert done.metadata["preprocess"] == "caffe"
     assert done.metadata["preprocess_detected_from"] == "--preprocess"
+
+
+def test_a_saved_model_without_keras_metadata_shows_its_scaling_layer(tmp_path: Path) -> None:
+    """From the graph alone (op scope names), a model that scales inside takes mode none."""
+    import keras
+    import tensorflow as tf
+    from xception_export import sources
+
+    inputs = keras.Input((*SIZE, 3))
+    x = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255.0)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    tf.saved_model.save(model, str(tmp_path / "scaled"))
+    source = sources.user_model(str(tmp_path / "scaled"), None, "auto")
+    assert (source.loader, source.outputs) == ("tf.saved_model", "logits")
+    assert source.preprocess == "none"

@@ -182,7 +182,13 @@ def user_model(
         kind = outputs if outputs != "auto" else detect_outputs(model, path)
         names, types = _layer_names(model)
     else:
-        names, types = set(graph_facts.names), set()
+        names = set(graph_facts.names)
+        # A graph shows layers only by their scope names ("rescaling", "normalization_1").
+        types = {
+            t
+            for t in normalization.SCALING_LAYER_TYPES
+            if any(n == t.lower() or n.startswith(f"{t.lower()}_") for n in names)
+        }
         kind = outputs if outputs != "auto" else _graph_outputs(graph_facts, path, preprocess)
     if preprocess == "auto":
         mode, reason = normalization.detect_mode(names, types, f"the model at {path}")
