@@ -6,50 +6,23 @@ works unchanged. A loopback gRPC server records what arrives (no model needed)."
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
-import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from xception_client import AsyncClient, Client, InvalidImage, ModelNotFound, tracing
 
-from tests.fixtures.tracing import traced_grpc
+from tests.fixtures.tracing import Recorder, recording_grpc_server, traced_grpc
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 
-class _Recorder(grpc.GenericRpcHandler):
-    """Answers every call NOT_FOUND, after recording its method and metadata."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, str]]] = []
-        self.lock = threading.Lock()
-
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        metadata = {str(k): str(v) for k, v in details.invocation_metadata}  # type: ignore[attr-defined]
-        with self.lock:
-            self.calls.append((str(details.method), metadata))  # type: ignore[attr-defined]
-
-        def abort(_request: bytes, context: grpc.ServicerContext) -> bytes:
-            context.abort(grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(x)")
-            raise AssertionError("unreachable")
-
-        return grpc.unary_unary_rpc_method_handler(abort)
-
-
 @pytest.fixture(scope="module")
-def recorder() -> Iterator[tuple[str, _Recorder]]:
-    handler = _Recorder()
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    server.add_generic_rpc_handlers([handler])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}", handler
-    server.stop(0)
+def recorder() -> Iterator[tuple[str, Recorder]]:
+    with recording_grpc_server() as running:
+        yield running
 
 
 def _span(spans: Any, name: str) -> Any:
@@ -59,7 +32,7 @@ def _span(spans: Any, name: str) -> Any:
 
 
 def test_call_span_sends_traceparent_and_image_span_has_the_attributes(
-    recorder: tuple[str, _Recorder], sample_jpeg: bytes
+    recorder: tuple[str, Recorder], sample_jpeg: bytes
 ) -> None:
     target, handler = recorder
     handler.calls.clear()
@@ -91,7 +64,7 @@ def test_call_span_sends_traceparent_and_image_span_has_the_attributes(
 
 
 def test_bad_image_sets_the_span_status_and_sends_nothing(
-    recorder: tuple[str, _Recorder],
+    recorder: tuple[str, Recorder],
 ) -> None:
     target, handler = recorder
     handler.calls.clear()
@@ -111,7 +84,7 @@ def test_bad_image_sets_the_span_status_and_sends_nothing(
 
 
 async def test_async_client_calls_carry_traceparent(
-    recorder: tuple[str, _Recorder], sample_jpeg: bytes
+    recorder: tuple[str, Recorder], sample_jpeg: bytes
 ) -> None:
     target, handler = recorder
     handler.calls.clear()
@@ -133,7 +106,7 @@ async def test_async_client_calls_carry_traceparent(
 
 
 def test_without_opentelemetry_the_client_runs_and_imports_none_of_it(
-    recorder: tuple[str, _Recorder], sample_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+    recorder: tuple[str, Recorder], sample_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target, handler = recorder
     handler.calls.clear()

@@ -18,6 +18,9 @@ from xception_gateway import Settings, create_app
 from xception_gateway.app import http_status
 from xception_gateway.fetch import FetchError, fetch_image
 
+from tests.fixtures.images import image_bytes
+from tests.fixtures.tracing import recording_grpc_server, traced_grpc
+
 
 class _FakeClient:
     def __init__(self, error: Exception | None = None) -> None:
@@ -106,3 +109,24 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.target == "tfs:8500"
     assert settings.timeout == 3.5
     assert settings.allow_private_urls is False
+
+
+def test_tracing_continues_the_http_callers_trace_into_the_grpc_call() -> None:
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with traced_grpc() as exporter, recording_grpc_server() as (target, recorder):
+        app = create_app(Settings(target=target, tracing=True))
+        with TestClient(app) as http:
+            response = http.post(
+                "/predict",
+                files={"file": ("cat.jpg", image_bytes("jpeg_baseline"), "image/jpeg")},
+                headers={"traceparent": f"00-{trace_id}-{parent}-01"},
+            )
+        spans = exporter.get_finished_spans()
+    assert response.status_code == 404  # the recorder answers NOT_FOUND
+    [(_method, metadata)] = recorder.calls
+    assert metadata["traceparent"].split("-")[1] == trace_id
+    by_name = {s.name: s for s in spans}
+    assert by_name["xception_client.prepare_images"].parent.span_id == int(parent, 16)
+    call = by_name["/tensorflow.serving.PredictionService/Predict"]
+    assert call.parent.span_id == int(parent, 16)
+    assert f"{call.context.trace_id:032x}" == trace_id

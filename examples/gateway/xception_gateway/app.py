@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,15 +134,27 @@ def _deadline(request: Request, settings: Settings) -> float:
     return time.monotonic() + timeout
 
 
+@contextmanager
+def _caller_trace(request: Request, settings: Settings) -> Iterator[None]:
+    """Continue the HTTP caller's trace (its W3C traceparent header) in the model call's spans."""
+    if not settings.tracing:
+        yield
+        return
+    from xception_gateway.tracing import caller_context
+
+    with caller_context(request.headers):
+        yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.tracing:
-            from xception_client.tracing import instrument_grpc
+            from xception_gateway.tracing import configure
 
-            instrument_grpc()  # before the channel opens, so its calls are spans with traceparent
+            configure()  # before the channel opens, so its calls are spans with traceparent
         # The AsyncClient's channel belongs to this event loop: create it inside the lifespan.
         async with AsyncClient(settings.target, model_name=settings.model,
                                timeout=settings.timeout) as client:  # fmt: skip
@@ -186,7 +198,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if remaining <= 0:
             raise HttpError(504, "the request's deadline passed before the model was called")
         client: AsyncClient = request.app.state.client
-        predictions = await client.predict(data, top_k=top_k, timeout=remaining)
+        with _caller_trace(request, settings):
+            predictions = await client.predict(data, top_k=top_k, timeout=remaining)
         return {
             "model": settings.model,
             "predictions": [
