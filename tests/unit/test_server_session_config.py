@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from xception_serving.config_files import ConfigError
+from xception_serving.cpu_features import cpu_bfloat16_flags
 from xception_serving.session_config import (
     PARALLELISM_CONFLICT,
-    cpu_bfloat16_flags,
     mixed_precision_warning,
     session_options,
 )

@@ -20,6 +20,7 @@ from pathlib import Path
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 
 from xception_serving.config_files import ConfigError, read_text_proto
+from xception_serving.cpu_features import BF16_CPU_FLAGS, cpu_bfloat16_flags
 from xception_serving.models import SessionOptions, parse_tags
 
 PARALLELISM_CONFLICT = (
@@ -35,23 +36,6 @@ def parallelism_conflict(session: int, intra: int, inter: int) -> bool:
 
 
 BFLOAT16 = "bfloat16"
-# CPU feature flags (/proc/cpuinfo) that give oneDNN native bfloat16 kernels.
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
-
-
-def cpu_bfloat16_flags(cpuinfo: str | None = None) -> list[str]:
-    """The bfloat16 features this CPU reports (x86 `flags`, Arm `Features`)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    found: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            found.update(flag for flag in value.split() if flag in BF16_CPU_FLAGS)
-    return sorted(found)
 
 
 def mixed_precision_warning(mixed_precision: str, cpuinfo: str | None = None) -> str | None:
