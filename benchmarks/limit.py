@@ -7,11 +7,15 @@ the same TF1 Session path, network, weights, top-k and thread settings the serve
 Serving) runs, minus JPEG decode, resize, RPC and batching. The normalisation it keeps
 is one elementwise op, well under 1% of Xception's compute.
 
-Protocol (one JSON object per stdout line): load and warm up, print {"event": "loaded"}; then for
-every line read on stdin (a JSON list of batch sizes, or empty list for all) measure and print
-{"event": "result", ...}; exit at end of input. run.py sends the first request once the servers
-are up and idle (so the load phases overlap but the measurements do not) and a second, shorter one
-after the served phases: the machine is shared, and the limit is the best of the two.
+Protocol (see limit_process.py): load and warm up, print {"event": "loaded"}; then for every line
+read on stdin, either a JSON list of batch sizes (empty for all) -> measure and print
+{"event": "result", ...}, or {"parity": true} -> the benchmark JPEGs' probabilities through the
+bytes signature as {"event": "parity", ...}; exit at end of input. The Session flags
+(--mixed-precision, --xla-cpu-compilation-enabled, --session-config-file) mirror the server's, so
+each precision variant's limit runs the Session the served variant runs. run.py sends the first
+request once the servers are up and idle (so the load phases overlap but the measurements do
+not) and a second, shorter one after the served phases: the machine is shared, and the limit is
+the best of the two.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per batch size")
     parser.add_argument("--min-calls", type=int, default=3)
     parser.add_argument("--jpegs", type=Path, help="folder of the benchmark JPEGs: time decoding")
+    parser.add_argument("--mixed-precision", default="", help="as xception-serve's flag")
+    parser.add_argument("--xla-cpu-compilation-enabled", action="store_true")
+    parser.add_argument("--session-config-file", default="", help="text tensorflow.ConfigProto")
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,7 +74,11 @@ def main() -> int:
     from xception_serving.session_config import session_options
 
     pixels = np.load(args.pixels)
-    options = session_options()  # what xception-serve builds from its default flags
+    options = session_options(  # what xception-serve builds from the same flags
+        mixed_precision=args.mixed_precision,
+        xla_cpu_compilation_enabled=args.xla_cpu_compilation_enabled,
+        session_config_file=args.session_config_file,
+    )
     servable = Servable("limit", 1, args.model_dir, options)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -83,7 +94,12 @@ def main() -> int:
     print(json.dumps({"event": "loaded"}), flush=True)
     decode = None
     for line in sys.stdin:  # ends when the parent closes stdin (or goes away)
-        sizes = json.loads(line) or batch_sizes
+        request = json.loads(line)
+        if isinstance(request, dict) and request.get("parity"):
+            print(json.dumps({"event": "parity", "signature": contract.BYTES_SIGNATURE,
+                              "probabilities": parity(servable, args.jpegs)}), flush=True)
+            continue
+        sizes = request or batch_sizes
         if decode is None and args.jpegs:  # timed with the first pass, on a quiet machine
             decode = time_decode(args.jpegs)
         per_size, single_latencies = measure(call, batch_at, sizes, args.seconds, args.min_calls)
@@ -105,6 +121,20 @@ def main() -> int:
             flush=True,
         )
     return 0
+
+
+def parity(servable: Any, folder: Path | None, batch: int = 4) -> list[list[float]]:
+    """Probabilities of every JPEG in ``folder`` (sorted by name) through the bytes signature."""
+    import numpy as np
+    from xception_client import contract
+
+    blobs = [f.read_bytes() for f in sorted(folder.glob("*.jpg"))] if folder else []
+    rows: list[list[float]] = []
+    for start in range(0, len(blobs), batch):
+        chunk = np.array(blobs[start:start + batch], dtype=object)
+        outputs = servable.run(contract.BYTES_SIGNATURE, {contract.IMAGE_BYTES_INPUT: chunk})
+        rows += outputs[contract.PROBABILITIES_OUTPUT].astype(float).tolist()
+    return rows
 
 
 def measure(

@@ -31,7 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks import footprint, images, load, report, server, stats  # noqa: E402
+from benchmarks import footprint, images, load, precision, report, server, stats  # noqa: E402
+from benchmarks.exports import ensure_model  # noqa: E402
+from benchmarks.limit_process import LimitProcess  # noqa: E402
 
 BENCH_DIR = REPO / "benchmarks"
 BUILD_DIR = REPO / "build" / "bench"
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--footprint", choices=("venv", "records"), default="venv",
                         help="client size: a real client-only venv (cached) or RECORD sums")
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
+    parser.add_argument("--precision", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure fp32 / bfloat16 / XLA:CPU on the local server (default on)")
     parser.add_argument("--quick", action="store_true",
                         help="development run: 12 images, 2 s points, fewer batch sizes")
     return parser
@@ -137,26 +141,6 @@ def load_average() -> list[float]:
         return []
 
 
-def version_dirs(base: Path) -> list[Path]:
-    if not base.is_dir():
-        return []
-    found = [p for p in base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
-    return sorted(found, key=lambda p: int(p.name))
-
-
-def ensure_model(base: Path, image_size: int) -> Path:
-    existing = version_dirs(base)
-    if existing:
-        return existing[-1]
-    log(f"exporting a random-weight Xception {image_size}x{image_size} to {base} (one-off)")
-    exporter = Path(sys.executable).with_name("xception-export")
-    command = [str(exporter) if exporter.exists() else "xception-export", "--weights", "random",
-               "--image-size", str(image_size), "--model-base-path", str(base)]
-    subprocess.run(command, check=True, timeout=600,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    return version_dirs(base)[-1]
-
-
 def images_dir(count: int, seed: int) -> Path:
     return BUILD_DIR / "images" / f"seed{seed}-n{count}"
 
@@ -200,54 +184,6 @@ def write_pixels(data: Sequence[bytes], size: int, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, np.stack(arrays))
     return path
-
-
-class LimitProcess:
-    """benchmarks/limit.py as a child: load now, measure on go()."""
-
-    def __init__(self, model_dir: Path, pixels: Path, batch_sizes: Sequence[int], seconds: float,
-                 jpegs: Path):
-        command = [sys.executable, str(BENCH_DIR / "limit.py"), "--model-dir", str(model_dir),
-                   "--pixels", str(pixels), "--batch-sizes", ",".join(map(str, batch_sizes)),
-                   "--seconds", str(seconds), "--jpegs", str(jpegs)]
-        self.stderr_path = BUILD_DIR / "limit.log"
-        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-            )
-
-    def _event(self, name: str, timeout: float) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.process.stdout.readline()),
-                                  daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        reader.join(timeout)
-        if not box or not box[0]:
-            self.process.kill()
-            tail = self.stderr_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"limit process gave no {name!r} event\n{tail}")
-        event: dict[str, Any] = json.loads(box[0])
-        if event.get("event") != name:
-            raise RuntimeError(f"limit process: expected {name!r}, got {event}")
-        return event
-
-    def wait_loaded(self, timeout: float) -> None:
-        self._event("loaded", timeout)
-
-    def measure(self, timeout: float, batch_sizes: Sequence[int] = ()) -> dict[str, Any]:
-        """One measuring pass (all configured batch sizes when empty)."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(list(batch_sizes)) + "\n")
-        self.process.stdin.flush()
-        return self._event("result", timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
 
 def summarize_limit(*passes: dict[str, Any]) -> dict[str, Any]:
@@ -471,6 +407,28 @@ def measure_footprint(args: argparse.Namespace, venv_result: dict[str, Any]) -> 
     }
 
 
+def measure_precision(args: argparse.Namespace, pixels: Path, data: Sequence[bytes], *,
+                      timeout: float, warm: float) -> dict[str, Any]:
+    """fp32 vs bfloat16 vs XLA:CPU on a non-degenerate classifier (see precision.py)."""
+    base = REPO / "models" / "bench" / f"classifier-{args.image_size}"
+    model_dir, info = precision.ensure_classifier(base, BUILD_DIR, args.image_size, log)
+
+    def served(target: str) -> list[dict[str, Any]]:
+        driver = load.OursGrpc(target, args.model_name, data, timeout)
+        try:
+            return run_series(driver, batching=True, levels=precision.LEVELS,
+                              seconds=args.seconds, data=data, warm_seconds=warm)
+        finally:
+            driver.close()
+
+    return precision.run_phase(
+        model_dir=model_dir, model_info=info, pixels=pixels,
+        jpegs=images_dir(args.images, args.seed), model_name=args.model_name,
+        batching_config=args.batching_config, seconds=args.seconds, build_dir=BUILD_DIR,
+        measure_served=served, summarize_limit=summarize_limit, log=log,
+    )
+
+
 # -- main ------------------------------------------------------------------------------------------
 
 
@@ -482,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info()
     log(f"{machine['cpu_model']} x {machine['cores']}, load average {load_before}")
 
-    model_dir = ensure_model(args.model_base_path, args.image_size)
+    model_dir = ensure_model(args.model_base_path, args.image_size, log)
     log(f"model {model_dir}")
     bench = bench_images(args.images, args.seed)
     data = [b.data for b in bench]
@@ -504,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     limit_proc = LimitProcess(model_dir, pixels, args.limit_batch_sizes,
                               seconds=max(1.0, args.seconds * 0.5),
-                              jpegs=images_dir(args.images, args.seed))
+                              jpegs=images_dir(args.images, args.seed),
+                              log_path=BUILD_DIR / "limit.log")
     servers: dict[bool, server.LocalServer] = {}
     local = args.tfserving_target is None
     try:
@@ -589,6 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for srv in servers.values():
             srv.stop()
 
+    precision_doc = None
+    if local and args.precision:
+        precision_doc = measure_precision(args, pixels, data, timeout=timeout, warm=warm)
     if canned is not None:
         log("client-only cost against a stub server that answers at once")
         streams["against_stub"] = measure_against_stub(canned, data, size, args.model_name,
@@ -628,8 +590,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "client_side": side,
         "footprint": foot,
         "ratios": ratios,
-        "targets": stats.evaluate_targets(limit=limit, served=served, ratios=ratios,
-                                          bytes_variant=BYTES_VARIANT),
+        "precision": precision_doc,
+        "targets": {
+            **stats.evaluate_targets(limit=limit, served=served, ratios=ratios,
+                                     bytes_variant=BYTES_VARIANT),
+            **stats.precision_targets(precision_doc),
+        },
         "duration_s": time.monotonic() - started,
     }
     doc = stats.json_safe(doc)

@@ -68,6 +68,7 @@ def start(
     log_dir: Path,
     batching_config: Path | None,
     extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> LocalServer:
     """Launch without waiting (call ``wait_ready``)."""
     grpc_port, rest_port = free_port(), free_port()
@@ -83,7 +84,7 @@ def start(
     command += list(extra_args)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"server-{name}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     return LocalServer(
