@@ -114,6 +114,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
             f"({size.get('client_method', '?')}); tensorflow-serving-api closure "
             f"{_num((size.get('tfs_api_bytes') or 0) / 1e6)} MB (RECORD sizes)"
         )
+    lines += precision_lines(doc.get("precision"))
     lines.append("")
     lines.append("ratios: " + ", ".join(
         f"{k} {_num(v, '.2f')}" for k, v in doc.get("ratios", {}).items()
@@ -121,9 +122,77 @@ def format_table(doc: Mapping[str, Any]) -> str:
     lines.append("targets:")
     for name, target in doc.get("targets", {}).items():
         holds = {True: "HOLDS", False: "FAILS", None: "not measured"}[target.get("holds")]
+        if target.get("skipped"):
+            holds = f"skipped: {target['skipped']}"
         lines.append(f"  {name:<28} {_num(target.get('value'), '.2f'):>8}  "
                      f"{target.get('threshold', '')}: {holds}")
     return "\n".join(lines)
+
+
+def precision_lines(precision: Mapping[str, Any] | None) -> list[str]:
+    """The precision rows: per variant the limit, served img/s and p50/p95 at each concurrency,
+    speed-ups against fp32 and the parity cost."""
+    if not precision:
+        return []
+    model = precision.get("model", {})
+    lines = [
+        "",
+        f"precision (classifier {model.get('image_size', '?')}px, {model.get('classes', '?')} "
+        f"classes, mean top-1 p {_num(model.get('mean_top1_probability'), '.2f')}; CPU bf16 "
+        f"flags: {', '.join(precision.get('cpu_bf16_flags') or []) or 'none'}):",
+    ]
+    header = (f"{'variant':<9}{'limit':>7}{'served c=1':>12}{'c=4':>7}{'p50/p95 c=1 ms':>17}"
+              f"{'p50/p95 c=4 ms':>17}{'x fp32':>8}{'top-1':>7}{'max |dp|':>10}")
+    lines += [header, "-" * len(header)]
+    for entry in precision.get("variants", []):
+        rows = {r["concurrency"]: r for r in entry.get("served", [])}
+        one, four = rows.get(1, {}), rows.get(4, {})
+        parity = entry.get("parity_vs_fp32", {})
+        lines.append(
+            f"{entry['name']:<9}{_num(entry.get('limit', {}).get('throughput')):>7}"
+            f"{_num(one.get('throughput')):>12}{_num(four.get('throughput')):>7}"
+            f"{_num(one.get('p50_ms'), '.0f') + '/' + _num(one.get('p95_ms'), '.0f'):>17}"
+            f"{_num(four.get('p50_ms'), '.0f') + '/' + _num(four.get('p95_ms'), '.0f'):>17}"
+            f"{_num(entry.get('served_speedup_vs_fp32'), '.2f'):>8}"
+            f"{_num(100 * parity['top1_agreement'] if parity else None, '.0f') + '%':>7}"
+            f"{_num(parity.get('max_abs_dp'), '.2g'):>10}"
+        )
+    return lines
+
+
+def _plot_precision(ax: Any, precision: Mapping[str, Any]) -> None:
+    """Served img/s per precision variant at each concurrency, the limit as a tick per variant,
+    top-1 agreement and max |dp| against fp32 under each bar group."""
+    entries = precision["variants"]
+    levels = precision.get("served_levels") or [1, 4]
+    width = 0.8 / len(levels)
+    for i, level in enumerate(levels):
+        values = [
+            next((r.get("throughput") or 0.0 for r in e.get("served", [])
+                  if r["concurrency"] == level), 0.0)
+            for e in entries
+        ]
+        ax.bar([x + (i - (len(levels) - 1) / 2) * width for x in range(len(entries))], values,
+               width, label=f"served, concurrency {level}")
+    limits = [e.get("limit", {}).get("throughput") or math.nan for e in entries]
+    tallest = max([v for v in limits if math.isfinite(v)]
+                  + [r.get("throughput") or 0.0 for e in entries for r in e.get("served", [])]
+                  + [1.0])
+    ax.set_ylim(0, tallest * 1.4)  # room for the legend above the bars
+    ax.scatter(range(len(entries)), limits, marker="_", s=900, color="black", zorder=3,
+               label="limit (in-process)")
+    names = []
+    for e in entries:
+        parity = e.get("parity_vs_fp32") or {}
+        agreement = _num(100 * parity.get("top1_agreement", math.nan), ".0f")
+        names.append(f"{e['name']}\ntop-1 {agreement}%\nmax|dp| "
+                     f"{_num(parity.get('max_abs_dp'), '.1g')}")
+    ax.set_xticks(range(len(entries)), names, fontsize=8)
+    ax.set_ylabel("images/s")
+    flags = ", ".join(precision.get("cpu_bf16_flags") or []) or "no bf16"
+    ax.set_title(f"precision (CPU: {flags})")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(True, axis="y", alpha=0.3)
 
 
 def plot(doc: Mapping[str, Any], path: Path) -> Path:
@@ -137,7 +206,14 @@ def plot(doc: Mapping[str, Any], path: Path) -> Path:
     for row in doc.get("served", []):
         label = f"{row['variant']} (batching {_batching(row.get('batching'))})"
         series.setdefault(label, []).append(row)
-    fig, (ax_tp, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
+    precision = doc.get("precision") or {}
+    if precision.get("variants"):
+        fig, (ax_tp, ax_lat, ax_prec) = plt.subplots(
+            1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.8]}
+        )
+        _plot_precision(ax_prec, precision)
+    else:
+        fig, (ax_tp, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, rows in sorted(series.items()):
         rows = sorted(rows, key=lambda r: r["concurrency"])
         xs = [r["concurrency"] for r in rows]

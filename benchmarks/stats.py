@@ -164,6 +164,36 @@ def evaluate_targets(
     }
 
 
+BF16_SERVED_SPEEDUP_MIN = 1.4
+BF16_TOP1_AGREEMENT_MIN = 1.0
+
+
+def precision_targets(precision: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Issue 13's bfloat16 targets; skipped (holds None, with why) on CPUs without bfloat16."""
+    if not precision:
+        return {}
+    bf16 = next((v for v in precision.get("variants", []) if v.get("name") == "bf16"), None)
+    speedup = bf16.get("served_speedup_vs_fp32") if bf16 else None
+    agreement = (bf16.get("parity_vs_fp32") or {}).get("top1_agreement") if bf16 else None
+    skipped = None if precision.get("bf16_supported") else "no bf16"
+    return {
+        "bf16_served_speedup": {
+            "value": speedup,
+            "threshold": f">= {BF16_SERVED_SPEEDUP_MIN:g}x fp32 served throughput",
+            "holds": None if skipped or speedup is None else speedup >= BF16_SERVED_SPEEDUP_MIN,
+            "skipped": skipped,
+        },
+        "bf16_top1_agreement": {
+            "value": agreement,
+            "threshold": "100% top-1 agreement with fp32 on the bench set",
+            "holds": None
+            if skipped or agreement is None
+            else agreement >= BF16_TOP1_AGREEMENT_MIN,
+            "skipped": skipped,
+        },
+    }
+
+
 SERVED_KEYS = ("variant", "concurrency", "batching", "throughput", "p50_ms", "p95_ms", "p99_ms")
 RATIO_KEYS = (
     "served_over_limit",
