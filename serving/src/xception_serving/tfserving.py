@@ -159,6 +159,9 @@ def server_flags(
         # added by the autoscaler start taking traffic instead of only new clients seeing them.
         f"--grpc_channel_arguments=grpc.max_connection_age_ms={MAX_CONNECTION_AGE_MS}",
     ]
+    # No --mixed_precision=bfloat16 on the GPU: it only rewrites CPU-placed ops (oneDNN); the
+    # GPU already runs TF32, and fp16 tensor-core math is a Session config rewrite instead
+    # (benchmarks/GPU.md). On a CPU with avx512_bf16/AMX it does pay: add it via extra flags.
     if gpu_memory_fraction is not None:
         flags.append(f"--per_process_gpu_memory_fraction={gpu_memory_fraction:g}")
     if ssl_config_file is not None:
