@@ -65,8 +65,9 @@ def test_cli_authority_is_sent_as_the_http2_authority(
 def test_without_authority_the_client_sends_its_target(
     recorder: _Recorder,
 ) -> None:
-    with Client(f"127.0.0.1:{recorder.port}", timeout=1) as client, pytest.raises(
-        XceptionClientError
+    with (
+        Client(f"127.0.0.1:{recorder.port}", timeout=1) as client,
+        pytest.raises(XceptionClientError),
     ):
         client.status()
     assert f"127.0.0.1:{recorder.port}".encode() in recorder.received
