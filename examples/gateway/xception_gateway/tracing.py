@@ -39,6 +39,11 @@ def configure() -> None:
 
 @contextmanager
 def caller_context(headers: Mapping[str, str]) -> Iterator[None]:
+    """The caller's trace for the block, unless a server span is already current (recent FastAPI
+    releases open one per request themselves, continuing the same header): then nest under it."""
+    if trace.get_current_span().get_span_context().is_valid:
+        yield
+        return
     token = context.attach(propagate.extract(headers))
     try:
         yield
