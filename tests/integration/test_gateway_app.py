@@ -5,7 +5,9 @@ addresses unless allowed."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from typing import Any
 
@@ -141,3 +143,42 @@ def test_tracing_continues_the_http_callers_trace_into_the_grpc_call() -> None:
         # A child of the caller's span, directly or through the framework's HTTP server span.
         assert int(parent, 16) in ancestors(by_name[name]), name
         assert f"{by_name[name].context.trace_id:032x}" == trace_id
+
+
+class _Slow(grpc.GenericRpcHandler):
+    """Records how much time each call has left when it arrives, then outlives it."""
+
+    def __init__(self) -> None:
+        self.remaining: list[float] = []
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        def slow(_request: bytes, context: grpc.ServicerContext) -> bytes:
+            self.remaining.append(float(context.time_remaining() or 0.0))
+            time.sleep(1.5)
+            return b""
+
+        return grpc.unary_unary_rpc_method_handler(slow)
+
+
+def test_the_grpc_server_sees_the_http_requests_deadline() -> None:
+    handler = _Slow()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers([handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        app = create_app(Settings(target=f"127.0.0.1:{port}", timeout=10.0, tracing=False))
+        with TestClient(app) as http:
+            started = time.monotonic()
+            response = http.post(
+                "/predict",
+                files={"file": ("cat.jpg", image_bytes("jpeg_baseline"), "image/jpeg")},
+                headers={"X-Request-Timeout": "0.5"},
+            )
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop(0)
+    assert response.status_code == 504, response.text
+    [remaining] = handler.remaining
+    assert 0.2 < remaining <= 0.5  # the gRPC deadline is the HTTP request's, not the 10 s default
+    assert elapsed < 1.4  # the gateway answered at the deadline, not when the server finished
