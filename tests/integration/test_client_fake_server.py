@@ -151,22 +151,54 @@ def test_predict_batch_sends_one_request_and_keeps_order(fake: FakeServer) -> No
     assert fake.state.calls == 1
 
 
-def test_predict_many_streams_in_order_with_bounded_concurrency(fake: FakeServer) -> None:
+@pytest.mark.parametrize("per_request", [1, 2, 4])
+def test_predict_many_streams_in_order_with_bounded_concurrency(
+    fake: FakeServer, per_request: int
+) -> None:
     fake.state.delay = 0.05
     consumed = 0
 
     def images() -> Iterator[bytes]:
         nonlocal consumed
-        for n in range(12):
+        for n in range(25):
             consumed += 1
             yield _image(n)
 
     with Client(fake.target) as client:
-        stream = client.predict_many(images(), top_k=1, concurrency=3)
+        stream = client.predict_many(
+            images(), top_k=1, concurrency=3, images_per_request=per_request
+        )
         first = next(stream)
-        assert consumed <= 3  # lazily consumed: no more than `concurrency` ahead
+        # Lazily consumed: no more than `concurrency` requests of `per_request` images ahead.
+        assert consumed <= 3 * per_request
         rest = list(stream)
-    assert [r[0].class_id for r in [first, *rest]] == [len(_image(n)) for n in range(12)]
+    assert [r[0].class_id for r in [first, *rest]] == [len(_image(n)) for n in range(25)]
+    assert fake.state.calls == -(-25 // per_request)  # packed: ceil(25 / per_request) calls
+
+
+def test_predict_many_packs_four_images_per_request_by_default(fake: FakeServer) -> None:
+    with Client(fake.target) as client:
+        results = list(client.predict_many([_image(n) for n in range(9)], top_k=1))
+    assert [r[0].class_id for r in results] == [len(_image(n)) for n in range(9)]
+    assert fake.state.calls == 3
+
+
+def test_a_bad_image_in_a_packed_request_fails_only_itself(fake: FakeServer) -> None:
+    inputs = [_image(1), _image(2) + b"BAD", _image(3), _image(4), _image(5)]
+    with Client(fake.target) as client:
+        results = list(
+            client.predict_many(inputs, top_k=1, images_per_request=4, return_exceptions=True)
+        )
+    assert isinstance(results[1], InvalidImage) and "Invalid PNG" in str(results[1])
+    good = [results[i][0].class_id for i in (0, 2, 3, 4)]  # type: ignore[index]
+    assert good == [len(inputs[i]) for i in (0, 2, 3, 4)]
+    # The packed request failed as a whole, then its 4 images went one by one; + the 5th.
+    assert fake.state.calls == 1 + 4 + 1
+
+
+def test_predict_many_refuses_a_non_positive_images_per_request(fake: FakeServer) -> None:
+    with Client(fake.target) as client, pytest.raises(ValueError, match="images_per_request"):
+        list(client.predict_many([_image(1)], images_per_request=0))
 
 
 def test_predict_many_reports_bad_images_in_place_when_asked(fake: FakeServer) -> None:
@@ -305,6 +337,7 @@ async def test_async_client_has_the_same_methods_and_results(fake: FakeServer) -
         (status,) = await client.status()
     assert one == batch[0]
     assert [r[0].class_id for r in many] == [len(_image(n)) for n in range(6)]  # type: ignore[index]
+    assert fake.state.calls == 1 + 1 + 2 + 1  # predict, batch, 6 images as 4 + 2, not found
     assert status.state == "AVAILABLE"
     sync_methods = {m for m in dir(Client) if not m.startswith("_")}
     async_methods = {m for m in dir(AsyncClient) if not m.startswith("_")}
@@ -381,3 +414,19 @@ def test_predict_many_cancels_in_flight_calls_when_the_caller_stops_early(
         stream.close()
     time.sleep(0.5)
     assert fake.state.calls <= 8  # not 100: the generator stopped submitting and cancelled
+
+
+async def test_the_async_twin_packs_requests_and_isolates_a_bad_image(fake: FakeServer) -> None:
+    inputs = [_image(1), _image(2), _image(3) + b"BAD", _image(4)]
+    async with AsyncClient(fake.target) as client:
+        results = [
+            r async for r in client.predict_many(
+                inputs, top_k=1, images_per_request=4, return_exceptions=True
+            )
+        ]
+        with pytest.raises(InvalidImage):
+            [r async for r in client.predict_many(inputs, top_k=1)]
+    assert isinstance(results[2], InvalidImage)
+    good = [results[i][0].class_id for i in (0, 1, 3)]  # type: ignore[index]
+    assert good == [len(inputs[i]) for i in (0, 1, 3)]
+

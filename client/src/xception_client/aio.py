@@ -20,8 +20,8 @@ import grpc
 import numpy as np
 
 from . import _channel, _wire, contract
-from .client import _Base
-from .errors import XceptionClientError
+from .client import DEFAULT_IMAGES_PER_REQUEST, _Base, _check_stream_options
+from .errors import InvalidImage, XceptionClientError
 from .images import ImageInput
 from .labels import Prediction
 from .metadata import ModelMetadata, ModelVersionStatus
@@ -76,33 +76,49 @@ class AsyncClient(_Base):
         *,
         top_k: int = contract.DEFAULT_TOP_K,
         concurrency: int = 8,
+        images_per_request: int = DEFAULT_IMAGES_PER_REQUEST,
         timeout: float | None = None,
         return_exceptions: bool = False,
     ) -> AsyncIterator[list[Prediction] | XceptionClientError]:
-        """Classify a stream of images, one request each, at most ``concurrency`` in flight,
-        yielding results in input order (see :meth:`Client.predict_many`)."""
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1; received: concurrency={concurrency}")
-        pending: deque[asyncio.Task[list[Prediction]]] = deque()
+        """Classify a stream of images, ``images_per_request`` per Predict and at most
+        ``concurrency`` requests in flight, yielding one result per image in input order (see
+        :meth:`Client.predict_many`)."""
+        _check_stream_options(concurrency, images_per_request)
+        pending: deque[asyncio.Task[list[Any]]] = deque()
 
-        async def one(image: ImageInput) -> list[Prediction]:
-            return await self.predict(image, top_k=top_k, timeout=timeout)
-
-        async def collect() -> list[Prediction] | XceptionClientError:
+        async def results(group: list[ImageInput]) -> list[Any]:
             try:
-                return await pending.popleft()
+                return list(await self.predict_batch(group, top_k=top_k, timeout=timeout))
+            except InvalidImage as error:
+                if len(group) == 1:
+                    return [error]
+                # Which one is bad? Each image alone, so only that one fails.
+                return [r for image in group for r in await results([image])]
             except XceptionClientError as error:
-                if not return_exceptions:
-                    raise
-                return error
+                return [error] * len(group)
 
+        async def emit() -> AsyncIterator[list[Prediction] | XceptionClientError]:
+            for result in await pending.popleft():
+                if isinstance(result, XceptionClientError) and not return_exceptions:
+                    raise result
+                yield result
+
+        group: list[ImageInput] = []
         try:
             async for image in _aiter(images):
-                pending.append(asyncio.ensure_future(one(image)))
-                if len(pending) >= concurrency:
-                    yield await collect()
+                group.append(image)
+                if len(group) < images_per_request:
+                    continue
+                pending.append(asyncio.ensure_future(results(group)))
+                group = []
+                while len(pending) >= concurrency:
+                    async for result in emit():
+                        yield result
+            if group:
+                pending.append(asyncio.ensure_future(results(group)))
             while pending:
-                yield await collect()
+                async for result in emit():
+                    yield result
         finally:
             for task in pending:
                 task.cancel()

@@ -29,10 +29,13 @@ from .metadata import ModelMetadata, ModelVersionStatus, signature_problems
 from .tracing import prepare_images_span
 from .verify import DEFAULT_ATOL, RecordResult, Verification, VerifyReport
 
-__all__ = ["DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "Client"]
+__all__ = ["DEFAULT_IMAGES_PER_REQUEST", "DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "Client"]
 
 DEFAULT_TIMEOUT = 10.0  # seconds, for every call
 DEFAULT_RETRIES = 3  # extra attempts after UNAVAILABLE (gRPC service-config retry policy)
+# predict_many's packing: measured with `make bench` (client CPU per image, see the README);
+# at most the CPU batching config's max_batch_size (4), far below the GPU one's (64).
+DEFAULT_IMAGES_PER_REQUEST = 4
 _SIGNATURES = (contract.BYTES_SIGNATURE, contract.PIXELS_SIGNATURE)
 # predict() sends no output_filter: top_k_keys exists only for models whose labels have keys, and
 # filtering on a missing alias is an error in TF Serving. The cost is the probabilities output
@@ -245,13 +248,15 @@ class Client(_Base):
     @overload
     def predict_many(
         self, images: Iterable[ImageInput], *, top_k: int = ..., concurrency: int = ...,
-        timeout: float | None = ..., return_exceptions: Literal[False] = ...,
+        images_per_request: int = ..., timeout: float | None = ...,
+        return_exceptions: Literal[False] = ...,
     ) -> Iterator[list[Prediction]]: ...
 
     @overload
     def predict_many(
         self, images: Iterable[ImageInput], *, top_k: int = ..., concurrency: int = ...,
-        timeout: float | None = ..., return_exceptions: Literal[True],
+        images_per_request: int = ..., timeout: float | None = ...,
+        return_exceptions: Literal[True],
     ) -> Iterator[list[Prediction] | XceptionClientError]: ...
 
     def predict_many(
@@ -260,56 +265,81 @@ class Client(_Base):
         *,
         top_k: int = contract.DEFAULT_TOP_K,
         concurrency: int = 8,
+        images_per_request: int = DEFAULT_IMAGES_PER_REQUEST,
         timeout: float | None = None,
         return_exceptions: bool = False,
     ) -> Iterator[list[Prediction] | XceptionClientError]:
-        """Classify a stream of images, one request each, at most ``concurrency`` in flight.
+        """Classify a stream of images, at most ``concurrency`` requests in flight.
 
-        Results come back in input order as soon as each is ready; the input iterable is consumed
-        lazily, so it may be unbounded. With ``return_exceptions=True`` a failed image yields its
-        :class:`XceptionClientError` in place instead of stopping the stream.
+        ``images_per_request`` consecutive images share one Predict: grpcio's per-call CPU is
+        most of the client's cost, so packing cuts it per image (keep it at or below the
+        server's ``max_batch_size``). Each image still gets its own result, in input order, as
+        soon as its request is answered; the input iterable is consumed lazily (at most
+        ``concurrency * images_per_request`` ahead), so it may be unbounded. An image the
+        client rejects is left out of its request, and a request the server rejects as a bad
+        image is re-sent one image at a time, so a bad image fails only itself. Every request
+        has the same per-call ``timeout``. With ``return_exceptions=True`` a failed image yields
+        its :class:`XceptionClientError` in place instead of stopping the stream.
         """
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1; received: concurrency={concurrency}")
+        _check_stream_options(concurrency, images_per_request)
         deadline = self._deadline(timeout)
-        pending: deque[Any] = deque()  # grpc futures, or an error raised while preparing
         stub = self._calls[_wire.PREDICT.path]
+        pending: deque[tuple[list[ImageInput], Any]] = deque()  # (images, future or error)
 
-        def submit(image: ImageInput) -> None:
+        def send(group: list[ImageInput]) -> Any:
             try:
-                request = self._predict_request([image], top_k)
+                request = self._predict_request(group, top_k)
             except XceptionClientError as error:
-                pending.append(error)
-                return
-            pending.append(
-                stub.future(request, timeout=deadline, wait_for_ready=self._wait_for_ready)
-            )
+                return error
+            return stub.future(request, timeout=deadline, wait_for_ready=self._wait_for_ready)
 
-        def collect() -> list[Prediction] | XceptionClientError:
-            item = pending.popleft()
+        def submit(group: list[ImageInput]) -> None:
+            sent = send(group)
+            if isinstance(sent, XceptionClientError) and len(group) > 1:
+                for image in group:  # find the image the client rejects; send the others
+                    pending.append(([image], send([image])))
+            else:
+                pending.append((group, sent))
+
+        def results(group: list[ImageInput], sent: Any) -> list[Any]:
             try:
-                if isinstance(item, XceptionClientError):
-                    raise item
+                if isinstance(sent, XceptionClientError):
+                    raise sent
                 try:
-                    return self._parse_predict(item.result(), top_k)[0]
+                    return list(self._parse_predict(sent.result(), top_k))
                 except grpc.RpcError as error:
                     raise self._error(error, image_call=True) from error
+            except InvalidImage as error:
+                if len(group) == 1:
+                    return [error]
+                return [r for image in group for r in results([image], send([image]))]
             except XceptionClientError as error:
-                if not return_exceptions:
-                    raise
-                return error
+                return [error] * len(group)
 
+        def emit() -> Iterator[list[Prediction] | XceptionClientError]:
+            for result in results(*pending.popleft()):
+                if isinstance(result, XceptionClientError) and not return_exceptions:
+                    raise result
+                yield result
+
+        group: list[ImageInput] = []
         try:
             for image in images:
-                submit(image)
-                if len(pending) >= concurrency:
-                    yield collect()
+                group.append(image)
+                if len(group) < images_per_request:
+                    continue
+                submit(group)
+                group = []
+                while len(pending) >= concurrency:
+                    yield from emit()
+            if group:
+                submit(group)
             while pending:
-                yield collect()
+                yield from emit()
         finally:  # the caller stopped early or an error escaped: drop what is still in flight
-            for item in pending:
-                if not isinstance(item, XceptionClientError):
-                    item.cancel()
+            for _group, sent in pending:
+                if not isinstance(sent, XceptionClientError):
+                    sent.cancel()
 
     def probabilities(
         self, images: Sequence[ImageInput], *, timeout: float | None = None
@@ -363,6 +393,15 @@ class Client(_Base):
                 response, error = None, failure
             results.append(job.result(record, response, error, time.perf_counter() - started))
         return job.report(served, results)
+
+
+def _check_stream_options(concurrency: int, images_per_request: int) -> None:
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1; received: concurrency={concurrency}")
+    if images_per_request < 1:
+        raise ValueError(
+            f"images_per_request must be >= 1; received: images_per_request={images_per_request}"
+        )
 
 
 def _check_timeout(timeout: float) -> float:
