@@ -169,10 +169,13 @@ class OursGrpc:
     def __call__(self, worker: int, index: int) -> None:
         self._client.predict(self._images[index % len(self._images)])
 
-    def stream(self, count: int, concurrency: int) -> int:
-        """``count`` images through ``Client.predict_many`` (bounded in-flight window)."""
+    def stream(self, count: int, concurrency: int, images_per_request: int | None = None) -> int:
+        """``count`` images through ``Client.predict_many`` (bounded in-flight window), packed
+        ``images_per_request`` per call (the client's default when None)."""
         images = (self._images[i % len(self._images)] for i in range(count))
-        return sum(1 for _ in self._client.predict_many(images, concurrency=concurrency))
+        packing = {} if images_per_request is None else {"images_per_request": images_per_request}
+        return sum(1 for _ in self._client.predict_many(images, concurrency=concurrency,
+                                                        **packing))
 
     def close(self) -> None:
         self._client.close()

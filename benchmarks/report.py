@@ -91,7 +91,20 @@ def format_table(doc: Mapping[str, Any]) -> str:
                     f"{_kb(entry.get('request_bytes_per_image'))} per image, "
                     f"{_num(entry.get('client_cpu_ms_per_image'), '.2f')} client CPU ms per image"
                 )
+    one = side.get("ours_one_per_request")
+    if one:
+        lines.append(
+            f"  {one['variant']:<15} one image per request: {_num(one.get('throughput'))} img/s, "
+            f"{_num(one.get('client_cpu_ms_per_image'), '.2f')} client CPU ms per image"
+        )
     stub = side.get("against_stub")
+    sweep = (stub or {}).get("ours_by_images_per_request") or {}
+    if sweep:
+        lines.append(
+            "  client-only CPU ms per image by images_per_request (against the stub): "
+            + ", ".join(f"{n}: {_num(v.get('client_cpu_ms_per_image'), '.2f')}"
+                        for n, v in sweep.items())
+        )
     if stub:
         lines.append(
             f"  client-only cost (same streams against a stub that answers at once): ours "

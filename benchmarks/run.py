@@ -42,6 +42,7 @@ DEFAULT_OUTPUT_DIR = BENCH_DIR / "results"
 BYTES_VARIANT = load.OursGrpc.name
 CLIENT_SIDE_CONCURRENCY = 4  # the side-by-side client CPU / bytes comparison
 STREAM_IMAGES = 24  # images per client-CPU stream against the real server
+IMAGES_PER_REQUEST_SWEEP = (1, 2, 4, 8)  # against the stub: client-only cost of each packing
 
 
 def log(message: str) -> None:
@@ -290,17 +291,19 @@ def served_image_size(target: str, model_name: str, default: int) -> int:
 
 
 def measure_stream(driver: Any, data: Sequence[bytes], concurrency: int,
-                   count: int | None = None) -> dict[str, Any]:
+                   count: int | None = None, **options: Any) -> dict[str, Any]:
     count = count or min(len(data), STREAM_IMAGES)
-    result = load.stream_cpu(lambda: driver.stream(count, concurrency))
+    result = load.stream_cpu(lambda: driver.stream(count, concurrency, **options))
     figures = {
         "variant": driver.name,
+        **options,
         "images": result.images,
         "throughput": stats.throughput(result.images, result.wall_s),
         "client_cpu_ms_per_image": 1000.0 * result.cpu_s / max(1, result.images),
         "request_bytes_per_image": mean_bytes(driver, data),
     }
-    log(f"  {driver.name:<14} stream of {result.images} at {concurrency} in flight: "
+    packing = f" ({options})" if options else ""
+    log(f"  {driver.name:<14} stream of {result.images} at {concurrency} in flight{packing}: "
         f"{figures['throughput']:.2f} img/s, client CPU {figures['client_cpu_ms_per_image']:.2f} "
         f"ms/img, {figures['request_bytes_per_image'] / 1024:.1f} KB/img")
     return figures
@@ -338,6 +341,12 @@ def measure_against_stub(response: bytes, data: Sequence[bytes], size: int, mode
             for key, driver in (("ours", ours), ("usual", usual)):
                 driver.stream(concurrency, concurrency)  # connect and warm up
                 out[key] = measure_stream(driver, repeated, concurrency, count=len(repeated))
+            # What packing buys (Client.predict_many's images_per_request, default chosen so).
+            out["ours_by_images_per_request"] = {
+                str(n): measure_stream(ours, repeated, concurrency, count=len(repeated),
+                                       images_per_request=n)
+                for n in IMAGES_PER_REQUEST_SWEEP
+            }
         finally:
             ours.close()
             usual.close()
@@ -515,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      seconds=args.seconds, data=data, warm_seconds=warm)
                 if side_runs:
                     streams["ours"] = measure_stream(ours, data, side_concurrency)
+                    streams["ours_one_per_request"] = measure_stream(
+                        ours, data, side_concurrency, images_per_request=1)
                     canned = capture_response(target, args.model_name, data[0])
             finally:
                 ours.close()

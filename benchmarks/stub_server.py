@@ -4,7 +4,8 @@ Client CPU measured against the real server includes what grpcio spends while a 
 (timers and wake-ups, about 1-2 ms per second of waiting on this machine), so on a slow CPU server
 it grows with latency. Against this stub, which answers every Predict with a response the real
 server gave, the same client code shows its own cost per image: building, sending, receiving and
-parsing, with no model time in between.
+parsing, with no model time in between. A request of N images gets the canned (one-image)
+answer's rows repeated N times, so packed requests (`images_per_request`) parse as they would.
 
     python benchmarks/stub_server.py RESPONSE_FILE   # prints the port, serves until killed
 """
@@ -21,10 +22,30 @@ SERVICE = "tensorflow.serving.PredictionService"
 
 
 def main() -> int:
-    canned = Path(sys.argv[1]).read_bytes()
+    from xception_client import contract
+    from xception_client._proto import serving_pb2
 
-    def predict(_request: bytes, _context: grpc.ServicerContext) -> bytes:
-        return canned
+    canned = serving_pb2.PredictResponse.FromString(Path(sys.argv[1]).read_bytes())
+    by_count: dict[int, bytes] = {}
+
+    def answer(count: int) -> bytes:
+        """The canned response with every output's single row repeated ``count`` times."""
+        if count not in by_count:
+            response = serving_pb2.PredictResponse()
+            response.CopyFrom(canned)
+            for tensor in response.outputs.values():
+                tensor.tensor_shape.dim[0].size = count
+                for field in ("float_val", "int_val", "string_val"):
+                    values = list(getattr(tensor, field))
+                    if values:
+                        getattr(tensor, field).extend(values * (count - 1))
+            by_count[count] = response.SerializeToString()
+        return by_count[count]
+
+    def predict(request: bytes, _context: grpc.ServicerContext) -> bytes:
+        parsed = serving_pb2.PredictRequest.FromString(request)
+        tensor = parsed.inputs.get(contract.IMAGE_BYTES_INPUT)
+        return answer(len(tensor.string_val) if tensor is not None else 1)
 
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
