@@ -114,11 +114,15 @@ class _Base:
             raise ValueError(f"top_k must be >= 1; received: top_k={top_k}")
         if self._exported_k is not None and top_k > self._exported_k:
             raise TopKTooLarge(top_k, self._exported_k)
+        return self._images_request(images)
+
+    def _images_request(self, images: Sequence[ImageInput], outputs: Sequence[str] = ()) -> Any:
+        """The PredictRequest of the client's signature for ``images`` (loaded and checked)."""
         with prepare_images_span(self._model, len(images)) as span:
             if self._model.signature == contract.PIXELS_SIGNATURE:
                 pixels = self._pixels(images)
                 span.set_bytes(pixels.nbytes)
-                return _wire.predict_pixels_request(self._model, pixels)
+                return _wire.predict_pixels_request(self._model, pixels, outputs)
             encoded = [
                 load_image(
                     image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif
@@ -126,7 +130,7 @@ class _Base:
                 for image in images
             ]
             span.set_bytes(sum(len(data) for data in encoded))
-            return _wire.predict_bytes_request(self._model, encoded)
+            return _wire.predict_bytes_request(self._model, encoded, outputs)
 
     def _pixels(self, images: Sequence[ImageInput]) -> np.ndarray[Any, Any]:
         arrays = []
@@ -153,20 +157,7 @@ class _Base:
     def _probabilities_request(self, images: Sequence[ImageInput]) -> Any:
         if not images:
             raise ValueError("images is empty; give at least one image")
-        outputs = (contract.PROBABILITIES_OUTPUT,)
-        with prepare_images_span(self._model, len(images)) as span:
-            if self._model.signature == contract.PIXELS_SIGNATURE:
-                pixels = self._pixels(images)
-                span.set_bytes(pixels.nbytes)
-                return _wire.predict_pixels_request(self._model, pixels, outputs)
-            encoded = [
-                load_image(
-                    image, max_pixels=self._max_pixels, apply_exif_orientation=self._exif
-                ).data
-                for image in images
-            ]
-            span.set_bytes(sum(len(data) for data in encoded))
-            return _wire.predict_bytes_request(self._model, encoded, outputs)
+        return self._images_request(images, (contract.PROBABILITIES_OUTPUT,))
 
     def _error(self, error: grpc.RpcError, *, image_call: bool = False) -> XceptionClientError:
         return from_rpc_error(error, target=self.target, image_call=image_call)

@@ -36,10 +36,7 @@ class ExportResult:
     @property
     def image_size(self) -> int:
         """The side of a square input (ValueError if the input is not square; see input_size)."""
-        height, width = self.input_size
-        if height != width:
-            raise ValueError(f"the input is {height}x{width}, not square; use input_size")
-        return height
+        return sources.square_side(self.input_size)
 
 
 def _stderr(message: str) -> None:

@@ -44,10 +44,15 @@ class ModelSource:
     @property
     def image_size(self) -> int:
         """The side of a square input (ValueError if the input is not square; see input_size)."""
-        height, width = self.input_size
-        if height != width:
-            raise ValueError(f"the input is {height}x{width}, not square; use input_size")
-        return height
+        return square_side(self.input_size)
+
+
+def square_side(input_size: tuple[int, int]) -> int:
+    """``height`` of a square (height, width); ValueError naming the size otherwise."""
+    height, width = input_size
+    if height != width:
+        raise ValueError(f"the input is {height}x{width}, not square; use input_size")
+    return height
 
 
 def keras_models_cache() -> Path:
