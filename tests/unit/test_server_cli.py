@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from xception_serving import cli
 
@@ -82,3 +84,15 @@ def test_grpc_channel_arguments_parse_like_tf_serving() -> None:
     assert cli.channel_arguments("") == []
     with pytest.raises(cli.StartupError):
         cli.channel_arguments("novalue")
+
+
+def test_an_unsupported_otel_exporter_fails_startup_before_any_model_loads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "jaeger")
+    assert cli.main([f"--model_base_path={tmp_path / 'no-such-model'}"]) == 255
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(
+        "Failed to start server. Error: INVALID_ARGUMENT: OTEL_TRACES_EXPORTER='jaeger' is not "
+        "supported by xception-serve"
+    )

@@ -220,7 +220,7 @@ def _setup_logging() -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until a stop signal. Returns the process exit code."""
-    from xception_serving import config_files, session_config
+    from xception_serving import config_files, session_config, tracing
     from xception_serving.batching import BatchingOptions
     from xception_serving.core import ServingCore
     from xception_serving.errors import ServingError
@@ -249,6 +249,10 @@ def serve(args: argparse.Namespace) -> int:
         if args.monitoring_config_file:
             monitoring = config_files.read_monitoring_config(args.monitoring_config_file)
             monitoring_path = config_files.prometheus_path(monitoring)
+        try:
+            interceptors = tracing.server_interceptors()  # before loading: bad OTEL_* fails fast
+        except tracing.TracingConfigError as err:
+            raise StartupError(f"INVALID_ARGUMENT: {err}") from err
         sessions = session_config.session_options(
             saved_model_tags=args.saved_model_tags,
             session_config_file=args.tensorflow_session_config_file,
@@ -311,6 +315,7 @@ def serve(args: argparse.Namespace) -> int:
             ssl=ssl,
             max_workers=args.grpc_max_threads,
             extra_options=channel_arguments(args.grpc_channel_arguments),
+            interceptors=interceptors,
         )
         if args.grpc_socket_path:
             grpc_server.add_unix_socket(args.grpc_socket_path)

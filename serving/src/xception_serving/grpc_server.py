@@ -19,7 +19,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from xception_serving import tracing
 from xception_serving.config_files import SSLConfig
 from xception_serving.core import ServingCore
 from xception_serving.errors import ServingError, from_exception, grpc_message
@@ -153,6 +152,7 @@ class GrpcServer:
         ssl: SSLConfig | None = None,
         max_workers: int = 64,
         extra_options: Sequence[tuple[str, int | str]] = (),
+        interceptors: Sequence[Any] = (),
     ) -> None:
         self._core = core
         self.health = health.HealthServicer()
@@ -165,8 +165,9 @@ class GrpcServer:
                 *extra_options,
             ],
             maximum_concurrent_rpcs=None,
-            # Server spans when OTEL_TRACES_EXPORTER asks for them (see tracing.py); else none.
-            interceptors=tracing.server_interceptors(),
+            # Server spans when OTEL_TRACES_EXPORTER asks for them (cli.py builds them with
+            # tracing.server_interceptors() before loading models, so bad OTEL_* fails fast).
+            interceptors=list(interceptors),
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(core), self._server
