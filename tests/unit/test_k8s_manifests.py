@@ -5,10 +5,7 @@ and the ConfigMap carries the same configs TF Serving and the local server read.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,8 @@ import yaml
 from kubernetes_validate.utils import latest_version
 from xception_client.contract import DEFAULT_MODEL_NAME
 from xception_serving import config_files, tfserving
+
+from tests.fixtures.kustomize import render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "serving" / "k8s"
@@ -32,27 +31,8 @@ GPU = "nvidia.com/gpu"
 Manifest = dict[str, Any]
 
 
-def _kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        message = "kubectl (with its built-in kustomize) is needed to render serving/k8s"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI machines have it: a missing kubectl there is a failure
-        pytest.skip(message)
-    return kubectl
-
-
-@cache
 def _render(overlay: str) -> tuple[Manifest, ...]:
-    result = subprocess.run(
-        [_kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+    return render(K8S / "overlays" / overlay)
 
 
 def _one(docs: tuple[Manifest, ...], kind: str, name: str | None = None) -> Manifest:

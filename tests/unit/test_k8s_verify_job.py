@@ -5,31 +5,23 @@ serves: the headless Service's gRPC port, the model name, the same volume and ba
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 from kubernetes_validate.utils import latest_version
 from xception_client.contract import DEFAULT_MODEL_NAME
+
+from tests.fixtures.kustomize import render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "serving" / "k8s"
 
 
 def _render(path: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with its built-in kustomize) is needed to render serving/k8s")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return list(render(path))
 
 
 def _job(docs: list[dict[str, Any]]) -> dict[str, Any]:

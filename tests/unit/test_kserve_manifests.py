@@ -5,10 +5,6 @@ parse with TF Serving's protos; the container is locked down like serving/k8s's 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +13,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 from xception_serving import config_files, tfserving
+
+from tests.fixtures.kustomize import render
 
 ROOT = Path(__file__).resolve().parents[2]
 KSERVE = ROOT / "serving" / "kserve"
@@ -106,27 +104,8 @@ def kserve_field_errors(doc: Manifest) -> list[str]:
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def _kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        message = "kubectl (with its built-in kustomize) is needed to render serving/kserve"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return kubectl
-
-
-@cache
 def _render(overlay: str) -> tuple[Manifest, ...]:
-    result = subprocess.run(
-        [_kubectl(), "kustomize", str(KSERVE / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+    return render(KSERVE / "overlays" / overlay)
 
 
 def _one(docs: tuple[Manifest, ...], kind: str) -> Manifest:
