@@ -53,7 +53,7 @@ run: $(STAMP) ## export if needed, serve locally, classify $(IMAGE), stop (offli
 	$(BIN)/python -m xception_serving.demo --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH) \
 	  --model-name $(MODEL_NAME) --image $(IMAGE)
 
-test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end)
+test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end, compat)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## run only the fast unit tier
