@@ -67,11 +67,12 @@ bench: $(STAMP) ## benchmark limit vs served vs the usual way (TFS_TARGET=host:p
 	$(BIN)/python benchmarks/run.py $(if $(TFS_TARGET),--tfserving-target $(TFS_TARGET)) \
 	  $(if $(TFS_REST_URL),--tfserving-rest-url $(TFS_REST_URL)) $(BENCH_ARGS)
 
-k8s: ## render the Kubernetes manifests (gpu and cpu overlays) to build/k8s/
+k8s: ## render the Kubernetes manifests (gpu and cpu overlays, the post-rollout verify Job) to build/k8s/
 	mkdir -p build/k8s
 	kubectl kustomize serving/k8s/overlays/gpu > build/k8s/gpu.yaml
 	kubectl kustomize serving/k8s/overlays/cpu > build/k8s/cpu.yaml
-	@echo "rendered build/k8s/gpu.yaml and build/k8s/cpu.yaml"
+	kubectl kustomize serving/k8s/overlays/verify > build/k8s/verify.yaml
+	@echo "rendered build/k8s/gpu.yaml, build/k8s/cpu.yaml and build/k8s/verify.yaml"
 
 kserve: ## render the KServe ServingRuntime + InferenceService (gpu and cpu overlays) to build/kserve/
 	mkdir -p build/kserve
