@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
@@ -32,7 +33,8 @@ from xception_serving.models import Servable, SessionOptions
 log = logging.getLogger("xception_serving")
 
 State = get_model_status_pb2.ModelVersionStatus.State
-ModelConfig = model_server_config_pb2.ModelConfig
+# tensorflow-serving-api ships no stubs, so this alias is Any to mypy; it names the message.
+ModelConfig: TypeAlias = model_server_config_pb2.ModelConfig
 
 WarmupFn = Callable[[Servable], None]
 
@@ -544,7 +546,7 @@ class ModelManager:
                 status.state = v.state
                 status.status.SetInParent()  # TF Serving always sets it (OK, "")
                 if v.error is not None:
-                    status.status.error_code = code_number(v.error.code)  # type: ignore[assignment]
+                    status.status.error_code = code_number(v.error.code)
                     status.status.error_message = v.error.message
             return response
 
