@@ -39,6 +39,13 @@ def test_demo_serves_and_prints_the_top_k_table(
     scores = [float(row.split()[1]) for row in rows]
     assert scores == sorted(scores, reverse=True)
     assert "exporting" not in result.stderr
+    version_dir = small_xception_model.version_dir
+    said = [line for line in result.stderr.splitlines() if line.startswith("demo: ")]
+    assert said[0].startswith(f"demo: serving {version_dir} (weights: ")
+    # The fixture holds a weights file, not the asked-for random weights: say how to re-export.
+    assert said[1].startswith("demo: WEIGHTS=random was asked for, but this version holds ")
+    assert "make export WEIGHTS=random" in said[1]
+    assert not any("WARNING" in line for line in said)  # trained-style weights: no warning
 
 
 def test_demo_missing_image_fails_with_one_clear_line(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ Any failure ends with one `demo: error: ...` line and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import socket
 import subprocess
@@ -35,10 +36,44 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _has_version(base: Path) -> bool:
-    return base.is_dir() and any(
-        child.name.isdigit() and (child / "saved_model.pb").exists() for child in base.iterdir()
-    )
+# Written by xception-export into every version (read here as plain JSON: no export import).
+EXPORT_METADATA = Path("assets.extra") / "export_metadata.json"
+
+
+def _latest_version(base: Path) -> Path | None:
+    """The version the server will serve (the highest numeric one), if any."""
+    if not base.is_dir():
+        return None
+    versions = [c for c in base.iterdir() if c.name.isdigit() and (c / "saved_model.pb").exists()]
+    return max(versions, key=lambda c: int(c.name)) if versions else None
+
+
+def describe_version(version_dir: Path, requested_weights: str) -> list[str]:
+    """What the demo says about the version it serves: its weights, a warning for untrained
+    ones, and how to re-export when they are not the weights asked for."""
+    path = version_dir / EXPORT_METADATA
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [f"demo: serving {version_dir} (no readable {EXPORT_METADATA}: not made by "
+                "xception-export, so its weights are unknown)"]
+    weights = str(metadata.get("weights", "unknown"))
+    lines = [f"demo: serving {version_dir} (weights: {weights}, exported "
+             f"{metadata.get('created', '?')})"]
+    if metadata.get("untrained"):
+        lines.append("demo: WARNING: this version has untrained --weights random: its "
+                     "predictions are meaningless (plumbing only)")
+    asked = requested_weights
+    if asked not in ("imagenet", "random"):
+        asked = str(Path(asked).resolve())
+    if metadata.get("source") == "keras.applications.Xception" and asked != weights:
+        lines.append(
+            f"demo: WEIGHTS={requested_weights} was asked for, but this version holds {weights}; "
+            f"to serve {requested_weights}, export the next version: make export "
+            f"WEIGHTS={requested_weights} MODEL_BASE_PATH={version_dir.parent} (then make run "
+            "serves it)"
+        )
+    return lines
 
 
 def _export(weights: str, base: Path) -> None:
@@ -108,8 +143,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     base = args.model_base_path.resolve()
     if not args.image.is_file():
         raise DemoError(f"image not found: {args.image}")
-    if not _has_version(base):
+    if _latest_version(base) is None:
         _export(args.weights, base)
+    version_dir = _latest_version(base)
+    if version_dir is None:
+        raise DemoError(f"the export wrote no version under {base}")
+    about = describe_version(version_dir, args.weights)
+    for line in about:
+        print(line, file=sys.stderr)
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="xception-demo-") as tmp:
         log_path = Path(tmp) / "server.log"
@@ -117,6 +158,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         process = _start_server(args.model_name, base, port, log_path)
         try:
             _classify(f"127.0.0.1:{port}", args.model_name, args.image, args.top_k)
+            # Said again under the table, where a reader of the scores looks.
+            for line in about:
+                if "WARNING" in line:
+                    print(line, file=sys.stderr)
         except Exception as err:
             raise DemoError(f"classification failed: {err}") from err
         finally:
