@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 
 def parse_text_proto(text: str, message_type: type[_M], *, source: str = "<string>") -> _M:
-    parsed = message_type()
+    parsed: _M = message_type()
     try:
         text_format.Parse(text, parsed)
     except text_format.ParseError as err:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import grpc
@@ -79,8 +79,8 @@ def _text(label: object) -> str:
     return label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
 
 
-def _joined(keys: object) -> str:
-    return ",".join(sorted(keys))  # type: ignore[call-overload]
+def _joined(keys: Iterable[str]) -> str:
+    return ",".join(sorted(keys))
 
 
 class ServingCore:
@@ -265,8 +265,8 @@ class ServingCore:
         return inputs
 
     @staticmethod
-    def _output_aliases(info: SignatureInfo, output_filter: object) -> list[str]:
-        wanted = list(output_filter)  # type: ignore[call-overload]
+    def _output_aliases(info: SignatureInfo, output_filter: Iterable[str]) -> list[str]:
+        wanted = list(output_filter)
         if not wanted:
             return list(info.output_aliases)
         seen: set[str] = set()
@@ -568,7 +568,7 @@ class ServingCore:
         before = {name: self._counter_value(name) for name in request.metric_names}
         self.manager.apply_config(request.config, deadline=deadline)
         response = model_management_pb2.ReloadConfigResponse()
-        response.status.error_code = code_number(grpc.StatusCode.OK)  # type: ignore[assignment]
+        response.status.error_code = code_number(grpc.StatusCode.OK)
         for name in request.metric_names:
             after = self._counter_value(name)
             old = before[name]

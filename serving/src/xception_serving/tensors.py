@@ -8,13 +8,14 @@ default output form), never `tensor_content`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.python.framework import dtypes as tf_dtypes
 
-TensorProto = tensor_pb2.TensorProto
+# TensorFlow ships no stubs for its protos, so mypy sees this alias as Any; it names the message.
+TensorProto: TypeAlias = tensor_pb2.TensorProto
 
 
 class TensorParseError(ValueError):
@@ -83,7 +84,8 @@ for _dt, (_np_type, _field) in _NUMPY.items():
 
 
 def type_name(dtype: int) -> str:
-    return TF_TYPE_NAMES.get(dtype, types_pb2.DataType.Name(dtype).removeprefix("DT_").lower())
+    enum_name: str = types_pb2.DataType.Name(dtype)
+    return TF_TYPE_NAMES.get(dtype, enum_name.removeprefix("DT_").lower())
 
 
 def numpy_dtype(dtype: int) -> Any:
@@ -96,7 +98,8 @@ def numpy_dtype(dtype: int) -> Any:
 def datatype_of(array: np.ndarray) -> int:
     """The DataType enum of a numpy array (object/bytes arrays are DT_STRING)."""
     if array.dtype.kind in "OSU":
-        return types_pb2.DT_STRING
+        string: int = types_pb2.DT_STRING
+        return string
     try:
         return _DTYPE_OF_NUMPY[array.dtype]
     except KeyError:
@@ -152,16 +155,16 @@ def to_numpy(proto: TensorProto) -> np.ndarray:
                 return np.asarray(tensor_util.MakeNdarray(proto), dtype=object)
             except Exception as err:
                 raise TensorParseError(str(err)) from err
-        values = list(proto.string_val)
-        if len(values) != count:
-            if len(values) > count:
-                values = values[:count]
-            elif values:
-                values = values + [values[-1]] * (count - len(values))
+        strings = list(proto.string_val)
+        if len(strings) != count:
+            if len(strings) > count:
+                strings = strings[:count]
+            elif strings:
+                strings = strings + [strings[-1]] * (count - len(strings))
             else:
-                values = [b""] * count
+                strings = [b""] * count
         array = np.empty(count, dtype=object)
-        array[:] = values
+        array[:] = strings
         return array.reshape(shape)
     np_dtype = np.dtype(np_type)
     if proto.tensor_content:
