@@ -16,9 +16,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
+
+if TYPE_CHECKING:  # annotations only: the real imports wait until flags are checked
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from xception_serving.core import ServingCore
+    from xception_serving.metrics import Metrics
+    from xception_serving.rest import RestServer
 
 log = logging.getLogger("xception_serving")
 
@@ -187,7 +194,7 @@ def channel_arguments(text: str) -> list[tuple[str, int | str]]:
     return options
 
 
-def _model_server_config(args: argparse.Namespace) -> Any:
+def _model_server_config(args: argparse.Namespace) -> model_server_config_pb2.ModelServerConfig:
     from tensorflow_serving.config import model_server_config_pb2
 
     from xception_serving.config_files import ConfigError, read_model_server_config
@@ -349,7 +356,9 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_rest(core: Any, metrics: Any, args: argparse.Namespace, path: str | None) -> Any:
+def _start_rest(
+    core: ServingCore, metrics: Metrics, args: argparse.Namespace, path: str | None
+) -> RestServer | None:
     try:
         from xception_serving.rest import RestServer
     except ImportError as err:

@@ -15,8 +15,15 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
+    predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from xception_serving.config_files import SSLConfig
@@ -38,7 +45,7 @@ _R = TypeVar("_R")
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
+    remaining: float | None = context.time_remaining()
     if remaining is None or remaining > 10 * 365 * 86400:
         return None
     return time.monotonic() + remaining
@@ -77,11 +84,14 @@ def _call(
     return result
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+# tensorflow-serving-api ships no stubs, so its generated servicer bases are Any to mypy.
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         return _call(
             context,
             lambda: self._core.predict(request, deadline=_deadline(context)),
@@ -90,7 +100,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             api="Predict",
         )
 
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Classify(
+        self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
+    ) -> classification_pb2.ClassificationResponse:
         return _call(
             context,
             lambda: self._core.classify(request, deadline=_deadline(context)),
@@ -99,7 +111,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             api="Classify",
         )
 
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Regress(
+        self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
         return _call(
             context,
             lambda: self._core.regress(request, deadline=_deadline(context)),
@@ -108,23 +122,31 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             api="Regress",
         )
 
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def MultiInference(
+        self, request: inference_pb2.MultiInferenceRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.MultiInferenceResponse:
         return _call(
             context, lambda: self._core.multi_inference(request, deadline=_deadline(context))
         )
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         return _call(context, lambda: self._core.get_model_metadata(request))
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def GetModelStatus(
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         return _call(context, lambda: self._core.get_model_status(request))
 
-    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def HandleReloadConfigRequest(
+        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext
+    ) -> model_management_pb2.ReloadConfigResponse:
         return _call(
             context, lambda: self._core.reload_config(request, deadline=_deadline(context))
         )
@@ -152,7 +174,7 @@ class GrpcServer:
         ssl: SSLConfig | None = None,
         max_workers: int = 64,
         extra_options: Sequence[tuple[str, int | str]] = (),
-        interceptors: Sequence[Any] = (),
+        interceptors: Sequence[Any] = (),  # grpc.ServerInterceptor; grpc ships no stubs
     ) -> None:
         self._core = core
         self.health = health.HealthServicer()

@@ -56,7 +56,7 @@ def requests_xla(meta_graph: meta_graph_pb2.MetaGraphDef) -> bool:
     """Whether any node or function of the graph is marked jit_compile=True."""
     graph = meta_graph.graph_def
 
-    def marked(attrs: Any) -> bool:
+    def marked(attrs: Any) -> bool:  # a protobuf map of AttrValue (TensorFlow has no stubs)
         value = attrs.get(XLA_MUST_COMPILE)
         return value is not None and bool(value.b)
 
@@ -123,6 +123,7 @@ class Servable:
         self.path = version_dir
         read_meta_graph(version_dir, options.tags)
         graph = tf.Graph()
+        # TensorFlow ships no type hints: the Session and its callables are Any to mypy.
         self._session: Any = tf.compat.v1.Session(graph=graph, config=options.config)
         try:
             with graph.as_default():

@@ -29,7 +29,7 @@ import urllib.parse
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from tensorflow_serving.apis import (
@@ -41,6 +41,10 @@ from tensorflow_serving.apis import (
 
 from xception_serving import rest_json
 from xception_serving.errors import ServingError, from_exception
+
+if TYPE_CHECKING:  # annotations only: importing the core here would load TensorFlow
+    from xception_serving.core import ServingCore
+    from xception_serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +168,8 @@ class RestApi:
 
     def __init__(
         self,
-        core: Any,
-        metrics: Any,
+        core: ServingCore,
+        metrics: Metrics,
         *,
         monitoring_path: str | None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -379,8 +383,8 @@ class RestServer:
 
     def __init__(
         self,
-        core: Any,
-        metrics: Any,
+        core: ServingCore,
+        metrics: Metrics,
         *,
         host: str,
         port: int,
@@ -397,7 +401,7 @@ class RestServer:
         # TF Serving's --rest_api_num_threads default: 4 x schedulable CPUs.
         self._num_threads = num_threads or 4 * (os.cpu_count() or 1)
         self._max_body_bytes = max_body_bytes
-        self._server: Any = None
+        self._server: Any = None  # waitress ships no type hints
         self._thread: threading.Thread | None = None
         self.port = port
 
@@ -424,7 +428,7 @@ class RestServer:
         )
         self._thread.start()
 
-    def _listeners(self) -> list[Any]:
+    def _listeners(self) -> list[Any]:  # waitress BaseWSGIServer objects (no type hints)
         from waitress.server import BaseWSGIServer
 
         if isinstance(self._server, BaseWSGIServer):
