@@ -37,6 +37,7 @@ from tensorflow_serving.apis import (
 from xception_client import TLS, Client, ServerUnavailable
 from xception_serving.config_files import SSLConfig
 
+from tests.fixtures.fuzz import FuzzRun
 from tests.fixtures.pki import Pki, make_pki
 from tests.fixtures.servers import (
     RunningServer,
@@ -297,7 +298,10 @@ FUZZ = settings(
     database=None,
 )
 FUZZ_TIME_CAP_S = 40.0
-CALL_TIMEOUT_S = 20.0
+CALL_TIMEOUT_S = 20.0  # a call over it is DEADLINE_EXCEEDED, a failure (REQUEST_ERRORS)
+# Examples each fuzz test must really check: all 150 take well under a second against the
+# in-process server, so only a machine about a hundred times slower runs out of the budget.
+FUZZ_FLOOR = 100
 REQUEST_TYPES = {
     "/tensorflow.serving.PredictionService/Predict": predict_pb2.PredictRequest,
     "/tensorflow.serving.PredictionService/Classify": classification_pb2.ClassificationRequest,
@@ -427,48 +431,48 @@ def _example_requests(draw: st.DrawFn) -> tuple[str, Any]:
     return method, request
 
 
-class _Budget:
-    def __init__(self) -> None:
-        self.ends = time.monotonic() + FUZZ_TIME_CAP_S
-
-    def spent(self) -> bool:
-        return time.monotonic() > self.ends
+def _fuzz_run(name: str) -> FuzzRun:
+    return FuzzRun(name, budget_s=FUZZ_TIME_CAP_S, example_cap_s=CALL_TIMEOUT_S + 5)
 
 
-def _check_answer(call: Any, payload: bytes, may_fail_to_parse: bool) -> None:
+def _check_answer(call: Any, payload: bytes, may_fail_to_parse: bool, run: FuzzRun) -> None:
     try:
         call(payload, timeout=CALL_TIMEOUT_S)
     except grpc.RpcError as error:
         code = error.code()
         if code == grpc.StatusCode.INTERNAL and may_fail_to_parse:
             assert "deserializ" in str(error.details()).lower(), error.details()
+            run.outcome("not a message")
             return
         assert code in REQUEST_ERRORS, f"{code}: {error.details()}"
         assert error.details(), code
+        run.outcome(code.name)
+    else:
+        run.outcome("OK")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_fuzz_arbitrary_bytes_at_every_method_get_an_answer(fuzz_target: str) -> None:
-    budget = _Budget()
+    run = _fuzz_run("bytes at every method")
     with grpc.insecure_channel(fuzz_target) as channel:
         calls = _raw_calls(channel)
 
         @FUZZ
         @given(st.sampled_from(sorted(calls)), st.binary(max_size=300))
+        @run.example
         def check(method: str, data: bytes) -> None:
-            if budget.spent():
-                return
-            _check_answer(calls[method], data, may_fail_to_parse=not _parses(method, data))
+            _check_answer(calls[method], data, not _parses(method, data), run)
 
         check()
         _assert_still_serving(channel)
+    run.assert_checked(at_least=FUZZ_FLOOR)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_fuzz_arbitrary_request_messages_get_an_answer(fuzz_target: str) -> None:
-    budget = _Budget()
+    run = _fuzz_run("request messages")
     with grpc.insecure_channel(fuzz_target) as channel:
         calls = _raw_calls(channel)
         predict = calls["/tensorflow.serving.PredictionService/Predict"]
@@ -478,12 +482,12 @@ def test_fuzz_arbitrary_request_messages_get_an_answer(fuzz_target: str) -> None
             _predict_requests().map(lambda r: ("/tensorflow.serving.PredictionService/Predict", r)),
             _example_requests(),
         ))
+        @run.example
         def check(case: tuple[str, Any]) -> None:
-            if budget.spent():
-                return
             method, request = case
             call = predict if method.endswith("/Predict") else calls[method]
-            _check_answer(call, request.SerializeToString(), may_fail_to_parse=False)
+            _check_answer(call, request.SerializeToString(), False, run)
 
         check()
         _assert_still_serving(channel)
+    run.assert_checked(at_least=FUZZ_FLOOR)
