@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from xception_client import contract
 
+from tests.fixtures.rest import error_text
 from tests.fixtures.servers import RunningServer, start_local_server
 
 PROMETHEUS = "/monitoring/prometheus/metrics"
@@ -55,10 +56,6 @@ def http_call(server: RunningServer, method: str, path: str, body: bytes | str |
             return response.status, response.headers.get("Content-Type", ""), response.read()
     except urllib.error.HTTPError as err:
         return err.code, err.headers.get("Content-Type", ""), err.read()
-
-
-def error_text(body: bytes) -> str:
-    return str(json.loads(body)["error"])
 
 
 @pytest.fixture(scope="module")
@@ -263,12 +260,19 @@ def test_rest_xception_columnar_and_bad_image(
     outputs = json.loads(body)["outputs"]
     assert len(outputs[contract.TOP_K_LABELS_OUTPUT]) == 1
     bad = {"instances": [{"b64": base64.b64encode(b"not an image").decode()}]}
-    status, _, body = http_call(
+    status, content_type, body = http_call(
         xception_server, "POST", f"/v1/models/{contract.DEFAULT_MODEL_NAME}:predict",
         json.dumps(bad),
     )
-    assert status == 400, body[:500]
-    assert error_text(body)
+    assert (status, content_type) == (400, "application/json"), body[:500]
+    # The graph's InvalidArgument message, whole (TF Serving does not truncate REST errors): the
+    # Assert's text and the first bytes of the input ("not"), then TensorFlow's node trace.
+    first_line, *trace = error_text(body).split("\n")
+    assert first_line == (
+        "assertion failed: [image_bytes[0]:] [unsupported or undecodable image format"
+        " (expected JPEG, PNG, GIF or BMP); first bytes:] [110 111 116...]"
+    )
+    assert len(trace) == 1 and "AssertGuard" in trace[0], trace
 
 
 def test_rest_xception_classify_takes_b64_image_feature(
