@@ -4,15 +4,19 @@ and the pixel limit read from the header before any full decode allocates memory
 from __future__ import annotations
 
 import resource
-import struct
-import zlib
 from typing import Any
 
 import numpy as np
 import pytest
 from xception_client import contract
 
-from tests.fixtures.images import image_bytes
+from tests.fixtures.images import (
+    bmp_declaring,
+    gif_declaring,
+    image_bytes,
+    jpeg_declaring,
+    png_declaring,
+)
 from tests.fixtures.models import ExportedModel
 
 
@@ -29,32 +33,6 @@ def bytes_signature(small_xception_model: ExportedModel) -> Any:
         return {k: v.numpy() for k, v in out.items()}
 
     return call
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
-    chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
-    return b"\x89PNG\r\n\x1a\n" + chunk
-
-
-def _jpeg_declaring(width: int, height: int) -> bytes:
-    data = bytearray(image_bytes("jpeg_baseline", 16, 16))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
-def _gif_declaring(width: int, height: int) -> bytes:
-    data = bytearray(image_bytes("gif", 16, 16))
-    data[6:10] = struct.pack("<HH", width, height)
-    return bytes(data)
-
-
-def _bmp_declaring(width: int, height: int) -> bytes:
-    data = bytearray(image_bytes("bmp", 16, 16))
-    data[18:26] = struct.pack("<ii", width, -height)  # top-down: negative height
-    return bytes(data)
 
 
 def _expect_invalid(call: Any, batch: list[bytes], *fragments: str) -> str:
@@ -95,12 +73,12 @@ def test_bytes_signature_rejects_truncated_jpeg(bytes_signature: Any) -> None:
 
 
 def test_bytes_signature_rejects_header_only_png(bytes_signature: Any) -> None:
-    _expect_invalid(bytes_signature, [_png_header_only(20, 20)])
+    _expect_invalid(bytes_signature, [png_declaring(20, 20)])
 
 
 @pytest.mark.parametrize(
     "make",
-    [_png_header_only, _jpeg_declaring, _gif_declaring, _bmp_declaring],
+    [png_declaring, jpeg_declaring, gif_declaring, bmp_declaring],
     ids=["png", "jpeg", "gif", "bmp"],
 )
 def test_bytes_signature_rejects_huge_declared_size_before_decoding(

@@ -21,7 +21,6 @@ import base64
 import io
 import json
 import re
-import struct
 import threading
 import time
 import urllib.error
@@ -50,7 +49,13 @@ from xception_client import (
     contract,
 )
 
-from tests.fixtures.images import image_bytes, photo_like
+from tests.fixtures.images import (
+    gif_declaring,
+    image_bytes,
+    jpeg_declaring,
+    photo_like,
+    png_declaring,
+)
 from tests.fixtures.models import ExportedModel
 from tests.fixtures.servers import RunningServer, start_local_server
 
@@ -83,27 +88,15 @@ def _replace(data: bytes, marker: bytes, new: bytes) -> bytes:
 
 def _png_bomb(side: int = BOMB_SIDE) -> bytes:
     """A valid PNG header declaring side x side RGB, and one tiny compressed row."""
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1024)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+    return png_declaring(side, side, zlib.compress(b"\x00" * 1024))
 
 
 def _jpeg_bomb(side: int = BOMB_SIDE) -> bytes:
-    data = bytearray(image_bytes("jpeg_baseline", 16, 16))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", side, side)
-    return bytes(data)
+    return jpeg_declaring(side, side)
 
 
 def _gif_bomb() -> bytes:
-    data = bytearray(image_bytes("gif", 16, 16))
-    data[6:10] = struct.pack("<HH", 65535, 65535)
-    return bytes(data)
+    return gif_declaring(65535, 65535)
 
 
 def _animated_gif() -> tuple[bytes, bytes]:

@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 from xception_client import InvalidImage, load_image
 
+from tests.fixtures.images import png_declaring
+
 
 def _encode(image: Image.Image, fmt: str, **params: object) -> bytes:
     out = io.BytesIO()
@@ -114,16 +116,8 @@ def test_image_over_pixel_limit_is_rejected_from_its_header() -> None:
 
 def test_decompression_bomb_header_is_rejected_without_decoding() -> None:
     # A valid PNG header declaring 100000 x 100000 pixels, with no pixel data behind it.
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
     def png(side: int) -> bytes:
-        ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"")
+        return png_declaring(side, side, b"")
 
     with pytest.raises(InvalidImage, match="7000x7000 = 49000000 pixels, above the limit"):
         load_image(png(7000))  # over the contract's 40 M, under Pillow's own bomb cap
