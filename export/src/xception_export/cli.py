@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 from xception_client import contract
 
-from xception_export import normalization, preprocess, sources
+from xception_export import normalization, preprocess, sources, tf_startup
 from xception_export.errors import ExportError, UsageError
 
 PROG = "xception-export"
@@ -279,8 +278,12 @@ SUBCOMMANDS = {"inspect": inspect_parser, "check": check_parser, "package": pack
 
 
 def _quiet_tensorflow(verbose: bool) -> None:
+    """TensorFlow loads, when a command needs it, without its C++ start-up lines (tf_startup.py).
+
+    --verbose leaves TensorFlow's logging alone (every line back), as does TF_CPP_MIN_LOG_LEVEL=0.
+    """
     if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        tf_startup.install()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from xception_serving import tf_startup
+
 if TYPE_CHECKING:  # annotations only: the real imports wait until flags are checked
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -219,8 +221,8 @@ def _setup_logging() -> None:
         format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
     )
-    # TF's own C++/Python chatter is not ours to print at INFO.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TF's own C++/Python chatter is not ours to print at INFO (tf_startup: its start-up lines).
+    os.environ.setdefault(tf_startup.LEVEL_VAR, tf_startup.DEFAULT_LEVEL)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
 
@@ -385,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # tensorflow_model_server prints leftovers and carries on; unknown flags are an error here
         # only when they look like flags we would silently ignore.
         parser.error(f"unknown argument: {' '.join(unknown)}")
+    # TensorFlow's C++ start-up lines stay out of our log (TF_CPP_MIN_LOG_LEVEL=0 keeps them).
+    tf_startup.install()
     if args.version:
         import tensorflow as tf
 
