@@ -166,17 +166,22 @@ def test_top_k_above_the_exported_k_is_explained(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec",
-    [{"model_name": "no_such_model"}, {"model_version": 999}, {"version_label": "no_such_label"}],
+    ("spec", "details"),
+    [
+        ({"model_name": "no_such_model"}, "Servable not found for request: Latest(no_such_model)"),
+        ({"model_version": 999}, "Servable not found for request: Specific({model}, 999)"),
+        ({"version_label": "no_such_label"}, "Unrecognized servable version label: no_such_label"),
+    ],
     ids=["name", "version", "label"],
 )
 def test_unknown_model_version_or_label_raises_model_not_found(
-    xception_server: Any, spec: dict[str, Any]
+    xception_server: Any, spec: dict[str, Any], details: str
 ) -> None:
-    kwargs = {"model_name": _model_name(xception_server), **spec}
+    model = _model_name(xception_server)
+    kwargs = {"model_name": model, **spec}
     with Client(xception_server.grpc_target, **kwargs) as c, pytest.raises(ModelNotFound) as info:
         c.predict(_encoded(_picture(41), "PNG"))
-    assert info.value.details  # the server's own message
+    assert info.value.details == details.format(model=model)  # TF Serving's words
 
 
 def test_truncated_jpeg_is_refused_by_the_server_as_invalid_image(client: Client) -> None:

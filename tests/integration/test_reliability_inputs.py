@@ -428,10 +428,23 @@ def test_malformed_protobuf_bytes_are_refused_and_the_server_keeps_serving(
 )
 def test_client_rejects_bad_images_before_sending(case: str) -> None:
     # Nothing listens on port 1: a request that left the client would fail as unavailable.
+    data = BAD_IMAGES[case][0]
     with Client("127.0.0.1:1", timeout=5, retries=0) as client, pytest.raises(InvalidImage) as info:
-        client.predict(BAD_IMAGES[case][0])
+        client.predict(data)
     assert info.value.code is None  # a local check, not a server answer
-    assert info.value.details
+    if case == "empty":
+        assert info.value.details == "image <bytes> is empty (0 bytes)"
+    elif case.endswith("_bomb"):
+        side = 65535 if case == "gif_bomb" else BOMB_SIDE
+        # The client's words, then Pillow's bomb check naming the declared pixel count.
+        assert info.value.details.startswith(
+            f"image <bytes> declares too many pixels (Image size ({side * side} pixels) exceeds"
+        ), info.value.details
+    else:  # Pillow cannot open it (the broken JPEGs too): the size and first bytes, for a log
+        assert info.value.details == (
+            f"image <bytes> is not in a known image format ({len(data)} bytes,"
+            f" starting {data[:8].hex(' ')})"
+        )
 
 
 def test_client_rejects_empty_batch_and_off_size_pixels_before_sending() -> None:
