@@ -3,20 +3,17 @@ the deployment needs (model name and base path, GPU batching, Prometheus, TLS)."
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 from xception_client.contract import DEFAULT_MODEL_NAME
 from xception_serving import config_files, tfserving
+
+from tests.fixtures.pki import make_pki
 
 SERVING = Path(__file__).resolve().parents[2] / "serving"
 
@@ -81,33 +78,12 @@ def test_monitoring_config_enables_prometheus_on_tf_servings_default_path() -> N
     assert config_files.prometheus_path(config) == config_files.DEFAULT_PROMETHEUS_PATH
 
 
-def _self_signed() -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def test_ssl_template_renders_pem_contents_inline_that_parse_back_unchanged(
     tmp_path: Path,
 ) -> None:
-    key_pem, cert_pem = _self_signed()
-    for name, pem in (("key.pem", key_pem), ("cert.pem", cert_pem)):
+    pki = make_pki()
+    key_pem, cert_pem, ca_pem = (pem.decode() for pem in (pki.server_key, pki.server_cert, pki.ca))
+    for name, pem in (("key.pem", key_pem), ("cert.pem", cert_pem), ("ca.pem", ca_pem)):
         (tmp_path / name).write_text(pem)
     output = tmp_path / "out" / "ssl.config"
     status = tfserving.main(
@@ -115,7 +91,7 @@ def test_ssl_template_renders_pem_contents_inline_that_parse_back_unchanged(
             "render-ssl",
             "--server-key", str(tmp_path / "key.pem"),
             "--server-cert", str(tmp_path / "cert.pem"),
-            "--custom-ca", str(tmp_path / "cert.pem"),
+            "--custom-ca", str(tmp_path / "ca.pem"),
             "--client-verify",
             "--output", str(output),
         ]
@@ -123,7 +99,7 @@ def test_ssl_template_renders_pem_contents_inline_that_parse_back_unchanged(
     assert status == 0
     assert output.stat().st_mode & 0o777 == 0o600  # holds a private key
     ssl = config_files.read_ssl_config(output)
-    assert (ssl.server_key, ssl.server_cert, ssl.custom_ca) == (key_pem, cert_pem, cert_pem)
+    assert (ssl.server_key, ssl.server_cert, ssl.custom_ca) == (key_pem, cert_pem, ca_pem)
     assert ssl.client_verify is True
     # What TF Serving does with the fields: build gRPC server credentials from the PEM strings.
     grpc.ssl_server_credentials(
