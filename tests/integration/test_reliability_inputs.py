@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from tests.fixtures.images import (
     png_declaring,
 )
 from tests.fixtures.models import ExportedModel
+from tests.fixtures.rpc import rpc_error
 from tests.fixtures.servers import RunningServer, start_local_server
 
 MODEL = contract.DEFAULT_MODEL_NAME
@@ -181,12 +182,6 @@ def pixels_request(array: np.ndarray, dtype: int) -> predict_pb2.PredictRequest:
     for size in array.shape:
         tensor.tensor_shape.dim.add().size = size
     return request
-
-
-def rpc_error(call: Callable[..., Any], request: Any, timeout: float = 60) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call(request, timeout=timeout)
-    return info.value  # type: ignore[return-value]
 
 
 def rss_kib(pid: int) -> int:

@@ -38,9 +38,11 @@ from xception_client import Client, DeadlineExceeded, contract
 
 from tests.fixtures.images import image_bytes
 from tests.fixtures.models import ExportedModel
+from tests.fixtures.rpc import model_statuses, wait_for
 from tests.fixtures.servers import RunningServer, free_port, start_local_server
 
 MODEL = contract.DEFAULT_MODEL_NAME
+WAIT_S = 120.0  # for a version of the real Xception to load, or for answers under load
 State = get_model_status_pb2.ModelVersionStatus.State
 # Poll the base path every second; a version that fails to load is not retried for a minute.
 SERVER_ARGS = ["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0"]
@@ -197,25 +199,6 @@ def _copy_version(base: Path, version: int, *, corrupt: bool = False) -> Path:
     return final
 
 
-def _statuses(stub: model_service_pb2_grpc.ModelServiceStub) -> dict[int, object]:
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = MODEL
-    try:
-        response = stub.GetModelStatus(request, timeout=10)
-    except grpc.RpcError:
-        return {}
-    return {s.version: s for s in response.model_version_status}
-
-
-def _wait(condition: object, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_new_version_rolls_out_under_traffic_and_a_corrupt_one_never_serves(
     life: Lifecycle, expected: list[list[int]]
 ) -> None:
@@ -258,27 +241,31 @@ def test_new_version_rolls_out_under_traffic_and_a_corrupt_one_never_serves(
     try:
         for thread in threads:
             thread.start()
-        _wait(lambda: answered() >= 5, "first answers")
+        wait_for(lambda: answered() >= 5, "first answers", WAIT_S)
         _copy_version(life.base_path, 2)
-        _wait(
-            lambda: (s := _statuses(models)).get(2) is not None
+        wait_for(
+            lambda: (s := model_statuses(models, MODEL)).get(2) is not None
             and s[2].state == State.AVAILABLE and s[1].state == State.END,
             "version 2 serving and version 1 unloaded",
+            WAIT_S,
         )
         after_swap = answered()
-        _wait(lambda: answered() >= after_swap + 3, "answers from version 2")
+        wait_for(lambda: answered() >= after_swap + 3, "answers from version 2", WAIT_S)
         _copy_version(life.base_path, 3, corrupt=True)
-        _wait(
-            lambda: 3 in (s := _statuses(models)) and s[3].state == State.END,
+        wait_for(
+            lambda: 3 in (s := model_statuses(models, MODEL)) and s[3].state == State.END,
             "version 3 to fail its load",
+            WAIT_S,
         )
         after_corrupt = answered()
-        _wait(lambda: answered() >= after_corrupt + 3, "answers after the corrupt version")
+        wait_for(
+            lambda: answered() >= after_corrupt + 3, "answers after the corrupt version", WAIT_S
+        )
     finally:
         stop.set()
         for thread in threads:
             thread.join(90)
-        final = _statuses(models)
+        final = model_statuses(models, MODEL)
         channel.close()
     assert failures == []
     versions = [version for version, _, _ in answers]

@@ -17,20 +17,10 @@ from tensorflow_serving.apis import (
 )
 from xception_serving.batching import BatchingOptions
 
+from tests.fixtures.rpc import float_example
 from tests.fixtures.servers import in_process_server
 
 N = 6
-
-
-def example(**features: float) -> tf.train.Example:
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                k: tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
-                for k, v in features.items()
-            }
-        )
-    )
 
 
 def concurrently(calls: list) -> list:
@@ -99,8 +89,8 @@ def test_bad_example_in_merged_batch_fails_only_its_caller(batching_server) -> N
         request.input.example_list.examples.append(ex)
         return lambda: stub.Classify(request, timeout=30)
 
-    good = [example(x=float(i)) for i in range(N - 1)]
-    bad = example(x2=1.0)  # required feature x missing: parse_example fails in the graph
+    good = [float_example(x=float(i)) for i in range(N - 1)]
+    bad = float_example(x2=1.0)  # required feature x missing: parse_example fails in the graph
     before = core.metrics.input_batch_size.count("default", "classify_x_to_y")
     results = concurrently([classify(e) for e in [*good[:2], bad, *good[2:]]])
     merged = core.metrics.input_batch_size.observations()[("default", "classify_x_to_y")]

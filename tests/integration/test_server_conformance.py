@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tests.fixtures.rpc import float_example, rpc_error
 from tests.fixtures.servers import RunningServer, start_local_server
 
 MODEL = "default"
@@ -93,23 +94,6 @@ def predict_request(
     tensor.float_val.extend(x)
     request.output_filter.extend(output_filter)
     return request
-
-
-def example(**features: float) -> tf.train.Example:
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                k: tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
-                for k, v in features.items()
-            }
-        )
-    )
-
-
-def rpc_error(call: object, request: object) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call(request, timeout=30)  # type: ignore[operator]
-    return info.value  # type: ignore[return-value]
 
 
 def assert_spec(spec: object, name: str, signature: str, version: int = VERSION) -> None:
@@ -264,7 +248,7 @@ def test_predict_runs_a_named_classify_signature_with_raw_bytes(predict_stub) ->
     inputs = request.inputs["inputs"]
     inputs.dtype = types_pb2.DT_STRING
     inputs.tensor_shape.dim.add().size = 1
-    inputs.string_val.append(example(x=2.0).SerializeToString())  # raw bytes, no base64
+    inputs.string_val.append(float_example(x=2.0).SerializeToString())  # raw bytes, no base64
     response = predict_stub.Predict(request, timeout=30)
     assert list(response.outputs["scores"].float_val) == [3.0]
     assert_spec(response.model_spec, MODEL, "classify_x_to_y")
@@ -406,7 +390,7 @@ def classification_request(signature: str, *examples: tf.train.Example):
 
 
 def test_classify_returns_one_class_per_example(predict_stub) -> None:
-    request = classification_request("classify_x_to_y", example(x=2.0), example(x=4.0))
+    request = classification_request("classify_x_to_y", float_example(x=2.0), float_example(x=4.0))
     response = predict_stub.Classify(request, timeout=30)
     classifications = response.result.classifications
     assert [[(c.label, c.score) for c in cl.classes] for cl in classifications] == [
@@ -421,8 +405,8 @@ def test_classify_merges_context_features_into_every_example(predict_stub) -> No
     request.model_spec.name = MODEL
     request.model_spec.signature_name = "classify_x2_to_y3"
     with_context = request.input.example_list_with_context
-    with_context.context.CopyFrom(example(x2=4.0))
-    with_context.examples.extend([example(x=1.0), example(x=2.0)])
+    with_context.context.CopyFrom(float_example(x2=4.0))
+    with_context.examples.extend([float_example(x=1.0), float_example(x=2.0)])
     response = predict_stub.Classify(request, timeout=30)
     assert [cl.classes[0].score for cl in response.result.classifications] == [5.0, 5.0]
 
@@ -435,14 +419,14 @@ def test_classify_merges_context_features_into_every_example(predict_stub) -> No
     ],
 )
 def test_classify_errors_match_tf_serving(predict_stub, signature, examples, message) -> None:
-    request = classification_request(signature, *[example(x=2.0)] * examples)
+    request = classification_request(signature, *[float_example(x=2.0)] * examples)
     err = rpc_error(predict_stub.Classify, request)
     assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def test_classify_on_a_predict_signature_is_invalid(predict_stub) -> None:
     err = rpc_error(
-        predict_stub.Classify, classification_request("serving_default", example(x=2.0))
+        predict_stub.Classify, classification_request("serving_default", float_example(x=2.0))
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details().startswith("No classification inputs found in SignatureDef")
@@ -452,7 +436,7 @@ def test_regress_returns_one_value_per_example(predict_stub) -> None:
     request = regression_pb2.RegressionRequest()
     request.model_spec.name = MODEL
     request.model_spec.signature_name = "regress_x_to_y"
-    request.input.example_list.examples.append(example(x=2.0))
+    request.input.example_list.examples.append(float_example(x=2.0))
     response = predict_stub.Regress(request, timeout=30)
     assert [r.value for r in response.result.regressions] == [3.0]
     assert_spec(response.model_spec, MODEL, "regress_x_to_y")
@@ -461,7 +445,7 @@ def test_regress_returns_one_value_per_example(predict_stub) -> None:
 def test_regress_without_regression_signature_answers_as_tf_serving(predict_stub) -> None:
     request = regression_pb2.RegressionRequest()
     request.model_spec.name = MODEL  # serving_default has input x, not "inputs"
-    request.input.example_list.examples.append(example(x=2.0))
+    request.input.example_list.examples.append(float_example(x=2.0))
     err = rpc_error(predict_stub.Regress, request)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details().startswith("No regression inputs found in SignatureDef")
@@ -474,7 +458,7 @@ def multi_request(*tasks: tuple[str, str, str]) -> inference_pb2.MultiInferenceR
         task.model_spec.name = name
         task.model_spec.signature_name = signature
         task.method_name = method
-    request.input.example_list.examples.append(example(x=2.0))
+    request.input.example_list.examples.append(float_example(x=2.0))
     return request
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -22,6 +21,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from tests.fixtures.rpc import model_statuses, wait_for
 from tests.fixtures.servers import (
     start_local_server,
     write_corrupt_version,
@@ -40,25 +40,6 @@ def predict_request(name: str = "default", x: float = 2.0) -> predict_pb2.Predic
     tensor.tensor_shape.dim.add().size = 1
     tensor.float_val.append(x)
     return request
-
-
-def statuses(stub: model_service_pb2_grpc.ModelServiceStub, name: str = "default") -> dict:
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = name
-    try:
-        response = stub.GetModelStatus(request, timeout=10)
-    except grpc.RpcError:
-        return {}
-    return {s.version: s for s in response.model_version_status}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 class Callers:
@@ -123,9 +104,9 @@ def test_new_version_takes_traffic_without_failures_and_bad_versions_never_do(
                 write_half_plus_two(base, 2, offset=2.0)  # atomically renamed into place
                 wait_for(
                     lambda: (
-                        statuses(models).get(1, None) is not None
-                        and statuses(models)[1].state == State.END
-                        and statuses(models)[2].state == State.AVAILABLE
+                        model_statuses(models).get(1, None) is not None
+                        and model_statuses(models)[1].state == State.END
+                        and model_statuses(models)[2].state == State.AVAILABLE
                     ),
                     what="version 2 available and version 1 unloaded",
                 )
@@ -134,18 +115,18 @@ def test_new_version_takes_traffic_without_failures_and_bad_versions_never_do(
 
                 write_corrupt_version(base, 3)
                 wait_for(
-                    lambda: 3 in statuses(models) and statuses(models)[3].state == State.END,
+                    lambda: 3 in (s := model_statuses(models)) and s[3].state == State.END,
                     what="version 3 failing",
                 )
                 # A version whose warmup fails never takes traffic either.
                 write_half_plus_two(base, 4, offset=4.0, warmup_records=[warmup_record("nope")])
                 wait_for(
-                    lambda: 4 in statuses(models) and statuses(models)[4].state == State.END,
+                    lambda: 4 in (s := model_statuses(models)) and s[4].state == State.END,
                     what="version 4 failing warmup",
                 )
                 served_before = callers.count
                 wait_for(lambda: callers.count > served_before + 5, what="answers after v4")
-            final = statuses(models)
+            final = model_statuses(models)
         log = s.log_text()
     assert callers.failures == []
     # y = 0.5 * 2 + offset; offset == version for the good versions.
@@ -191,7 +172,7 @@ def test_version_policies_labels_and_config_reload(
         models = model_service_pb2_grpc.ModelServiceStub(channel)
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         # latest(2): versions 3 and 2 load, 1 never does.
-        assert {v: st.state for v, st in statuses(models).items()} == {
+        assert {v: st.state for v, st in model_statuses(models).items()} == {
             3: State.AVAILABLE,
             2: State.AVAILABLE,
         }
@@ -208,12 +189,12 @@ def test_version_policies_labels_and_config_reload(
         )
         wait_for(
             lambda: (
-                statuses(models).get(1) is not None
-                and statuses(models)[1].state == State.AVAILABLE
-                and statuses(models)[3].state == State.END
+                model_statuses(models).get(1) is not None
+                and model_statuses(models)[1].state == State.AVAILABLE
+                and model_statuses(models)[3].state == State.END
                 and any(
                     st.state == State.AVAILABLE
-                    for st in statuses(models, "half_plus_three").values()
+                    for st in model_statuses(models, "half_plus_three").values()
                 )
             ),
             what="config poll applying the new config",
@@ -244,7 +225,7 @@ def test_version_policies_labels_and_config_reload(
             model_management_pb2.ReloadConfigRequest(config=new), timeout=60
         )
         assert reply.status.error_code == 0
-        assert {v for v, st in statuses(models).items() if st.state == State.AVAILABLE} == {
+        assert {v for v, st in model_statuses(models).items() if st.state == State.AVAILABLE} == {
             1,
             2,
             3,
@@ -258,8 +239,11 @@ def test_version_policies_labels_and_config_reload(
         )
         wait_for(
             lambda: (
-                statuses(models, "half_plus_three") == {}
-                or all(st.state == State.END for st in statuses(models, "half_plus_three").values())
+                model_statuses(models, "half_plus_three") == {}
+                or all(
+                    st.state == State.END
+                    for st in model_statuses(models, "half_plus_three").values()
+                )
             ),
             what="half_plus_three unloaded",
         )
@@ -269,7 +253,7 @@ def test_version_policies_labels_and_config_reload(
 
         # A deleted version directory unloads.
         shutil.rmtree(base / "3")
-        wait_for(lambda: statuses(models)[3].state == State.END, what="deleted v3 unloading")
+        wait_for(lambda: model_statuses(models)[3].state == State.END, what="deleted v3 unloading")
         assert predict.Predict(predict_request(), timeout=10).model_spec.version.value == 2
 
 
@@ -336,7 +320,7 @@ def test_reload_config_rpc_reports_a_model_that_fails_to_load(
         assert info.value.details().startswith(
             "1 model(s) did not become available: {{{name: broken version: 5} due to error: "
         )
-        status = statuses(models, "broken")[5]
+        status = model_statuses(models, "broken")[5]
         assert status.state == State.END and status.status.error_message
 
 
