@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from xception_client import contract
 
-from tests.fixtures.rest import error_text
+from tests.fixtures.rest import HALF_PLUS_TWO_STATUS, error_text
 from tests.fixtures.servers import RunningServer, start_local_server
 
 PROMETHEUS = "/monitoring/prometheus/metrics"
@@ -214,12 +214,7 @@ def test_rest_regress_matches_tf_serving(rest_server: RunningServer) -> None:
 def test_rest_status_of_tf_serving_fixture_is_exact(rest_server: RunningServer) -> None:
     status, _, body = http_call(rest_server, "GET", "/v1/models/half_plus_two")
     assert status == 200
-    assert json.loads(body) == {
-        "model_version_status": [
-            {"version": "123", "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}
-        ]
-    }
+    assert json.loads(body) == HALF_PLUS_TWO_STATUS
 
 
 # -- the exported Xception --------------------------------------------------------------------

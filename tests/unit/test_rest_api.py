@@ -25,7 +25,7 @@ from xception_serving.errors import ServingError
 from xception_serving.metrics import Metrics
 from xception_serving.rest import RestApi, parse_route
 
-from tests.fixtures.rest import error_text
+from tests.fixtures.rest import HALF_PLUS_TWO_STATUS, error_text
 
 PROMETHEUS = "/monitoring/prometheus/metrics"
 
@@ -154,12 +154,7 @@ def test_get_status_answers_model_version_status() -> None:
     api, _, _ = make_api()
     status, _, body = call(api, "GET", "/v1/models/half_plus_two")
     assert status == 200
-    assert json.loads(body) == {
-        "model_version_status": [
-            {"version": "123", "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}
-        ]
-    }
+    assert json.loads(body) == HALF_PLUS_TWO_STATUS
 
 
 def test_get_metadata_answers_signature_defs() -> None:
