@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +20,7 @@ from xception_gateway.app import http_status
 from xception_gateway.fetch import FetchError, fetch_image
 
 from tests.fixtures.images import image_bytes
+from tests.fixtures.rpc import loopback_grpc_server
 from tests.fixtures.tracing import recording_grpc_server, traced_grpc
 
 
@@ -162,12 +162,8 @@ class _Slow(grpc.GenericRpcHandler):
 
 def test_the_grpc_server_sees_the_http_requests_deadline() -> None:
     handler = _Slow()
-    server = grpc.server(futures.ThreadPoolExecutor(2))
-    server.add_generic_rpc_handlers([handler])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        app = create_app(Settings(target=f"127.0.0.1:{port}", timeout=10.0, tracing=False))
+    with loopback_grpc_server(handler, workers=2) as target:
+        app = create_app(Settings(target=target, timeout=10.0, tracing=False))
         with TestClient(app) as http:
             started = time.monotonic()
             response = http.post(
@@ -176,8 +172,6 @@ def test_the_grpc_server_sees_the_http_requests_deadline() -> None:
                 headers={"X-Request-Timeout": "0.5"},
             )
             elapsed = time.monotonic() - started
-    finally:
-        server.stop(0)
     assert response.status_code == 504, response.text
     [remaining] = handler.remaining
     assert 0.2 < remaining <= 0.5  # the gRPC deadline is the HTTP request's, not the 10 s default
