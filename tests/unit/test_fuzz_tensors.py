@@ -1,5 +1,5 @@
 """Fuzzing the server's request parsing without a server: arbitrary TensorProtos (structured and
-raw bytes) through `tensors.to_numpy`, and arbitrary REST bodies through `rest_json`.
+raw bytes) through `tensors.to_numpy`, and arbitrary REST bodies through the REST JSON modules.
 
 Each must either decode or raise the module's own error (TensorParseError / ServingError), never
 anything else, never allocate what the request merely declares, and never hang. Bounded by
@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from xception_serving import rest_json, tensors
+from xception_serving import json_text, rest_examples, rest_tensors, tensors
 from xception_serving.errors import ServingError
 
 from tests.fixtures.fuzz import FuzzRun
@@ -163,13 +163,14 @@ def test_fuzz_rest_bodies_parse_or_fail_with_a_client_error() -> None:
     @run.example
     def check(body: bytes) -> None:
         def predict() -> None:
-            doc = rest_json.parse_json(body)
-            rest_json.fill_predict_inputs(doc, rest_json.signature_name_of(doc), _float_inputs)
+            doc = json_text.parse_json(body)
+            signature_name = rest_tensors.signature_name_of(doc)
+            rest_tensors.fill_predict_inputs(doc, signature_name, _float_inputs)
 
         for kind, parse in (
             ("predict", predict),
-            ("classify", lambda: rest_json.classification_request(body, spec)),
-            ("regress", lambda: rest_json.regression_request(body, spec)),
+            ("classify", lambda: rest_examples.classification_request(body, spec)),
+            ("regress", lambda: rest_examples.regression_request(body, spec)),
         ):
             try:
                 parse()

@@ -1,5 +1,9 @@
 """REST JSON conversion: request JSON -> TF Serving messages and back, with TF Serving's wording.
 
+One section per module: `json_text` (numbers, parsing), `rest_tensors` (predict request and
+response), `rest_examples` (classify / regress), `rest_status` and `rest` (status, metadata,
+errors, HTTP status).
+
 Expected values come from TF Serving's own tests and docs (tfserving.md sections 7 and 10) and from
 the rapidjson / protobuf layout rules TF Serving's code uses, not from this code's output.
 """
@@ -21,7 +25,7 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     regression_pb2,
 )
-from xception_serving import rest_json
+from xception_serving import json_text, rest, rest_examples, rest_status, rest_tensors
 from xception_serving.errors import ServingError
 
 FLOAT = types_pb2.DT_FLOAT
@@ -33,8 +37,9 @@ def loads(body: bytes) -> object:
 
 
 def fill(doc_text: str, dtypes: dict[str, int]) -> tuple[dict[str, tensor_pb2.TensorProto], str]:
-    doc = rest_json.parse_json(doc_text.encode())
-    return rest_json.fill_predict_inputs(doc, rest_json.signature_name_of(doc), lambda _: dtypes)
+    doc = json_text.parse_json(doc_text.encode())
+    signature_name = rest_tensors.signature_name_of(doc)
+    return rest_tensors.fill_predict_inputs(doc, signature_name, lambda _: dtypes)
 
 
 def error_of(fn: object, *args: object) -> ServingError:
@@ -68,43 +73,43 @@ def tensor(dtype: int, shape: list[int], **values: object) -> tensor_pb2.TensorP
     ],
 )
 def test_format_decimal_writes_floats_as_tf_serving(value: float, text: str) -> None:
-    assert rest_json.format_decimal(value) == text
+    assert json_text.format_decimal(value) == text
 
 
 # -- parsing ----------------------------------------------------------------------------------
 
 
 def test_parse_json_rejects_empty_body_with_tf_serving_message() -> None:
-    err = error_of(rest_json.parse_json, b"")
+    err = error_of(json_text.parse_json, b"")
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.message == "JSON Parse error: The document is empty"
 
 
 def test_parse_json_reports_rapidjson_error_and_offset_for_invalid_value() -> None:
-    err = error_of(rest_json.parse_json, b"instances = [1, 2]")
+    err = error_of(json_text.parse_json, b"instances = [1, 2]")
     assert err.message == "JSON Parse error: Invalid value. at offset: 0"
 
 
 def test_parse_json_reports_missing_member_name_at_its_offset() -> None:
-    err = error_of(rest_json.parse_json, b'{"a": 1,}')
+    err = error_of(json_text.parse_json, b'{"a": 1,}')
     assert err.message == "JSON Parse error: Missing a name for object member. at offset: 8"
 
 
 def test_parse_json_rejects_a_top_level_array_as_not_object() -> None:
-    err = error_of(rest_json.parse_json, b"[1]")
+    err = error_of(json_text.parse_json, b"[1]")
     assert err.message == "JSON Value: [\n    1\n] Is not object"
 
 
 def test_parse_json_accepts_nan_and_infinity_tokens() -> None:
-    doc = rest_json.parse_json(b'{"v": [NaN, Infinity, -Infinity, -Inf]}')
+    doc = json_text.parse_json(b'{"v": [NaN, Infinity, -Infinity, -Inf]}')
     values = doc["v"]
     assert math.isnan(values[0])
     assert values[1:] == [math.inf, -math.inf, -math.inf]
 
 
 def test_signature_name_must_be_a_string() -> None:
-    doc = rest_json.parse_json(b'{"signature_name": 100}')
-    err = error_of(rest_json.signature_name_of, doc)
+    doc = json_text.parse_json(b'{"signature_name": 100}')
+    err = error_of(rest_tensors.signature_name_of, doc)
     assert err.message.endswith(
         "not formatted correctly. 'signature_name' key must be a string value."
     )
@@ -266,14 +271,14 @@ def test_columnar_plain_value_with_several_inputs_is_rejected() -> None:
 
 def test_row_response_for_half_plus_two_is_laid_out_as_tf_serving_docs_show() -> None:
     outputs = {"y": tensor(FLOAT, [3], float_val=[3.0, 3.5, 4.0])}
-    body = rest_json.predict_response_json(outputs, "row")
+    body = rest_tensors.predict_response_json(outputs, "row")
     # TF Serving README: {\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}
     assert body == b'{\n    "predictions": [3.0, 3.5, 4.0\n    ]\n}'
 
 
 def test_row_response_strips_batch_dim_per_prediction() -> None:
     outputs = {"y": tensor(FLOAT, [2, 2], float_val=[2.5, 3.0, 3.5, 4.0])}
-    assert loads(rest_json.predict_response_json(outputs, "row")) == {
+    assert loads(rest_tensors.predict_response_json(outputs, "row")) == {
         "predictions": [[2.5, 3.0], [3.5, 4.0]]
     }
 
@@ -283,7 +288,7 @@ def test_row_response_with_several_outputs_is_a_list_of_objects() -> None:
         "scores": tensor(FLOAT, [2, 2], float_val=[0.25, 0.75, 0.5, 0.5]),
         "ids": tensor(types_pb2.DT_INT64, [2], int64_val=[7, 2**40]),
     }
-    result = loads(rest_json.predict_response_json(outputs, "row"))
+    result = loads(rest_tensors.predict_response_json(outputs, "row"))
     assert result == {
         "predictions": [
             {"ids": 7, "scores": [0.25, 0.75]},
@@ -297,7 +302,7 @@ def test_bytes_suffix_outputs_are_base64_objects_and_other_strings_raw() -> None
         "image_bytes": tensor(STRING, [1], string_val=[b"\x00\xff"]),
         "label": tensor(STRING, [1], string_val=[b"cat"]),
     }
-    result = loads(rest_json.predict_response_json(outputs, "row"))
+    result = loads(rest_tensors.predict_response_json(outputs, "row"))
     assert result == {
         "predictions": [{"image_bytes": {"b64": base64.b64encode(b"\x00\xff").decode()},
                          "label": "cat"}]
@@ -306,20 +311,20 @@ def test_bytes_suffix_outputs_are_base64_objects_and_other_strings_raw() -> None
 
 def test_nan_output_is_written_as_bare_token_one_value_per_line_in_columnar() -> None:
     outputs = {"y": tensor(FLOAT, [2], float_val=[math.nan, math.inf])}
-    body = rest_json.predict_response_json(outputs, "columnar")
+    body = rest_tensors.predict_response_json(outputs, "columnar")
     # Columnar output keeps rapidjson's default (multi-line) array layout.
     assert body == b'{\n    "outputs": [\n        NaN,\n        Infinity\n    ]\n}'
 
 
 def test_columnar_response_keeps_full_tensor_and_scalars() -> None:
     single = {"y": tensor(FLOAT, [3], float_val=[3.0, 3.5, 4.0])}
-    assert loads(rest_json.predict_response_json(single, "columnar")) == {
+    assert loads(rest_tensors.predict_response_json(single, "columnar")) == {
         "outputs": [3.0, 3.5, 4.0]
     }
     scalar = {"y": tensor(FLOAT, [], float_val=[3.0])}
-    assert loads(rest_json.predict_response_json(scalar, "columnar")) == {"outputs": 3.0}
+    assert loads(rest_tensors.predict_response_json(scalar, "columnar")) == {"outputs": 3.0}
     both = {**single, "z": tensor(types_pb2.DT_BOOL, [1], bool_val=[True])}
-    assert loads(rest_json.predict_response_json(both, "columnar")) == {
+    assert loads(rest_tensors.predict_response_json(both, "columnar")) == {
         "outputs": {"y": [3.0, 3.5, 4.0], "z": [True]}
     }
 
@@ -327,21 +332,21 @@ def test_columnar_response_keeps_full_tensor_and_scalars() -> None:
 def test_tensor_content_outputs_are_decoded() -> None:
     content = np.array([1.5, 2.5], dtype=np.float32).tobytes()
     outputs = {"y": tensor(FLOAT, [2], tensor_content=content)}
-    assert loads(rest_json.predict_response_json(outputs, "row")) == {"predictions": [1.5, 2.5]}
+    assert loads(rest_tensors.predict_response_json(outputs, "row")) == {"predictions": [1.5, 2.5]}
 
 
 def test_row_response_needs_a_batch_dimension_on_every_output() -> None:
     scalar = {"y": tensor(FLOAT, [], float_val=[3.0])}
-    err = error_of(rest_json.predict_response_json, scalar, "row")
+    err = error_of(rest_tensors.predict_response_json, scalar, "row")
     assert err.message == "Tensor name: y has no shape information "
     mixed = {"a": tensor(FLOAT, [2], float_val=[1, 2]), "b": tensor(FLOAT, [3], float_val=[1])}
-    err = error_of(rest_json.predict_response_json, mixed, "row")
+    err = error_of(rest_tensors.predict_response_json, mixed, "row")
     assert err.message == "Tensor name: b has inconsistent batch size: 3 expecting: 2"
 
 
 def test_half_outputs_cannot_be_written() -> None:
     outputs = {"y": tensor(types_pb2.DT_HALF, [1], half_val=[0])}
-    err = error_of(rest_json.predict_response_json, outputs, "row")
+    err = error_of(rest_tensors.predict_response_json, outputs, "row")
     assert err.message == "Failed to write JSON value for tensor type: half"
 
 
@@ -349,7 +354,7 @@ def test_half_outputs_cannot_be_written() -> None:
 
 
 def examples_of(text: str) -> object:
-    return rest_json.classify_regress_input(rest_json.parse_json(text.encode()))
+    return rest_examples.classify_regress_input(json_text.parse_json(text.encode()))
 
 
 def test_examples_map_json_tokens_to_feature_kinds() -> None:
@@ -395,10 +400,10 @@ def test_missing_examples_uses_tf_serving_wording() -> None:
 def test_classification_and_regression_results_match_tf_serving_tests() -> None:
     result = classification_pb2.ClassificationResult()
     result.classifications.add().classes.add(label="", score=3.0)
-    assert loads(rest_json.classification_json(result)) == {"results": [[["", 3.0]]]}
+    assert loads(rest_examples.classification_json(result)) == {"results": [[["", 3.0]]]}
     regression = regression_pb2.RegressionResult()
     regression.regressions.add(value=3.0)
-    body = rest_json.regression_json(regression)
+    body = rest_examples.regression_json(regression)
     assert loads(body) == {"results": [3.0]}
     assert body == b'{\n    "results": [3.0]\n}'  # single-line array stays open in rapidjson
 
@@ -410,7 +415,7 @@ def test_status_json_matches_tf_serving_test_exactly() -> None:
     response = get_model_status_pb2.GetModelStatusResponse()
     status = response.model_version_status.add(version=123, state=30)
     status.status.error_code = 0  # type: ignore[assignment]
-    body = rest_json.status_json(response)
+    body = rest_status.status_json(response)
     assert json.loads(body) == {
         "model_version_status": [
             {"version": "123", "state": "AVAILABLE",
@@ -433,7 +438,7 @@ def test_metadata_json_has_doubled_signature_def_key_and_all_fields() -> None:
     response.model_spec.name = "half_plus_two"
     response.model_spec.version.value = 123
     response.metadata["signature_def"].Pack(signature_map)
-    result = json.loads(rest_json.metadata_json(response))
+    result = json.loads(rest_status.metadata_json(response))
     assert result["model_spec"] == {"name": "half_plus_two", "signature_name": "", "version": "123"}
     sig = result["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert sig["inputs"]["x"] == {
@@ -447,9 +452,9 @@ def test_metadata_json_has_doubled_signature_def_key_and_all_fields() -> None:
 
 
 def test_error_json_is_pretty_printed_error_object() -> None:
-    body = rest_json.error_json("Servable not found for request: Latest(half)")
+    body = rest.error_json("Servable not found for request: Latest(half)")
     assert body == b'{\n    "error": "Servable not found for request: Latest(half)"\n}'
-    assert rest_json.error_json("") == b""
+    assert rest.error_json("") == b""
 
 
 @pytest.mark.parametrize(
@@ -467,7 +472,7 @@ def test_error_json_is_pretty_printed_error_object() -> None:
     ],
 )
 def test_http_status_mapping_follows_tf_serving(code: grpc.StatusCode, status: int) -> None:
-    assert rest_json.http_status(code) == status
+    assert rest.http_status(code) == status
 
 
 def test_vectorized_path_still_rejects_big_integer_tokens_among_decimals() -> None:

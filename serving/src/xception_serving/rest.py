@@ -10,11 +10,13 @@ Routing follows `http_server.cc` / `http_rest_api_handler.cc`:
     GET  /v1/models[/<name>][/versions/<n>|/labels/<l>][/metadata]
     any other method or shape under /v1 -> 400 {"error": "Malformed request: <METHOD> <path>"}
 
-Bodies are built by `rest_json` exactly as TF Serving writes them; every call is recorded in
-`Metrics` (entrypoint "REST", API = the URL verb, "" for status/metadata).
-
-HTTP server: waitress (see `RestServer`). The request handling (`RestApi.handle`) is a plain
-function of method, URI, headers and body, so it is unit-tested without sockets.
+This module is `http_rest_api_handler.cc`'s part: routing, the gzip body, the error body and
+TF Serving's status code -> HTTP status map, and metrics (entrypoint "REST", API = the URL verb,
+"" for status/metadata). The bodies are built, exactly as TF Serving writes them, by the modules
+that follow TF Serving's own files: `rest_tensors` (predict, json_tensor.cc), `rest_examples`
+(classify/regress), `rest_status` (status/metadata, http_rest_api_util.cc), all on `json_text`
+(rapidjson). The socket side is `http_server` (waitress); `RestApi.handle` is a plain function of
+method, URI, headers and body, so routing is unit-tested without sockets.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ import http
 import logging
 import os
 import re
-import threading
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from tensorflow_serving.apis import (
@@ -39,8 +40,10 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from xception_serving import rest_json
+from xception_serving import rest_examples, rest_status, rest_tensors
 from xception_serving.errors import ServingError, from_exception
+from xception_serving.http_server import HttpResponse, WaitressServer
+from xception_serving.json_text import PrettyWriter, parse_json, to_bytes
 
 if TYPE_CHECKING:  # annotations only: importing the core here would load TensorFlow
     from xception_serving.core import ServingCore
@@ -76,6 +79,44 @@ DEFAULT_TIMEOUT_S = 30.0
 
 JSON_HEADERS = (("Content-Type", "application/json"),)
 REST_TIMEOUT_MESSAGE = "Timed out waiting for notification"
+
+# http_server.cc ToHTTPStatusCode.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+def error_json(message: str) -> bytes:
+    """MakeJsonFromStatus: `{"error": "<message>"}`, pretty printed; nothing for an empty
+    message."""
+    if not message:
+        return b""
+    writer = PrettyWriter()
+    writer.start_object()
+    writer.key("error")
+    writer.string(to_bytes(message))
+    writer.end_object()
+    return writer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -133,11 +174,6 @@ def parse_route(method: str, path: str) -> Route:
     )
 
 
-@dataclass
-class HttpResponse:
-    status: int
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
 
 
 def libevent_error_page(status: int) -> HttpResponse:
@@ -196,7 +232,7 @@ class RestApi:
         error, route, output = self._process(method, uri, body)
         code = grpc.StatusCode.OK if error is None else error.code
         self._record(route, code, time.monotonic() - started)
-        return HttpResponse(rest_json.http_status(code), list(JSON_HEADERS), output)
+        return HttpResponse(http_status(code), list(JSON_HEADERS), output)
 
     def _prometheus(self, uri: str) -> HttpResponse:
         headers = [("Content-Type", "text/plain")]
@@ -245,7 +281,7 @@ class RestApi:
                 failure = ServingError(failure.code, REST_TIMEOUT_MESSAGE)
             if not isinstance(exc, ServingError):
                 log.exception("REST %s %s failed", method, uri)
-            return failure, route, rest_json.error_json(failure.message)
+            return failure, route, error_json(failure.message)
         return None, route, output
 
     def _deadline(self) -> float | None:
@@ -259,21 +295,21 @@ class RestApi:
             request = get_model_metadata_pb2.GetModelMetadataRequest(
                 model_spec=route.model_spec(), metadata_field=["signature_def"]
             )
-            signatures = rest_json.signature_defs_of(self._core.get_model_metadata(request))
+            signatures = rest_status.signature_defs_of(self._core.get_model_metadata(request))
             key = signature_name or "serving_default"
             if key not in signatures:
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f'Serving signature name: "{key}" not found in signature def',
                 )
-            return rest_json.input_dtypes_of(signatures[key])
+            return rest_tensors.input_dtypes_of(signatures[key])
 
         return lookup
 
     def _predict(self, route: Route, body: bytes) -> bytes:
-        doc = rest_json.parse_json(body)
-        signature_name = rest_json.signature_name_of(doc)
-        inputs, fmt = rest_json.fill_predict_inputs(
+        doc = parse_json(body)
+        signature_name = rest_tensors.signature_name_of(doc)
+        inputs, fmt = rest_tensors.fill_predict_inputs(
             doc, signature_name, self._input_dtypes(route)
         )
         request = predict_pb2.PredictRequest(model_spec=route.model_spec())
@@ -281,17 +317,17 @@ class RestApi:
         for alias, tensor in inputs.items():
             request.inputs[alias].CopyFrom(tensor)
         response = self._core.predict(request, deadline=self._deadline())
-        return rest_json.predict_response_json(response.outputs, fmt)
+        return rest_tensors.predict_response_json(response.outputs, fmt)
 
     def _classify(self, route: Route, body: bytes) -> bytes:
-        request = rest_json.classification_request(body, route.model_spec())
+        request = rest_examples.classification_request(body, route.model_spec())
         response = self._core.classify(request, deadline=self._deadline())
-        return rest_json.classification_json(response.result)
+        return rest_examples.classification_json(response.result)
 
     def _regress(self, route: Route, body: bytes) -> bytes:
-        request = rest_json.regression_request(body, route.model_spec())
+        request = rest_examples.regression_request(body, route.model_spec())
         response = self._core.regress(request, deadline=self._deadline())
-        return rest_json.regression_json(response.result)
+        return rest_examples.regression_json(response.result)
 
     _verbs: Mapping[str, Callable[[RestApi, Route, bytes], bytes]] = {
         "predict": _predict,
@@ -303,7 +339,7 @@ class RestApi:
         if not route.model_name:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing model name in request.")
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=route.model_spec())
-        return rest_json.status_json(self._core.get_model_status(request))
+        return rest_status.status_json(self._core.get_model_status(request))
 
     def _metadata(self, route: Route) -> bytes:
         if not route.model_name:
@@ -311,75 +347,11 @@ class RestApi:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=route.model_spec(), metadata_field=["signature_def"]
         )
-        return rest_json.metadata_json(self._core.get_model_metadata(request))
-
-
-def _reason(status: int) -> str:
-    if status == 499:
-        return "Client Closed Request"
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-def _raw_uri(environ: Mapping[str, Any]) -> str:
-    uri = environ.get("REQUEST_URI")
-    if not uri:  # not waitress: rebuild an encoded path from the decoded PATH_INFO
-        uri = urllib.parse.quote(environ.get("PATH_INFO", "/").encode("latin-1"))
-        if environ.get("QUERY_STRING"):
-            uri += "?" + environ["QUERY_STRING"]
-    elif not uri.startswith("/"):  # absolute-form target: keep path[?query]
-        parts = urllib.parse.urlsplit(uri)
-        uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return str(uri)
-
-
-class _WsgiApp:
-    """WSGI shell over RestApi that counts in-flight requests for a graceful stop."""
-
-    def __init__(self, api: RestApi) -> None:
-        self.api = api
-        self._in_flight = 0
-        self._idle = threading.Condition()
-
-    @property
-    def in_flight(self) -> int:
-        with self._idle:
-            return self._in_flight
-
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        with self._idle:
-            self._in_flight += 1
-        try:
-            headers = {"content-encoding": environ.get("HTTP_CONTENT_ENCODING", "")}
-            body = environ["wsgi.input"].read()
-            response = self.api.handle(
-                environ["REQUEST_METHOD"], _raw_uri(environ), headers, body
-            )
-            # WSGI forbids hop-by-hop headers: waitress manages Connection itself.
-            out_headers = [(k, v) for k, v in response.headers if k.lower() != "connection"]
-            out_headers.append(("Content-Length", str(len(response.body))))
-            start_response(f"{response.status} {_reason(response.status)}", out_headers)
-            return [response.body]
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
+        return rest_status.metadata_json(self._core.get_model_metadata(request))
 
 
 class RestServer:
-    """TF Serving's REST port: `RestApi` served by waitress on a background thread.
-
-    Why waitress: the core is blocking, so a threaded server fits; waitress is a maintained,
-    pure-Python HTTP/1.1 server whose single I/O thread parks idle keep-alive connections and
-    hands only complete requests to a bounded worker pool (the shape of TF Serving's libevent
-    loop + `--rest_api_num_threads` executor). It enforces a body-size cap with a 413 before
-    reading the body, and logs no access lines. The standard library's ThreadingHTTPServer
-    would tie one unbounded thread to every open connection.
-    """
+    """TF Serving's REST port: `RestApi` on the waitress server of `http_server`."""
 
     def __init__(
         self,
@@ -393,92 +365,25 @@ class RestServer:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        self._app = _WsgiApp(
-            RestApi(core, metrics, monitoring_path=monitoring_path, timeout_s=timeout_s)
+        api = RestApi(core, metrics, monitoring_path=monitoring_path, timeout_s=timeout_s)
+        self._server = WaitressServer(
+            api.handle,
+            host=host,
+            port=port,
+            # TF Serving's --rest_api_num_threads default: 4 x schedulable CPUs.
+            num_threads=num_threads or 4 * (os.cpu_count() or 1),
+            max_body_bytes=max_body_bytes,
         )
-        self._host = host
-        self._requested_port = port
-        # TF Serving's --rest_api_num_threads default: 4 x schedulable CPUs.
-        self._num_threads = num_threads or 4 * (os.cpu_count() or 1)
-        self._max_body_bytes = max_body_bytes
-        self._server: Any = None  # waitress ships no type hints
-        self._thread: threading.Thread | None = None
-        self.port = port
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one until `start`, which resolves port 0)."""
+        return self._server.port
 
     def start(self) -> None:
         """Bind and start serving on a background thread; returns once listening."""
-        from waitress.server import create_server
-
-        # waitress warns "Task queue depth is N" when all workers are busy: one line per
-        # request under load, which TF Serving does not log.
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-        self._server = create_server(
-            self._app,
-            host=self._host,
-            port=self._requested_port,
-            threads=self._num_threads,
-            max_request_body_size=self._max_body_bytes,
-            ident="",  # no Server: header (TF Serving sends none)
-            channel_timeout=50,  # idle keep-alive connections closed after libevent's 50 s
-            connection_limit=max(100, 4 * self._num_threads),
-        )
-        self.port = int(self._listeners()[0].effective_port)
-        self._thread = threading.Thread(
-            target=self._server.run, name="rest-api-loop", daemon=True
-        )
-        self._thread.start()
-
-    def _listeners(self) -> list[Any]:  # waitress BaseWSGIServer objects (no type hints)
-        from waitress.server import BaseWSGIServer
-
-        if isinstance(self._server, BaseWSGIServer):
-            return [self._server]
-        # MultiSocketServer (a host name resolving to several addresses): one per address.
-        return [d for d in self._server.map.values() if isinstance(d, BaseWSGIServer)]
-
-    def _busy(self, listeners: list[Any]) -> bool:
-        if self._app.in_flight or self._server.task_dispatcher.queue:
-            return True
-        return any(
-            channel.requests or channel.total_outbufs_len
-            for listener in listeners
-            for channel in list(listener.active_channels.values())
-        )
+        self._server.start()
 
     def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight requests finish (up to `grace` seconds), then close."""
-        server = self._server
-        if server is None:
-            return
-        from waitress import wasyncore
-
-        listeners = self._listeners()
-        trigger = listeners[0].trigger  # runs callables on the I/O loop thread
-
-        def on_loop(fn: Callable[[], None]) -> None:
-            ran = threading.Event()
-
-            def run() -> None:
-                try:
-                    fn()
-                finally:
-                    ran.set()
-
-            trigger.pull_trigger(run)
-            ran.wait(timeout=5)
-
-        def stop_accepting() -> None:
-            for listener in listeners:
-                wasyncore.dispatcher.close(listener)  # the listening socket only
-
-        on_loop(stop_accepting)
-        deadline = time.monotonic() + max(grace, 0.0)
-        while self._busy(listeners) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        # Closing every channel (and the trigger) empties the socket map: the loop returns.
-        on_loop(lambda: wasyncore.close_all(server.map if hasattr(server, "map") else
-                                            server._map))
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
+        self._server.stop(grace)

@@ -216,6 +216,16 @@ def fill_proto(proto: TensorProto, array: np.ndarray, dtype: int | None = None) 
         getattr(proto, field).extend(flat.tolist())
 
 
+def fill_values(proto: TensorProto, dtype: int, shape: list[int], values: list[Any]) -> None:
+    """Write flat Python values, already checked against `dtype`, into `dtype`'s typed field (the
+    REST layer's AsProtoField: its JSON walk yields lists, not arrays)."""
+    proto.dtype = dtype
+    _set_shape(proto, tuple(shape))
+    entry = _NUMPY.get(dtype)
+    if entry is not None and values:
+        getattr(proto, entry[1]).extend(values)
+
+
 def make_proto(array: np.ndarray, dtype: int | None = None) -> TensorProto:
     proto = TensorProto()
     fill_proto(proto, array, dtype)

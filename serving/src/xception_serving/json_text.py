@@ -1,0 +1,494 @@
+"""rapidjson, as TF Serving uses it for REST bodies: its PrettyWriter and its parser, in Python.
+
+TF Serving writes every REST body with rapidjson's PrettyWriter (`util/json_tensor.cc`) and parses
+every request with rapidjson (NaN/Infinity tokens allowed). This module is that layer alone: bytes
+in, a parsed document or rapidjson's exact error message and byte offset out; values in, the
+writer's bytes out (4-space indent, single-line arrays, Grisu2 doubles, TF Serving's WriteDecimal).
+It knows nothing of tensors or messages, so it imports no TensorFlow: `rest_tensors`,
+`rest_examples` and `rest` build TF Serving's documents on top of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import numpy as np
+
+from xception_serving.errors import ServingError
+
+JsonValue = Any  # what json.loads returns (dict / list / str / int / float / bool / None)
+
+
+def invalid(message: str) -> ServingError:
+    """TF Serving's InvalidArgument, the code of every JSON error."""
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# rapidjson PrettyWriter emulation (4-space indent, optional single-line arrays).
+
+_ESCAPES = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n", 0x0D: b"\\r",
+            0x09: b"\\t"}
+_NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]')
+
+
+def _escape_match(match: re.Match[bytes]) -> bytes:
+    byte = match.group()[0]
+    return _ESCAPES.get(byte) or b"\\u00%02X" % byte  # rapidjson: upper-case hex
+
+
+def quote_bytes(raw: bytes) -> bytes:
+    """A JSON string as rapidjson writes it: raw bytes kept (no UTF-8 check), controls escaped."""
+    return b'"' + _NEEDS_ESCAPE.sub(_escape_match, raw) + b'"'
+
+
+def to_bytes(text: str) -> bytes:
+    # Request strings came from bytes decoded with surrogateescape; give the original bytes back.
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+class PrettyWriter:
+    """rapidjson::PrettyWriter's layout, including kFormatSingleLineArray switching."""
+
+    def __init__(self) -> None:
+        self._out: list[bytes] = []
+        self._stack: list[list[int]] = []  # [in_array, value_count]
+        self.single_line_arrays = False
+
+    def _indent(self) -> bytes:
+        return b" " * (4 * len(self._stack))
+
+    def _prefix(self) -> None:
+        if not self._stack:
+            return
+        level = self._stack[-1]
+        out = self._out
+        if level[0]:
+            if level[1] > 0:
+                out.append(b", " if self.single_line_arrays else b",")
+            if not self.single_line_arrays:
+                out.append(b"\n" + self._indent())
+        else:
+            if level[1] > 0:
+                out.append(b",\n" if level[1] % 2 == 0 else b": ")
+            else:
+                out.append(b"\n")
+            if level[1] % 2 == 0:
+                out.append(self._indent())
+        level[1] += 1
+
+    def start_object(self) -> None:
+        self._prefix()
+        self._out.append(b"{")
+        self._stack.append([0, 0])
+
+    def end_object(self) -> None:
+        level = self._stack.pop()
+        if level[1]:
+            self._out.append(b"\n" + self._indent())
+        self._out.append(b"}")
+
+    def start_array(self) -> None:
+        self._prefix()
+        self._out.append(b"[")
+        self._stack.append([1, 0])
+
+    def end_array(self) -> None:
+        level = self._stack.pop()
+        if level[1] and not self.single_line_arrays:
+            self._out.append(b"\n" + self._indent())
+        self._out.append(b"]")
+
+    def key(self, name: str | bytes) -> None:
+        self._prefix()
+        self._out.append(quote_bytes(name if isinstance(name, bytes) else to_bytes(name)))
+
+    def raw(self, token: bytes) -> None:
+        self._prefix()
+        self._out.append(token)
+
+    def raw_array_items(self, tokens: list[bytes]) -> None:
+        """Append many scalar tokens to the open array at once (same bytes as one by one)."""
+        if not tokens:
+            return
+        level = self._stack[-1]
+        if self.single_line_arrays:
+            first, sep = b"", b", "
+        else:
+            first = b"\n" + self._indent()
+            sep = b"," + first
+        if level[1] > 0:
+            self._out.append(sep)
+        else:
+            self._out.append(first)
+        self._out.append(sep.join(tokens))
+        level[1] += len(tokens)
+
+    def string(self, raw: bytes) -> None:
+        self.raw(quote_bytes(raw))
+
+    def value(self, val: JsonValue) -> None:
+        """Write a parsed JSON value as rapidjson's Value::Accept would."""
+        if isinstance(val, dict):
+            self.start_object()
+            for name, item in val.items():
+                self.key(name)
+                self.value(item)
+            self.end_object()
+        elif isinstance(val, list):
+            self.start_array()
+            for item in val:
+                self.value(item)
+            self.end_array()
+        elif isinstance(val, str):
+            self.string(to_bytes(val))
+        elif val is None:
+            self.raw(b"null")
+        elif val is True:
+            self.raw(b"true")
+        elif val is False:
+            self.raw(b"false")
+        elif isinstance(val, int):
+            self.raw(str(val).encode())
+        else:
+            self.raw(rapidjson_double(val).encode())
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._out)
+
+
+def rapidjson_double(value: float) -> str:
+    """rapidjson Writer::Double: shortest digits (Grisu2) laid out by its Prettify()."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0.0"
+    decimal = Decimal(repr(abs(value))).normalize()
+    digits = "".join(str(d) for d in decimal.as_tuple().digits)
+    exponent = int(decimal.as_tuple().exponent)
+    length = len(digits)
+    kk = length + exponent
+    if exponent >= 0 and kk <= 21:
+        text = digits + "0" * exponent + ".0"
+    elif 0 < kk <= 21:
+        text = digits[:kk] + "." + digits[kk:]
+    elif -6 < kk <= 0:
+        text = "0." + "0" * (-kk) + digits
+    elif length == 1:
+        text = digits + "e" + str(kk - 1)
+    else:
+        text = digits[0] + "." + digits[1:] + "e" + str(kk - 1)
+    return sign + text
+
+
+def format_decimal(value: float, *, double: bool = False) -> str:
+    """TF Serving's WriteDecimal: %g with 6 digits unless that does not round-trip, then full
+    precision; `.0` added to whole numbers; NaN / Infinity / -Infinity as bare tokens."""
+    if math.isfinite(value):
+        text = f"{value:.6g}"
+        if double:
+            if float(text) != value:
+                text = f"{value:.17g}"
+        elif np.float32(float(text)) != np.float32(value):
+            text = f"{value:.9g}"
+        if "." not in text and "e" not in text:
+            text += ".0"
+        return text
+    if math.isnan(value):
+        return "NaN"
+    return "-Infinity" if value < 0 else "Infinity"
+
+
+def json_value_to_string(val: JsonValue) -> str:
+    """TF Serving's JsonValueToString (used inside error messages)."""
+    if isinstance(val, float):
+        if math.isfinite(val) and abs(val) > 3.4028234e38:
+            return format_decimal(val, double=True)
+        return format_decimal(float(np.float32(val)) if math.isfinite(val) else val)
+    writer = PrettyWriter()
+    writer.value(val)
+    return writer.getvalue().decode("utf-8", "replace")
+
+
+def json_type(val: JsonValue) -> str:
+    if val is None:
+        return "Null"
+    if val is True:
+        return "True"
+    if val is False:
+        return "False"
+    if isinstance(val, dict):
+        return "Object"
+    if isinstance(val, list):
+        return "Array"
+    if isinstance(val, str):
+        return "String"
+    return "Number"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing, with rapidjson's error messages.
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def _parse_int(text: str) -> int | float:
+    value = int(text)
+    # rapidjson keeps integers that fit int64/uint64; anything larger becomes a double.
+    if INT64_MIN <= value <= UINT64_MAX:
+        return value
+    return float(text)
+
+
+def _first_member_wins(pairs: list[tuple[str, JsonValue]]) -> dict[str, JsonValue]:
+    # rapidjson's FindMember returns the first of duplicate keys.
+    obj: dict[str, JsonValue] = {}
+    for name, value in pairs:
+        obj.setdefault(name, value)
+    return obj
+
+
+class Document(dict[str, JsonValue]):
+    """The parsed top-level object, plus whether the body could hold true/false tokens (when it
+    cannot, numeric arrays may take the vectorized path: numpy would silently turn bools into
+    numbers)."""
+
+    may_have_bools: bool = True
+
+
+def parse_json(body: bytes) -> Document:
+    """Parse a request body as TF Serving's ParseJson does (top level must be an object)."""
+    if not body:
+        raise invalid("JSON Parse error: The document is empty")
+    text = body.decode("utf-8", "surrogateescape")
+    try:
+        doc = json.loads(
+            text, parse_int=_parse_int, object_pairs_hook=_first_member_wins,
+            parse_constant=_CONSTANTS.__getitem__,
+        )
+    except (ValueError, RecursionError):
+        doc = _RapidJsonParser(text).parse()  # exact rapidjson error (or its extra tokens)
+    if not isinstance(doc, dict):
+        raise invalid(f"JSON Value: {json_value_to_string(doc)} Is not object")
+    document = Document(doc)
+    document.may_have_bools = b"true" in body or b"false" in body
+    return document
+
+
+_CONSTANTS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+class _RapidJsonParser:
+    """A small recursive-descent parser that fails exactly where rapidjson fails, with its
+    message and offset. Only used when the fast standard parser rejected the text (or for the
+    `Inf` spelling rapidjson also accepts)."""
+
+    _WS = " \t\n\r"
+
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.i = 0
+        self.depth = 0
+
+    def fail(self, message: str, offset: int | None = None) -> ServingError:
+        at = self.i if offset is None else offset
+        # rapidjson offsets count bytes, not characters.
+        byte_offset = len(to_bytes(self.s[:at]))
+        return invalid(f"JSON Parse error: {message} at offset: {byte_offset}")
+
+    def skip_ws(self) -> None:
+        s, i = self.s, self.i
+        while i < len(s) and s[i] in self._WS:
+            i += 1
+        self.i = i
+
+    def peek(self) -> str:
+        return self.s[self.i] if self.i < len(self.s) else "\0"
+
+    def parse(self) -> JsonValue:
+        self.skip_ws()
+        if self.i >= len(self.s):
+            raise self.fail("The document is empty.")
+        value = self.value()
+        self.skip_ws()
+        if self.i < len(self.s):
+            raise self.fail("The document root must not be followed by other values.")
+        return value
+
+    def value(self) -> JsonValue:
+        c = self.peek()
+        if c == "n":
+            return self.literal("null", None)
+        if c == "t":
+            return self.literal("true", True)
+        if c == "f":
+            return self.literal("false", False)
+        if c == '"':
+            return self.string()
+        if c == "{":
+            return self.obj()
+        if c == "[":
+            return self.array()
+        return self.number()
+
+    def literal(self, word: str, value: JsonValue) -> JsonValue:
+        start = self.i
+        if self.s.startswith(word, self.i):
+            self.i += len(word)
+            return value
+        raise self.fail("Invalid value.", start)
+
+    def obj(self) -> dict[str, JsonValue]:
+        self.i += 1
+        result: dict[str, JsonValue] = {}
+        self.skip_ws()
+        if self.peek() == "}":
+            self.i += 1
+            return result
+        while True:
+            if self.peek() != '"':
+                raise self.fail("Missing a name for object member.")
+            name = self.string()
+            self.skip_ws()
+            if self.peek() != ":":
+                raise self.fail("Missing a colon after a name of object member.")
+            self.i += 1
+            self.skip_ws()
+            result.setdefault(name, self.value())
+            self.skip_ws()
+            c = self.peek()
+            if c == ",":
+                self.i += 1
+                self.skip_ws()
+            elif c == "}":
+                self.i += 1
+                return result
+            else:
+                raise self.fail("Missing a comma or '}' after an object member.")
+
+    def array(self) -> list[JsonValue]:
+        self.i += 1
+        result: list[JsonValue] = []
+        self.skip_ws()
+        if self.peek() == "]":
+            self.i += 1
+            return result
+        while True:
+            result.append(self.value())
+            self.skip_ws()
+            c = self.peek()
+            if c == ",":
+                self.i += 1
+                self.skip_ws()
+            elif c == "]":
+                self.i += 1
+                return result
+            else:
+                raise self.fail("Missing a comma or ']' after an array element.")
+
+    _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n",
+                       "r": "\r", "t": "\t"}
+
+    def string(self) -> str:
+        self.i += 1
+        s = self.s
+        parts: list[str] = []
+        while True:
+            if self.i >= len(s):
+                raise self.fail("Missing a closing quotation mark in string.")
+            c = s[self.i]
+            if c == '"':
+                self.i += 1
+                return "".join(parts)
+            if c == "\\":
+                escape_start = self.i
+                self.i += 1
+                e = self.peek()
+                if e in self._SIMPLE_ESCAPES:
+                    parts.append(self._SIMPLE_ESCAPES[e])
+                    self.i += 1
+                elif e == "u":
+                    self.i += 1
+                    code = self.hex4()
+                    if 0xD800 <= code <= 0xDBFF:
+                        if not s.startswith("\\u", self.i):
+                            raise self.fail("The surrogate pair in string is invalid.")
+                        self.i += 2
+                        low = self.hex4()
+                        if not 0xDC00 <= low <= 0xDFFF:
+                            raise self.fail("The surrogate pair in string is invalid.")
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                    parts.append(chr(code))
+                else:
+                    raise self.fail("Invalid escape character in string.", escape_start)
+            elif ord(c) < 0x20:
+                if c == "\0":
+                    raise self.fail("Missing a closing quotation mark in string.")
+                raise self.fail("Invalid encoding in string.")
+            else:
+                parts.append(c)
+                self.i += 1
+
+    def hex4(self) -> int:
+        text = self.s[self.i : self.i + 4]
+        if len(text) != 4 or any(ch not in "0123456789abcdefABCDEF" for ch in text):
+            raise self.fail("Incorrect hex digit after \\u escape in string.")
+        self.i += 4
+        return int(text, 16)
+
+    def number(self) -> JsonValue:
+        s, start = self.s, self.i
+        minus = self.peek() == "-"
+        if minus:
+            self.i += 1
+        # kParseNanAndInfFlag: NaN, Inf, Infinity (optionally signed).
+        if s.startswith("NaN", self.i):
+            self.i += 3
+            return math.nan
+        if s.startswith("Inf", self.i):
+            self.i += 8 if s.startswith("Infinity", self.i) else 3
+            return -math.inf if minus else math.inf
+        c = self.peek()
+        if not c.isascii() or not c.isdigit():
+            raise self.fail("Invalid value.", self.i)
+        is_double = False
+        if c == "0":
+            self.i += 1
+        else:
+            while self.peek().isascii() and self.peek().isdigit():
+                self.i += 1
+        if self.peek() == ".":
+            self.i += 1
+            if not (self.peek().isascii() and self.peek().isdigit()):
+                raise self.fail("Miss fraction part in number.")
+            while self.peek().isascii() and self.peek().isdigit():
+                self.i += 1
+            is_double = True
+        if self.peek() in "eE":
+            self.i += 1
+            if self.peek() in "+-":
+                self.i += 1
+            if not (self.peek().isascii() and self.peek().isdigit()):
+                raise self.fail("Miss exponent in number.")
+            while self.peek().isascii() and self.peek().isdigit():
+                self.i += 1
+            is_double = True
+        text = s[start : self.i]
+        if is_double:
+            value = float(text)
+            if math.isinf(value):
+                raise self.fail("Number too big to be stored in double.", start)
+            return value
+        return _parse_int(text)
