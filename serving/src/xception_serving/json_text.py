@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -219,6 +220,18 @@ def json_value_to_string(val: JsonValue) -> str:
     writer = PrettyWriter()
     writer.value(val)
     return writer.getvalue().decode("utf-8", "replace")
+
+
+def list_member(doc: Mapping[str, JsonValue], key: str, not_list: str, empty: str
+                ) -> list[JsonValue]:
+    """`doc[key]`, which must be a non-empty array: TF Serving's `instances` / `examples` checks,
+    failing with `JSON Value: <doc> <not_list|empty>`."""
+    value = doc[key]
+    if not isinstance(value, list):
+        raise invalid(f"JSON Value: {json_value_to_string(doc)} {not_list}")
+    if not value:
+        raise invalid(f"JSON Value: {json_value_to_string(doc)} {empty}")
+    return value
 
 
 def json_type(val: JsonValue) -> str:

@@ -10,6 +10,7 @@ it shares) rather than inside it; the JSON text itself comes from `json_text`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, model_pb2, regression_pb2
@@ -23,6 +24,7 @@ from xception_serving.json_text import (
     invalid,
     json_type,
     json_value_to_string,
+    list_member,
     parse_json,
     to_bytes,
 )
@@ -103,15 +105,8 @@ def classify_regress_input(doc: Mapping[str, JsonValue]) -> input_pb2.Input:
             f"JSON Value: {json_value_to_string(doc)} When method is classify, key 'examples' "
             "is expected and was not found"
         )
-    examples = doc["examples"]
-    if not isinstance(examples, list):
-        raise invalid(
-            f"JSON Value: {json_value_to_string(doc)} Expecting 'examples' value to be an "
-            "list/array"
-        )
-    if not examples:
-        raise invalid(f"JSON Value: {json_value_to_string(doc)} 'examples' value is an empty "
-                       "array")
+    examples = list_member(doc, "examples", "Expecting 'examples' value to be an list/array",
+                           "'examples' value is an empty array")
     for item in examples:
         target = (result.example_list_with_context.examples if has_context
                   else result.example_list.examples)
@@ -119,26 +114,30 @@ def classify_regress_input(doc: Mapping[str, JsonValue]) -> input_pb2.Input:
     return result
 
 
-def classification_request(
-    body: bytes, model_spec: model_pb2.ModelSpec
-) -> classification_pb2.ClassificationRequest:
+_Request = TypeVar(
+    "_Request", classification_pb2.ClassificationRequest, regression_pb2.RegressionRequest
+)
+
+
+def _fill_request(request: _Request, body: bytes, model_spec: model_pb2.ModelSpec) -> _Request:
+    """FillClassifyRegressRequestFromJson: the request's model spec, signature and Input."""
     doc = parse_json(body)
-    request = classification_pb2.ClassificationRequest()
     request.model_spec.CopyFrom(model_spec)
     request.model_spec.signature_name = signature_name_of(doc)
     request.input.CopyFrom(classify_regress_input(doc))
     return request
+
+
+def classification_request(
+    body: bytes, model_spec: model_pb2.ModelSpec
+) -> classification_pb2.ClassificationRequest:
+    return _fill_request(classification_pb2.ClassificationRequest(), body, model_spec)
 
 
 def regression_request(
     body: bytes, model_spec: model_pb2.ModelSpec
 ) -> regression_pb2.RegressionRequest:
-    doc = parse_json(body)
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.CopyFrom(model_spec)
-    request.model_spec.signature_name = signature_name_of(doc)
-    request.input.CopyFrom(classify_regress_input(doc))
-    return request
+    return _fill_request(regression_pb2.RegressionRequest(), body, model_spec)
 
 
 def classification_json(result: classification_pb2.ClassificationResult) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,11 +35,14 @@ from xception_serving.json_text import (
     invalid,
     json_type,
     json_value_to_string,
+    list_member,
     quote_bytes,
     to_bytes,
 )
 
 Format = Literal["row", "columnar"]
+# One tensor element as the JSON walk yields it and `tensors` stores it in a typed field.
+Element = bool | int | float | bytes
 
 
 def dtype_name(dtype: int) -> str:
@@ -99,7 +102,7 @@ def decode_base64_object(val: JsonValue) -> bytes:
         raise invalid("Unable to base64 decode") from None
 
 
-def _scalar(val: JsonValue, dtype: int) -> Any:
+def _scalar(val: JsonValue, dtype: int) -> Element:
     """AddValueToTensor: one JSON scalar -> one tensor element (or TF Serving's error)."""
     if dtype == types_pb2.DT_FLOAT:
         if not _is_number(val):
@@ -143,7 +146,7 @@ def _scalar(val: JsonValue, dtype: int) -> Any:
     )
 
 
-def _fast_leaf(items: list[JsonValue], dtype: int) -> list[Any] | None:
+def _fast_leaf(items: list[JsonValue], dtype: int) -> Sequence[Element] | None:
     """The common all-plain-numbers leaf list, converted without per-element calls; None when
     any element needs the careful path (which then reports the exact error)."""
     if dtype == types_pb2.DT_FLOAT:
@@ -174,7 +177,7 @@ def _dense_shape(val: JsonValue) -> list[int]:
     return shape
 
 
-def _fast_dense(val: JsonValue, shape: list[int], dtype: int) -> list[Any] | None:
+def _fast_dense(val: JsonValue, shape: list[int], dtype: int) -> Sequence[Element] | None:
     """A whole dense numeric tensor converted by numpy, when that provably gives the values the
     element-by-element walk would accept; None -> take the walk (which reports exact errors)."""
     if dtype not in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT32) or not shape:
@@ -205,7 +208,7 @@ def _fast_dense(val: JsonValue, shape: list[int], dtype: int) -> list[Any] | Non
     return array.ravel().tolist()
 
 
-def _fill_dense(val: JsonValue, shape: list[int], dtype: int, out: list[Any], fast: bool
+def _fill_dense(val: JsonValue, shape: list[int], dtype: int, out: list[Element], fast: bool
                 ) -> None:
     values = _fast_dense(val, shape, dtype) if fast else None
     if values is None:
@@ -214,7 +217,7 @@ def _fill_dense(val: JsonValue, shape: list[int], dtype: int, out: list[Any], fa
         out.extend(values)
 
 
-def _fill(val: JsonValue, level: int, shape: list[int], dtype: int, out: list[Any]) -> None:
+def _fill(val: JsonValue, level: int, shape: list[int], dtype: int, out: list[Element]) -> None:
     """FillTensorProto: walk the nested lists, checking each level's size against `shape`."""
     rank = len(shape)
     if not isinstance(val, list):
@@ -258,7 +261,7 @@ def _status_text(err: ServingError) -> str:
 class _Instance:
     size: int
     shape: list[int]
-    values: list[Any]
+    values: list[Element]
 
 
 def _add_instance_item(
@@ -269,7 +272,7 @@ def _add_instance_item(
     if name not in dtypes:
         raise invalid(f"JSON object: does not have named input: {name}")
     shape = _dense_shape(item)
-    values: list[Any] = []
+    values: list[Element] = []
     _fill_dense(item, shape, dtypes[name], values, fast)
     previous = seen.get(name)
     if previous is None:
@@ -340,7 +343,7 @@ def _fill_from_instances(
 
 def _columnar_tensor(val: JsonValue, dtype: int, fast: bool) -> tensor_pb2.TensorProto:
     shape = _dense_shape(val)
-    values: list[Any] = []
+    values: list[Element] = []
     _fill_dense(val, shape, dtype, values, fast)
     tensor = tensor_pb2.TensorProto()
     tensors.fill_values(tensor, dtype, shape, values)
@@ -401,16 +404,8 @@ def fill_predict_inputs(
             "one of 'inputs' or 'instances' keys to exist "
         )
     if has_instances:
-        instances = doc["instances"]
-        if not isinstance(instances, list):
-            raise invalid(
-                f"JSON Value: {json_value_to_string(doc)} Excepting 'instances' to be an "
-                "list/array"
-            )
-        if not instances:
-            raise invalid(
-                f"JSON Value: {json_value_to_string(doc)} No values in 'instances' array"
-            )
+        instances = list_member(doc, "instances", "Excepting 'instances' to be an list/array",
+                                "No values in 'instances' array")
         return _fill_from_instances(instances, dtypes, fast), "row"
     if has_inputs:
         return _fill_from_inputs(doc["inputs"], dtypes, fast), "columnar"
@@ -460,6 +455,7 @@ class _TensorWriter:
         self.dtype: int = tensor.dtype
         self.shape: list[int] = [d.size for d in tensor.tensor_shape.dim]
         # Typed fields or tensor_content, with TF's fill rules for short typed fields.
+        # One Python type per dtype (what numpy's tolist() gives), so Any rather than Element.
         self.values: list[Any] = tensors.to_numpy(tensor).ravel().tolist()
         # A tensor named "*_bytes" holding strings is written as {"b64": ...}.
         self.as_b64 = self.dtype == types_pb2.DT_STRING and name.endswith("_bytes")
