@@ -17,7 +17,10 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # wsgiref.types is new in Python 3.11
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
 
 @dataclass
@@ -40,7 +43,7 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def _raw_uri(environ: Mapping[str, Any]) -> str:
+def _raw_uri(environ: WSGIEnvironment) -> str:
     uri = environ.get("REQUEST_URI")
     if not uri:  # not waitress: rebuild an encoded path from the decoded PATH_INFO
         uri = urllib.parse.quote(environ.get("PATH_INFO", "/").encode("latin-1"))
@@ -66,7 +69,7 @@ class _WsgiApp:
             return self._in_flight
 
     def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
+        self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         with self._idle:
             self._in_flight += 1
