@@ -2,7 +2,7 @@
 
 Expected bodies are TF Serving's own test expectations (tensorflow_model_server_test.py:
 testPredictREST, testPredictColumnarREST, testClassifyREST, testRegressREST, testGetStatusREST,
-testPrometheusEndpoint; tfserving.md sections 7 and 10).
+testPrometheusEndpoint; and http_rest_api_handler_test.cc).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The local server answers TF Serving's gRPC API as TF Serving does (tfserving.md 1-3, 10).
+"""The local server answers TF Serving's gRPC API as TF Serving does (its predict_impl_test.cc and
+tensorflow_model_server_test.py cases).
 
 Driven only through the official tensorflow-serving-api stubs, against one server process serving
 TF Serving's own test models: "default" = half_plus_two (y = 0.5x + 2) and "half_plus_three",

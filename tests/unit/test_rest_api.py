@@ -1,6 +1,6 @@
 """REST routing and handling (RestApi.handle) against a half_plus_two fake core: no sockets.
 
-URL cases are TF Serving's own (http_rest_api_handler_test.cc, tfserving.md 7.1/10).
+URL cases are TF Serving's own (http_rest_api_handler_test.cc).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ One section per module: `json_text` (numbers, parsing), `rest_tensors` (predict 
 response), `rest_examples` (classify / regress), `rest_status` and `rest` (status, metadata,
 errors, HTTP status).
 
-Expected values come from TF Serving's own tests and docs (tfserving.md sections 7 and 10) and from
-the rapidjson / protobuf layout rules TF Serving's code uses, not from this code's output.
+Expected values come from TF Serving's own tests and docs (json_tensor_test.cc, api_rest.md) and
+from the rapidjson / protobuf layout rules TF Serving's code uses, not from this code's output.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from xception_serving import config_files, tfserving
 
 SERVING = Path(__file__).resolve().parents[2] / "serving"
 
-# tensorflow_model_server flag names (shared/reference/tfserving.md section 4), the ones we pass.
+# tensorflow_model_server flag names (its main.cc flag list), the ones we pass.
 TF_SERVING_FLAGS = {
     "port",
     "rest_api_port",

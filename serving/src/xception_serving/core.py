@@ -2,8 +2,8 @@
 
 gRPC servicers and REST handlers are thin shells over ServingCore: every method takes and returns
 tensorflow-serving-api messages and raises ServingError with TF Serving's status code and wording
-(tfserving.md sections 2-3). Checks run in TF Serving's order so the first error reported is the
-one TF Serving would report.
+(as in TF Serving's predict_impl.cc, classifier.cc, regressor.cc and get_model_status_impl.cc).
+Checks run in TF Serving's order so the first error reported is the one TF Serving would report.
 """
 
 from __future__ import annotations
