@@ -147,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# server.cc's thread-flag rule. Here (no TensorFlow import) so flag mistakes fail before TF
+# loads; session_config applies the same function.
+PARALLELISM_CONFLICT = (
+    "Either configure server_options.tensorflow_session_parallelism or "
+    "(server_options.tensorflow_intra_op_parallelism, "
+    "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all."
+)
+
+
+def parallelism_conflict(session: int, intra: int, inter: int) -> bool:
+    """TF Serving refuses only the case where all three flags are positive."""
+    return session > 0 and intra > 0 and inter > 0
+
+
 class StartupError(Exception):
     """A flag or config problem, worded as TF Serving's status."""
 
@@ -162,18 +176,12 @@ def _check_flags(args: argparse.Namespace) -> None:
             "INVALID_ARGUMENT: server_options.batching_parameters_file is set without setting "
             "server_options.enable_batching to true."
         )
-    # The same rule as session_config (kept TensorFlow-free so flag mistakes fail fast).
-    if (
-        args.tensorflow_session_parallelism > 0
-        and args.tensorflow_intra_op_parallelism > 0
-        and args.tensorflow_inter_op_parallelism > 0
+    if parallelism_conflict(
+        args.tensorflow_session_parallelism,
+        args.tensorflow_intra_op_parallelism,
+        args.tensorflow_inter_op_parallelism,
     ):
-        raise StartupError(
-            "INVALID_ARGUMENT: Either configure server_options.tensorflow_session_parallelism "
-            "or (server_options.tensorflow_intra_op_parallelism, "
-            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure "
-            "all."
-        )
+        raise StartupError(f"INVALID_ARGUMENT: {PARALLELISM_CONFLICT}")
     channel_arguments(args.grpc_channel_arguments)
     if args.port <= 0 and not args.grpc_socket_path:
         raise StartupError(

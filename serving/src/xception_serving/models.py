@@ -43,11 +43,6 @@ class SessionOptions:
     xla_compilation_enabled: bool = False
 
 
-def parse_tags(text: str) -> tuple[str, ...]:
-    """`--saved_model_tags`: comma-separated, as TF Serving splits it."""
-    return tuple(tag for tag in (part.strip() for part in text.split(",")) if tag)
-
-
 XLA_MUST_COMPILE = "_XlaMustCompile"
 XLA_DISABLED = "XLA compilation disabled"  # TF's status text (FailOnXlaCompilation)
 

@@ -19,21 +19,11 @@ from pathlib import Path
 
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 
+# The thread-flag rule lives in the TensorFlow-free cli module, which checks it before TF loads.
+from xception_serving.cli import PARALLELISM_CONFLICT, parallelism_conflict  # re-exported
 from xception_serving.config_files import ConfigError, read_text_proto
 from xception_serving.cpu_features import BF16_CPU_FLAGS, cpu_bfloat16_flags
-from xception_serving.models import SessionOptions, parse_tags
-
-PARALLELISM_CONFLICT = (
-    "Either configure server_options.tensorflow_session_parallelism or "
-    "(server_options.tensorflow_intra_op_parallelism, "
-    "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all."
-)
-
-
-def parallelism_conflict(session: int, intra: int, inter: int) -> bool:
-    """TF Serving refuses only the case where all three flags are positive."""
-    return session > 0 and intra > 0 and inter > 0
-
+from xception_serving.models import SessionOptions
 
 BFLOAT16 = "bfloat16"
 
@@ -52,6 +42,11 @@ def mixed_precision_warning(mixed_precision: str, cpuinfo: str | None = None) ->
             "apply and the model runs in float32 (no speed-up, no precision change)"
         )
     return None
+
+
+def parse_tags(text: str) -> tuple[str, ...]:
+    """`--saved_model_tags`: comma-separated, as TF Serving splits it."""
+    return tuple(tag for tag in (part.strip() for part in text.split(",")) if tag)
 
 
 def session_options(
