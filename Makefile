@@ -27,10 +27,10 @@ help: ## list the targets
 
 install: $(STAMP) ## create .venv/ with export, serving, client and test tools
 
-$(STAMP): pyproject.toml client/pyproject.toml export/pyproject.toml serving/pyproject.toml
+$(STAMP): pyproject.toml contract/pyproject.toml client/pyproject.toml export/pyproject.toml serving/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install --quiet -e ./client -e ./export -e ./serving --group dev
+	$(BIN)/python -m pip install --quiet -e ./contract -e ./client -e ./export -e ./serving --group dev
 	touch $(STAMP)
 
 export: $(STAMP) ## export Xception to $(MODEL_BASE_PATH)/<next version> (WEIGHTS=random offline)
@@ -50,7 +50,7 @@ serve-tfserving: ## serve with real TF Serving on the GPU (Docker image or tenso
 	  --rest-api-port=$(REST_PORT)
 
 run: $(STAMP) ## export if needed, serve locally, classify $(IMAGE), stop (offline: WEIGHTS=random)
-	$(BIN)/python -m xception_serving.demo --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH) \
+	$(BIN)/python -m demo.run --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH) \
 	  --model-name $(MODEL_NAME) --image $(IMAGE)
 
 test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end, compat)

@@ -69,7 +69,7 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
-    from xception_client import contract
+    import xception_contract as contract
     from xception_serving.models import Servable
     from xception_serving.session_config import session_options
 
@@ -126,7 +126,7 @@ def main() -> int:
 def parity(servable: Any, folder: Path | None, batch: int = 4) -> list[list[float]]:
     """Probabilities of every JPEG in ``folder`` (sorted by name) through the bytes signature."""
     import numpy as np
-    from xception_client import contract
+    import xception_contract as contract
 
     blobs = [f.read_bytes() for f in sorted(folder.glob("*.jpg"))] if folder else []
     rows: list[list[float]] = []

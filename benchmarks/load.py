@@ -38,8 +38,9 @@ from typing import Any
 
 import grpc
 import numpy as np
+import xception_contract as contract
 from PIL import Image
-from xception_client import Client, contract
+from xception_client import Client
 from xception_client import _wire as wire  # the client's message builders: request sizes
 
 MAX_MESSAGE = 64 * 1024 * 1024

@@ -280,7 +280,8 @@ def run_series(
 
 def served_image_size(target: str, model_name: str, default: int) -> int:
     """S from the served serving_preprocessed signature (so TF Serving targets work too)."""
-    from xception_client import Client, contract
+    import xception_contract as contract
+    from xception_client import Client
 
     with Client(target, model_name=model_name, timeout=30) as client:
         signature = client.metadata().signatures.get(contract.PREPROCESSED_SIGNATURE)

@@ -22,7 +22,7 @@ SERVICE = "tensorflow.serving.PredictionService"
 
 
 def main() -> int:
-    from xception_client import contract
+    import xception_contract as contract
     from xception_client._proto import serving_pb2
 
     canned = serving_pb2.PredictResponse.FromString(Path(sys.argv[1]).read_bytes())

@@ -13,13 +13,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 
-# The project's virtualenv when installed; otherwise any python3 with the sources on the path
-# (the launcher needs only the standard library), so a bare GPU host with Docker works too.
+# The project's virtualenv when installed; otherwise any python3 with the sources on the path (the
+# launcher needs only the standard library and the contract package), so a bare GPU host with
+# Docker works too.
 if [[ -x "$root/.venv/bin/python" ]]; then
   python="$root/.venv/bin/python"
 elif command -v python3 >/dev/null 2>&1; then
   python="$(command -v python3)"
-  export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$here/src:$root/contract/src${PYTHONPATH:+:$PYTHONPATH}"
 else
   echo "run-tfserving: python3 is needed to build the TF Serving command; install it or run \`make install\`" >&2
   exit 1

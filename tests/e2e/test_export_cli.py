@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xception_client import contract
+import xception_contract as contract
 
 from tests.fixtures.images import image_bytes
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from xception_client.contract import DEFAULT_MODEL_NAME
+from xception_contract import DEFAULT_MODEL_NAME
+from xception_serving.process import free_port
 
 from tests.fixtures.models import ExportedModel
-from tests.fixtures.servers import RunningServer, free_port, start_local_server
+from tests.fixtures.servers import ServerProcess, start_local_server
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_IMAGE_BYTES = 200_000
@@ -28,7 +29,7 @@ MAX_IMAGE_BYTES = 200_000
 
 @dataclass
 class Stack:
-    server: RunningServer
+    server: ServerProcess
     gateway: str  # http://127.0.0.1:<port>
     images: str  # http://127.0.0.1:<port> serving /cat.jpg
 

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from xception_serving import tf_startup
+from xception_contract import tf_startup
 
-REPO = Path(__file__).resolve().parents[2]
 # absl's banner, or a line in absl/glog format: severity, MMDD, time, thread, file:line]
 STARTUP_LINE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\)"
@@ -169,12 +168,6 @@ def test_a_real_failure_is_still_our_one_line(tmp_path: Path) -> None:
     assert failures[0].startswith(
         "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available"
     )
-
-
-def test_the_export_and_serving_copies_of_tf_startup_are_identical() -> None:
-    serving = REPO / "serving/src/xception_serving/tf_startup.py"
-    export = REPO / "export/src/xception_export/tf_startup.py"
-    assert serving.read_bytes() == export.read_bytes()
 
 
 NO_DRIVER = (

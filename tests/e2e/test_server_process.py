@@ -14,9 +14,10 @@ import grpc
 import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from xception_serving.process import free_port
 
 from tests.fixtures.pki import make_pki
-from tests.fixtures.servers import free_port, start_local_server, write_corrupt_version
+from tests.fixtures.servers import start_local_server, write_corrupt_version
 
 
 def xception_serve() -> str:

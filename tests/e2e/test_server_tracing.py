@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from xception_client import Client
-from xception_client.contract import DEFAULT_MODEL_NAME
+from xception_contract import DEFAULT_MODEL_NAME
 
 from tests.fixtures.models import ExportedModel
 from tests.fixtures.servers import start_local_server

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from xception_serving.process import free_port
+
 from tests.fixtures.models import ExportedModel
-from tests.fixtures.servers import free_port
 from tests.fixtures.session_models import write_keras_module_version
 
 BIN = Path(sys.executable).parent

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import xception_contract as contract
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
 from xception_client import (
     AsyncClient,
@@ -28,7 +29,6 @@ from xception_client import (
     ModelNotFound,
     NotAGrpcServer,
     ServerUnavailable,
-    contract,
 )
 
 from tests.fixtures.pki import Pki, make_pki

@@ -2,24 +2,22 @@
 
 Shared fixtures used: ``xception_server`` (session; ``.grpc_target``, ``.rest_url``) serving
 ``small_xception_model`` (71x71 Xception, 1000 ImageNet labels with wnid keys, top-k 5) under the
-contract's default model name. The restart test launches its own server processes (the
-fixture's command line) because it must kill and restart a server on the same port.
+contract's default model name. The restart test starts its own servers on one fixed port,
+because it kills one and starts the next on the same address.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import signal
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import xception_contract as contract
 from PIL import Image
 from xception_client import (
     AsyncClient,
@@ -30,10 +28,10 @@ from xception_client import (
     NotAGrpcServer,
     Prediction,
     ServerUnavailable,
-    contract,
 )
+from xception_serving.process import free_port
 
-from tests.fixtures.servers import free_port, server_command
+from tests.fixtures.servers import start_local_server
 
 SIZE = 71  # the small model's input size
 
@@ -206,67 +204,28 @@ def test_rest_port_raises_not_a_grpc_server(xception_server: Any) -> None:
 # --- restart: kill the server, start a new one on the same port, the same client recovers ---
 
 
-def _serve(base_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = server_command(
-        grpc_port=port, rest_port=None, model_name=contract.DEFAULT_MODEL_NAME,
-        model_base_path=base_path, model_config_file=None, extra_args=(),
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
-def _wait_ready(process: subprocess.Popen[bytes], target: str, log: Path,
-                deadline_s: float = 180.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    with Client(target, timeout=2.0, retries=0) as probe:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if any(s.state == "AVAILABLE" for s in probe.status()):
-                    return
-            except (ServerUnavailable, ModelNotFound, DeadlineExceeded):
-                time.sleep(0.5)
-    pytest.fail(f"server not ready after {deadline_s} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-        process.wait(timeout=30)
-
-
 @pytest.mark.slow
 def test_same_client_recovers_after_the_server_is_killed_and_restarted(
-    small_xception_model: Any, tmp_path: Path
+    small_xception_model: Any,
 ) -> None:
-    port, log = free_port(), tmp_path / "server.log"
+    port = free_port()
     target = f"127.0.0.1:{port}"
     image = _encoded(_picture(50), "JPEG")
-    first = _serve(small_xception_model.base_path, port, log)
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        _wait_ready(first, target, log)
-        with Client(target, timeout=20.0, retries=4) as client, \
-                Client(target, timeout=120.0, wait_for_ready=True) as patient:
+    base = small_xception_model.base_path
+    with Client(target, timeout=20.0, retries=4) as client, \
+            Client(target, timeout=120.0, wait_for_ready=True) as patient:
+        with start_local_server(model_base_path=base, grpc_port=port) as first:
             before = client.predict(image)
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(timeout=30)
-            with pytest.raises(ServerUnavailable):  # down: fails fast after retries, no hang
-                client.predict(image, timeout=10.0)
-            # A wait_for_ready call issued while the server is down completes once it is back.
-            waited: list[list[Prediction]] = []
-            waiter = threading.Thread(target=lambda: waited.append(patient.predict(image)))
-            waiter.start()
-            second = _serve(small_xception_model.base_path, port, log)
-            _wait_ready(second, target, log)
+            first.stop(signal.SIGKILL)
+        with pytest.raises(ServerUnavailable):  # down: fails fast after retries, no hang
+            client.predict(image, timeout=10.0)
+        # A wait_for_ready call issued while the server is down completes once it is back.
+        waited: list[list[Prediction]] = []
+        waiter = threading.Thread(target=lambda: waited.append(patient.predict(image)))
+        waiter.start()
+        with start_local_server(model_base_path=base, grpc_port=port):
             after = client.predict(image)  # same client, same channel: reconnected by gRPC
             waiter.join(timeout=60)
             assert not waiter.is_alive()
-        assert _ids(after) == _ids(before)
-        assert waited and _ids(waited[0]) == _ids(before)
-    finally:
-        _stop(first)
-        if second is not None:
-            _stop(second)
+    assert _ids(after) == _ids(before)
+    assert waited and _ids(waited[0]) == _ids(before)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from xception_client import contract
+import xception_contract as contract
 
 from tests.fixtures.images import image_bytes
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from xception_client import contract
+import xception_contract as contract
 
 from tests.fixtures.classifiers import course_classifier, softmax
 from tests.fixtures.images import IMAGE_FORMATS, image_bytes

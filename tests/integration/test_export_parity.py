@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from xception_client import contract
+import xception_contract as contract
 
 from tests.fixtures.images import EXTRA_FORMATS, IMAGE_FORMATS, image_bytes
 from tests.fixtures.models import ExportedModel

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import xception_contract as contract
 from PIL import Image
-from xception_client import contract
 
 from tests.fixtures.models import SMALL_IMAGE_SIZE, ExportedModel
 

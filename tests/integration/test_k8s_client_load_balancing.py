@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 from xception_client import Client
-from xception_client.contract import DEFAULT_MODEL_NAME
+from xception_contract import DEFAULT_MODEL_NAME
 
-from tests.fixtures.servers import RunningServer, start_local_server
+from tests.fixtures.servers import ServerProcess, start_local_server
 
 MONITORING_CONFIG = Path(__file__).resolve().parents[2] / "serving" / "monitoring.config"
 REPLICAS = 3
@@ -30,7 +30,7 @@ _OK_COUNT = re.compile(r"^:tensorflow:serving:request_count\{(?P<labels>[^}]*)\}
 
 
 @pytest.fixture(scope="module")
-def replicas(small_xception_model: Any) -> Iterator[list[RunningServer]]:
+def replicas(small_xception_model: Any) -> Iterator[list[ServerProcess]]:
     contexts = [
         start_local_server(
             model_name=DEFAULT_MODEL_NAME,
@@ -54,7 +54,7 @@ def replicas(small_xception_model: Any) -> Iterator[list[RunningServer]]:
         yield servers
 
 
-def _ok_predictions(server: RunningServer) -> int:
+def _ok_predictions(server: ServerProcess) -> int:
     """`:tensorflow:serving:request_count{model_name="xception",status="OK"}` of one replica."""
     assert server.rest_url is not None
     url = f"{server.rest_url}/monitoring/prometheus/metrics"
@@ -70,7 +70,7 @@ def _ok_predictions(server: RunningServer) -> int:
 
 
 def _predict_all(
-    client: Client, image: bytes, *, kill: RunningServer | None = None
+    client: Client, image: bytes, *, kill: ServerProcess | None = None
 ) -> list[BaseException]:
     """Send REQUESTS predictions from WORKERS threads; kill `kill` after KILL_AFTER complete."""
     failures: list[BaseException] = []
@@ -90,7 +90,7 @@ def _predict_all(
 
 
 def test_round_robin_client_sends_every_replica_at_least_a_fifth_of_the_requests(
-    replicas: list[RunningServer], sample_jpeg: bytes
+    replicas: list[ServerProcess], sample_jpeg: bytes
 ) -> None:
     before = [_ok_predictions(server) for server in replicas]
     target = ",".join(server.grpc_target for server in replicas)
@@ -104,7 +104,7 @@ def test_round_robin_client_sends_every_replica_at_least_a_fifth_of_the_requests
 
 
 def test_round_robin_client_loses_no_request_when_a_replica_is_killed_mid_run(
-    replicas: list[RunningServer], sample_jpeg: bytes
+    replicas: list[ServerProcess], sample_jpeg: bytes
 ) -> None:
     victim, *survivors = replicas
     before = [_ok_predictions(server) for server in survivors]

@@ -34,6 +34,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import xception_contract as contract
 from PIL import Image
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
@@ -41,13 +42,7 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from xception_client import (
-    Client,
-    InvalidImage,
-    ResourceExhausted,
-    ServerUnavailable,
-    contract,
-)
+from xception_client import Client, InvalidImage, ResourceExhausted, ServerUnavailable
 
 from tests.fixtures.images import (
     gif_declaring,
@@ -58,7 +53,7 @@ from tests.fixtures.images import (
 )
 from tests.fixtures.models import ExportedModel
 from tests.fixtures.rpc import rpc_error
-from tests.fixtures.servers import RunningServer, start_local_server
+from tests.fixtures.servers import ServerProcess, start_local_server
 
 MODEL = contract.DEFAULT_MODEL_NAME
 SIZE = 71
@@ -192,7 +187,7 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def rest_call(server: RunningServer, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+def rest_call(server: ServerProcess, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
     assert server.rest_url is not None
     request = urllib.request.Request(server.rest_url + path, data=body, method="POST")
     try:
@@ -202,7 +197,7 @@ def rest_call(server: RunningServer, path: str, body: bytes) -> tuple[int, dict[
         return error.code, json.loads(error.read() or b"{}")
 
 
-def metric_total(server: RunningServer, family: str, suffix: str) -> float:
+def metric_total(server: ServerProcess, family: str, suffix: str) -> float:
     """Sum of one Prometheus family's `<family><suffix>` samples (e.g. `_sum`, `_count`)."""
     assert server.rest_url is not None
     with urllib.request.urlopen(server.rest_url + METRICS_PATH, timeout=30) as response:
@@ -217,7 +212,7 @@ def metric_total(server: RunningServer, family: str, suffix: str) -> float:
 @pytest.fixture(scope="module")
 def server(
     small_xception_model: ExportedModel, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
+) -> Iterator[ServerProcess]:
     config = tmp_path_factory.mktemp("batching") / "batching.config"
     # A 20 ms window so concurrent callers really share batches; a deep queue so 32 callers
     # never see "queue is full" (that is load shedding, not what these tests measure).
@@ -241,7 +236,7 @@ def server(
 
 
 @pytest.fixture(scope="module")
-def stub(server: RunningServer) -> Iterator[prediction_service_pb2_grpc.PredictionServiceStub]:
+def stub(server: ServerProcess) -> Iterator[prediction_service_pb2_grpc.PredictionServiceStub]:
     with grpc.insecure_channel(server.grpc_target) as channel:
         yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
@@ -279,7 +274,7 @@ def test_bad_image_is_invalid_argument_naming_the_problem_on_predict_and_classif
 
 @pytest.mark.parametrize("case", sorted(BAD_IMAGES))
 def test_bad_image_over_rest_is_400_naming_the_problem(
-    server: RunningServer, stub: Any, case: str
+    server: ServerProcess, stub: Any, case: str
 ) -> None:
     blob, fragment = BAD_IMAGES[case]
     body = json.dumps({"instances": [{"b64": base64.b64encode(blob).decode()}]}).encode()
@@ -291,7 +286,7 @@ def test_bad_image_over_rest_is_400_naming_the_problem(
 
 
 def test_rest_classify_with_a_bad_image_is_400_and_the_server_keeps_serving(
-    server: RunningServer, stub: Any
+    server: ServerProcess, stub: Any
 ) -> None:
     def body(blob: bytes) -> bytes:
         example = {contract.EXAMPLE_IMAGE_FEATURE: {"b64": base64.b64encode(blob).decode()}}
@@ -325,7 +320,7 @@ def test_animated_gif_is_classified_by_its_first_frame(stub: Any) -> None:
 
 
 def test_decompression_bombs_are_refused_without_allocating(
-    server: RunningServer, stub: Any
+    server: ServerProcess, stub: Any
 ) -> None:
     assert_still_serving(stub)  # steady state first: the model's own buffers are allocated
     before = rss_kib(server.process.pid)
@@ -398,7 +393,7 @@ def test_batch_above_the_server_maximum_is_refused_and_the_maximum_is_served(stu
     ],
 )
 def test_malformed_protobuf_bytes_are_refused_and_the_server_keeps_serving(
-    server: RunningServer, stub: Any, method: str
+    server: ServerProcess, stub: Any, method: str
 ) -> None:
     with grpc.insecure_channel(server.grpc_target) as channel:
         raw = channel.unary_unary(
@@ -456,7 +451,7 @@ def test_client_rejects_empty_batch_and_off_size_pixels_before_sending() -> None
 
 
 def test_request_above_the_message_limit_is_refused_by_the_client_with_a_clear_error(
-    server: RunningServer, stub: Any
+    server: ServerProcess, stub: Any
 ) -> None:
     noise = np.random.default_rng(3).integers(0, 256, size=(400, 400, 3), dtype=np.uint8)
     large = _save(Image.fromarray(noise), "PNG")  # ~480 KB, incompressible
@@ -474,7 +469,7 @@ def test_request_above_the_message_limit_is_refused_by_the_client_with_a_clear_e
 # -- isolation ---------------------------------------------------------------------------------
 
 
-def test_bad_image_in_a_shared_batch_fails_alone(server: RunningServer, stub: Any) -> None:
+def test_bad_image_in_a_shared_batch_fails_alone(server: ServerProcess, stub: Any) -> None:
     good = [_good_jpeg(seed) for seed in range(10, 16)]
     expected = top_ids(stub.Predict(bytes_request(good), timeout=60))
     merged_before = (
@@ -533,7 +528,7 @@ def test_bad_image_in_a_shared_batch_fails_alone(server: RunningServer, stub: An
 
 @pytest.mark.slow
 def test_32_concurrent_callers_get_no_errors_and_memory_stays_flat(
-    server: RunningServer,
+    server: ServerProcess,
 ) -> None:
     callers, warmup_rounds, rounds = 32, 3, 10
     images = [_good_jpeg(seed) for seed in range(20, 28)]

@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import xception_contract as contract
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_status_pb2,
@@ -34,12 +35,13 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from xception_client import Client, DeadlineExceeded, contract
+from xception_client import Client, DeadlineExceeded
+from xception_serving.process import free_port
 
 from tests.fixtures.images import image_bytes
 from tests.fixtures.models import ExportedModel
 from tests.fixtures.rpc import model_statuses, wait_for
-from tests.fixtures.servers import RunningServer, free_port, start_local_server
+from tests.fixtures.servers import ServerProcess, start_local_server
 
 MODEL = contract.DEFAULT_MODEL_NAME
 WAIT_S = 120.0  # for a version of the real Xception to load, or for answers under load
@@ -60,9 +62,9 @@ class Lifecycle:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self._stack = stack
-        self.server: RunningServer | None = None
+        self.server: ServerProcess | None = None
 
-    def running(self) -> RunningServer:
+    def running(self) -> ServerProcess:
         if self.server is None or self.server.process.poll() is not None:
             self.server = self._stack.enter_context(
                 start_local_server(

@@ -40,7 +40,7 @@ from xception_serving.config_files import SSLConfig
 from tests.fixtures.fuzz import FuzzRun
 from tests.fixtures.pki import Pki, make_pki
 from tests.fixtures.servers import (
-    RunningServer,
+    ServerProcess,
     in_process_server,
     start_local_server,
     write_half_plus_two,
@@ -72,7 +72,7 @@ def _ssl(pki: Pki, *, mutual: bool) -> SSLConfig:
 @pytest.fixture(scope="module")
 def tls_server(
     pki: Pki, half_plus_two_base: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
+) -> Iterator[ServerProcess]:
     ssl_file = tmp_path_factory.mktemp("tls") / "ssl.config"
     ssl_file.write_text(text_format.MessageToString(_ssl(pki, mutual=False)))
     ssl_file.chmod(0o600)
@@ -86,7 +86,7 @@ def tls_server(
 
 
 def test_project_client_talks_to_the_server_over_tls(
-    tls_server: RunningServer, pki: Pki, tmp_path: Path
+    tls_server: ServerProcess, pki: Pki, tmp_path: Path
 ) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(pki.ca)
@@ -99,7 +99,7 @@ def test_project_client_talks_to_the_server_over_tls(
 
 
 def test_plaintext_client_against_a_tls_server_fails_fast_with_a_clear_error(
-    tls_server: RunningServer,
+    tls_server: ServerProcess,
 ) -> None:
     started = time.monotonic()
     with Client(tls_server.grpc_target, model_name=MODEL, retries=0, timeout=20) as client, \
@@ -111,7 +111,7 @@ def test_plaintext_client_against_a_tls_server_fails_fast_with_a_clear_error(
 
 
 def test_client_that_does_not_trust_the_server_certificate_is_refused(
-    tls_server: RunningServer, pki: Pki
+    tls_server: ServerProcess, pki: Pki
 ) -> None:
     with Client(tls_server.grpc_target, model_name=MODEL, retries=0, timeout=20,
                 tls=TLS(root_certificates=pki.stranger_ca)) as client, \
@@ -159,7 +159,7 @@ def listening_sockets(pid: int) -> set[tuple[str, int]]:
     return found
 
 
-def test_server_listens_on_loopback_only_by_default(tls_server: RunningServer) -> None:
+def test_server_listens_on_loopback_only_by_default(tls_server: ServerProcess) -> None:
     assert tls_server.rest_url is not None
     grpc_port = int(tls_server.grpc_target.rsplit(":", 1)[1])
     rest_port = int(tls_server.rest_url.rsplit(":", 1)[1])

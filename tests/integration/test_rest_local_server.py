@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xception_client import contract
+import xception_contract as contract
 
 from tests.fixtures.rest import HALF_PLUS_TWO_STATUS, error_text
-from tests.fixtures.servers import RunningServer, start_local_server
+from tests.fixtures.servers import ServerProcess, start_local_server
 
 PROMETHEUS = "/monitoring/prometheus/metrics"
 
@@ -46,7 +46,7 @@ def write_half_plus_two_tf2(base: Path, version: int = 1) -> Path:
     return path
 
 
-def http_call(server: RunningServer, method: str, path: str, body: bytes | str | None = None
+def http_call(server: ServerProcess, method: str, path: str, body: bytes | str | None = None
               ) -> tuple[int, str, bytes]:
     assert server.rest_url is not None
     data = body.encode() if isinstance(body, str) else body
@@ -61,7 +61,7 @@ def http_call(server: RunningServer, method: str, path: str, body: bytes | str |
 @pytest.fixture(scope="module")
 def rest_server(
     tmp_path_factory: pytest.TempPathFactory, half_plus_two_base: Path
-) -> Iterator[RunningServer]:
+) -> Iterator[ServerProcess]:
     """One server, two models from a models.config: TF Serving's own half_plus_two fixture
     (version 123, classify/regress signatures) and the TF2 module above as "module" (version 1);
     Prometheus enabled."""
@@ -89,7 +89,7 @@ def rest_server(
 # -- predict ----------------------------------------------------------------------------------
 
 
-def test_rest_predict_row_matches_tf_serving(rest_server: RunningServer) -> None:
+def test_rest_predict_row_matches_tf_serving(rest_server: ServerProcess) -> None:
     status, content_type, body = http_call(
         rest_server, "POST", "/v1/models/module:predict", '{"instances": [2.0, 3.0, 4.0]}'
     )
@@ -98,14 +98,14 @@ def test_rest_predict_row_matches_tf_serving(rest_server: RunningServer) -> None
     assert body == b'{\n    "predictions": [3.0, 3.5, 4.0\n    ]\n}'
 
 
-def test_rest_predict_columnar_matches_tf_serving(rest_server: RunningServer) -> None:
+def test_rest_predict_columnar_matches_tf_serving(rest_server: ServerProcess) -> None:
     status, _, body = http_call(
         rest_server, "POST", "/v1/models/module:predict", '{"inputs": [2.0, 3.0, 4.0]}'
     )
     assert (status, json.loads(body)) == (200, {"outputs": [3.0, 3.5, 4.0]})
 
 
-def test_rest_predict_bytes_outputs_are_base64(rest_server: RunningServer) -> None:
+def test_rest_predict_bytes_outputs_are_base64(rest_server: ServerProcess) -> None:
     raw = b"\x00\x01hi\xff"
     request = {"signature_name": "echo", "instances": [{"b64": base64.b64encode(raw).decode()}]}
     status, _, body = http_call(
@@ -117,7 +117,7 @@ def test_rest_predict_bytes_outputs_are_base64(rest_server: RunningServer) -> No
     }
 
 
-def test_rest_predict_bad_base64_is_400(rest_server: RunningServer) -> None:
+def test_rest_predict_bad_base64_is_400(rest_server: ServerProcess) -> None:
     request = '{"signature_name": "echo", "instances": [{"b64": "not base64!"}]}'
     status, _, body = http_call(rest_server, "POST", "/v1/models/module:predict", request)
     assert status == 400
@@ -128,7 +128,7 @@ def test_rest_predict_bad_base64_is_400(rest_server: RunningServer) -> None:
 
 
 def test_rest_predict_malformed_json_is_400_with_rapidjson_message(
-    rest_server: RunningServer,
+    rest_server: ServerProcess,
 ) -> None:
     status, content_type, body = http_call(
         rest_server, "POST", "/v1/models/module:predict", '{"instances": [2.0,]}'
@@ -137,14 +137,14 @@ def test_rest_predict_malformed_json_is_400_with_rapidjson_message(
     assert error_text(body) == "JSON Parse error: Invalid value. at offset: 19"
 
 
-def test_rest_unknown_model_is_404_servable_not_found(rest_server: RunningServer) -> None:
+def test_rest_unknown_model_is_404_servable_not_found(rest_server: ServerProcess) -> None:
     status, _, body = http_call(
         rest_server, "POST", "/v1/models/missing:predict", '{"instances": [1.0]}'
     )
     assert (status, error_text(body)) == (404, "Servable not found for request: Latest(missing)")
 
 
-def test_rest_wrong_input_type_is_400(rest_server: RunningServer) -> None:
+def test_rest_wrong_input_type_is_400(rest_server: ServerProcess) -> None:
     status, _, body = http_call(
         rest_server, "POST", "/v1/models/module:predict", '{"instances": ["x", "y"]}'
     )
@@ -155,7 +155,7 @@ def test_rest_wrong_input_type_is_400(rest_server: RunningServer) -> None:
 # -- status / metadata / monitoring -----------------------------------------------------------
 
 
-def test_rest_get_status_is_exact(rest_server: RunningServer) -> None:
+def test_rest_get_status_is_exact(rest_server: ServerProcess) -> None:
     status, content_type, body = http_call(rest_server, "GET", "/v1/models/module")
     assert (status, content_type) == (200, "application/json")
     assert json.loads(body) == {
@@ -166,7 +166,7 @@ def test_rest_get_status_is_exact(rest_server: RunningServer) -> None:
     }
 
 
-def test_rest_get_metadata_shape(rest_server: RunningServer) -> None:
+def test_rest_get_metadata_shape(rest_server: ServerProcess) -> None:
     status, _, body = http_call(rest_server, "GET", "/v1/models/module/versions/1/metadata")
     assert status == 200
     result = json.loads(body)
@@ -178,7 +178,7 @@ def test_rest_get_metadata_shape(rest_server: RunningServer) -> None:
     assert signatures["serving_default"]["method_name"] == "tensorflow/serving/predict"
 
 
-def test_rest_prometheus_endpoint_exports_tf_serving_metrics(rest_server: RunningServer) -> None:
+def test_rest_prometheus_endpoint_exports_tf_serving_metrics(rest_server: ServerProcess) -> None:
     http_call(rest_server, "POST", "/v1/models/module:predict", '{"instances": [1.0]}')
     status, content_type, body = http_call(rest_server, "GET", PROMETHEUS)
     assert (status, content_type) == (200, "text/plain")
@@ -192,26 +192,26 @@ def test_rest_prometheus_endpoint_exports_tf_serving_metrics(rest_server: Runnin
     )
 
 
-def test_rest_paths_outside_v1_are_404(rest_server: RunningServer) -> None:
+def test_rest_paths_outside_v1_are_404(rest_server: ServerProcess) -> None:
     assert http_call(rest_server, "GET", "/healthz")[0] == 404
 
 
 # -- classify / regress on TF Serving's own fixture -------------------------------------------
 
 
-def test_rest_classify_matches_tf_serving(rest_server: RunningServer) -> None:
+def test_rest_classify_matches_tf_serving(rest_server: ServerProcess) -> None:
     request = '{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}'
     status, _, body = http_call(rest_server, "POST", "/v1/models/half_plus_two:classify", request)
     assert (status, json.loads(body)) == (200, {"results": [[["", 3.0]]]})
 
 
-def test_rest_regress_matches_tf_serving(rest_server: RunningServer) -> None:
+def test_rest_regress_matches_tf_serving(rest_server: ServerProcess) -> None:
     request = '{"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}'
     status, _, body = http_call(rest_server, "POST", "/v1/models/half_plus_two:regress", request)
     assert (status, json.loads(body)) == (200, {"results": [3.0]})
 
 
-def test_rest_status_of_tf_serving_fixture_is_exact(rest_server: RunningServer) -> None:
+def test_rest_status_of_tf_serving_fixture_is_exact(rest_server: ServerProcess) -> None:
     status, _, body = http_call(rest_server, "GET", "/v1/models/half_plus_two")
     assert status == 200
     assert json.loads(body) == HALF_PLUS_TWO_STATUS
@@ -221,7 +221,7 @@ def test_rest_status_of_tf_serving_fixture_is_exact(rest_server: RunningServer) 
 
 
 def test_rest_xception_predict_labels_b64_images(
-    xception_server: RunningServer, small_xception_model: Any, sample_jpeg: bytes
+    xception_server: ServerProcess, small_xception_model: Any, sample_jpeg: bytes
 ) -> None:
     image = {"b64": base64.b64encode(sample_jpeg).decode()}
     status, _, body = http_call(
@@ -242,7 +242,7 @@ def test_rest_xception_predict_labels_b64_images(
 
 
 def test_rest_xception_columnar_and_bad_image(
-    xception_server: RunningServer, sample_jpeg: bytes
+    xception_server: ServerProcess, sample_jpeg: bytes
 ) -> None:
     request = {"inputs": {contract.IMAGE_BYTES_INPUT: [
         {"b64": base64.b64encode(sample_jpeg).decode()}
@@ -271,7 +271,7 @@ def test_rest_xception_columnar_and_bad_image(
 
 
 def test_rest_xception_classify_takes_b64_image_feature(
-    xception_server: RunningServer, small_xception_model: Any, sample_jpeg: bytes
+    xception_server: ServerProcess, small_xception_model: Any, sample_jpeg: bytes
 ) -> None:
     request = {
         "signature_name": contract.CLASSIFY_SIGNATURE,

@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests.fixtures.rpc import float_example, rpc_error
-from tests.fixtures.servers import RunningServer, start_local_server
+from tests.fixtures.servers import ServerProcess, start_local_server
 
 MODEL = "default"
 VERSION = 123
@@ -38,7 +38,7 @@ VERSION = 123
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, half_plus_two_base: Path, half_plus_three_base: Path
-) -> Iterator[RunningServer]:
+) -> Iterator[ServerProcess]:
     config = tmp_path_factory.mktemp("config") / "models.config"
     config.write_text(
         f"""
@@ -58,7 +58,7 @@ model_config_list {{
 
 
 @pytest.fixture(scope="module")
-def channel(server: RunningServer) -> Iterator[grpc.Channel]:
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     with grpc.insecure_channel(server.grpc_target, options=options) as ch:
         yield ch

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xception_client import AsyncClient, Client, contract
+import xception_contract as contract
+from xception_client import AsyncClient, Client
 from xception_client.cli import main
 from xception_client.verify import RecordResult, VerifyReport
 
 from tests.fixtures.models import SMALL_IMAGE_SIZE, ExportedModel, build_sensitive_xception
-from tests.fixtures.servers import RunningServer, start_local_server
+from tests.fixtures.servers import ServerProcess, start_local_server
 
 WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
 ALL_SIGNATURES = {
@@ -66,7 +67,7 @@ def variants(
 
 @pytest.fixture(scope="module")
 def variant_server(variants: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-                   ) -> Iterator[RunningServer]:
+                   ) -> Iterator[ServerProcess]:
     names = {contract.DEFAULT_MODEL_NAME: "other_weights", "bilinear": "bilinear", "top3": "top3"}
     config = tmp_path_factory.mktemp("variant-config") / "models.config"
     config.write_text(
@@ -83,7 +84,7 @@ def variant_server(variants: dict[str, Path], tmp_path_factory: pytest.TempPathF
 
 
 def test_verify_passes_against_the_local_server(
-    capsys: pytest.CaptureFixture[str], xception_server: RunningServer,
+    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
     # A base path: verify picks its latest version.
@@ -110,7 +111,7 @@ def test_verify_passes_against_the_local_server(
 
 
 def test_client_and_async_client_return_a_typed_report(
-    xception_server: RunningServer, small_xception_model: ExportedModel
+    xception_server: ServerProcess, small_xception_model: ExportedModel
 ) -> None:
     with Client(xception_server.grpc_target) as client:
         report = client.verify(small_xception_model.version_dir, atol=1e-5)
@@ -122,7 +123,7 @@ def test_client_and_async_client_return_a_typed_report(
 
 
 async def test_async_client_verify(
-    xception_server: RunningServer, small_xception_model: ExportedModel
+    xception_server: ServerProcess, small_xception_model: ExportedModel
 ) -> None:
     async with AsyncClient(xception_server.grpc_target) as client:
         report = await client.verify(small_xception_model.base_path)
@@ -131,7 +132,7 @@ async def test_async_client_verify(
 
 
 def test_other_weights_under_the_same_name_fail(
-    capsys: pytest.CaptureFixture[str], variant_server: RunningServer,
+    capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
     code, out, err = _verify(
@@ -146,7 +147,7 @@ def test_other_weights_under_the_same_name_fail(
 
 
 def test_bilinear_resize_of_the_same_weights_fails_on_encoded_images_only(
-    capsys: pytest.CaptureFixture[str], variant_server: RunningServer,
+    capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
     code, out, err = _verify(
@@ -165,7 +166,7 @@ def test_bilinear_resize_of_the_same_weights_fails_on_encoded_images_only(
 
 
 def test_other_output_shapes_fail_on_the_signature_check(
-    capsys: pytest.CaptureFixture[str], variant_server: RunningServer,
+    capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
     code, out, err = _verify(
@@ -187,7 +188,7 @@ def _copy_artifact(small_xception_model: ExportedModel, tmp_path: Path) -> Path:
 
 
 def test_corrupt_warmup_file_fails_naming_the_record(
-    capsys: pytest.CaptureFixture[str], xception_server: RunningServer,
+    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess,
     small_xception_model: ExportedModel, tmp_path: Path,
 ) -> None:
     copy = _copy_artifact(small_xception_model, tmp_path)
@@ -200,7 +201,7 @@ def test_corrupt_warmup_file_fails_naming_the_record(
 
 
 def test_artifact_without_reference_answers_fails_clearly(
-    capsys: pytest.CaptureFixture[str], xception_server: RunningServer,
+    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess,
     small_xception_model: ExportedModel, tmp_path: Path,
 ) -> None:
     import tensorflow as tf
@@ -222,7 +223,7 @@ def test_artifact_without_reference_answers_fails_clearly(
 
 
 def test_usage_errors_exit_2(
-    capsys: pytest.CaptureFixture[str], xception_server: RunningServer, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess, tmp_path: Path
 ) -> None:
     code, _, err = _verify(capsys, str(tmp_path / "missing"), "--server",
                            xception_server.grpc_target)

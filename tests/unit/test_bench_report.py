@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import xception_contract as contract
 from PIL import Image
-from xception_client import _wire, contract
+from xception_client import _wire
 
 from benchmarks import images, load, report, stats
 

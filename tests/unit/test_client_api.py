@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 import pytest
 import xception_client
+import xception_contract as contract
 from xception_client import (
     Client,
     Prediction,
     XceptionClientError,
     _channel,
-    contract,
     decode_predictions,
     errors,
 )

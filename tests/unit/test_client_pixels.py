@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import xception_contract as contract
 from PIL import Image
-from xception_client import Client, contract
+from xception_client import Client
 
 
 def _png(height: int, width: int) -> bytes:

@@ -4,7 +4,7 @@ classify rows, signature differences, and the report's verdict and first failure
 from __future__ import annotations
 
 import numpy as np
-from xception_client import contract
+import xception_contract as contract
 from xception_client.metadata import Signature, TensorSpec
 from xception_client.verify.compare import compare_outputs, signature_differences
 from xception_client.verify.report import RecordResult, VerifyReport

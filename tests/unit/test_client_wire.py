@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tomllib
+import xception_contract as contract
 from google.protobuf import any_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -20,7 +21,7 @@ from tensorflow_serving.apis import (
     model_pb2,
     predict_pb2,
 )
-from xception_client import _wire, contract
+from xception_client import _wire
 from xception_client._proto import serving_pb2
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"

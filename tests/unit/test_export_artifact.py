@@ -9,11 +9,11 @@ from xception_export import artifact
 from xception_export.errors import UsageError, VersionExistsError
 
 
-def test_existing_versions_counts_numeric_directories_only(tmp_path: Path) -> None:
+def test_existing_versions_counts_what_tf_serving_reads_as_a_version(tmp_path: Path) -> None:
     for name in ("1", "10", "2", "v3", "tmp", ".xception-v4-abc"):
         (tmp_path / name).mkdir()
-    (tmp_path / "5").write_text("a file, not a version")
-    assert artifact.existing_versions(tmp_path) == [1, 2, 10]
+    (tmp_path / "5").write_text("a file: TF Serving aspires it too, so the next export skips it")
+    assert artifact.existing_versions(tmp_path) == [1, 2, 5, 10]
     assert artifact.existing_versions(tmp_path / "missing") == []
 
 
@@ -21,6 +21,11 @@ def test_next_free_version_follows_the_highest(tmp_path: Path) -> None:
     assert artifact.resolve_version(tmp_path, None, force=False) == 1
     (tmp_path / "3").mkdir()
     assert artifact.resolve_version(tmp_path, None, force=False) == 4
+
+
+def test_next_free_version_is_positive_after_negative_ones(tmp_path: Path) -> None:
+    (tmp_path / "-4").mkdir()  # TF Serving reads it as version -4
+    assert artifact.resolve_version(tmp_path, None, force=False) == 1
 
 
 def test_requested_version_must_be_free_unless_forced(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
-from xception_client.contract import DEFAULT_MODEL_NAME
+from xception_contract import DEFAULT_MODEL_NAME
 from xception_serving import config_files, tfserving
 
 from tests.fixtures.kustomize import render

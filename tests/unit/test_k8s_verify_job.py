@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import latest_version
-from xception_client.contract import DEFAULT_MODEL_NAME
+from xception_contract import DEFAULT_MODEL_NAME
 
 from tests.fixtures.kustomize import render
 

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from xception_client.contract import DEFAULT_MODEL_NAME
+from xception_contract import DEFAULT_MODEL_NAME
 from xception_serving import config_files, tfserving
 
 SERVING = Path(__file__).resolve().parents[2] / "serving"

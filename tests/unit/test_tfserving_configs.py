@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
-from xception_client.contract import DEFAULT_MODEL_NAME
+from xception_contract import DEFAULT_MODEL_NAME
 from xception_serving import config_files, tfserving
 
 from tests.fixtures.pki import make_pki

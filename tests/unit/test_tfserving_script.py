@@ -128,10 +128,12 @@ def test_launcher_builds_the_same_command_on_a_bare_python_without_project_packa
     model_dir: Path,
 ) -> None:
     # A GPU host with python3 and Docker only: no site-packages (-S), so neither grpc nor the
-    # installed project packages; run-tfserving.sh then puts serving/src on PYTHONPATH.
+    # installed project packages; run-tfserving.sh then puts serving/src and contract/src (the
+    # zero-dependency contract) on PYTHONPATH.
+    sources = f"{ROOT / 'serving' / 'src'}:{ROOT / 'contract' / 'src'}"
     result = subprocess.run(
         [
-            *("/usr/bin/env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={ROOT / 'serving' / 'src'}"),
+            *("/usr/bin/env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={sources}"),
             *(sys.executable, "-S", "-m", "xception_serving.tfserving", "command"),
             *("--model-base-path", str(model_dir)),
         ],
@@ -141,5 +143,7 @@ def test_launcher_builds_the_same_command_on_a_bare_python_without_project_packa
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    script = (ROOT / "serving/run-tfserving.sh").read_text()
+    assert 'PYTHONPATH="$here/src:$root/contract/src' in script
     expected = tfserving.docker_command(tfserving.ServeSettings(model_dir))
     assert result.stdout.splitlines() == [shlex.join(expected)]

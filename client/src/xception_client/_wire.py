@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+import xception_contract as contract
 
-from . import contract
 from ._proto import serving_pb2 as pb
 from ._proto import tensorflow_pb2 as tf
 from .errors import TopKTooLarge

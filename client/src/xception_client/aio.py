@@ -18,8 +18,9 @@ from typing import Any
 
 import grpc
 import numpy as np
+import xception_contract as contract
 
-from . import _channel, _wire, contract
+from . import _channel, _wire
 from .client import DEFAULT_IMAGES_PER_REQUEST, _Base, _check_stream_options
 from .errors import InvalidImage, XceptionClientError
 from .images import ImageInput

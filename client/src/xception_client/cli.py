@@ -20,7 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
-from . import contract
+import xception_contract as contract
+
 from ._channel import TLS
 from .client import DEFAULT_TIMEOUT, Client
 from .errors import ArtifactNotFound, XceptionClientError

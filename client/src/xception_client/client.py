@@ -12,9 +12,10 @@ from typing import Any, Literal, TypeVar, overload
 
 import grpc
 import numpy as np
+import xception_contract as contract
 from PIL import Image
 
-from . import _channel, _wire, contract
+from . import _channel, _wire
 from ._channel import TLS, ChannelOption
 from .errors import (
     InvalidImage,

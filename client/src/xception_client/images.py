@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import IO, Any, TypeAlias, Union
 
 import numpy as np
+import xception_contract as contract
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import contract
 from .errors import InvalidImage
 
 __all__ = ["EncodedImage", "ImageInput", "load_image"]

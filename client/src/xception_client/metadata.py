@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import contract
+import xception_contract as contract
 
 __all__ = ["ModelMetadata", "ModelVersionStatus", "Signature", "TensorSpec", "signature_problems"]
 

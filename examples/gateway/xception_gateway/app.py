@@ -36,7 +36,7 @@ from xception_client import (
     TopKTooLarge,
     XceptionClientError,
 )
-from xception_client.contract import DEFAULT_MODEL_NAME, DEFAULT_TOP_K
+from xception_contract import DEFAULT_MODEL_NAME, DEFAULT_TOP_K
 
 from xception_gateway.fetch import FetchError, TooLarge, fetch_image
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xception_client import contract
+import xception_contract as contract
+from xception_contract import layout
 
 from xception_export import artifact, normalization, preprocess, sources
 from xception_export.errors import ExportError, UsageError
@@ -206,7 +207,7 @@ def export_keras_model(
         tf.saved_model.save(module, str(built), signatures=graph.signatures_of(module))
         graph.set_method_names(built)
         records = warmup.write_warmup(
-            built / "assets.extra" / warmup.WARMUP_FILE,
+            built / layout.WARMUP_RELPATH,
             source.input_size,
             model=source.model,
             labels=labels,

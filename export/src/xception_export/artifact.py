@@ -16,17 +16,19 @@ import shutil
 from pathlib import Path
 from typing import Any, Final
 
+from xception_contract import layout
+
 from xception_export.errors import UsageError, VersionExistsError
 
-METADATA_FILE: Final = "export_metadata.json"  # inside assets.extra/
-METADATA_RELPATH: Final = f"assets.extra/{METADATA_FILE}"
+METADATA_FILE: Final = layout.EXPORT_METADATA_FILE  # inside assets.extra/
+METADATA_RELPATH: Final = layout.EXPORT_METADATA_RELPATH
 
 
 def existing_versions(base_path: Path) -> list[int]:
-    """Numeric version directories under the base path, ascending (as TF Serving counts them)."""
+    """The version numbers TF Serving sees under the base path, ascending."""
     if not base_path.is_dir():
         return []
-    return sorted(int(p.name) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit())
+    return list(layout.version_dirs(base_path))
 
 
 def resolve_version(base_path: Path, requested: int | None, force: bool) -> int:
@@ -43,7 +45,7 @@ def resolve_version(base_path: Path, requested: int | None, force: bool) -> int:
             )
         return requested
     versions = existing_versions(base_path)
-    return (versions[-1] + 1) if versions else 1
+    return max(versions[-1] + 1, 1) if versions else 1
 
 
 def content_hashes(directory: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:

@@ -13,9 +13,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from xception_client import contract
+import xception_contract as contract
+from xception_contract import tf_startup
 
-from xception_export import normalization, preprocess, sources, tf_startup
+from xception_export import normalization, preprocess, sources
 from xception_export.errors import ExportError, UsageError
 
 PROG = "xception-export"
@@ -278,7 +279,7 @@ SUBCOMMANDS = {"inspect": inspect_parser, "check": check_parser, "package": pack
 
 
 def _quiet_tensorflow(verbose: bool) -> None:
-    """TensorFlow loads, when a command needs it, without its C++ start-up lines (tf_startup.py).
+    """TensorFlow loads, when a command needs it, without its C++ start-up lines (tf_startup).
 
     --verbose leaves TensorFlow's logging alone (every line back), as does TF_CPP_MIN_LOG_LEVEL=0.
     """

@@ -1,5 +1,5 @@
 """The serving graph: a ``tf.Module`` wrapping the Keras model with preprocessing, labels and the
-four signatures of the model contract (see xception_client.contract)."""
+four signatures of the model contract (see xception_contract)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xception_client import contract
+import xception_contract as contract
 
 from xception_export import normalization, preprocess
 from xception_export.labels import Labels

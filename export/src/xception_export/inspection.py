@@ -6,18 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xception_contract import layout
+
 from xception_export import artifact
 from xception_export.errors import ExportError, UsageError
 
 
 def resolve_version_dir(path: str | Path) -> Path:
     """A version directory, or the highest version under a base path."""
-    p = Path(path)
-    if (p / "saved_model.pb").is_file():
-        return p
-    versions = artifact.existing_versions(p)
-    if versions and (p / str(versions[-1]) / "saved_model.pb").is_file():
-        return p / str(versions[-1])
+    found = layout.resolve_version_dir(path)
+    if found is not None:
+        return found
     raise UsageError(
         f"PATH must be a SavedModel version directory or a model base path. Received: PATH={path}"
     )

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from xception_client import contract
+import xception_contract as contract
+from xception_contract import layout
 
 from xception_export.errors import ExportError, UsageError
 
@@ -50,7 +51,7 @@ def check_version_dir(version_dir: Path) -> None:
     """A numeric version folder holding a SavedModel, or UsageError naming what is missing."""
     if not version_dir.is_dir():
         raise UsageError(f"VERSION_DIR {version_dir} is not a directory")
-    if not version_dir.name.isdigit():
+    if layout.parse_version(version_dir.name) is None:
         raise UsageError(
             f"VERSION_DIR must be a numeric version folder such as models/xception/1 "
             f"(TF Serving loads only numeric versions). Received: {version_dir}"

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-from xception_client import contract
+import xception_contract as contract
+from xception_contract import layout
 
 from xception_export.labels import Labels
 from xception_export.reference import (
@@ -31,7 +32,7 @@ from xception_export.reference import (
     xception_preprocess_input,
 )
 
-WARMUP_FILE: Final = "tf_serving_warmup_requests"
+WARMUP_FILE: Final = layout.WARMUP_FILE
 MAX_RECORDS: Final = 1000  # TF Serving refuses to load more
 FORMATS: Final = ("JPEG", "PNG", "GIF", "BMP")
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+from xception_contract import tf_startup
 
-from xception_serving import tf_startup
+from xception_serving.process import READY_LINE
 
 if TYPE_CHECKING:  # annotations only: the real imports wait until flags are checked
     from tensorflow_serving.config import model_server_config_pb2
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # annotations only: the real imports wait until flags are che
 log = logging.getLogger("xception_serving")
 
 STARTUP_FAILURE_EXIT = 255
-READY_LINE = "xception-serve: ready"  # printed to stdout once every port serves
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 

@@ -25,6 +25,7 @@ from typing import TypeAlias
 import grpc
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
+from xception_contract import layout
 
 from xception_serving.errors import ServingError, code_number, from_exception
 from xception_serving.metrics import Metrics
@@ -64,21 +65,9 @@ def servable_id(name: str, version: int) -> str:
     return f"{{name: {name} version: {version}}}"
 
 
-def _numeric_children(base: Path) -> dict[int, Path]:
-    """Children named as an int64 (absl::SimpleAtoi: "1", "00000123"); everything else ignored."""
-    found: dict[int, Path] = {}
-    for child in base.iterdir():
-        name = child.name
-        if not name.isdigit() or not child.is_dir():
-            continue
-        version = int(name)
-        if version >= 2**63:
-            continue
-        if version in found:
-            log.warning("Duplicate version directories for version %d under %s", version, base)
-            continue
-        found[version] = child
-    return found
+def _warn_duplicate(version: int, kept: Path, ignored: Path) -> None:
+    log.warning("Duplicate version directories detected. Version %d will be loaded from %s, %s "
+                "will be ignored.", version, kept.name, ignored.name)
 
 
 def aspired_versions(config: ModelConfig, available: dict[int, Path]) -> set[int]:
@@ -318,7 +307,7 @@ class ModelManager:
         on_disk: dict[int, Path] = {}
         if config.base_path:
             try:
-                on_disk = _numeric_children(base)
+                on_disk = layout.version_dirs(base, _warn_duplicate)
             except OSError as err:
                 problem = (
                     f"Could not find base path {base} for servable {name} with error "

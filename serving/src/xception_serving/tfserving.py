@@ -12,8 +12,9 @@ Two modes, one set of TF Serving flags:
 ``auto`` prefers a reachable Docker engine (the image pins TF Serving, CUDA and cuDNN together) and
 falls back to the binary. With neither it fails with one line that names ``make serve``.
 
-Only the standard library and the contract module are needed, so ``serving/run-tfserving.sh``
-works on a GPU host that has python3 and Docker but no project virtualenv.
+Only the standard library and the zero-dependency ``xception_contract`` are needed, so
+``serving/run-tfserving.sh`` works on a GPU host that has python3 and Docker but no project
+virtualenv.
 
     python -m xception_serving.tfserving run [--mode auto|docker|binary] [--dry-run] [-- FLAGS]
     python -m xception_serving.tfserving command --mode docker      # print only
@@ -23,7 +24,6 @@ works on a GPU host that has python3 and Docker but no project virtualenv.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shlex
@@ -33,34 +33,19 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Literal
+
+import xception_contract as contract
+from xception_contract import layout
 
 # serving/ (this file is serving/src/xception_serving/tfserving.py).
 SERVING_DIR = Path(__file__).resolve().parents[2]
 REPO_ROOT = SERVING_DIR.parent
 
 
-def _contract() -> ModuleType:
-    """The model contract; on a bare GPU host (python3 without grpc, so the client package's
-    __init__ cannot import) the standalone contract.py is loaded from the checkout instead."""
-    try:
-        from xception_client import contract
-
-        return contract
-    except ImportError:
-        path = REPO_ROOT / "client" / "src" / "xception_client" / "contract.py"
-        spec = importlib.util.spec_from_file_location("_xception_contract", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-
-_CONTRACT = _contract()
-DEFAULT_MODEL_NAME: str = _CONTRACT.DEFAULT_MODEL_NAME
-DEFAULT_GRPC_PORT: int = _CONTRACT.DEFAULT_GRPC_PORT
-DEFAULT_REST_PORT: int = _CONTRACT.DEFAULT_REST_PORT
+DEFAULT_MODEL_NAME = contract.DEFAULT_MODEL_NAME
+DEFAULT_GRPC_PORT = contract.DEFAULT_GRPC_PORT
+DEFAULT_REST_PORT = contract.DEFAULT_REST_PORT
 
 # 2.20 rather than 2.19: its GPU image moves to CUDA 12.5 / cuDNN 9.3 and ships SASS for sm_89 (Ada:
 # L4, L40S) next to sm_60-sm_80; 2.19 has CUDA 12.2 / cuDNN 8.9 and no sm_89. Neither ships sm_90
@@ -273,7 +258,7 @@ def check_model_dir(model_base_path: Path) -> None:
             f"model base path {model_base_path} does not exist; export a model first "
             "(`make export`)"
         )
-    if not any(child.is_dir() and child.name.isdigit() for child in model_base_path.iterdir()):
+    if not layout.version_dirs(model_base_path):
         raise LaunchError(
             f"no numeric version directory under {model_base_path} (TF Serving would wait "
             "forever); point MODEL_BASE_PATH at the parent of <version>/, e.g. models/xception"

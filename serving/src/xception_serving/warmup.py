@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 from tensorflow_serving.apis import prediction_log_pb2
+from xception_contract import layout
 
 from xception_serving.errors import ServingError
 from xception_serving.metrics import Metrics
@@ -21,8 +22,6 @@ from xception_serving.models import Servable
 
 log = logging.getLogger("xception_serving")
 
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_RECORDS = 1000
 
 # (servable, PredictionLog) -> None; raises ServingError when the replayed request fails.
@@ -52,7 +51,7 @@ def _records(path: Path) -> list[bytes]:
 def run_warmup(
     servable: Servable, replay: Replay, metrics: Metrics, *, iterations: int = 1
 ) -> None:
-    path = servable.path / WARMUP_DIR / WARMUP_FILE
+    path = servable.path / layout.WARMUP_RELPATH
     if not path.exists():
         log.info("No warmup data file found at %s", path)
         return

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from xception_contract import layout
+
 from ..errors import ArtifactError, ArtifactNotFound
 from ..metadata import Signature
 from . import _wire
@@ -14,7 +16,7 @@ from .tfrecord import read_records
 
 __all__ = ["WARMUP_PATH", "Artifact", "load_artifact", "resolve_version_dir"]
 
-WARMUP_PATH = Path("assets.extra") / "tf_serving_warmup_requests"
+WARMUP_PATH = Path(layout.WARMUP_RELPATH)
 MAX_RECORDS = 1000  # TF Serving's limit on warmup records
 
 
@@ -32,24 +34,19 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     given = Path(path)
     if not given.is_dir():
         raise ArtifactNotFound(f"ARTIFACT {str(given)!r} is not a directory")
-    if (given / "saved_model.pb").is_file():
-        return given
-    versions = [
-        child for child in given.iterdir()
-        if child.name.isdigit() and (child / "saved_model.pb").is_file()
-    ]
-    if not versions:
+    found = layout.resolve_version_dir(given)
+    if found is None:
         raise ArtifactNotFound(
             f"ARTIFACT {str(given)!r} is neither a version directory (no saved_model.pb) nor a "
-            "base path (no numeric version directory holding one)"
+            "base path whose latest numeric version directory holds one"
         )
-    return max(versions, key=lambda child: int(child.name))
+    return found
 
 
 def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     """Read the version's signatures and every warmup record with its reference answer."""
     version_dir = resolve_version_dir(path)
-    pb_path = version_dir / "saved_model.pb"
+    pb_path = version_dir / layout.SAVED_MODEL_FILE
     try:
         signatures = _wire.saved_model_signatures(pb_path.read_bytes(), str(pb_path))
     except OSError as error:
@@ -68,5 +65,5 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
         raise ArtifactError(f"cannot read {warmup}: {error}") from error
     if not records:
         raise ArtifactError(f"{warmup} holds no records")
-    version = int(version_dir.name) if version_dir.name.isdigit() else None
+    version = layout.parse_version(version_dir.name)
     return Artifact(version_dir, version, signatures, records)

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import xception_contract as contract
 
-from .. import contract
 from ..metadata import Signature, TensorSpec
 from .records import Array, Outputs
 

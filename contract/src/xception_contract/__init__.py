@@ -1,8 +1,15 @@
-"""The model contract: the signatures, tensor aliases and defaults shared by export, server, client.
+"""The model contract: what export, serving and client agree on, with no dependencies.
 
-The export writes these names into the SavedModel; the client reads them to build requests. Keeping
-them in one module (in the light client package, which the export depends on) means producer and
-consumer cannot drift apart.
+This top level holds the signatures, tensor aliases and defaults: the export writes these names
+into the SavedModel, the client reads them to build requests, the launcher uses the ports. Two
+submodules hold the rest the parts share:
+
+- ``layout``: what a base path and a version directory hold, with TF Serving's rule for which
+  children are versions (``version_dirs``);
+- ``tf_startup``: how a console script imports TensorFlow without its C++ start-up lines.
+
+It is its own package, standard library only, so that the client stays free of TensorFlow, the
+server process never imports the client, and ``serving/run-tfserving.sh`` runs with a bare python3.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""What `make run` says about the version it serves (xception_serving.demo.describe_version)."""
+"""What `make run` says about the version it serves (demo.run.describe_version)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from xception_serving.demo import EXPORT_METADATA, describe_version
+from demo.run import EXPORT_METADATA, describe_version
 
 
 def _version(tmp_path: Path, **metadata: object) -> Path:

@@ -1,27 +1,27 @@
 """`make run`: export if needed, serve locally, classify one image with the client, stop.
 
-    python -m xception_serving.demo --weights random --model-base-path models/xception \\
+    python -m demo.run --weights random --model-base-path models/xception \\
         --model-name xception --image samples/cat.jpg
 
 Every step is the real tool: `xception-export` (only when the base path has no version yet), the
-`xception-serve` server on free loopback ports, and `xception_client.Client` for the request.
-Any failure ends with one `demo: error: ...` line and a non-zero exit.
+`xception-serve` server on a free loopback port (`xception_serving.process`, the helper the tests
+and the benchmark use too), and `xception_client.Client` for the request. It lives outside the
+three packages because it uses all three. Any failure ends with one `demo: error: ...` line and a
+non-zero exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from xception_serving.cli import READY_LINE
+from xception_client import Client
+from xception_contract import layout
+from xception_serving.process import ServerStartError, running_server
 
 READY_TIMEOUT_S = 600.0  # a full-size Xception load plus warmup on a busy CPU
 
@@ -30,22 +30,13 @@ class DemoError(Exception):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# Written by xception-export into every version (read here as plain JSON: no export import).
-EXPORT_METADATA = Path("assets.extra") / "export_metadata.json"
+EXPORT_METADATA = Path(layout.EXPORT_METADATA_RELPATH)  # read as plain JSON: no export import
 
 
 def _latest_version(base: Path) -> Path | None:
-    """The version the server will serve (the highest numeric one), if any."""
-    if not base.is_dir():
-        return None
-    versions = [c for c in base.iterdir() if c.name.isdigit() and (c / "saved_model.pb").exists()]
-    return max(versions, key=lambda c: int(c.name)) if versions else None
+    """The version the server will serve (TF Serving's latest), if it holds a SavedModel."""
+    latest = layout.latest_version_dir(base)
+    return latest if latest is not None and (latest / layout.SAVED_MODEL_FILE).is_file() else None
 
 
 def describe_version(version_dir: Path, requested_weights: str) -> list[str]:
@@ -85,44 +76,7 @@ def _export(weights: str, base: Path) -> None:
         raise DemoError(f"export failed (exit {result.returncode}): {' '.join(command)}")
 
 
-def _last_error(log: str) -> str:
-    lines = [line for line in log.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Failed to start server" in line or " E " in line or "Error" in line:
-            return line.strip()
-    return lines[-1].strip() if lines else "no output"
-
-
-def _start_server(name: str, base: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "xception_serving", f"--port={port}",
-               f"--model_name={name}", f"--model_base_path={base}"]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        text = log_path.read_text(errors="replace")
-        if READY_LINE in text:
-            return process
-        if process.poll() is not None:
-            raise DemoError(f"server exited with {process.returncode}: {_last_error(text)}")
-        time.sleep(0.2)
-    _stop(process)
-    raise DemoError(f"server not ready after {READY_TIMEOUT_S:.0f}s (log: {log_path})")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 def _classify(target: str, name: str, image: Path, top_k: int) -> None:
-    from xception_client import Client
-
     with Client(target, model_name=name, timeout=120) as client:
         predictions = client.predict(str(image), top_k=top_k)
     print(f"{image}")
@@ -133,7 +87,7 @@ def _classify(target: str, name: str, image: Path, top_k: int) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xception_serving.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__)
     parser.add_argument("--weights", default="imagenet", help="for xception-export if needed")
     parser.add_argument("--model-base-path", default="models/xception", type=Path)
     parser.add_argument("--model-name", default="xception")
@@ -151,23 +105,23 @@ def run(argv: Sequence[str] | None = None) -> int:
     about = describe_version(version_dir, args.weights)
     for line in about:
         print(line, file=sys.stderr)
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="xception-demo-") as tmp:
-        log_path = Path(tmp) / "server.log"
-        print(f"demo: starting xception-serve on 127.0.0.1:{port} ...", file=sys.stderr)
-        process = _start_server(args.model_name, base, port, log_path)
-        try:
-            _classify(f"127.0.0.1:{port}", args.model_name, args.image, args.top_k)
+    print("demo: starting xception-serve on a free loopback port ...", file=sys.stderr)
+    try:
+        with running_server(model_name=args.model_name, model_base_path=base,
+                            ready_timeout=READY_TIMEOUT_S) as server:
+            try:
+                _classify(server.grpc_target, args.model_name, args.image, args.top_k)
+            except Exception as err:
+                raise DemoError(f"classification failed: {err}") from err
             # Said again under the table, where a reader of the scores looks.
             for line in about:
                 if "WARNING" in line:
                     print(line, file=sys.stderr)
-        except Exception as err:
-            raise DemoError(f"classification failed: {err}") from err
-        finally:
-            _stop(process)
-        if process.returncode not in (0, None):
-            raise DemoError(f"server exited with {process.returncode} on SIGTERM")
+            code = server.stop()
+    except ServerStartError as err:
+        raise DemoError(str(err)) from err
+    if code != 0:
+        raise DemoError(f"server exited with {code} on SIGTERM")
     return 0
 
 

@@ -19,8 +19,7 @@ WARNING from 2, ERROR from 3. The cuInit error is dropped at 2 only when the sam
 CUDA driver is installed (a CPU machine); on a host with a driver, a failing cuInit is a real
 problem and stays. Anything else (Python warnings, other errors) is written back unchanged.
 
-Export and serving share no package yet, so this file is kept identical in xception_export/ and
-xception_serving/ (tests/e2e/test_quiet_start.py checks that they are).
+Both TensorFlow-side console scripts call it: ``xception-export`` and ``xception-serve``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`python -m xception_serving.demo` (what `make run` runs) on an already exported model."""
+"""`python -m demo.run` (what `make run` runs) on an already exported model."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from xception_client import contract
+import xception_contract as contract
 
+REPO = Path(__file__).resolve().parents[2]  # `make run` runs `python -m demo.run` from here
 
 def run_demo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xception_serving.demo", *args],
+        [sys.executable, "-m", "demo.run", *args],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=timeout,
