@@ -1,4 +1,4 @@
-"""`pip install ./client` alone into a fresh virtual environment: no TensorFlow, and it predicts."""
+"""`pip install ./contract ./client` into a fresh venv: no TensorFlow, and it predicts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CLIENT = Path(__file__).resolve().parents[2] / "client"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -21,9 +21,11 @@ def test_client_installs_alone_without_tensorflow_and_predicts(
     xception_server: Any, small_xception_model: Any, tmp_path: Path
 ) -> None:
     # Build from a copy so setuptools' build/ and egg-info never land in the work tree.
-    source = tmp_path / "client"
-    shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info",
-                                                                  "__pycache__"))
+    sources = []
+    for part in ("contract", "client"):  # the client and the one package it needs from here
+        sources.append(str(tmp_path / part))
+        shutil.copytree(REPO / part, tmp_path / part,
+                        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -31,11 +33,12 @@ def test_client_installs_alone_without_tensorflow_and_predicts(
     env.pop("PYTHONPATH", None)
     install = subprocess.run(
         # At the floor of the client's protobuf range: the generated code must load there too.
-        [str(python), "-m", "pip", "install", "--quiet", str(source), "protobuf==6.31.1"],
+        [str(python), "-m", "pip", "install", "--quiet", *sources, "protobuf==6.31.1"],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert install.returncode == 0, (
-        "pip install ./client failed (it needs the package registry or a warm pip cache):\n"
+        "pip install ./contract ./client failed (it needs the package registry or a warm pip "
+        "cache):\n"
         + install.stdout[-2000:] + install.stderr[-2000:]
     )
 
@@ -44,7 +47,7 @@ def test_client_installs_alone_without_tensorflow_and_predicts(
         capture_output=True, text=True, check=True, timeout=120, env=env,
     ).stdout.lower()
     names = {line.split("==")[0] for line in installed.splitlines()}
-    assert "xception-client" in names
+    assert {"xception-client", "xception-contract"} <= names
     assert "protobuf==6.31.1" in installed.splitlines()
     assert not names & {"tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "keras"}, names
 
