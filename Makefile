@@ -17,7 +17,7 @@ IMAGE ?= samples/cat.jpg
 PYTEST_ARGS ?=
 
 # The TF Serving release the launcher pins; `make check-tfserving` checks exports under its TensorFlow.
-TFS_VERSION = $(shell $(BIN)/python -c 'from xception_serving.tfserving import TFS_VERSION; print(TFS_VERSION)')
+TFS_VERSION = $(shell $(BIN)/python -c 'from xception_serving.launch_tfserving import TFS_VERSION; print(TFS_VERSION)')
 
 .PHONY: help install export check-tfserving serve serve-tfserving run test test-unit lint bench k8s kserve gateway clean
 

@@ -70,7 +70,7 @@ def main() -> int:
     import numpy as np
     import tensorflow as tf
     import xception_contract as contract
-    from xception_serving.models import Servable
+    from xception_serving.servable import Servable
     from xception_serving.session_config import session_options
 
     pixels = np.load(args.pixels)
@@ -112,7 +112,7 @@ def main() -> int:
                     "single_image_latencies_s": single_latencies,
                     "signature": contract.PIXELS_SIGNATURE,
                     "tensorflow": tf.__version__,
-                    "runtime": "TF1 Session (xception_serving.models.Servable)",
+                    "runtime": "TF1 Session (xception_serving.servable.Servable)",
                     # 0: TensorFlow picks (one thread per core).
                     "intra_op_threads": options.config.intra_op_parallelism_threads,
                     "inter_op_threads": options.config.inter_op_parallelism_threads,

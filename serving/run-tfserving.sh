@@ -2,7 +2,7 @@
 # Start real TensorFlow Serving on the GPU: the pinned tensorflow/serving:<version>-gpu image with
 # --gpus all when a Docker engine is reachable, else tensorflow_model_server from PATH. Prints the
 # exact command, then replaces itself with it. Without either, exits 1 with one line that names the
-# local server (`make serve`). The command is built by xception_serving.tfserving (one place for
+# local server (`make serve`). The command is built by xception_serving.launch_tfserving (one place for
 # flags and paths); this script only finds a Python to run it with.
 #
 #   serving/run-tfserving.sh [--mode auto|docker|binary] [--model-base-path DIR] [--dry-run]
@@ -31,4 +31,4 @@ if [[ "${1:-}" == "command" || "${1:-}" == "run" ]]; then
   action="$1"
   shift
 fi
-exec "$python" -m xception_serving.tfserving "$action" "$@"
+exec "$python" -m xception_serving.launch_tfserving "$action" "$@"

@@ -1,6 +1,7 @@
 """Compatibility tier: our exports under the TensorFlow inside the pinned TF Serving image.
 
-The launcher pins one TF Serving release (``xception_serving.tfserving.TFS_VERSION``); its image
+The launcher pins one TF Serving release (``xception_serving.launch_tfserving.TFS_VERSION``); its
+image
 embeds the TensorFlow of the same version. This tier installs that TensorFlow in a venv of its
 own (once, into the cache), exports two models with the project's TensorFlow, loads each through
 the Session path under the pinned TensorFlow, replays every warmup record, and compares every
@@ -25,7 +26,7 @@ FINE_TUNED_CLASSES = 10
 @pytest.fixture(scope="module")
 def pinned_python() -> Path:
     from xception_export import tfserving_env
-    from xception_serving.tfserving import TFS_VERSION
+    from xception_serving.launch_tfserving import TFS_VERSION
 
     return tfserving_env.ensure_env(TFS_VERSION, log=print)
 
@@ -95,7 +96,7 @@ def test_every_warmup_record_answers_the_same_under_the_pinned_tf_serving_tensor
     model: str, pinned_python: Path, request: pytest.FixtureRequest
 ) -> None:
     from xception_export import preflight, tfserving_env
-    from xception_serving.tfserving import TFS_VERSION
+    from xception_serving.launch_tfserving import TFS_VERSION
 
     version_dir = request.getfixturevalue(model)
     pinned = tfserving_env.run_preflight(pinned_python, version_dir, "serve")

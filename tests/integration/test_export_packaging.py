@@ -15,7 +15,7 @@ from PIL import Image
 from xception_export import cli, packaging
 from xception_export.artifact import content_hashes
 from xception_export.preflight import check_version
-from xception_serving import config_files
+from xception_serving.config import files as config_files
 
 from tests.fixtures.models import ExportedModel
 

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from fastapi.testclient import TestClient
 from xception_client import errors
-from xception_client.labels import Prediction
+from xception_client.predictions import Prediction
 from xception_gateway import Settings, create_app
 from xception_gateway.app import http_status
 from xception_gateway.fetch import FetchError, fetch_image

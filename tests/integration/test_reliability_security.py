@@ -35,7 +35,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 from xception_client import TLS, Client, ServerUnavailable
-from xception_serving.config_files import SSLConfig
+from xception_serving.config.files import SSLConfig
 
 from tests.fixtures.fuzz import FuzzRun
 from tests.fixtures.pki import Pki, make_pki

@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
-from xception_serving.config_files import SSLConfig
+from xception_serving.config.files import SSLConfig
 
 from tests.fixtures.pki import Pki, make_pki
 from tests.fixtures.servers import in_process_server

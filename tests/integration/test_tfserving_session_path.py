@@ -244,7 +244,7 @@ def test_a_jit_compiled_model_fails_when_xla_compilation_is_off_as_by_default(
 
 
 def test_a_jit_compiled_model_runs_when_an_xla_flag_enables_compilation(tmp_path: Path) -> None:
-    from xception_serving.models import Servable
+    from xception_serving.servable import Servable
     from xception_serving.session_config import session_options
 
     _write_jit_compiled_version(tmp_path)

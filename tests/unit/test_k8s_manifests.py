@@ -14,7 +14,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 from xception_contract import DEFAULT_MODEL_NAME
-from xception_serving import config_files, tfserving
+from xception_serving import launch_tfserving
+from xception_serving.config import files as config_files
 
 from tests.fixtures.kustomize import render
 
@@ -137,9 +138,9 @@ def test_every_container_requests_exactly_its_limits(docs: tuple[Manifest, ...])
 def test_only_the_gpu_overlay_asks_for_a_gpu() -> None:
     gpu = _server(_render("gpu"))
     assert gpu["resources"]["limits"][GPU] == "1"
-    assert gpu["image"] == tfserving.GPU_IMAGE
+    assert gpu["image"] == launch_tfserving.GPU_IMAGE
     assert GPU not in _server(_render("cpu"))["resources"]["limits"]
-    assert _server(_render("cpu"))["image"] == tfserving.CPU_IMAGE
+    assert _server(_render("cpu"))["image"] == launch_tfserving.CPU_IMAGE
 
 
 def test_containers_run_locked_down(docs: tuple[Manifest, ...]) -> None:
@@ -171,13 +172,13 @@ def test_writable_paths_are_empty_dirs_and_inputs_are_read_only(docs: tuple[Mani
 
 def test_server_args_are_the_launchers_flags_with_the_gpu_cap_only_on_gpu() -> None:
     cpu_args = _server(_render("cpu"))["args"]
-    assert cpu_args == tfserving.server_flags(
-        config_dir=tfserving.CONTAINER_CONFIG_DIR, gpu_memory_fraction=None
+    assert cpu_args == launch_tfserving.server_flags(
+        config_dir=launch_tfserving.CONTAINER_CONFIG_DIR, gpu_memory_fraction=None
     )
-    assert _server(_render("gpu"))["args"] == tfserving.server_flags(
-        config_dir=tfserving.CONTAINER_CONFIG_DIR
+    assert _server(_render("gpu"))["args"] == launch_tfserving.server_flags(
+        config_dir=launch_tfserving.CONTAINER_CONFIG_DIR
     )
-    assert _server(_render("gpu"))["command"] == [tfserving.CONTAINER_BINARY]
+    assert _server(_render("gpu"))["command"] == [launch_tfserving.CONTAINER_BINARY]
 
 
 def test_every_file_the_args_name_is_in_the_mounted_config_map(docs: tuple[Manifest, ...]) -> None:

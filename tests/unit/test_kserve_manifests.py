@@ -12,7 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
-from xception_serving import config_files, tfserving
+from xception_serving import launch_tfserving
+from xception_serving.config import files as config_files
 
 from tests.fixtures.kustomize import render
 
@@ -122,11 +123,11 @@ def _server(docs: tuple[Manifest, ...]) -> Manifest:
 def expected_args(*, gpu: bool) -> list[str]:
     """server_flags with KServe's ports, and --model_name/--model_base_path in place of
     models.config (KServe names the model after the InferenceService and mounts it itself)."""
-    flags = tfserving.server_flags(
+    flags = launch_tfserving.server_flags(
         config_dir=CONFIG_DIR,
         grpc_port=KSERVE_GRPC_PORT,
         rest_port=KSERVE_REST_PORT,
-        gpu_memory_fraction=tfserving.DEFAULT_GPU_MEMORY_FRACTION if gpu else None,
+        gpu_memory_fraction=launch_tfserving.DEFAULT_GPU_MEMORY_FRACTION if gpu else None,
     )
     flags = [f for f in flags if not f.startswith("--model_config_file")]
     model = ["--model_name={{.Name}}", f"--model_base_path={KSERVE_MODEL_PATH}"]
@@ -189,9 +190,9 @@ def test_runtime_pod_parts_validate_strictly_against_the_kubernetes_schemas(over
 def test_runtime_args_are_the_launchers_flags_with_kserves_ports_and_model_path() -> None:
     assert _server(_render("gpu"))["args"] == expected_args(gpu=True)
     assert _server(_render("cpu"))["args"] == expected_args(gpu=False)
-    assert _server(_render("gpu"))["command"] == [tfserving.CONTAINER_BINARY]
-    assert _server(_render("gpu"))["image"] == tfserving.GPU_IMAGE
-    assert _server(_render("cpu"))["image"] == tfserving.CPU_IMAGE
+    assert _server(_render("gpu"))["command"] == [launch_tfserving.CONTAINER_BINARY]
+    assert _server(_render("gpu"))["image"] == launch_tfserving.GPU_IMAGE
+    assert _server(_render("cpu"))["image"] == launch_tfserving.CPU_IMAGE
     [port] = _server(_render("gpu"))["ports"]
     assert (port["name"], port["containerPort"]) == ("h2c", KSERVE_GRPC_PORT)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from xception_serving.config_files import ConfigError
+from xception_serving.config.files import ConfigError
 from xception_serving.cpu_features import cpu_bfloat16_flags
 from xception_serving.session_config import (
     PARALLELISM_CONFLICT,

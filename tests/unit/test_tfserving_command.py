@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from xception_contract import DEFAULT_MODEL_NAME
-from xception_serving import config_files, tfserving
+from xception_serving import launch_tfserving
+from xception_serving.config import files as config_files
 
 SERVING = Path(__file__).resolve().parents[2] / "serving"
 
@@ -31,6 +32,10 @@ TF_SERVING_FLAGS = {
 }
 
 
+
+def _default_docker_command(model_dir: Path) -> list[str]:
+    return launch_tfserving.docker_command(launch_tfserving.ServeSettings(model_dir))
+
 def _flags(args: list[str]) -> dict[str, str]:
     parsed = {}
     for arg in args:
@@ -49,7 +54,7 @@ def model_dir(tmp_path: Path) -> Path:
 
 def _docker_parts(command: list[str]) -> tuple[list[str], list[str]]:
     """(docker options, TF Serving flags) split at the image."""
-    image_at = command.index(tfserving.GPU_IMAGE)
+    image_at = command.index(launch_tfserving.GPU_IMAGE)
     return command[:image_at], command[image_at + 1 :]
 
 
@@ -64,18 +69,19 @@ def _mounts(options: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def test_docker_command_runs_the_pinned_gpu_image_on_all_gpus(model_dir: Path) -> None:
-    options, _ = _docker_parts(tfserving.docker_command(tfserving.ServeSettings(model_dir)))
-    assert tfserving.GPU_IMAGE.startswith("tensorflow/serving:2.")
-    assert tfserving.GPU_IMAGE.endswith("-gpu") and "latest" not in tfserving.GPU_IMAGE
+    options, _ = _docker_parts(_default_docker_command(model_dir))
+    assert launch_tfserving.GPU_IMAGE.startswith("tensorflow/serving:2.")
+    image = launch_tfserving.GPU_IMAGE
+    assert image.endswith("-gpu") and "latest" not in image
     assert options[:2] == ["docker", "run"]
     assert options[options.index("--gpus") + 1] == "all"
-    assert options[options.index("--entrypoint") + 1] == tfserving.CONTAINER_BINARY
+    assert options[options.index("--entrypoint") + 1] == launch_tfserving.CONTAINER_BINARY
     published = {options[i + 1] for i, o in enumerate(options) if o == "-p"}
     assert published == {"8500:8500", "8501:8501"}
 
 
 def test_docker_command_passes_every_required_tf_serving_flag(model_dir: Path) -> None:
-    _, args = _docker_parts(tfserving.docker_command(tfserving.ServeSettings(model_dir)))
+    _, args = _docker_parts(_default_docker_command(model_dir))
     flags = _flags(args)
     assert set(flags) <= TF_SERVING_FLAGS
     assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
@@ -83,11 +89,11 @@ def test_docker_command_passes_every_required_tf_serving_flag(model_dir: Path) -
     assert flags["enable_model_warmup"] == "true"
     assert 0 < float(flags["per_process_gpu_memory_fraction"]) < 1
     for name in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
-        assert flags[name].startswith(tfserving.CONTAINER_CONFIG_DIR + "/")
+        assert flags[name].startswith(launch_tfserving.CONTAINER_CONFIG_DIR + "/")
 
 
 def test_docker_command_mounts_every_file_the_flags_name_read_only(model_dir: Path) -> None:
-    options, args = _docker_parts(tfserving.docker_command(tfserving.ServeSettings(model_dir)))
+    options, args = _docker_parts(_default_docker_command(model_dir))
     mounts = _mounts(options)
     flags = _flags(args)
     for name in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
@@ -102,18 +108,18 @@ def test_docker_command_mounts_every_file_the_flags_name_read_only(model_dir: Pa
 
 
 def test_docker_command_keeps_the_cuda_jit_cache_in_a_named_volume(model_dir: Path) -> None:
-    options, _ = _docker_parts(tfserving.docker_command(tfserving.ServeSettings(model_dir)))
-    source, _ = _mounts(options)[tfserving.CONTAINER_CUDA_CACHE]
+    options, _ = _docker_parts(_default_docker_command(model_dir))
+    source, _ = _mounts(options)[launch_tfserving.CONTAINER_CUDA_CACHE]
     assert not source.startswith("/")  # a named volume, not a host path
     env = {options[i + 1] for i, o in enumerate(options) if o == "-e"}
-    assert f"CUDA_CACHE_PATH={tfserving.CONTAINER_CUDA_CACHE}" in env
+    assert f"CUDA_CACHE_PATH={launch_tfserving.CONTAINER_CUDA_CACHE}" in env
 
 
 def test_docker_command_maps_chosen_host_ports_to_tf_servings_fixed_container_ports(
     model_dir: Path,
 ) -> None:
-    settings = tfserving.ServeSettings(model_dir, grpc_port=9000, rest_port=9001)
-    options, args = _docker_parts(tfserving.docker_command(settings))
+    settings = launch_tfserving.ServeSettings(model_dir, grpc_port=9000, rest_port=9001)
+    options, args = _docker_parts(launch_tfserving.docker_command(settings))
     published = {options[i + 1] for i, o in enumerate(options) if o == "-p"}
     assert published == {"9000:8500", "9001:8501"}
     assert _flags(args)["port"] == "8500"
@@ -122,24 +128,26 @@ def test_docker_command_maps_chosen_host_ports_to_tf_servings_fixed_container_po
 def test_docker_command_mounts_and_passes_an_ssl_config(model_dir: Path, tmp_path: Path) -> None:
     ssl = tmp_path / "ssl.config"
     ssl.write_text("client_verify: false\n")
-    settings = tfserving.ServeSettings(model_dir, ssl_config_file=ssl)
-    options, args = _docker_parts(tfserving.docker_command(settings))
+    settings = launch_tfserving.ServeSettings(model_dir, ssl_config_file=ssl)
+    options, args = _docker_parts(launch_tfserving.docker_command(settings))
     in_container = _flags(args)["ssl_config_file"]
     assert _mounts(options)[in_container] == (str(ssl), "ro")
 
 
 def test_docker_command_appends_extra_flags_last(model_dir: Path) -> None:
-    settings = tfserving.ServeSettings(model_dir, extra_flags=("--mixed_precision=bfloat16",))
-    assert tfserving.docker_command(settings)[-1] == "--mixed_precision=bfloat16"
+    settings = launch_tfserving.ServeSettings(
+        model_dir, extra_flags=("--mixed_precision=bfloat16",)
+    )
+    assert launch_tfserving.docker_command(settings)[-1] == "--mixed_precision=bfloat16"
 
 
 def test_binary_command_reads_host_paths_and_a_rebased_models_config(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    settings = tfserving.ServeSettings(
+    settings = launch_tfserving.ServeSettings(
         model_dir, grpc_port=9000, rest_port=9001, work_dir=tmp_path / "work"
     )
-    command = tfserving.binary_command(settings, binary="/opt/bin/tensorflow_model_server")
+    command = launch_tfserving.binary_command(settings, binary="/opt/bin/tensorflow_model_server")
     assert command[0] == "/opt/bin/tensorflow_model_server"
     flags = _flags(command[1:])
     assert set(flags) <= TF_SERVING_FLAGS
@@ -159,32 +167,32 @@ def test_binary_command_reads_host_paths_and_a_rebased_models_config(
 
 
 def test_docker_and_binary_modes_pass_the_same_flag_names(model_dir: Path, tmp_path: Path) -> None:
-    settings = tfserving.ServeSettings(model_dir, work_dir=tmp_path)
-    _, docker_args = _docker_parts(tfserving.docker_command(settings))
-    binary_args = tfserving.binary_command(settings)[1:]
+    settings = launch_tfserving.ServeSettings(model_dir, work_dir=tmp_path)
+    _, docker_args = _docker_parts(launch_tfserving.docker_command(settings))
+    binary_args = launch_tfserving.binary_command(settings)[1:]
     assert list(_flags(docker_args)) == list(_flags(binary_args))
 
 
 def test_rebase_refuses_a_base_path_that_would_not_be_mounted() -> None:
     text = 'model_config_list { config { name: "other" base_path: "/models/other" } }'
-    with pytest.raises(tfserving.LaunchError, match="/models/other is not mounted"):
-        tfserving.rebase_model_config(text, {"/models/xception": "/srv/xception"})
+    with pytest.raises(launch_tfserving.LaunchError, match="/models/other is not mounted"):
+        launch_tfserving.rebase_model_config(text, {"/models/xception": "/srv/xception"})
 
 
 def test_base_paths_in_comments_are_ignored() -> None:
     text = '# base_path: "/elsewhere"\nmodel_config_list { config {\n base_path: "/models/x"\n} }\n'
-    assert tfserving.model_base_paths(text) == ["/models/x"]
+    assert launch_tfserving.model_base_paths(text) == ["/models/x"]
 
 
 def test_model_check_rejects_a_missing_base_path(tmp_path: Path) -> None:
-    with pytest.raises(tfserving.LaunchError, match="make export"):
-        tfserving.check_model_dir(tmp_path / "absent")
+    with pytest.raises(launch_tfserving.LaunchError, match="make export"):
+        launch_tfserving.check_model_dir(tmp_path / "absent")
 
 
 def test_model_check_rejects_a_base_path_without_numeric_versions(tmp_path: Path) -> None:
     (tmp_path / "v1").mkdir()  # TF Serving ignores non-numeric names and would wait forever
-    with pytest.raises(tfserving.LaunchError, match="no numeric version directory"):
-        tfserving.check_model_dir(tmp_path)
+    with pytest.raises(launch_tfserving.LaunchError, match="no numeric version directory"):
+        launch_tfserving.check_model_dir(tmp_path)
 
 
 def _fake_program(directory: Path, name: str, body: str) -> Path:
@@ -200,7 +208,7 @@ def test_mode_auto_prefers_a_reachable_docker_engine(
     docker = _fake_program(tmp_path, "docker", 'echo "28.2.2"')
     _fake_program(tmp_path, "tensorflow_model_server", "exit 0")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert tfserving.choose_mode("auto") == ("docker", str(docker))
+    assert launch_tfserving.choose_mode("auto") == ("docker", str(docker))
 
 
 def test_mode_auto_uses_the_binary_when_the_docker_cli_has_no_engine(
@@ -209,7 +217,7 @@ def test_mode_auto_uses_the_binary_when_the_docker_cli_has_no_engine(
     _fake_program(tmp_path, "docker", 'echo "Cannot connect to the Docker daemon" >&2; exit 1')
     binary = _fake_program(tmp_path, "tensorflow_model_server", "exit 0")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert tfserving.choose_mode("auto") == ("binary", str(binary))
+    assert launch_tfserving.choose_mode("auto") == ("binary", str(binary))
 
 
 @pytest.mark.parametrize("requested", ["auto", "docker", "binary"])
@@ -217,8 +225,8 @@ def test_mode_fails_with_one_line_naming_the_local_server_when_nothing_can_run(
     requested: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(tfserving.LaunchError) as caught:
-        tfserving.choose_mode(requested)
+    with pytest.raises(launch_tfserving.LaunchError) as caught:
+        launch_tfserving.choose_mode(requested)
     message = str(caught.value)
     assert "\n" not in message
     assert "make serve" in message
@@ -226,7 +234,7 @@ def test_mode_fails_with_one_line_naming_the_local_server_when_nothing_can_run(
 
 def test_rebase_rewrites_a_base_path_anywhere_on_a_line_and_quotes_it() -> None:
     text = 'model_config_list { config { name: "x" base_path: "/models/x" } }'
-    rebased = tfserving.rebase_model_config(text, {"/models/x": '/srv/odd "dir"'})
+    rebased = launch_tfserving.rebase_model_config(text, {"/models/x": '/srv/odd "dir"'})
     [model] = config_files.parse_text_proto(
         rebased, config_files.ModelServerConfig
     ).model_config_list.config
@@ -235,7 +243,7 @@ def test_rebase_rewrites_a_base_path_anywhere_on_a_line_and_quotes_it() -> None:
 
 def test_operators_guide_shows_the_command_the_launcher_builds(model_dir: Path) -> None:
     guide = (SERVING / "README.md").read_text()
-    command = tfserving.docker_command(tfserving.ServeSettings(model_dir))
+    command = launch_tfserving.docker_command(launch_tfserving.ServeSettings(model_dir))
     for part in command[1:]:
         shown = part.replace(str(model_dir), "$PWD/models/xception").replace(
             str(SERVING), "$PWD/serving"

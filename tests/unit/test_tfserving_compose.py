@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from xception_serving import config_files, tfserving
+from xception_serving import launch_tfserving
+from xception_serving.config import files as config_files
 
 SERVING = Path(__file__).resolve().parents[2] / "serving"
 
@@ -24,8 +25,8 @@ def service() -> dict[str, Any]:
 def test_compose_runs_the_pinned_gpu_image_with_an_explicit_entrypoint(
     service: dict[str, Any],
 ) -> None:
-    assert service["image"] == tfserving.GPU_IMAGE
-    assert service["entrypoint"] == [tfserving.CONTAINER_BINARY]
+    assert service["image"] == launch_tfserving.GPU_IMAGE
+    assert service["entrypoint"] == [launch_tfserving.CONTAINER_BINARY]
 
 
 def test_compose_reserves_the_gpus(service: dict[str, Any]) -> None:
@@ -40,7 +41,9 @@ def test_compose_publishes_grpc_and_rest_ports(service: dict[str, Any]) -> None:
 
 
 def test_compose_passes_exactly_the_launchers_flags(service: dict[str, Any]) -> None:
-    assert service["command"] == tfserving.server_flags(config_dir=tfserving.CONTAINER_CONFIG_DIR)
+    assert service["command"] == launch_tfserving.server_flags(
+        config_dir=launch_tfserving.CONTAINER_CONFIG_DIR
+    )
 
 
 def test_compose_mounts_every_file_the_flags_name_read_only(service: dict[str, Any]) -> None:
@@ -60,7 +63,7 @@ def test_compose_mounts_every_file_the_flags_name_read_only(service: dict[str, A
 def test_compose_keeps_the_cuda_jit_cache_in_the_launchers_volume(service: dict[str, Any]) -> None:
     compose = yaml.safe_load((SERVING / "docker-compose.yml").read_text())
     mounts = {volume["target"]: volume for volume in service["volumes"]}
-    cache = mounts[tfserving.CONTAINER_CUDA_CACHE]
+    cache = mounts[launch_tfserving.CONTAINER_CUDA_CACHE]
     assert cache["type"] == "volume"
-    assert compose["volumes"][cache["source"]]["name"] == tfserving.CUDA_CACHE_VOLUME
-    assert service["environment"]["CUDA_CACHE_PATH"] == tfserving.CONTAINER_CUDA_CACHE
+    assert compose["volumes"][cache["source"]]["name"] == launch_tfserving.CUDA_CACHE_VOLUME
+    assert service["environment"]["CUDA_CACHE_PATH"] == launch_tfserving.CONTAINER_CUDA_CACHE

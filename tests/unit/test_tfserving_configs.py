@@ -11,7 +11,8 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 from xception_contract import DEFAULT_MODEL_NAME
-from xception_serving import config_files, tfserving
+from xception_serving import launch_tfserving
+from xception_serving.config import files as config_files
 
 from tests.fixtures.pki import make_pki
 
@@ -30,7 +31,7 @@ def test_models_config_serves_the_exported_model_from_the_mounted_base_path() ->
     [model] = config.model_config_list.config
     assert model.name == DEFAULT_MODEL_NAME
     # The path the Docker launcher, compose file and Deployment mount the export at.
-    assert model.base_path == f"{tfserving.CONTAINER_MODEL_ROOT}/{DEFAULT_MODEL_NAME}"
+    assert model.base_path == f"{launch_tfserving.CONTAINER_MODEL_ROOT}/{DEFAULT_MODEL_NAME}"
     assert model.model_platform == "tensorflow"
     assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
     assert model.model_version_policy.latest.num_versions == 2
@@ -86,7 +87,7 @@ def test_ssl_template_renders_pem_contents_inline_that_parse_back_unchanged(
     for name, pem in (("key.pem", key_pem), ("cert.pem", cert_pem), ("ca.pem", ca_pem)):
         (tmp_path / name).write_text(pem)
     output = tmp_path / "out" / "ssl.config"
-    status = tfserving.main(
+    status = launch_tfserving.main(
         [
             "render-ssl",
             "--server-key", str(tmp_path / "key.pem"),
@@ -110,7 +111,7 @@ def test_ssl_template_renders_pem_contents_inline_that_parse_back_unchanged(
 
 
 def test_ssl_template_without_client_ca_renders_server_only_tls() -> None:
-    rendered = tfserving.render_ssl_config(
+    rendered = launch_tfserving.render_ssl_config(
         (SERVING / "ssl.config.template").read_text(),
         server_key='k "quoted" \\ line\n',
         server_cert="c\r\n",
@@ -121,5 +122,5 @@ def test_ssl_template_without_client_ca_renders_server_only_tls() -> None:
 
 
 def test_ssl_render_refuses_client_verification_without_a_ca() -> None:
-    with pytest.raises(tfserving.LaunchError, match="custom CA"):
-        tfserving.render_ssl_config("", server_key="k", server_cert="c", client_verify=True)
+    with pytest.raises(launch_tfserving.LaunchError, match="custom CA"):
+        launch_tfserving.render_ssl_config("", server_key="k", server_cert="c", client_verify=True)

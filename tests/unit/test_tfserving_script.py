@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from xception_serving import tfserving
+from xception_serving import launch_tfserving
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "serving" / "run-tfserving.sh"
@@ -95,7 +95,9 @@ def test_script_with_a_docker_engine_prints_and_runs_the_docker_command(
     )
     result = _run(bin_dir, "--model-base-path", str(model_dir))
     assert result.returncode == 0, result.stderr
-    expected = tfserving.docker_command(tfserving.ServeSettings(model_dir), docker=str(docker))
+    expected = launch_tfserving.docker_command(
+        launch_tfserving.ServeSettings(model_dir), docker=str(docker)
+    )
     assert result.stdout.splitlines() == [shlex.join(expected)]
     # It ran exactly what it printed.
     assert [str(docker), *log.read_text().splitlines()] == expected
@@ -134,7 +136,7 @@ def test_launcher_builds_the_same_command_on_a_bare_python_without_project_packa
     result = subprocess.run(
         [
             *("/usr/bin/env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={sources}"),
-            *(sys.executable, "-S", "-m", "xception_serving.tfserving", "command"),
+            *(sys.executable, "-S", "-m", "xception_serving.launch_tfserving", "command"),
             *("--model-base-path", str(model_dir)),
         ],
         capture_output=True,
@@ -145,5 +147,5 @@ def test_launcher_builds_the_same_command_on_a_bare_python_without_project_packa
     assert result.returncode == 0, result.stderr
     script = (ROOT / "serving/run-tfserving.sh").read_text()
     assert 'PYTHONPATH="$here/src:$root/contract/src' in script
-    expected = tfserving.docker_command(tfserving.ServeSettings(model_dir))
+    expected = launch_tfserving.docker_command(launch_tfserving.ServeSettings(model_dir))
     assert result.stdout.splitlines() == [shlex.join(expected)]

@@ -34,8 +34,8 @@ from .errors import (
     XceptionClientError,
 )
 from .images import EncodedImage, load_image
-from .labels import Prediction, decode_predictions
 from .metadata import ModelMetadata, ModelVersionStatus, Signature, TensorSpec
+from .predictions import Prediction, decode_predictions
 from .verify import RecordResult, SignatureResult, VerifyReport
 
 __all__ = [

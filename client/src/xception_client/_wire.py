@@ -17,8 +17,8 @@ import xception_contract as contract
 from ._proto import serving_pb2 as pb
 from ._proto import tensorflow_pb2 as tf
 from .errors import TopKTooLarge
-from .labels import Prediction
 from .metadata import ModelMetadata, ModelVersionStatus, Signature, TensorSpec
+from .predictions import Prediction
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")

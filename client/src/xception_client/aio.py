@@ -24,8 +24,8 @@ from . import _channel, _wire
 from .client import DEFAULT_IMAGES_PER_REQUEST, _Base, _check_stream_options
 from .errors import InvalidImage, XceptionClientError
 from .images import ImageInput
-from .labels import Prediction
 from .metadata import ModelMetadata, ModelVersionStatus
+from .predictions import Prediction
 from .verify import DEFAULT_ATOL, RecordResult, VerifyReport
 
 __all__ = ["AsyncClient"]

@@ -25,7 +25,7 @@ import xception_contract as contract
 from ._channel import TLS
 from .client import DEFAULT_TIMEOUT, Client
 from .errors import ArtifactNotFound, XceptionClientError
-from .labels import Prediction
+from .predictions import Prediction
 from .verify import DEFAULT_ATOL, VerifyReport
 
 __all__ = ["main"]

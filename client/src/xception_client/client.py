@@ -25,8 +25,8 @@ from .errors import (
     from_rpc_error,
 )
 from .images import ImageInput, load_image
-from .labels import Prediction
 from .metadata import ModelMetadata, ModelVersionStatus, signature_problems
+from .predictions import Prediction
 from .tracing import prepare_images_span
 from .verify import DEFAULT_ATOL, RecordResult, Verification, VerifyReport
 

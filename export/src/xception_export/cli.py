@@ -250,7 +250,7 @@ def _package(args: argparse.Namespace) -> int:
         print(output)
         if args.batching_config:
             try:
-                from xception_serving import config_files
+                from xception_serving.config import files as config_files
             except ImportError:
                 raise ExportError(
                     "--batching-config reads the file with xception-serving's TF Serving "

@@ -29,8 +29,8 @@ from xception_serving.errors import ServingError, from_exception
 from xception_serving.metrics import Metrics
 
 if TYPE_CHECKING:  # keep this module importable without TensorFlow
-    from xception_serving.config_files import BatchingParameters
-    from xception_serving.models import Servable
+    from xception_serving.config.files import BatchingParameters
+    from xception_serving.servable import Servable
 
 Outputs = dict[str, np.ndarray]
 RunFn = Callable[["Servable", str, Mapping[str, np.ndarray]], Outputs]

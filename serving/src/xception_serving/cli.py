@@ -207,7 +207,7 @@ def channel_arguments(text: str) -> list[tuple[str, int | str]]:
 def _model_server_config(args: argparse.Namespace) -> model_server_config_pb2.ModelServerConfig:
     from tensorflow_serving.config import model_server_config_pb2
 
-    from xception_serving.config_files import ConfigError, read_model_server_config
+    from xception_serving.config.files import ConfigError, read_model_server_config
 
     if args.model_config_file:
         try:
@@ -237,8 +237,9 @@ def _setup_logging() -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until a stop signal. Returns the process exit code."""
-    from xception_serving import config_files, session_config, tracing
+    from xception_serving import session_config, tracing
     from xception_serving.batching import BatchingOptions
+    from xception_serving.config import files as config_files
     from xception_serving.core import ServingCore
     from xception_serving.errors import ServingError
     from xception_serving.grpc_server import GrpcServer

@@ -33,11 +33,11 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from xception_serving import tensors
 from xception_serving.batching import BatchingOptions, BatchScheduler
-from xception_serving.config_files import ConfigError, read_model_server_config
+from xception_serving.config.files import ConfigError, read_model_server_config
 from xception_serving.errors import ServingError, code_number, from_exception
 from xception_serving.manager import ModelManager
 from xception_serving.metrics import Metrics
-from xception_serving.models import Servable, SessionOptions, SignatureInfo
+from xception_serving.servable import Servable, SessionOptions, SignatureInfo
 from xception_serving.warmup import run_warmup
 
 log = logging.getLogger("xception_serving")

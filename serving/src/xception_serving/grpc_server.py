@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from xception_serving.config_files import SSLConfig
+from xception_serving.config.files import SSLConfig
 from xception_serving.core import ServingCore
 from xception_serving.errors import ServingError, from_exception, grpc_message
 from xception_serving.metrics import Metrics

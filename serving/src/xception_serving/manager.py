@@ -29,7 +29,7 @@ from xception_contract import layout
 
 from xception_serving.errors import ServingError, code_number, from_exception
 from xception_serving.metrics import Metrics
-from xception_serving.models import Servable, SessionOptions
+from xception_serving.servable import Servable, SessionOptions
 
 log = logging.getLogger("xception_serving")
 

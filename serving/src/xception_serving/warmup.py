@@ -18,7 +18,7 @@ from xception_contract import layout
 
 from xception_serving.errors import ServingError
 from xception_serving.metrics import Metrics
-from xception_serving.models import Servable
+from xception_serving.servable import Servable
 
 log = logging.getLogger("xception_serving")
 

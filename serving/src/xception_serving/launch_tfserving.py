@@ -16,9 +16,11 @@ Only the standard library and the zero-dependency ``xception_contract`` are need
 ``serving/run-tfserving.sh`` works on a GPU host that has python3 and Docker but no project
 virtualenv.
 
-    python -m xception_serving.tfserving run [--mode auto|docker|binary] [--dry-run] [-- FLAGS]
-    python -m xception_serving.tfserving command --mode docker      # print only
-    python -m xception_serving.tfserving render-ssl --server-key k.pem --server-cert c.pem -o out
+    python -m xception_serving.launch_tfserving run [--mode auto|docker|binary] [--dry-run] \
+        [-- FLAGS]
+    python -m xception_serving.launch_tfserving command --mode docker      # print only
+    python -m xception_serving.launch_tfserving render-ssl --server-key k.pem \
+        --server-cert c.pem -o out
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Literal
 import xception_contract as contract
 from xception_contract import layout
 
-# serving/ (this file is serving/src/xception_serving/tfserving.py).
+# serving/ (this file is serving/src/xception_serving/launch_tfserving.py).
 SERVING_DIR = Path(__file__).resolve().parents[2]
 REPO_ROOT = SERVING_DIR.parent
 
@@ -268,7 +270,7 @@ def check_model_dir(model_base_path: Path) -> None:
 def validate_configs(settings: ServeSettings) -> None:
     """Parse the configs with the project's reader when it is installed (skipped on a bare host)."""
     try:
-        from xception_serving import config_files
+        from xception_serving.config import files as config_files
     except ImportError:  # protobuf / tensorflow-serving-api absent: TF Serving will parse them
         return
     config_dir = settings.config_dir

@@ -1,7 +1,8 @@
 """Read TF Serving's text-proto config files, the same files tensorflow_model_server reads.
 
 `models.config` parses with TF Serving's own ModelServerConfig (tensorflow-serving-api); the
-batching, monitoring and SSL files parse with messages re-declared in `tfs_config.proto` from TF
+batching, monitoring and SSL files parse with messages re-declared in `_proto/tfs_config.proto`
+from TF
 Serving's field definitions. Errors name the file and use TF Serving's wording where it has one.
 """
 
@@ -14,7 +15,7 @@ from typing import TypeVar
 from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from xception_serving.tfs_config import tfs_config_pb2
+from xception_serving.config._proto import tfs_config_pb2
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 BatchingParameters = tfs_config_pb2.BatchingParameters
