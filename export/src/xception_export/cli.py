@@ -137,27 +137,33 @@ def export_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def inspect_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} inspect",
-        description="Print a SavedModel's signatures (like saved_model_cli show --all) and the "
-        "export metadata.",
-    )
+def _version_command_parser(name: str, description: str, json_help: str) -> argparse.ArgumentParser:
+    """A subcommand that reads one version: PATH, --json and --verbose, as every such one takes."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=description)
     parser.add_argument("path", metavar="PATH", help="a version directory or a model base path")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--json", action="store_true", help=json_help)
     parser.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
     return parser
 
 
-def check_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} check",
-        description="Load a version exactly as TF Serving does (the `serve` MetaGraphDef in a "
-        "TensorFlow Session, variables restored by the saver, the init op run), replay every "
-        "warmup record through Session::Run, and report each signature: OK or TF Serving's "
-        "own error. Exit 1 on any failure.",
+def inspect_parser() -> argparse.ArgumentParser:
+    return _version_command_parser(
+        "inspect",
+        "Print a SavedModel's signatures (like saved_model_cli show --all) and the export "
+        "metadata.",
+        "print JSON instead of text",
     )
-    parser.add_argument("path", metavar="PATH", help="a version directory or a model base path")
+
+
+def check_parser() -> argparse.ArgumentParser:
+    parser = _version_command_parser(
+        "check",
+        "Load a version exactly as TF Serving does (the `serve` MetaGraphDef in a TensorFlow "
+        "Session, variables restored by the saver, the init op run), replay every warmup record "
+        "through Session::Run, and report each signature: OK or TF Serving's own error. Exit 1 "
+        "on any failure.",
+        "print the report as JSON",
+    )
     parser.add_argument(
         "--tfserving-version",
         metavar="X.Y.Z",
@@ -165,8 +171,6 @@ def check_parser() -> argparse.ArgumentParser:
         "~/.cache/xception-bundle (default: this environment's TensorFlow)",
     )
     parser.add_argument("--tags", default="serve", help="--saved_model_tags (default serve)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
     return parser
 
 

@@ -4,6 +4,7 @@ user's fine-tuned classifier (``.keras``, ``.h5`` or SavedModel directory)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -264,15 +265,7 @@ def _saved_model_as_keras(path: Path, image_size: ImageSize | None) -> keras.Mod
             f"the SavedModel at {path} must take one [batch, height, width, 3] input; "
             f"its serving_default takes {specs}"
         )
-    shape = specs[0].shape.as_list()
-    height, width = shape[1], shape[2]
-    if height is None or width is None:
-        if image_size is None:
-            raise UsageError(
-                f"the model at {path} has a dynamic input size; give --image-size S or H,W. "
-                "Received: --image-size=None"
-            )
-        height, width = image_size
+    height, width = _resolve_input_size(specs[0].shape.as_list(), image_size, str(path))
     layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
     inp = keras.Input((height, width, 3))
     out = layer(inp)
@@ -289,6 +282,13 @@ def _input_size(model: Any, image_size: ImageSize | None, path: str) -> ImageSiz
         raise ExportError(
             f"the model at {path} must take one [batch, height, width, 3] input; it takes {shape}"
         )
+    return _resolve_input_size(shape, image_size, path)
+
+
+def _resolve_input_size(
+    shape: Sequence[int | None], image_size: ImageSize | None, path: str
+) -> ImageSize:
+    """The model's (H, W): its own where fixed, --image-size where dynamic; they must agree."""
     height, width = shape[1], shape[2]
     if height is None or width is None:
         if image_size is None:
