@@ -105,6 +105,18 @@ class _Base:
         """Default deadline of every call, in seconds."""
         return self._timeout
 
+    def request_size(self, images: Sequence[ImageInput]) -> int:
+        """Bytes of the serialized PredictRequest that ``predict_batch(images)`` sends.
+
+        The images are loaded and checked as for that call (a bad one raises
+        :class:`~xception_client.InvalidImage`), but nothing is sent. The figure is the protobuf
+        message alone, before gRPC's framing and any compression: the number to compare with
+        another client's request for the same images.
+        """
+        if not images:
+            raise ValueError("images is empty; give at least one image")
+        return int(self._images_request(images).ByteSize())
+
     def _deadline(self, timeout: float | None) -> float:
         return self._timeout if timeout is None else _check_timeout(timeout)
 
