@@ -100,7 +100,6 @@ class ModelManager:
         max_num_load_retries: int = 5,
         load_retry_interval_seconds: float = 60.0,
         warmup: WarmupFn | None = None,
-        on_unloaded: Callable[[Servable], None] | None = None,
         session_options: SessionOptions | None = None,
     ) -> None:
         self._metrics = metrics
@@ -109,7 +108,6 @@ class ModelManager:
         self._max_retries = max(0, max_num_load_retries)
         self._retry_interval = max(0.0, load_retry_interval_seconds)
         self._warmup = warmup
-        self._on_unloaded = on_unloaded
         self._lock = threading.RLock()  # guards the maps below (short critical sections)
         self._transition_lock = threading.Lock()  # serializes polling/loading/unloading
         self._models: dict[str, _Model] = {}
@@ -281,10 +279,6 @@ class ModelManager:
             except Exception:  # the poller must survive anything a file system does
                 log.exception("File system poll failed")
 
-    def poll_now(self) -> None:
-        with self._transition_lock:
-            self._poll_locked()
-
     def _poll_locked(self, only: set[str] | None = None) -> None:
         if self._poll_wait < 0:
             return
@@ -426,8 +420,6 @@ class ModelManager:
         def finish() -> None:
             if servable is not None:
                 servable.wait_idle()
-                if self._on_unloaded is not None:
-                    self._on_unloaded(servable)
                 servable.close()
             with self._lock:
                 version.servable = None
