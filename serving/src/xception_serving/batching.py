@@ -8,8 +8,8 @@ thread is free (with timeout 0 that is "as soon as a thread is free", so request
 
 Isolation: if a merged run fails (one caller sent a bad image, or shapes do not concatenate), each
 member is re-run alone, so only the bad request gets an error. TF Serving itself would fail every
-member of the batch; the issue requires isolation, and a caller's successful answer is the same
-either way.
+member of the batch; this server isolates the bad one on purpose, and a caller's successful
+answer is the same either way.
 """
 
 from __future__ import annotations

@@ -70,9 +70,9 @@ CUDA_CACHE_VOLUME = "xception-tfserving-cuda-cache"
 CUDA_CACHE_MAXSIZE = 4 * 1024**3  # CUDA's documented maximum (4 GiB); default is far smaller
 CONTAINER_NAME = "xception-tfserving"
 
-# Fraction of GPU memory TF's allocator may take. TF's default grabs nearly all free memory up front
-# (TF Serving issues #249, #1929); 0.8 leaves room for the CUDA context, the ~234 MiB the flag is
-# reported to overshoot by (issue #1668) and a monitoring agent. An estimate, not measured here.
+# Fraction of GPU memory TF's allocator may take. TF's default grabs nearly all free memory up
+# front; 0.8 leaves room for the CUDA context, the few hundred MiB the allocator is reported to take
+# beyond the fraction, and a monitoring agent. An estimate, not measured here.
 DEFAULT_GPU_MEMORY_FRACTION = 0.8
 # Re-read models.config every minute (label moves, added models); look for new version
 # directories every 30 s instead of every second (TF Serving's default, costly on remote storage).

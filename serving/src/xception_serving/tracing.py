@@ -1,7 +1,7 @@
 """Server spans for the local server, configured by OpenTelemetry's standard environment variables.
 
-TF Serving has no tracing (tensorflow/serving#1994); the local server can take part so a client's
-trace shows the server side too. Each gRPC call becomes a server span that continues the caller's
+TF Serving records no trace spans; the local server can take part so a client's trace shows the
+server side too. Each gRPC call becomes a server span that continues the caller's
 trace (the W3C ``traceparent`` header sent by opentelemetry-instrumentation-grpc's client side).
 
 Read from the environment, as OpenTelemetry's SDKs do:
