@@ -3,7 +3,7 @@
 # --gpus all when a Docker engine is reachable, else tensorflow_model_server from PATH. Prints the
 # exact command, then replaces itself with it. Without either, exits 1 with one line that names the
 # local server (`make serve`). The command is built by xception_serving.launch_tfserving (one place for
-# flags and paths); this script only finds a Python to run it with.
+# flags); this script finds a Python to run it with and passes the repository's paths.
 #
 #   serving/run-tfserving.sh [--mode auto|docker|binary] [--model-base-path DIR] [--dry-run]
 #                            [--gpu-memory-fraction F] [--ssl-config-file FILE] [-- TFS_FLAGS...]
@@ -31,4 +31,8 @@ if [[ "${1:-}" == "command" || "${1:-}" == "run" ]]; then
   action="$1"
   shift
 fi
-exec "$python" -m xception_serving.launch_tfserving "$action" "$@"
+# The repository's paths, absolute, so this works from any directory; the caller's own options come
+# after them and win.
+exec "$python" -m xception_serving.launch_tfserving "$action" \
+  --config-dir "$here" --work-dir "$root/build/tfserving" \
+  --model-base-path "${MODEL_BASE_PATH:-$root/models/xception}" "$@"

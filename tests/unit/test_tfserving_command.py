@@ -4,15 +4,18 @@ host)."""
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from xception_contract import DEFAULT_MODEL_NAME
 from xception_serving import launch_tfserving
 from xception_serving.config import files as config_files
 
-SERVING = Path(__file__).resolve().parents[2] / "serving"
+ROOT = Path(__file__).resolve().parents[2]
+SERVING = ROOT / "serving"
 
 # tensorflow_model_server flag names (its main.cc flag list), the ones we pass.
 TF_SERVING_FLAGS = {
@@ -32,9 +35,17 @@ TF_SERVING_FLAGS = {
 }
 
 
+def _settings(model_dir: Path, **changes: Any) -> launch_tfserving.ServeSettings:
+    """The repository's config files and work directory (what serving/run-tfserving.sh passes)."""
+    settings = launch_tfserving.ServeSettings(
+        model_dir, config_dir=SERVING, work_dir=ROOT / "build" / "tfserving"
+    )
+    return dataclasses.replace(settings, **changes)
+
 
 def _default_docker_command(model_dir: Path) -> list[str]:
-    return launch_tfserving.docker_command(launch_tfserving.ServeSettings(model_dir))
+    return launch_tfserving.docker_command(_settings(model_dir))
+
 
 def _flags(args: list[str]) -> dict[str, str]:
     parsed = {}
@@ -118,7 +129,7 @@ def test_docker_command_keeps_the_cuda_jit_cache_in_a_named_volume(model_dir: Pa
 def test_docker_command_maps_chosen_host_ports_to_tf_servings_fixed_container_ports(
     model_dir: Path,
 ) -> None:
-    settings = launch_tfserving.ServeSettings(model_dir, grpc_port=9000, rest_port=9001)
+    settings = _settings(model_dir, grpc_port=9000, rest_port=9001)
     options, args = _docker_parts(launch_tfserving.docker_command(settings))
     published = {options[i + 1] for i, o in enumerate(options) if o == "-p"}
     assert published == {"9000:8500", "9001:8501"}
@@ -128,23 +139,21 @@ def test_docker_command_maps_chosen_host_ports_to_tf_servings_fixed_container_po
 def test_docker_command_mounts_and_passes_an_ssl_config(model_dir: Path, tmp_path: Path) -> None:
     ssl = tmp_path / "ssl.config"
     ssl.write_text("client_verify: false\n")
-    settings = launch_tfserving.ServeSettings(model_dir, ssl_config_file=ssl)
+    settings = _settings(model_dir, ssl_config_file=ssl)
     options, args = _docker_parts(launch_tfserving.docker_command(settings))
     in_container = _flags(args)["ssl_config_file"]
     assert _mounts(options)[in_container] == (str(ssl), "ro")
 
 
 def test_docker_command_appends_extra_flags_last(model_dir: Path) -> None:
-    settings = launch_tfserving.ServeSettings(
-        model_dir, extra_flags=("--mixed_precision=bfloat16",)
-    )
+    settings = _settings(model_dir, extra_flags=("--mixed_precision=bfloat16",))
     assert launch_tfserving.docker_command(settings)[-1] == "--mixed_precision=bfloat16"
 
 
 def test_binary_command_reads_host_paths_and_a_rebased_models_config(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    settings = launch_tfserving.ServeSettings(
+    settings = _settings(
         model_dir, grpc_port=9000, rest_port=9001, work_dir=tmp_path / "work"
     )
     command = launch_tfserving.binary_command(settings, binary="/opt/bin/tensorflow_model_server")
@@ -167,7 +176,7 @@ def test_binary_command_reads_host_paths_and_a_rebased_models_config(
 
 
 def test_docker_and_binary_modes_pass_the_same_flag_names(model_dir: Path, tmp_path: Path) -> None:
-    settings = launch_tfserving.ServeSettings(model_dir, work_dir=tmp_path)
+    settings = _settings(model_dir, work_dir=tmp_path)
     _, docker_args = _docker_parts(launch_tfserving.docker_command(settings))
     binary_args = launch_tfserving.binary_command(settings)[1:]
     assert list(_flags(docker_args)) == list(_flags(binary_args))
@@ -243,7 +252,7 @@ def test_rebase_rewrites_a_base_path_anywhere_on_a_line_and_quotes_it() -> None:
 
 def test_operators_guide_shows_the_command_the_launcher_builds(model_dir: Path) -> None:
     guide = (SERVING / "README.md").read_text()
-    command = launch_tfserving.docker_command(launch_tfserving.ServeSettings(model_dir))
+    command = _default_docker_command(model_dir)
     for part in command[1:]:
         shown = part.replace(str(model_dir), "$PWD/models/xception").replace(
             str(SERVING), "$PWD/serving"

@@ -19,6 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "serving" / "run-tfserving.sh"
 
 
+def _repository_settings(model_dir: Path) -> launch_tfserving.ServeSettings:
+    """The paths the script passes: the repository's serving/ and build/tfserving."""
+    return launch_tfserving.ServeSettings(
+        model_dir, config_dir=ROOT / "serving", work_dir=ROOT / "build" / "tfserving"
+    )
+
+
 @pytest.fixture
 def bin_dir(tmp_path: Path) -> Path:
     """A PATH directory with the shell tools the script uses, and no docker or TF Serving."""
@@ -46,9 +53,11 @@ def _fake(directory: Path, name: str, body: str) -> Path:
 
 
 def _run(bin_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The script, run from outside the repository: it must find its own paths."""
     environment = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/tmp"), **env}
     return subprocess.run(
         [str(SCRIPT), *args],
+        cwd=bin_dir.parent,
         env=environment,
         capture_output=True,
         text=True,
@@ -96,7 +105,7 @@ def test_script_with_a_docker_engine_prints_and_runs_the_docker_command(
     result = _run(bin_dir, "--model-base-path", str(model_dir))
     assert result.returncode == 0, result.stderr
     expected = launch_tfserving.docker_command(
-        launch_tfserving.ServeSettings(model_dir), docker=str(docker)
+        _repository_settings(model_dir), docker=str(docker)
     )
     assert result.stdout.splitlines() == [shlex.join(expected)]
     # It ran exactly what it printed.
@@ -131,7 +140,8 @@ def test_launcher_builds_the_same_command_on_a_bare_python_without_project_packa
 ) -> None:
     # A GPU host with python3 and Docker only: no site-packages (-S), so neither grpc nor the
     # installed project packages; run-tfserving.sh then puts serving/src and contract/src (the
-    # zero-dependency contract) on PYTHONPATH.
+    # zero-dependency contract) on PYTHONPATH. Run from the repository root, the launcher's own
+    # path defaults (relative to the current directory) name the same files the script passes.
     sources = f"{ROOT / 'serving' / 'src'}:{ROOT / 'contract' / 'src'}"
     result = subprocess.run(
         [
@@ -143,9 +153,10 @@ def test_launcher_builds_the_same_command_on_a_bare_python_without_project_packa
         text=True,
         timeout=60,
         check=False,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
     script = (ROOT / "serving/run-tfserving.sh").read_text()
     assert 'PYTHONPATH="$here/src:$root/contract/src' in script
-    expected = launch_tfserving.docker_command(launch_tfserving.ServeSettings(model_dir))
+    expected = launch_tfserving.docker_command(_repository_settings(model_dir))
     assert result.stdout.splitlines() == [shlex.join(expected)]

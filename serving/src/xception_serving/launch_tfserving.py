@@ -14,7 +14,9 @@ falls back to the binary. With neither it fails with one line that names ``make 
 
 Only the standard library and the zero-dependency ``xception_contract`` are needed, so
 ``serving/run-tfserving.sh`` works on a GPU host that has python3 and Docker but no project
-virtualenv.
+virtualenv. Nothing here knows where the repository is: the config directory, model base path,
+work directory and SSL template come from the command line, whose defaults are the repository's
+layout under the current directory; the script passes them absolute.
 
     python -m xception_serving.launch_tfserving run [--mode auto|docker|binary] [--dry-run] \
         [-- FLAGS]
@@ -39,11 +41,6 @@ from typing import Literal
 
 import xception_contract as contract
 from xception_contract import layout
-
-# serving/ (this file is serving/src/xception_serving/launch_tfserving.py).
-SERVING_DIR = Path(__file__).resolve().parents[2]
-REPO_ROOT = SERVING_DIR.parent
-
 
 DEFAULT_MODEL_NAME = contract.DEFAULT_MODEL_NAME
 DEFAULT_GRPC_PORT = contract.DEFAULT_GRPC_PORT
@@ -86,6 +83,14 @@ MONITORING_CONFIG = "monitoring.config"
 SSL_CONFIG = "ssl.config"
 SSL_TEMPLATE = "ssl.config.template"
 
+# The command line's path defaults, relative to the current directory: right in the repository
+# root, where `make` runs. serving/run-tfserving.sh passes the same paths made absolute from where
+# it lives, so the script works from any directory.
+DEFAULT_CONFIG_DIR = "serving"
+DEFAULT_MODEL_BASE_PATH = f"models/{DEFAULT_MODEL_NAME}"
+DEFAULT_WORK_DIR = "build/tfserving"
+DEFAULT_SSL_TEMPLATE = f"{DEFAULT_CONFIG_DIR}/{SSL_TEMPLATE}"
+
 Mode = Literal["docker", "binary"]
 
 LOCAL_ALTERNATIVE = "serve locally instead with `make serve` (same API, config files and flags)"
@@ -97,17 +102,20 @@ class LaunchError(Exception):
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What an operator chooses; everything else is fixed by the config files."""
+    """What an operator chooses; everything else is fixed by the config files.
+
+    The three host paths have no defaults here: the command line supplies them (see _parser).
+    """
 
     model_base_path: Path  # host directory holding the numeric version directories
-    config_dir: Path = SERVING_DIR  # holds models.config, batching.config, monitoring.config
+    config_dir: Path  # holds models.config, batching.config, monitoring.config
+    work_dir: Path  # where binary mode writes its host copy of models.config
     model_name: str = DEFAULT_MODEL_NAME
     grpc_port: int = DEFAULT_GRPC_PORT
     rest_port: int = DEFAULT_REST_PORT
     gpu_memory_fraction: float = DEFAULT_GPU_MEMORY_FRACTION
     ssl_config_file: Path | None = None
     image: str = GPU_IMAGE
-    work_dir: Path = REPO_ROOT / "build" / "tfserving"  # binary mode's rewritten models.config
     extra_flags: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -365,13 +373,13 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(
         model_base_path=Path(args.model_base_path).expanduser().resolve(),
         config_dir=Path(args.config_dir).resolve(),
+        work_dir=Path(args.work_dir),
         model_name=args.model_name,
         grpc_port=args.port,
         rest_port=args.rest_api_port,
         gpu_memory_fraction=args.gpu_memory_fraction,
         ssl_config_file=Path(args.ssl_config_file) if args.ssl_config_file else None,
         image=args.image,
-        work_dir=Path(args.work_dir),
         extra_flags=tuple(args.extra),
     )
 
@@ -387,17 +395,30 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--mode", choices=("auto", "docker", "binary"), default="auto")
-        p.add_argument("--model-base-path", default=os.environ.get("MODEL_BASE_PATH") or
-                       str(REPO_ROOT / "models" / DEFAULT_MODEL_NAME))  # fmt: skip
+        p.add_argument(
+            "--model-base-path",
+            default=os.environ.get("MODEL_BASE_PATH") or DEFAULT_MODEL_BASE_PATH,
+            help=f"parent of the version directories (default: $MODEL_BASE_PATH, else "
+            f"{DEFAULT_MODEL_BASE_PATH})",
+        )
         p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
-        p.add_argument("--config-dir", default=str(SERVING_DIR))
+        p.add_argument(
+            "--config-dir",
+            default=DEFAULT_CONFIG_DIR,
+            help=f"holds {MODELS_CONFIG}, {BATCHING_CONFIG}, {MONITORING_CONFIG} "
+            f"(default: {DEFAULT_CONFIG_DIR})",
+        )
         p.add_argument("--port", type=int, default=DEFAULT_GRPC_PORT, help="host gRPC port")
         p.add_argument("--rest-api-port", type=int, default=DEFAULT_REST_PORT, help="host port")
         p.add_argument("--gpu-memory-fraction", type=float, default=DEFAULT_GPU_MEMORY_FRACTION)
         p.add_argument("--ssl-config-file", default=os.environ.get("SSL_CONFIG") or None)
         p.add_argument("--image", default=GPU_IMAGE)
-        p.add_argument("--work-dir", default=str(REPO_ROOT / "build" / "tfserving"),
-                       help="where binary mode writes its host copy of models.config")  # fmt: skip
+        p.add_argument(
+            "--work-dir",
+            default=DEFAULT_WORK_DIR,
+            help=f"where binary mode writes its host copy of {MODELS_CONFIG} "
+            f"(default: {DEFAULT_WORK_DIR})",
+        )
         p.add_argument("extra", nargs="*", help="extra TF Serving flags, after --")
         if name == "run":
             p.add_argument("--dry-run", action="store_true", help="print, do not run")
@@ -406,7 +427,12 @@ def _parser() -> argparse.ArgumentParser:
     ssl.add_argument("--server-cert", required=True, type=Path)
     ssl.add_argument("--custom-ca", type=Path)
     ssl.add_argument("--client-verify", action="store_true")
-    ssl.add_argument("--template", type=Path, default=SERVING_DIR / SSL_TEMPLATE)
+    ssl.add_argument(
+        "--template",
+        type=Path,
+        default=Path(DEFAULT_SSL_TEMPLATE),
+        help=f"default: {DEFAULT_SSL_TEMPLATE}",
+    )
     ssl.add_argument("--output", "-o", type=Path, required=True)
     return parser
 
