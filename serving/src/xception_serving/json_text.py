@@ -363,12 +363,32 @@ class _RapidJsonParser:
             return value
         raise self.fail("Invalid value.", start)
 
-    def obj(self) -> dict[str, JsonValue]:
+    def _empty(self, close: str) -> bool:
+        """Past the opening bracket: whether `close` follows at once (then consumed)."""
         self.i += 1
-        result: dict[str, JsonValue] = {}
         self.skip_ws()
-        if self.peek() == "}":
+        if self.peek() == close:
             self.i += 1
+            return True
+        return False
+
+    def _ended(self, close: str, missing: str) -> bool:
+        """After a member or element: True at `close` (consumed), False after a comma, else
+        rapidjson's `missing` error."""
+        self.skip_ws()
+        c = self.peek()
+        if c == ",":
+            self.i += 1
+            self.skip_ws()
+            return False
+        if c == close:
+            self.i += 1
+            return True
+        raise self.fail(missing)
+
+    def obj(self) -> dict[str, JsonValue]:
+        result: dict[str, JsonValue] = {}
+        if self._empty("}"):
             return result
         while True:
             if self.peek() != '"':
@@ -380,36 +400,17 @@ class _RapidJsonParser:
             self.i += 1
             self.skip_ws()
             result.setdefault(name, self.value())
-            self.skip_ws()
-            c = self.peek()
-            if c == ",":
-                self.i += 1
-                self.skip_ws()
-            elif c == "}":
-                self.i += 1
+            if self._ended("}", "Missing a comma or '}' after an object member."):
                 return result
-            else:
-                raise self.fail("Missing a comma or '}' after an object member.")
 
     def array(self) -> list[JsonValue]:
-        self.i += 1
         result: list[JsonValue] = []
-        self.skip_ws()
-        if self.peek() == "]":
-            self.i += 1
+        if self._empty("]"):
             return result
         while True:
             result.append(self.value())
-            self.skip_ws()
-            c = self.peek()
-            if c == ",":
-                self.i += 1
-                self.skip_ws()
-            elif c == "]":
-                self.i += 1
+            if self._ended("]", "Missing a comma or ']' after an array element."):
                 return result
-            else:
-                raise self.fail("Missing a comma or ']' after an array element.")
 
     _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n",
                        "r": "\r", "t": "\t"}
