@@ -398,27 +398,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--model-base-path",
             default=os.environ.get("MODEL_BASE_PATH") or DEFAULT_MODEL_BASE_PATH,
-            help=f"parent of the version directories (default: $MODEL_BASE_PATH, else "
-            f"{DEFAULT_MODEL_BASE_PATH})",
+            help="parent of the version directories (default: $MODEL_BASE_PATH or %(default)s)",
         )
         p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
-        p.add_argument(
-            "--config-dir",
-            default=DEFAULT_CONFIG_DIR,
-            help=f"holds {MODELS_CONFIG}, {BATCHING_CONFIG}, {MONITORING_CONFIG} "
-            f"(default: {DEFAULT_CONFIG_DIR})",
-        )
+        p.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR,
+                       help="holds the *.config files TF Serving reads (default: %(default)s)")
         p.add_argument("--port", type=int, default=DEFAULT_GRPC_PORT, help="host gRPC port")
         p.add_argument("--rest-api-port", type=int, default=DEFAULT_REST_PORT, help="host port")
         p.add_argument("--gpu-memory-fraction", type=float, default=DEFAULT_GPU_MEMORY_FRACTION)
         p.add_argument("--ssl-config-file", default=os.environ.get("SSL_CONFIG") or None)
         p.add_argument("--image", default=GPU_IMAGE)
-        p.add_argument(
-            "--work-dir",
-            default=DEFAULT_WORK_DIR,
-            help=f"where binary mode writes its host copy of {MODELS_CONFIG} "
-            f"(default: {DEFAULT_WORK_DIR})",
-        )
+        p.add_argument("--work-dir", default=DEFAULT_WORK_DIR,
+                       help="binary mode's host copy of models.config (default: %(default)s)")
         p.add_argument("extra", nargs="*", help="extra TF Serving flags, after --")
         if name == "run":
             p.add_argument("--dry-run", action="store_true", help="print, do not run")
@@ -427,12 +418,8 @@ def _parser() -> argparse.ArgumentParser:
     ssl.add_argument("--server-cert", required=True, type=Path)
     ssl.add_argument("--custom-ca", type=Path)
     ssl.add_argument("--client-verify", action="store_true")
-    ssl.add_argument(
-        "--template",
-        type=Path,
-        default=Path(DEFAULT_SSL_TEMPLATE),
-        help=f"default: {DEFAULT_SSL_TEMPLATE}",
-    )
+    ssl.add_argument("--template", type=Path, default=Path(DEFAULT_SSL_TEMPLATE),
+                     help="default: %(default)s")
     ssl.add_argument("--output", "-o", type=Path, required=True)
     return parser
 
