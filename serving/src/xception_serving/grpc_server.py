@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
 
 from xception_serving.config.files import SSLConfig
 from xception_serving.core import ServingCore
-from xception_serving.errors import ServingError, from_exception, grpc_message
+from xception_serving.errors import from_exception, grpc_message
 from xception_serving.metrics import Metrics
 
 MAX_MESSAGE_BYTES = 2147483647
@@ -59,28 +59,30 @@ def _call(
     model_name: str = "",
     api: str = "",
 ) -> _R:
-    started = time.monotonic()
-    try:
-        result = fn()
-    except Exception as err:
-        error = err if isinstance(err, ServingError) else from_exception(err)
+    """`fn()`, or the call aborted with TF Serving's status and message (ToGRPCStatus).
+
+    With `metrics`, recorded as prediction_service_impl.cc records Predict, Classify and Regress:
+    every request counted by status, the latency of successful ones.
+    """
+
+    def record(status: str, latency_s: float | None) -> None:
         if metrics is not None:
             metrics.record_request(
                 model_name=model_name,
                 api=api,
                 entrypoint="GRPC",
-                status=error.code.name,
-                latency_s=None,
+                status=status,
+                latency_s=latency_s,
             )
+
+    started = time.monotonic()
+    try:
+        result = fn()
+    except Exception as err:
+        error = from_exception(err)
+        record(error.code.name, None)
         context.abort(error.code, grpc_message(error.message))
-    if metrics is not None:
-        metrics.record_request(
-            model_name=model_name,
-            api=api,
-            entrypoint="GRPC",
-            status="OK",
-            latency_s=time.monotonic() - started,
-        )
+    record("OK", time.monotonic() - started)
     return result
 
 
@@ -89,42 +91,50 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
+    def _inference(
+        self,
+        context: grpc.ServicerContext,
+        api: str,
+        model_name: str,
+        run: Callable[[float | None], _R],
+    ) -> _R:
+        """An API TF Serving counts: `run(deadline)` with the call's deadline, recorded as `api`."""
+        return _call(
+            context,
+            lambda: run(_deadline(context)),
+            metrics=self._core.metrics,
+            model_name=model_name,
+            api=api,
+        )
+
     def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        return _call(
-            context,
-            lambda: self._core.predict(request, deadline=_deadline(context)),
-            metrics=self._core.metrics,
-            model_name=request.model_spec.name,
-            api="Predict",
+        return self._inference(
+            context, "Predict", request.model_spec.name,
+            lambda deadline: self._core.predict(request, deadline=deadline),
         )
 
     def Classify(
         self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
-        return _call(
-            context,
-            lambda: self._core.classify(request, deadline=_deadline(context)),
-            metrics=self._core.metrics,
-            model_name=request.model_spec.name,
-            api="Classify",
+        return self._inference(
+            context, "Classify", request.model_spec.name,
+            lambda deadline: self._core.classify(request, deadline=deadline),
         )
 
     def Regress(
         self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
     ) -> regression_pb2.RegressionResponse:
-        return _call(
-            context,
-            lambda: self._core.regress(request, deadline=_deadline(context)),
-            metrics=self._core.metrics,
-            model_name=request.model_spec.name,
-            api="Regress",
+        return self._inference(
+            context, "Regress", request.model_spec.name,
+            lambda deadline: self._core.regress(request, deadline=deadline),
         )
 
     def MultiInference(
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.ServicerContext
     ) -> inference_pb2.MultiInferenceResponse:
+        # Not counted: TF Serving records no request metrics for MultiInference.
         return _call(
             context, lambda: self._core.multi_inference(request, deadline=_deadline(context))
         )
