@@ -1,32 +1,35 @@
 """The limit: the served SavedModel called in-process on already-decoded, already-resized pixels.
 
-Run as a subprocess by run.py (so TensorFlow stays out of the benchmark client's process, where
-client CPU time is measured). It calls the export's ``serving_pixels`` signature (uint8
-[N, S, S, 3] -> x / 127.5 - 1 -> Xception -> top-k) through the local server's own Servable, i.e.
-the same TF1 Session path, network, weights, top-k and thread settings the server (and TF
-Serving) runs, minus JPEG decode, resize, RPC and batching. The normalisation it keeps
-is one elementwise op, well under 1% of Xception's compute.
+Run as a child process, ``python -m benchmarks.limit``, by ``limit_process.LimitProcess`` (so the
+model's compute stays out of the benchmark client's process, where client CPU time is measured).
+It calls the export's ``serving_pixels`` signature (uint8 [N, S, S, 3] -> x / 127.5 - 1 ->
+Xception -> top-k) through the local server's own Servable, i.e. the same TF1 Session path,
+network, weights, top-k and thread settings the server (and TF Serving) runs, minus JPEG decode,
+resize, RPC and batching. The normalisation it keeps is one elementwise op, well under 1% of
+Xception's compute.
 
-Protocol (see limit_process.py): load and warm up, print {"event": "loaded"}; then for every line
-read on stdin, either a JSON list of batch sizes (empty for all) -> measure and print
-{"event": "result", ...}, or {"parity": true} -> the benchmark JPEGs' probabilities through the
-bytes signature as {"event": "parity", ...}; exit at end of input. The Session flags
+The protocol is limit_process.py's: load and warm up, send "loaded"; then answer each request on
+stdin, a measuring pass with a "result" or the benchmark JPEGs' probabilities through the bytes
+signature with a "parity"; exit at the end of the input. The Session flags
 (--mixed-precision, --xla-cpu-compilation-enabled, --session-config-file) mirror the server's, so
-each precision variant's limit runs the Session the served variant runs. run.py sends the first
-request once the servers are up and idle (so the load phases overlap but the measurements do
-not) and a second, shorter one after the served phases: the machine is shared, and the limit is
-the best of the two.
+each precision variant's limit runs the Session the served variant runs. The benchmark sends the
+first request once the servers are up and idle (so the load phases overlap but the measurements do
+not), then shorter ones between and after the served phases: the machine is shared, and the limit
+is the best of the passes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from xception_contract import tf_startup
+
+from benchmarks.limit_process import LOADED, PARITY, RESULT, read_requests, send_event
 
 
 def time_decode(folder: Path) -> dict[str, float]:
@@ -66,7 +69,7 @@ def main() -> int:
     parser.add_argument("--session-config-file", default="", help="text tensorflow.ConfigProto")
     args = parser.parse_args()
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_startup.install()  # TensorFlow without its C++ start-up lines in the log
     import numpy as np
     import tensorflow as tf
     import xception_contract as contract
@@ -87,38 +90,33 @@ def main() -> int:
 
     def batch_at(start: int, size: int) -> np.ndarray:
         index = [(start + i) % len(pixels) for i in range(size)]
-        return pixels[index]
+        batch: np.ndarray = pixels[index]
+        return batch
 
     for size in batch_sizes:  # first call of each shape pays one-off graph/allocator costs
         call(batch_at(0, size))
-    print(json.dumps({"event": "loaded"}), flush=True)
+    send_event(LOADED)
     decode = None
-    for line in sys.stdin:  # ends when the parent closes stdin (or goes away)
-        request = json.loads(line)
-        if isinstance(request, dict) and request.get("parity"):
-            print(json.dumps({"event": "parity", "signature": contract.BYTES_SIGNATURE,
-                              "probabilities": parity(servable, args.jpegs)}), flush=True)
+    for request in read_requests(sys.stdin):  # ends when the parent closes stdin (or goes away)
+        if request.parity:
+            send_event(PARITY, signature=contract.BYTES_SIGNATURE,
+                       probabilities=parity(servable, args.jpegs))
             continue
-        sizes = request or batch_sizes
+        sizes = request.batch_sizes or batch_sizes
         if decode is None and args.jpegs:  # timed with the first pass, on a quiet machine
             decode = time_decode(args.jpegs)
         per_size, single_latencies = measure(call, batch_at, sizes, args.seconds, args.min_calls)
-        print(
-            json.dumps(
-                {
-                    "event": "result",
-                    "decode": decode,
-                    "per_batch_size": per_size,
-                    "single_image_latencies_s": single_latencies,
-                    "signature": contract.PIXELS_SIGNATURE,
-                    "tensorflow": tf.__version__,
-                    "runtime": "TF1 Session (xception_serving.servable.Servable)",
-                    # 0: TensorFlow picks (one thread per core).
-                    "intra_op_threads": options.config.intra_op_parallelism_threads,
-                    "inter_op_threads": options.config.inter_op_parallelism_threads,
-                }
-            ),
-            flush=True,
+        send_event(
+            RESULT,
+            decode=decode,
+            per_batch_size=per_size,
+            single_image_latencies_s=single_latencies,
+            signature=contract.PIXELS_SIGNATURE,
+            tensorflow=tf.__version__,
+            runtime="TF1 Session (xception_serving.servable.Servable)",
+            # 0: TensorFlow picks (one thread per core).
+            intra_op_threads=options.config.intra_op_parallelism_threads,
+            inter_op_threads=options.config.inter_op_parallelism_threads,
         )
     return 0
 
@@ -138,7 +136,7 @@ def parity(servable: Any, folder: Path | None, batch: int = 4) -> list[list[floa
 
 
 def measure(
-    call: Any, batch_at: Any, batch_sizes: list[int], seconds: float, min_calls: int
+    call: Any, batch_at: Any, batch_sizes: Sequence[int], seconds: float, min_calls: int
 ) -> tuple[list[dict[str, Any]], list[float]]:
     per_size = []
     single_latencies: list[float] = []
