@@ -4,7 +4,8 @@ Installed size is measured two ways:
 
 - ``venv``: ``python -m venv`` in a temporary directory, ``pip install ./client`` from the package
   index, ``du`` of the whole environment minus the bare venv (pip itself). Slow and needs the
-  index, so the result is cached in the build directory, keyed by client/pyproject.toml.
+  index, so it runs in the background while the models load (``VenvBuild``) and its result is
+  cached in the build directory, keyed by client/pyproject.toml.
 - ``records``: the sum of the files each installed distribution lists in its RECORD, over the
   dependency closure of ``xception-client`` and of ``tensorflow-serving-api`` in this venv. Fast,
   offline, and the comparison the import-time figure needs (what ``tensorflow_serving.apis``
@@ -23,7 +24,9 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -156,3 +159,66 @@ def client_venv_size(repo: Path, cache_file: Path, *, timeout: float = 240.0) ->
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     cache_file.write_text(json.dumps(result, indent=2))
     return {**result, "cached": False}
+
+
+class VenvBuild:
+    """``client_venv_size`` in a background thread; ``result`` says what it gave (or why not)."""
+
+    def __init__(self, repo: Path, cache_file: Path) -> None:
+        self._result: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(repo, cache_file), daemon=True)
+        self._thread.start()
+
+    def _run(self, repo: Path, cache_file: Path) -> None:
+        try:
+            self._result.update(client_venv_size(repo, cache_file))
+        except Exception as error:  # offline or no index: the footprint falls back to RECORD sizes
+            self._result["error"] = f"{type(error).__name__}: {error}"[:300]
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the build (measurements wait for it: it uses CPU)."""
+        self._thread.join(timeout)
+
+    def result(self) -> dict[str, Any]:
+        """What the build gave: its sizes, or its error; empty while it still runs."""
+        return dict(self._result)
+
+
+def measure(import_repeats: int, venv_result: Mapping[str, Any]) -> dict[str, Any]:
+    """The results' ``footprint`` object: import times in fresh interpreters, installed sizes
+    (the client-only venv's when ``venv_result`` has it, else RECORD sums)."""
+    ours = import_time("xception_client", repeats=import_repeats)
+    tfs = import_time("tensorflow_serving.apis.predict_pb2", repeats=import_repeats)
+    client_records = records_size("xception-client")
+    tfs_records = records_size("tensorflow-serving-api")
+    installed: dict[str, Any] = {
+        "client_records_bytes": client_records["bytes"],
+        "client_distributions": client_records["distributions"],
+        "tfs_api_bytes": tfs_records["bytes"],
+        "tfs_api_distributions": len(tfs_records["distributions"]),
+    }
+    if "client_install_bytes" in venv_result:
+        cached = f" (cached {venv_result.get('measured', '')})" if venv_result.get("cached") else ""
+        installed.update(
+            client_bytes=venv_result["client_install_bytes"],
+            client_method="client-only venv: du after `pip install ./client` minus the bare venv"
+            + cached,
+            client_venv_total_bytes=venv_result["venv_bytes"],
+        )
+    else:
+        failed = (f" (venv build failed: {venv_result['error']})" if "error" in venv_result
+                  else "")
+        installed.update(client_bytes=client_records["bytes"],
+                         client_method="RECORD sizes of its dependency closure in .venv" + failed)
+    return {
+        "import": {
+            "repeats": import_repeats,
+            "xception_client_s": ours["best_wall_s"],
+            "tfs_api_s": tfs["best_wall_s"],
+            "xception_client_cpu_s": ours["best_cpu_s"],
+            "tfs_api_cpu_s": tfs["best_cpu_s"],
+            "samples": {"xception_client": ours["samples_wall_s"],
+                        "tfs_api": tfs["samples_wall_s"]},
+        },
+        "installed": installed,
+    }

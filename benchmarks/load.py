@@ -1,18 +1,17 @@
-"""Load generators: closed-loop workers that each send one image per request and time it.
+"""Load generators, and the drivers that give them our client and REST to call.
 
-Three ways to ask the same server for the same answer:
+Three ways to ask the same server for the same answer, one driver each:
 
 - ``OursGrpc``: the project's ``xception_client.Client`` sending the encoded JPEG bytes to the
   bytes signature (the server decodes and resizes in the graph);
-- ``UsualGrpc``: the ML-Zoomcamp module-10 way: Pillow decode, Keras ``load_img``-style nearest
-  resize to SxS, float32 ``x / 127.5 - 1`` on the client, a float32 tensor (``tensor_content``) to
-  the ``serving_preprocessed`` signature. Its messages are the client's own TF Serving messages
-  (wire-identical to ``tensorflow_serving.apis``; importing those would pull TensorFlow into this
-  process, whose CPU time is what we measure);
+- ``usual_way.UsualGrpc``: the usual way, the image decoded, resized and normalised on the client
+  and sent as a float32 tensor through TF Serving's own Python stubs (see usual_way.py);
 - ``RestB64``: TF Serving's REST ``:predict`` with ``{"instances": [{"b64": ...}]}``.
 
-Client CPU time is ``time.process_time()`` of this process (every thread, gRPC's included)
-divided by the images completed; the server is another process. Two measurements:
+A driver is called as ``driver(worker, request_index)`` for one request of one image, and says
+how many bytes its request for an image is (``request_bytes``). Client CPU time is
+``time.process_time()`` of this process (every thread, gRPC's included) divided by the images
+completed; the server is another process. Two measurements:
 
 - ``closed_loop``: one thread per in-flight request, each blocking on its call, so per-request
   latency is exact. A thread blocked in grpcio's synchronous call costs CPU while it waits
@@ -26,24 +25,35 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import json
 import threading
 import time
 import urllib.parse
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
-import grpc
-import numpy as np
-import xception_contract as contract
-from PIL import Image
 from xception_client import Client
-from xception_client import _wire as wire  # the client's message builders: request sizes
 
-MAX_MESSAGE = 64 * 1024 * 1024
+
+class Driver(Protocol):
+    """One way of asking the server for one image's answer (see the module docstring)."""
+
+    name: str  # the results' ``variant``
+
+    def request_bytes(self, data: bytes) -> int: ...
+
+    def __call__(self, worker: int, index: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamDriver(Driver, Protocol):
+    def stream(self, count: int, concurrency: int, images_per_request: int | None = None) -> int:
+        """Classify ``count`` images with ``concurrency`` requests in flight from one thread,
+        ``images_per_request`` per request (the driver's own choice when None); the number of
+        images classified."""
+        ...
 
 
 @dataclass
@@ -128,44 +138,18 @@ def stream_cpu(run: Callable[[], int]) -> StreamResult:
     return StreamResult(count, time.process_time() - cpu0, time.perf_counter() - wall0)
 
 
-def keras_style_preprocess(data: bytes, size: int) -> np.ndarray[Any, Any]:
-    """keras.utils.load_img(target_size=(S, S)) (nearest) + img_to_array + preprocess_input."""
-    with Image.open(io.BytesIO(data)) as image:
-        rgb = image.convert("RGB") if image.mode != "RGB" else image
-        resized = rgb.resize((size, size), Image.Resampling.NEAREST)
-        x = np.asarray(resized, dtype=np.float32)
-    x = x / np.float32(127.5) - np.float32(1.0)
-    return x[np.newaxis]
-
-
-def preprocessed_request(model: wire.ModelRef, x: np.ndarray[Any, Any]) -> Any:
-    """PredictRequest with a float32 tensor in tensor_content (as tf.make_tensor_proto does)."""
-    from xception_client._proto import serving_pb2 as pb
-    from xception_client._proto import tensorflow_pb2 as tfpb
-
-    request = pb.PredictRequest(model_spec=pb.ModelSpec(name=model.name,
-                                                        signature_name=model.signature))
-    tensor = request.inputs[contract.PREPROCESSED_INPUT]
-    tensor.dtype = tfpb.DT_FLOAT
-    tensor.tensor_shape.CopyFrom(
-        tfpb.TensorShapeProto(dim=[tfpb.TensorShapeProto.Dim(size=d) for d in x.shape])
-    )
-    tensor.tensor_content = np.ascontiguousarray(x, dtype="<f4").tobytes()
-    return request
-
-
 class OursGrpc:
     """The project's Client, bytes signature."""
 
     name = "grpc-bytes"
 
-    def __init__(self, target: str, model_name: str, images: Sequence[bytes], timeout: float):
+    def __init__(self, target: str, model_name: str, images: Sequence[bytes],
+                 timeout: float) -> None:
         self._client = Client(target, model_name=model_name, timeout=timeout, retries=0)
         self._images = images
 
     def request_bytes(self, data: bytes) -> int:
-        ref = wire.ModelRef(self._client._model.name, signature=contract.BYTES_SIGNATURE)
-        return int(wire.predict_bytes_request(ref, [data]).ByteSize())
+        return self._client.request_size([data])
 
     def __call__(self, worker: int, index: int) -> None:
         self._client.predict(self._images[index % len(self._images)])
@@ -174,64 +158,15 @@ class OursGrpc:
         """``count`` images through ``Client.predict_many`` (bounded in-flight window), packed
         ``images_per_request`` per call (the client's default when None)."""
         images = (self._images[i % len(self._images)] for i in range(count))
-        packing = {} if images_per_request is None else {"images_per_request": images_per_request}
-        return sum(1 for _ in self._client.predict_many(images, concurrency=concurrency,
-                                                        **packing))
+        if images_per_request is None:
+            answers = self._client.predict_many(images, concurrency=concurrency)
+        else:
+            answers = self._client.predict_many(images, concurrency=concurrency,
+                                                images_per_request=images_per_request)
+        return sum(1 for _ in answers)
 
     def close(self) -> None:
         self._client.close()
-
-
-class UsualGrpc:
-    """Client-side decode/resize/normalise, float32 tensor to serving_preprocessed."""
-
-    name = "usual-float32"
-
-    def __init__(self, target: str, model_name: str, images: Sequence[bytes], size: int,
-                 timeout: float):
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[("grpc.max_send_message_length", MAX_MESSAGE),
-                     ("grpc.max_receive_message_length", MAX_MESSAGE)],
-        )
-        self._predict = self._channel.unary_unary(
-            wire.PREDICT.path,
-            request_serializer=wire.PREDICT.serializer,
-            response_deserializer=wire.PREDICT.deserializer,
-        )
-        self._model = wire.ModelRef(model_name, signature=contract.PREPROCESSED_SIGNATURE)
-        self._images = images
-        self._size = size
-        self._timeout = timeout
-
-    def request_bytes(self, data: bytes) -> int:
-        x = keras_style_preprocess(data, self._size)
-        return int(preprocessed_request(self._model, x).ByteSize())
-
-    def __call__(self, worker: int, index: int) -> None:
-        x = keras_style_preprocess(self._images[index % len(self._images)], self._size)
-        response = self._predict(preprocessed_request(self._model, x), timeout=self._timeout)
-        wire.parse_top_k(response, contract.DEFAULT_TOP_K)
-
-    def stream(self, count: int, concurrency: int) -> int:
-        """The same window of futures as ``Client.predict_many``, preparing each request as it
-        is submitted."""
-        pending: deque[Any] = deque()
-        done = 0
-        for i in range(count):
-            x = keras_style_preprocess(self._images[i % len(self._images)], self._size)
-            request = preprocessed_request(self._model, x)
-            pending.append(self._predict.future(request, timeout=self._timeout))
-            if len(pending) >= concurrency:
-                wire.parse_top_k(pending.popleft().result(), contract.DEFAULT_TOP_K)
-                done += 1
-        while pending:
-            wire.parse_top_k(pending.popleft().result(), contract.DEFAULT_TOP_K)
-            done += 1
-        return done
-
-    def close(self) -> None:
-        self._channel.close()
 
 
 class RestB64:
@@ -240,7 +175,8 @@ class RestB64:
 
     name = "rest-b64"
 
-    def __init__(self, rest_url: str, model_name: str, images: Sequence[bytes], timeout: float):
+    def __init__(self, rest_url: str, model_name: str, images: Sequence[bytes],
+                 timeout: float) -> None:
         parsed = urllib.parse.urlsplit(rest_url)
         self._host = parsed.hostname or "127.0.0.1"
         self._port = parsed.port or 8501
@@ -257,7 +193,7 @@ class RestB64:
         return len(self.body(data))
 
     def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn

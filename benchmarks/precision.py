@@ -1,11 +1,11 @@
 """The precision phase of `make bench`: fp32 against TF Serving's `--mixed_precision=bfloat16` and
 XLA:CPU, each served and at its limit, with what each costs in answers.
 
-Every variant runs the same non-degenerate classifier (benchmarks/classifier.py: a calibrated
-Xception base and a trained 10-class head), one variant at a time so nothing overlaps:
+Every variant runs the same non-degenerate classifier (classifier.py: a calibrated Xception base
+and a trained 10-class head), one variant at a time so nothing overlaps:
 
-- limit: benchmarks/limit.py in-process through the server's Session path with the variant's
-  Session flags, best of batch 1 and 4;
+- limit: the limit process (limit.py) in-process through the server's Session path with the
+  variant's Session flags, best of batch 1 and 4;
 - served: the local server started with the variant's flags and batching on, our gRPC client with
   image bytes at concurrency 1 and 4;
 - parity: the benchmark JPEGs' probabilities through the bytes signature, compared with fp32's:
@@ -32,18 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xception_contract import layout
 from xception_serving.cpu_features import cpu_bfloat16_flags
 
-from benchmarks import server
-from benchmarks.exports import ensure_export, version_dirs
+from benchmarks import SOURCE_ROOT, local_server, stats
+from benchmarks.exports import ensure_export
 from benchmarks.limit_process import LimitProcess
+from benchmarks.progress import Log
 
 LEVELS: tuple[int, ...] = (1, 4)
 LIMIT_BATCH_SIZES: tuple[int, ...] = (1, 4)
 LOAD_TIMEOUT_S = 900.0  # XLA compiles every new batch shape at load
 XLA_SESSION_CONFIG = "graph_options { optimizer_options { global_jit_level: ON_1 } }\n"
 
-Log = Callable[[str], None]
 MeasureServed = Callable[[str], list[dict[str, Any]]]
 
 
@@ -76,13 +77,13 @@ def ensure_classifier(base: Path, build_dir: Path, image_size: int, log: Log
     """The exported classifier version and how it was built (made once, then reused)."""
     folder = build_dir / "classifier"
     info_path = folder / "build.json"
-    if not version_dirs(base) or not info_path.exists():
+    if layout.resolve_version_dir(base) is None or not info_path.exists():
         log(f"building the precision classifier ({image_size}x{image_size}, one-off)")
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.classifier", str(folder),
              "--image-size", str(image_size)],
             check=True, capture_output=True, text=True, timeout=1200,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=SOURCE_ROOT,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         info_path.write_text(done.stdout.strip().splitlines()[-1] + "\n")
@@ -134,7 +135,6 @@ def run_phase(
     seconds: float,
     build_dir: Path,
     measure_served: MeasureServed,
-    summarize_limit: Callable[..., dict[str, Any]],
     log: Log,
 ) -> dict[str, Any]:
     """Measure every variant (see the module docstring); returns the `precision` document."""
@@ -151,18 +151,19 @@ def run_phase(
         try:
             limit_proc.wait_loaded(timeout=LOAD_TIMEOUT_S)
             load_s = time.monotonic() - started
-            limit = summarize_limit(limit_proc.measure(timeout=LOAD_TIMEOUT_S))
+            limit = stats.summarize_limit(limit_proc.measure(timeout=LOAD_TIMEOUT_S))
             probabilities = limit_proc.parity(timeout=LOAD_TIMEOUT_S)
         finally:
             limit_proc.kill()
         log(f"  limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']} "
             f"(loaded and warmed up in {load_s:.0f} s)")
-        srv = server.start(f"precision-{variant.name}", model_name=model_name,
-                           model_base_path=model_dir.parent, log_dir=build_dir / "logs",
-                           batching_config=batching_config, extra_args=variant.server_flags,
-                           env=dict(variant.env))
+        srv = local_server.launch(
+            f"precision-{variant.name}", model_name=model_name, model_base_path=model_dir.parent,
+            log_dir=build_dir / "logs", batching_config=batching_config,
+            extra_args=variant.server_flags, env=variant.env,
+        )
         try:
-            srv.wait_ready(time.monotonic() + LOAD_TIMEOUT_S)
+            local_server.wait_ready(srv, LOAD_TIMEOUT_S)
             flags = " ".join(variant.server_flags) or "no flags"
             log(f"precision {variant.name}: served ({flags})")
             served = measure_served(srv.grpc_target)

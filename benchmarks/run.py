@@ -1,281 +1,186 @@
 """`make bench`: the bundle against the machine's limit and against the usual way, in one run.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--images N] [--tfserving-target HOST:PORT]
+    .venv/bin/python -m benchmarks.run [--quick] [--images N] [--tfserving-target HOST:PORT]
 
-Steps (issue 5): export a random-weight Xception (299x299) once into models/bench/; generate a
-seeded set of photo-like JPEGs; start the local server twice (batching on with
-serving/batching-cpu.config, and off) while the limit subprocess loads the same SavedModel; then,
-one at a time so nothing overlaps: (1) the limit in-process, (2) our client over gRPC with image
-bytes at concurrency 1/4/16, batching on and off, (3) the usual way (client-side Pillow decode,
-resize, float32 preprocess_input, float tensor to serving_preprocessed), (4) REST b64, and
-(5) client footprint. Writes a table to stdout, benchmarks/results/latest.json and latest.png.
+Phases, each a function below, run one at a time so that no measurement overlaps another:
+
+1. prepare_inputs: export a random-weight Xception (299x299) once into models/bench/, generate a
+   seeded set of photo-like JPEGs and the limit's pixels (both cached under build/bench/);
+2. start_limit, start_servers, wait_until_ready: the limit process loads the same SavedModel while
+   the local server starts twice (batching on with serving/batching-cpu.config, and off) and the
+   client-only venv of the footprint builds;
+3. measure_limit: the limit in-process, again between the two servers and after them
+   (measure_limit_again, summarize_limit_passes);
+4. measure_served, per server: our client over gRPC with image bytes at concurrency 1/4/16
+   (measure_ours), then on the batching server only the usual way (client-side Pillow decode,
+   resize, float32 preprocess_input, float tensor to serving_preprocessed, with TF Serving's own
+   Python API: measure_usual_way) and REST b64 (measure_rest);
+5. measure_precision: fp32, bfloat16 and XLA:CPU, each served and at its limit (precision.py);
+6. measure_client_only: both clients' CPU per image against a stub server that answers at once;
+7. measure_footprint: the client's import time and installed size;
+8. write_results: a table to stdout, benchmarks/results/latest.json and latest.png (quick.* for a
+   --quick run).
+
 Progress goes to stderr. Loopback only; every phase is bounded in time.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
-import os
-import platform
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the `benchmarks` package importable
-    sys.path.insert(0, str(REPO))
+from xception_contract import tf_startup
+from xception_serving.process import ServerProcess
 
-from benchmarks import footprint, images, load, precision, report, server, stats  # noqa: E402
-from benchmarks.exports import ensure_model  # noqa: E402
-from benchmarks.limit_process import LimitProcess  # noqa: E402
+from benchmarks import footprint, image_cache, load, local_server, machine, precision, results
+from benchmarks.exports import ensure_model
+from benchmarks.image_cache import ImageSet
+from benchmarks.limit_process import LimitProcess
+from benchmarks.measure import Row, measure_stream, run_series
+from benchmarks.options import FOOTPRINT_CACHE, Options, parse_options
+from benchmarks.progress import log
+from benchmarks.stats import summarize_limit
 
-BENCH_DIR = REPO / "benchmarks"
-BUILD_DIR = REPO / "build" / "bench"
-DEFAULT_BATCHING_CONFIG = REPO / "serving" / "batching-cpu.config"
-DEFAULT_OUTPUT_DIR = BENCH_DIR / "results"
-BYTES_VARIANT = load.OursGrpc.name
+LOAD_TIMEOUT_S = 300.0  # a model load, or one limit pass
+REQUEST_TIMEOUT_S = 60.0  # one request of a measurement
+VENV_WAIT_S = 240.0  # the footprint's venv build, waited for before measuring
 CLIENT_SIDE_CONCURRENCY = 4  # the side-by-side client CPU / bytes comparison
-STREAM_IMAGES = 24  # images per client-CPU stream against the real server
-IMAGES_PER_REQUEST_SWEEP = (1, 2, 4, 8)  # against the stub: client-only cost of each packing
 
 
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class Inputs:
+    model_dir: Path  # the SavedModel version the servers and the limit load
+    bench: ImageSet
+    pixels: Path  # the limit's uint8 [N, S, S, 3] .npy
 
 
-def _levels(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 1,4,16, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+@dataclass(frozen=True)
+class Target:
+    """One server to measure."""
+
+    batching: bool | None  # None: a TF Serving started with its own batching setting
+    grpc_target: str
+    rest_url: str | None
+
+    @property
+    def side_runs(self) -> bool:
+        """Whether the usual way, REST and the client-side streams run here: once, on the
+        recommended (batching) server."""
+        return self.batching is not False
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/run.py",
-        description="Measure the limit, the served paths and the usual way side by side.",
+@dataclass
+class Served:
+    """What measure_served gathers: the ``served`` rows, the client-side streams, and one real
+    response of the bytes signature for the stub server."""
+
+    rows: list[Row] = field(default_factory=list)
+    streams: dict[str, Row] = field(default_factory=dict)
+    canned_response: bytes | None = None
+
+
+# -- 1. inputs -------------------------------------------------------------------------------------
+
+
+def prepare_inputs(options: Options) -> Inputs:
+    model_dir = ensure_model(options.model_base_path, options.image_size, log)
+    log(f"model {model_dir}")
+    bench = image_cache.bench_images(options.build_dir, options.images, options.seed)
+    log(f"{len(bench.images)} JPEGs, {bench.mean_bytes / 1024:.1f} KB mean")
+    pixels = image_cache.write_pixels(
+        bench.data, options.image_size, options.build_dir / f"pixels-{options.image_size}.npy"
     )
-    parser.add_argument("--tfserving-target", metavar="HOST:PORT",
-                        help="measure a running TF Serving (gRPC) instead of the local server")
-    parser.add_argument("--tfserving-rest-url", metavar="URL",
-                        help="its REST address, e.g. http://host:8501 (REST rows skipped without)")
-    parser.add_argument("--model-name", default="xception", help="served model name")
-    parser.add_argument("--image-size", type=int, default=299, help="export size (default 299)")
-    parser.add_argument("--model-base-path", type=Path,
-                        help="SavedModel base path (default models/bench/xception-<size>)")
-    parser.add_argument("--images", type=int, help="number of generated JPEGs (default 48)")
-    parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--seconds", type=float, help="measured seconds per point (default 6)")
-    parser.add_argument("--concurrency", type=_levels, default=stats.CONCURRENCY_LEVELS)
-    parser.add_argument("--limit-batch-sizes", type=_levels, help="default 1,2,4,8")
-    parser.add_argument("--batching-config", type=Path, default=DEFAULT_BATCHING_CONFIG)
-    parser.add_argument("--import-repeats", type=int, help="fresh interpreters per module (3)")
-    parser.add_argument("--footprint", choices=("venv", "records"), default="venv",
-                        help="client size: a real client-only venv (cached) or RECORD sums")
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
-    parser.add_argument("--precision", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure fp32 / bfloat16 / XLA:CPU on the local server (default on)")
-    parser.add_argument("--quick", action="store_true",
-                        help="development run: 12 images, 2 s points, fewer batch sizes")
-    return parser
+    return Inputs(model_dir, bench, pixels)
 
 
-def apply_defaults(args: argparse.Namespace) -> None:
-    quick = args.quick
-    args.images = args.images or (12 if quick else 48)
-    args.seconds = args.seconds or (2.0 if quick else 6.0)
-    args.limit_batch_sizes = args.limit_batch_sizes or ((1, 4) if quick else (1, 2, 4, 8))
-    args.import_repeats = args.import_repeats or (1 if quick else 3)
-    if quick and args.footprint == "venv" and not (BUILD_DIR / "footprint-venv.json").exists():
-        args.footprint = "records"
-    if args.model_base_path is None:
-        args.model_base_path = REPO / "models" / "bench" / f"xception-{args.image_size}"
-    # TF Serving (and the local server) require an absolute base path.
-    args.model_base_path = args.model_base_path.resolve()
-    args.batching_config = args.batching_config.resolve()
+# -- 2. processes ----------------------------------------------------------------------------------
 
 
-# -- setup -----------------------------------------------------------------------------------------
+def start_limit(options: Options, inputs: Inputs) -> LimitProcess:
+    """The limit process, loading the model now (it measures when asked)."""
+    return LimitProcess(inputs.model_dir, inputs.pixels, options.limit_batch_sizes,
+                        seconds=options.limit_seconds, jpegs=inputs.bench.folder,
+                        log_path=options.build_dir / "limit.log")
 
 
-def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu_model,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "memory_gib": _memory_gib(),
-    }
+def start_servers(options: Options, servers: dict[bool, ServerProcess]) -> None:
+    """The local server twice, batching on (with REST) and off, into ``servers`` by batching;
+    launched without waiting, so the two loads overlap. Nothing for a TF Serving target."""
+    if not options.local:
+        return
+    for batching, name in ((True, "batching"), (False, "no-batching")):
+        servers[batching] = local_server.launch(
+            name, model_name=options.model_name, model_base_path=options.model_base_path,
+            log_dir=options.build_dir / "logs",
+            batching_config=options.batching_config if batching else None, rest=batching,
+        )
 
 
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    return None
+def wait_until_ready(limit: LimitProcess, servers: dict[bool, ServerProcess],
+                     venv: footprint.VenvBuild | None) -> None:
+    """Until the limit has loaded, every server is ready and the venv build is done: nothing may
+    still be loading or building when the measurements start."""
+    ready_by = time.monotonic() + LOAD_TIMEOUT_S
+    limit.wait_loaded(timeout=LOAD_TIMEOUT_S)
+    for server in servers.values():
+        local_server.wait_ready(server, max(0.0, ready_by - time.monotonic()))
+    if venv is not None:
+        venv.wait(VENV_WAIT_S)
 
 
-def load_average() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return []
+def stop_servers(servers: dict[bool, ServerProcess]) -> None:
+    for server in servers.values():
+        server.stop()
 
 
-def images_dir(count: int, seed: int) -> Path:
-    return BUILD_DIR / "images" / f"seed{seed}-n{count}"
+def serving_targets(options: Options, servers: dict[bool, ServerProcess]) -> list[Target]:
+    if options.tfserving_target is not None:
+        return [Target(None, options.tfserving_target, options.tfserving_rest_url)]
+    return [Target(True, servers[True].grpc_target, servers[True].rest_url),
+            Target(False, servers[False].grpc_target, None)]
 
 
-def bench_images(count: int, seed: int) -> list[images.BenchImage]:
-    """Generated once per (count, seed), kept under build/bench/images/."""
-    folder = images_dir(count, seed)
-    files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
-    if len(files) == count:
-        out = []
-        for f in files:
-            w, h, q = _parse_name(f.name)
-            out.append(images.BenchImage(f.name, w, h, q, f.read_bytes()))
-        return out
-    generated = images.generate(count, seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for image in generated:
-        (folder / image.name).write_bytes(image.data)
-    return generated
+# -- 3. the limit ----------------------------------------------------------------------------------
 
 
-def _parse_name(name: str) -> tuple[int, int, int]:
-    stem = name.rsplit(".", 1)[0]
-    _, size, quality = stem.split("_")
-    w, h = size.split("x")
-    return int(w), int(h), int(quality.lstrip("q"))
+def measure_limit(limit: LimitProcess) -> dict[str, Any]:
+    """The first limit pass, every configured batch size."""
+    first = limit.measure(timeout=LOAD_TIMEOUT_S)
+    summary = summarize_limit(first)
+    log(f"limit {summary['throughput']:.2f} img/s at batch {summary['best_batch_size']}, "
+        f"single-image p50 {summary['latency_p50_ms']:.1f} ms")
+    return first
 
 
-def write_pixels(data: Sequence[bytes], size: int, path: Path) -> Path:
-    """Decoded, resized uint8 pixels for the limit (the same nearest resize the graph does)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    arrays = []
-    for item in data:
-        with Image.open(io.BytesIO(item)) as image:
-            rgb = image.convert("RGB").resize((size, size), Image.Resampling.NEAREST)
-            arrays.append(np.asarray(rgb, dtype=np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.stack(arrays))
-    return path
+def recheck_batch_sizes(first_pass: dict[str, Any]) -> list[int]:
+    """What the later, shorter passes measure: batch 1 and the first pass's best batch size."""
+    return sorted({1, summarize_limit(first_pass)["best_batch_size"]})
 
 
-def summarize_limit(*passes: dict[str, Any]) -> dict[str, Any]:
-    """The limit from several passes: per batch size the best throughput, and the lowest
-    single-image p50 (a shared machine only ever slows a pass down)."""
-    raw = passes[0]
-    best_by_size: dict[int, dict[str, Any]] = {}
-    for one in passes:
-        for entry in one["per_batch_size"]:
-            size = entry["batch_size"]
-            if size not in best_by_size or entry["throughput"] > best_by_size[size]["throughput"]:
-                best_by_size[size] = entry
-    per = [best_by_size[s] for s in sorted(best_by_size)]
-    best = max(per, key=lambda p: p["throughput"])
-    p50s = [
-        (stats.percentile([1000 * v for v in one["single_image_latencies_s"]], 50),
-         len(one["single_image_latencies_s"]))
-        for one in passes if one.get("single_image_latencies_s")
+def measure_limit_again(limit: LimitProcess, batch_sizes: Sequence[int], when: str
+                        ) -> dict[str, Any]:
+    log(f"limit, {when} (batch {' and '.join(map(str, batch_sizes))})")
+    return limit.measure(timeout=LOAD_TIMEOUT_S, batch_sizes=batch_sizes)
+
+
+def summarize_limit_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The results' ``limit``: the best of every pass (the machine's load drifts)."""
+    summary = summarize_limit(*passes)
+    summary["pass_throughputs"] = [
+        {str(e["batch_size"]): round(e["throughput"], 3) for e in one["per_batch_size"]}
+        for one in passes
     ]
-    p50, samples = min(p50s) if p50s else (None, 0)
-    return {
-        "throughput": best["throughput"],
-        "best_batch_size": best["batch_size"],
-        "latency_p50_ms": p50,
-        "latency_samples": samples,
-        "passes": len(passes),
-        "per_batch_size": per,
-        "signature": raw["signature"],
-        "what": "SavedModel loaded in-process, called on uint8 pixels already decoded and resized "
-                "with Pillow (nearest) to the model size; same weights/top-k as served",
-        "tensorflow": raw.get("tensorflow"),
-        "server_side_jpeg_decode": raw.get("decode"),
-        "threads": {"intra_op": raw.get("intra_op_threads"),
-                    "inter_op": raw.get("inter_op_threads")},
-    }
+    log(f"limit {summary['throughput']:.2f} img/s at batch {summary['best_batch_size']}, "
+        f"single-image p50 {summary['latency_p50_ms']:.1f} ms (best of "
+        f"{len(passes)} passes: {summary['pass_throughputs']})")
+    return summary
 
 
-# -- measurements ----------------------------------------------------------------------------------
-
-
-def measure_point(
-    driver: Any, *, variant: str, batching: bool | None, concurrency: int, seconds: float,
-    bytes_per_image: float,
-) -> dict[str, Any]:
-    result = load.closed_loop(driver, concurrency=concurrency, duration_s=seconds,
-                              max_requests=100_000, min_requests=concurrency)
-    if result.completed == 0:
-        raise RuntimeError(f"{variant} c={concurrency}: every request failed: {result.first_error}")
-    row: dict[str, Any] = {
-        "variant": variant,
-        "concurrency": concurrency,
-        "batching": batching,
-        "throughput": stats.throughput(result.completed, result.elapsed_s),
-        **stats.summarize_latencies(result.latencies_s),
-        "requests": result.completed,
-        "errors": result.errors,
-        "seconds": result.elapsed_s,
-        "request_bytes_per_image": bytes_per_image,
-        "client_cpu_ms_per_image": 1000.0 * result.cpu_s / result.completed,
-    }
-    if result.first_error:
-        row["first_error"] = result.first_error
-    log(f"  {variant:<14} batching={batching!s:<5} c={concurrency:<3} "
-        f"{row['throughput']:6.2f} img/s  p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms"
-        f"  cpu {row['client_cpu_ms_per_image']:.2f} ms/img  n={result.completed}"
-        + (f" errors={result.errors} ({result.first_error})" if result.errors else ""))
-    return row
-
-
-def warm_up(driver: Any, concurrency: int, seconds: float) -> None:
-    result = load.closed_loop(driver, concurrency=concurrency, duration_s=seconds,
-                              max_requests=4 * concurrency, min_requests=concurrency)
-    if result.completed == 0:
-        raise RuntimeError(f"warm-up failed: {result.first_error}")
-
-
-def mean_bytes(driver: Any, data: Sequence[bytes]) -> float:
-    return sum(driver.request_bytes(d) for d in data) / len(data)
-
-
-def run_series(
-    driver: Any, *, batching: bool | None, levels: Sequence[int], seconds: float,
-    data: Sequence[bytes], warm_seconds: float,
-) -> list[dict[str, Any]]:
-    per_image = mean_bytes(driver, data)
-    warm_up(driver, max(levels), warm_seconds)
-    return [
-        measure_point(driver, variant=driver.name, batching=batching, concurrency=c,
-                      seconds=seconds, bytes_per_image=per_image)
-        for c in levels
-    ]
+# -- 4. served -------------------------------------------------------------------------------------
 
 
 def served_image_size(target: str, model_name: str, default: int) -> int:
@@ -291,337 +196,172 @@ def served_image_size(target: str, model_name: str, default: int) -> int:
     return int(shape[1]) if shape and shape[1] else default
 
 
-def measure_stream(driver: Any, data: Sequence[bytes], concurrency: int,
-                   count: int | None = None, **options: Any) -> dict[str, Any]:
-    count = count or min(len(data), STREAM_IMAGES)
-    result = load.stream_cpu(lambda: driver.stream(count, concurrency, **options))
-    figures = {
-        "variant": driver.name,
-        **options,
-        "images": result.images,
-        "throughput": stats.throughput(result.images, result.wall_s),
-        "client_cpu_ms_per_image": 1000.0 * result.cpu_s / max(1, result.images),
-        "request_bytes_per_image": mean_bytes(driver, data),
-    }
-    packing = f" ({options})" if options else ""
-    log(f"  {driver.name:<14} stream of {result.images} at {concurrency} in flight{packing}: "
-        f"{figures['throughput']:.2f} img/s, client CPU {figures['client_cpu_ms_per_image']:.2f} "
-        f"ms/img, {figures['request_bytes_per_image'] / 1024:.1f} KB/img")
-    return figures
+def side_concurrency(options: Options) -> int:
+    """The one concurrency of the side-by-side streams (4 when measured, else the first level)."""
+    if CLIENT_SIDE_CONCURRENCY in options.concurrency:
+        return CLIENT_SIDE_CONCURRENCY
+    return options.concurrency[0]
 
 
-def capture_response(target: str, model_name: str, image: bytes) -> bytes:
-    """One real serialized PredictResponse of the bytes signature, for the stub server."""
-    import grpc
-    from xception_client import _wire
-
-    with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(_wire.PREDICT.path,
-                                   request_serializer=_wire.PREDICT.serializer,
-                                   response_deserializer=lambda raw: raw)
-        request = _wire.predict_bytes_request(_wire.ModelRef(model_name), [image])
-        return bytes(call(request, timeout=120))
-
-
-def measure_against_stub(response: bytes, data: Sequence[bytes], size: int, model_name: str,
-                         concurrency: int) -> dict[str, Any]:
-    """Client-only cost: both paths against a stub that answers at once (see stub_server.py)."""
-    canned = BUILD_DIR / "canned-response.pb"
-    canned.write_bytes(response)
-    stub = subprocess.Popen([sys.executable, str(BENCH_DIR / "stub_server.py"), str(canned)],
-                            stdout=subprocess.PIPE, text=True)
+def measure_ours(options: Options, target: Target, data: Sequence[bytes]) -> Served:
+    """Our client's rows; on the batching server also its streams and one captured response."""
+    out = Served()
+    ours = load.OursGrpc(target.grpc_target, options.model_name, data, REQUEST_TIMEOUT_S)
     try:
-        assert stub.stdout is not None
-        port = int(stub.stdout.readline())
-        target = f"127.0.0.1:{port}"
-        repeated = (list(data) * 3)[:STREAM_IMAGES * 3]  # more images: each costs little
-        out: dict[str, Any] = {}
-        ours = load.OursGrpc(target, model_name, repeated, 30.0)
-        usual = load.UsualGrpc(target, model_name, repeated, size, 30.0)
-        try:
-            for key, driver in (("ours", ours), ("usual", usual)):
-                driver.stream(concurrency, concurrency)  # connect and warm up
-                out[key] = measure_stream(driver, repeated, concurrency, count=len(repeated))
-            # What packing buys (Client.predict_many's images_per_request, default chosen so).
-            out["ours_by_images_per_request"] = {
-                str(n): measure_stream(ours, repeated, concurrency, count=len(repeated),
-                                       images_per_request=n)
-                for n in IMAGES_PER_REQUEST_SWEEP
-            }
-        finally:
-            ours.close()
-            usual.close()
-        out["client_cpu_usual_over_ours"] = stats.ratio(
-            out["usual"]["client_cpu_ms_per_image"], out["ours"]["client_cpu_ms_per_image"])
-        return out
+        out.rows = run_series(ours, batching=target.batching, levels=options.concurrency,
+                              seconds=options.seconds, data=data,
+                              warm_seconds=options.warm_seconds)
+        if target.side_runs:
+            concurrency = side_concurrency(options)
+            out.streams["ours"] = measure_stream(ours, data, concurrency)
+            out.streams["ours_one_per_request"] = measure_stream(ours, data, concurrency,
+                                                                 images_per_request=1)
+            # TF Serving's own Python API: TensorFlow loads into this process here.
+            from benchmarks.client_only import capture_response
+
+            out.canned_response = capture_response(target.grpc_target, options.model_name,
+                                                   data[0])
     finally:
-        stub.kill()
-        stub.wait(10)
-
-
-def client_side(served: Sequence[dict[str, Any]], streams: dict[str, dict[str, Any]],
-                concurrency: int) -> dict[str, Any]:
-    """Side by side at one concurrency: request bytes and client CPU per image from one stream of
-    the whole image set per path (futures window, one thread: see load.py), REST from its row."""
-    out: dict[str, Any] = {
-        "concurrency": concurrency,
-        "method": "one thread keeps `concurrency` requests in flight (Client.predict_many for "
-                  "ours, the same futures window for the usual way); process CPU time of the "
-                  "benchmark process / images",
-    }
-    out.update(streams)
-    rest = stats.served_row(served, load.RestB64.name, concurrency, None)
-    if rest:
-        out["rest"] = {k: rest[k] for k in ("variant", "throughput", "request_bytes_per_image",
-                                            "client_cpu_ms_per_image")}
-        out["rest"]["note"] = "threaded closed loop (blocking http.client), not a stream"
+        ours.close()
     return out
 
 
-def measure_footprint(args: argparse.Namespace, venv_result: dict[str, Any]) -> dict[str, Any]:
-    log(f"import times (fresh interpreters, best of {args.import_repeats})")
-    ours = footprint.import_time("xception_client", repeats=args.import_repeats)
-    tfs = footprint.import_time("tensorflow_serving.apis.predict_pb2", repeats=args.import_repeats)
-    client_records = footprint.records_size("xception-client")
-    tfs_records = footprint.records_size("tensorflow-serving-api")
-    installed: dict[str, Any] = {
-        "client_records_bytes": client_records["bytes"],
-        "client_distributions": client_records["distributions"],
-        "tfs_api_bytes": tfs_records["bytes"],
-        "tfs_api_distributions": len(tfs_records["distributions"]),
-    }
-    if "client_install_bytes" in venv_result:
-        installed.update(
-            client_bytes=venv_result["client_install_bytes"],
-            client_method="client-only venv: du after `pip install ./client` minus the bare venv"
-            + (" (cached " + venv_result.get("measured", "") + ")" if venv_result.get("cached")
-               else ""),
-            client_venv_total_bytes=venv_result["venv_bytes"],
-        )
-    else:
-        installed.update(client_bytes=client_records["bytes"],
-                         client_method="RECORD sizes of its dependency closure in .venv"
-                         + (f" (venv build failed: {venv_result['error']})"
-                            if "error" in venv_result else ""))
-    return {
-        "import": {
-            "repeats": args.import_repeats,
-            "xception_client_s": ours["best_wall_s"],
-            "tfs_api_s": tfs["best_wall_s"],
-            "xception_client_cpu_s": ours["best_cpu_s"],
-            "tfs_api_cpu_s": tfs["best_cpu_s"],
-            "samples": {"xception_client": ours["samples_wall_s"],
-                        "tfs_api": tfs["samples_wall_s"]},
-        },
-        "installed": installed,
-    }
+def measure_usual_way(options: Options, target: Target, data: Sequence[bytes], size: int
+                      ) -> tuple[list[Row], Row]:
+    """The usual way's rows and its side-by-side stream."""
+    from benchmarks.usual_way import UsualGrpc  # TF Serving's own Python API, with TensorFlow
+
+    usual = UsualGrpc(target.grpc_target, options.model_name, data, size, REQUEST_TIMEOUT_S)
+    try:
+        rows = run_series(usual, batching=target.batching, levels=options.concurrency,
+                          seconds=options.seconds, data=data, warm_seconds=options.warm_seconds)
+        return rows, measure_stream(usual, data, side_concurrency(options))
+    finally:
+        usual.close()
 
 
-def measure_precision(args: argparse.Namespace, pixels: Path, data: Sequence[bytes], *,
-                      timeout: float, warm: float) -> dict[str, Any]:
+def measure_rest(options: Options, target: Target, data: Sequence[bytes]) -> list[Row]:
+    """REST b64 rows, where the server has a REST address."""
+    if not target.rest_url:
+        return []
+    rest = load.RestB64(target.rest_url, options.model_name, data, REQUEST_TIMEOUT_S)
+    try:
+        return run_series(rest, batching=target.batching, levels=options.concurrency,
+                          seconds=options.seconds, data=data, warm_seconds=options.warm_seconds)
+    finally:
+        rest.close()
+
+
+def measure_served(options: Options, targets: Sequence[Target], data: Sequence[bytes], size: int,
+                   limit: LimitProcess, limit_passes: list[dict[str, Any]]) -> Served:
+    """Every server in turn, with a limit pass (appended to ``limit_passes``) between two."""
+    served = Served()
+    recheck = recheck_batch_sizes(limit_passes[0])
+    for index, target in enumerate(targets):
+        if index:  # the machine's load drifts
+            limit_passes.append(measure_limit_again(limit, recheck, "another pass"))
+        log(f"served: batching={target.batching} at {target.grpc_target}")
+        ours = measure_ours(options, target, data)
+        served.rows += ours.rows
+        served.streams.update(ours.streams)
+        served.canned_response = ours.canned_response or served.canned_response
+        if target.side_runs:
+            rows, served.streams["usual"] = measure_usual_way(options, target, data, size)
+            served.rows += rows
+            served.rows += measure_rest(options, target, data)
+    return served
+
+
+# -- 5.-7. precision, client only, footprint -------------------------------------------------------
+
+
+def measure_precision(options: Options, inputs: Inputs) -> dict[str, Any]:
     """fp32 vs bfloat16 vs XLA:CPU on a non-degenerate classifier (see precision.py)."""
-    base = REPO / "models" / "bench" / f"classifier-{args.image_size}"
-    model_dir, info = precision.ensure_classifier(base, BUILD_DIR, args.image_size, log)
+    base = options.repo / "models" / "bench" / f"classifier-{options.image_size}"
+    model_dir, info = precision.ensure_classifier(base, options.build_dir, options.image_size, log)
+    data = inputs.bench.data
 
-    def served(target: str) -> list[dict[str, Any]]:
-        driver = load.OursGrpc(target, args.model_name, data, timeout)
+    def served(target: str) -> list[Row]:
+        driver = load.OursGrpc(target, options.model_name, data, REQUEST_TIMEOUT_S)
         try:
             return run_series(driver, batching=True, levels=precision.LEVELS,
-                              seconds=args.seconds, data=data, warm_seconds=warm)
+                              seconds=options.seconds, data=data,
+                              warm_seconds=options.warm_seconds)
         finally:
             driver.close()
 
     return precision.run_phase(
-        model_dir=model_dir, model_info=info, pixels=pixels,
-        jpegs=images_dir(args.images, args.seed), model_name=args.model_name,
-        batching_config=args.batching_config, seconds=args.seconds, build_dir=BUILD_DIR,
-        measure_served=served, summarize_limit=summarize_limit, log=log,
+        model_dir=model_dir, model_info=info, pixels=inputs.pixels, jpegs=inputs.bench.folder,
+        model_name=options.model_name, batching_config=options.batching_config,
+        seconds=options.seconds, build_dir=options.build_dir, measure_served=served, log=log,
     )
+
+
+def measure_client_only(options: Options, response: bytes, data: Sequence[bytes], size: int
+                        ) -> Row:
+    from benchmarks.client_only import measure_against_stub  # imports TF Serving's Python API
+
+    log("client-only cost against a stub server that answers at once")
+    return measure_against_stub(response, data, size, options.model_name,
+                                side_concurrency(options), options.build_dir)
+
+
+def measure_footprint(options: Options, venv: footprint.VenvBuild | None) -> dict[str, Any]:
+    log(f"import times (fresh interpreters, best of {options.import_repeats})")
+    return footprint.measure(options.import_repeats, venv.result() if venv else {})
 
 
 # -- main ------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    apply_defaults(args)
+    options = parse_options(argv)
+    tf_startup.install()  # TensorFlow, where this process loads it, without its start-up lines
     started = time.monotonic()
-    load_before = load_average()
-    machine = machine_info()
-    log(f"{machine['cpu_model']} x {machine['cores']}, load average {load_before}")
+    load_before = machine.load_average()
+    host = machine.machine_info()
+    log(f"{host['cpu_model']} x {host['cores']}, load average {load_before}")
 
-    model_dir = ensure_model(args.model_base_path, args.image_size, log)
-    log(f"model {model_dir}")
-    bench = bench_images(args.images, args.seed)
-    data = [b.data for b in bench]
-    log(f"{len(bench)} JPEGs, {sum(len(d) for d in data) / len(data) / 1024:.1f} KB mean")
-    pixels = write_pixels(data, args.image_size, BUILD_DIR / f"pixels-{args.image_size}.npy")
-
-    venv_result: dict[str, Any] = {}
-
-    def build_venv() -> None:
-        try:
-            venv_result.update(footprint.client_venv_size(REPO, BUILD_DIR / "footprint-venv.json"))
-        except Exception as error:  # offline or no index: fall back to RECORD sizes
-            venv_result["error"] = f"{type(error).__name__}: {error}"[:300]
-
-    venv_thread = None
-    if args.footprint == "venv":
-        venv_thread = threading.Thread(target=build_venv, daemon=True)
-        venv_thread.start()  # overlaps the model loads below; joined before any measurement
-
-    limit_proc = LimitProcess(model_dir, pixels, args.limit_batch_sizes,
-                              seconds=max(1.0, args.seconds * 0.5),
-                              jpegs=images_dir(args.images, args.seed),
-                              log_path=BUILD_DIR / "limit.log")
-    servers: dict[bool, server.LocalServer] = {}
-    local = args.tfserving_target is None
+    inputs = prepare_inputs(options)
+    venv = None
+    if options.footprint == "venv":  # builds while the models load; waited for before measuring
+        venv = footprint.VenvBuild(options.repo, options.build_dir / FOOTPRINT_CACHE)
+    limit = start_limit(options, inputs)
+    servers: dict[bool, ServerProcess] = {}
     try:
-        if local:
-            log_dir = BUILD_DIR / "logs"
-            servers[True] = server.start("batching", model_name=args.model_name,
-                                         model_base_path=args.model_base_path, log_dir=log_dir,
-                                         batching_config=args.batching_config)
-            servers[False] = server.start("no-batching", model_name=args.model_name,
-                                          model_base_path=args.model_base_path, log_dir=log_dir,
-                                          batching_config=None)
-        ready_by = time.monotonic() + 300
-        limit_proc.wait_loaded(timeout=300)
-        for srv in servers.values():
-            srv.wait_ready(ready_by)
-        if venv_thread is not None:
-            venv_thread.join(240)
+        start_servers(options, servers)
+        wait_until_ready(limit, servers, venv)
         log(f"setup done in {time.monotonic() - started:.0f} s; measuring the limit")
-
-        first_limit = limit_proc.measure(timeout=300)
-        limit = summarize_limit(first_limit)
-        log(f"limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']}, "
-            f"single-image p50 {limit['latency_p50_ms']:.1f} ms")
-
-        served: list[dict[str, Any]] = []
-        streams: dict[str, dict[str, Any]] = {}
-        canned: bytes | None = None
-        side_concurrency = (CLIENT_SIDE_CONCURRENCY if CLIENT_SIDE_CONCURRENCY in args.concurrency
-                            else args.concurrency[0])
-        timeout = 60.0
-        warm = 1.0 if args.quick else 2.0
-        if local:
-            targets = [(True, servers[True].grpc_target, servers[True].rest_url),
-                       (False, servers[False].grpc_target, None)]
-        else:
-            targets = [(None, args.tfserving_target, args.tfserving_rest_url)]
-        size = served_image_size(targets[0][1], args.model_name, args.image_size)
-        limit_passes = [first_limit]
-        recheck = sorted({1, limit["best_batch_size"]})
-        for index, (batching, target, rest_url) in enumerate(targets):
-            if index:  # the limit again between servers: the machine's load drifts
-                log("limit, another pass (batch 1 and the best batch size)")
-                limit_passes.append(limit_proc.measure(timeout=300, batch_sizes=recheck))
-            log(f"served: batching={batching} at {target}")
-            side_runs = batching is not False  # once, on the recommended (batching) server
-            ours = load.OursGrpc(target, args.model_name, data, timeout)
-            try:
-                served += run_series(ours, batching=batching, levels=args.concurrency,
-                                     seconds=args.seconds, data=data, warm_seconds=warm)
-                if side_runs:
-                    streams["ours"] = measure_stream(ours, data, side_concurrency)
-                    streams["ours_one_per_request"] = measure_stream(
-                        ours, data, side_concurrency, images_per_request=1)
-                    canned = capture_response(target, args.model_name, data[0])
-            finally:
-                ours.close()
-            if not side_runs:
-                continue
-            usual = load.UsualGrpc(target, args.model_name, data, size, timeout)
-            try:
-                served += run_series(usual, batching=batching, levels=args.concurrency,
-                                     seconds=args.seconds, data=data, warm_seconds=warm)
-                streams["usual"] = measure_stream(usual, data, side_concurrency)
-            finally:
-                usual.close()
-            if rest_url:
-                rest = load.RestB64(rest_url, args.model_name, data, timeout)
-                served += run_series(rest, batching=batching, levels=args.concurrency,
-                                     seconds=args.seconds, data=data, warm_seconds=warm)
-        for srv in servers.values():
-            srv.stop()  # the idle servers would not cost CPU, but free their memory first
-        log("limit, last pass (batch 1 and the best batch size)")
-        limit_passes.append(limit_proc.measure(timeout=300, batch_sizes=recheck))
-        limit = summarize_limit(*limit_passes)
-        limit["pass_throughputs"] = [
-            {str(e["batch_size"]): round(e["throughput"], 3) for e in one["per_batch_size"]}
-            for one in limit_passes
-        ]
-        log(f"limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']}, "
-            f"single-image p50 {limit['latency_p50_ms']:.1f} ms (best of "
-            f"{len(limit_passes)} passes: {limit['pass_throughputs']})")
+        limit_passes = [measure_limit(limit)]
+        targets = serving_targets(options, servers)
+        size = served_image_size(targets[0].grpc_target, options.model_name, options.image_size)
+        served = measure_served(options, targets, inputs.bench.data, size, limit, limit_passes)
+        stop_servers(servers)  # the idle servers would not cost CPU, but free their memory first
+        limit_passes.append(
+            measure_limit_again(limit, recheck_batch_sizes(limit_passes[0]), "last pass")
+        )
+        limit_summary = summarize_limit_passes(limit_passes)
     finally:
-        limit_proc.kill()
-        for srv in servers.values():
-            srv.stop()
+        limit.kill()
+        stop_servers(servers)
 
     precision_doc = None
-    if local and args.precision:
-        precision_doc = measure_precision(args, pixels, data, timeout=timeout, warm=warm)
-    if canned is not None:
-        log("client-only cost against a stub server that answers at once")
-        streams["against_stub"] = measure_against_stub(canned, data, size, args.model_name,
-                                                       side_concurrency)
-    foot = measure_footprint(args, venv_result)
-    side = client_side(served, streams, side_concurrency)
-    ratios = stats.compute_ratios(
-        limit=limit, served=served, usual=side.get("usual"), ours=side.get("ours"),
-        imports=foot["import"], bytes_variant=BYTES_VARIANT,
+    if options.local and options.precision:
+        precision_doc = measure_precision(options, inputs)
+    if served.canned_response is not None:
+        served.streams["against_stub"] = measure_client_only(
+            options, served.canned_response, inputs.bench.data, size
+        )
+    foot = measure_footprint(options, venv)
+    doc = results.results_document(
+        options,
+        machine={**host, "load_before": load_before, "load_after": machine.load_average()},
+        model_dir=inputs.model_dir, bench=inputs.bench, served_image_size=size,
+        limit=limit_summary, served=served.rows,
+        side=results.client_side(served.rows, served.streams, side_concurrency(options)),
+        footprint=foot, precision=precision_doc, duration_s=time.monotonic() - started,
     )
-    doc: dict[str, Any] = {
-        "note": "compare figures within this run only; the load averages before and after "
-                "say whether anything else was running on the machine",
-        "schema_version": stats.SCHEMA_VERSION,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
-        "quick": args.quick,
-        "machine": {**machine, "load_before": load_before, "load_after": load_average()},
-        "setup": {
-            "image_size": args.image_size,
-            "served_image_size": size,
-            "model_dir": str(model_dir.relative_to(REPO) if model_dir.is_relative_to(REPO)
-                             else model_dir),
-            "weights": "random (compute identical to ImageNet weights)",
-            "images": len(bench),
-            "image_sizes": sorted({f"{b.width}x{b.height}" for b in bench}),
-            "mean_jpeg_bytes": sum(len(d) for d in data) / len(data),
-            "seconds_per_point": args.seconds,
-            "served_target": args.tfserving_target or "local server (python -m xception_serving)",
-            "limit_where": "in-process on this machine"
-            + (" (NOT the TF Serving host unless run there)" if not local else ""),
-            "batching_config": (args.batching_config.read_text() if local else None),
-            "client_side_concurrency": side_concurrency,
-        },
-        "limit": limit,
-        "served": served,
-        "client_side": side,
-        "footprint": foot,
-        "ratios": ratios,
-        "precision": precision_doc,
-        "targets": {
-            **stats.evaluate_targets(limit=limit, served=served, ratios=ratios,
-                                     bytes_variant=BYTES_VARIANT),
-            **stats.precision_targets(precision_doc),
-        },
-        "duration_s": time.monotonic() - started,
-    }
-    doc = stats.json_safe(doc)
-    problems = stats.schema_problems(doc)
-    if problems:
-        raise RuntimeError(f"results do not match the schema: {problems}")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = "quick" if args.quick else "latest"  # quick runs never overwrite the committed result
-    out = args.output_dir / f"{stem}.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, out)
-    png = report.plot(doc, args.output_dir / f"{stem}.png")
-    print(report.format_table(doc))
+    out, png = results.write_results(doc, options.output_dir, quick=options.quick)
     log(f"wrote {out} and {png} in {doc['duration_s']:.0f} s")
     return 0
 

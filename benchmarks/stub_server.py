@@ -7,7 +7,10 @@ server gave, the same client code shows its own cost per image: building, sendin
 parsing, with no model time in between. A request of N images gets the canned (one-image)
 answer's rows repeated N times, so packed requests (`images_per_request`) parse as they would.
 
-    python benchmarks/stub_server.py RESPONSE_FILE   # prints the port, serves until killed
+    python -m benchmarks.stub_server RESPONSE_FILE   # prints the port, serves until killed
+
+Its messages are TF Serving's own (tensorflow_serving.apis), so it imports TensorFlow: that costs
+this process a few seconds at start, and the benchmark process nothing.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ SERVICE = "tensorflow.serving.PredictionService"
 
 def main() -> int:
     import xception_contract as contract
-    from xception_client._proto import serving_pb2
+    from xception_contract import tf_startup
 
-    canned = serving_pb2.PredictResponse.FromString(Path(sys.argv[1]).read_bytes())
+    tf_startup.install()  # TensorFlow (under the messages) without its C++ start-up lines
+    from tensorflow_serving.apis import predict_pb2
+
+    canned = predict_pb2.PredictResponse.FromString(Path(sys.argv[1]).read_bytes())
     by_count: dict[int, bytes] = {}
 
     def answer(count: int) -> bytes:
         """The canned response with every output's single row repeated ``count`` times."""
         if count not in by_count:
-            response = serving_pb2.PredictResponse()
+            response = predict_pb2.PredictResponse()
             response.CopyFrom(canned)
             for tensor in response.outputs.values():
                 tensor.tensor_shape.dim[0].size = count
@@ -43,7 +49,7 @@ def main() -> int:
         return by_count[count]
 
     def predict(request: bytes, _context: grpc.ServicerContext) -> bytes:
-        parsed = serving_pb2.PredictRequest.FromString(request)
+        parsed = predict_pb2.PredictRequest.FromString(request)
         tensor = parsed.inputs.get(contract.IMAGE_BYTES_INPUT)
         return answer(len(tensor.string_val) if tensor is not None else 1)
 

@@ -1,5 +1,6 @@
 """Benchmark reporting and client-side pieces that need no model or server: the table, the plot,
-the usual-way preprocessing and request, the closed-loop driver and the image generator."""
+the usual-way preprocessing and request (TF Serving's own messages), the closed-loop driver and
+the image generator."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import numpy as np
 import pytest
 import xception_contract as contract
 from PIL import Image
-from xception_client import _wire
 
 from benchmarks import images, load, report, stats
 
@@ -67,7 +67,9 @@ def _jpeg(width: int, height: int) -> bytes:
 
 def test_keras_style_preprocess_is_nearest_resize_then_x_over_127_5_minus_1() -> None:
     data = _jpeg(40, 30)
-    x = load.keras_style_preprocess(data, 8)
+    from benchmarks import usual_way
+
+    x = usual_way.keras_style_preprocess(data, 8)
     with Image.open(io.BytesIO(data)) as image:
         resized = image.convert("RGB").resize((8, 8), Image.Resampling.NEAREST)
         expected = np.asarray(resized, np.float32)
@@ -76,13 +78,37 @@ def test_keras_style_preprocess_is_nearest_resize_then_x_over_127_5_minus_1() ->
 
 
 def test_preprocessed_request_carries_the_float_tensor_in_tensor_content() -> None:
+    import tensorflow as tf
+
+    from benchmarks import usual_way
+
     x = np.random.default_rng(2).uniform(-1, 1, (1, 5, 5, 3)).astype(np.float32)
-    ref = _wire.ModelRef("m", signature=contract.PREPROCESSED_SIGNATURE)
-    request = load.preprocessed_request(ref, x)
+    request = usual_way.preprocessed_request("m", x)
     tensor = request.inputs[contract.PREPROCESSED_INPUT]
+    assert request.model_spec.name == "m"
     assert request.model_spec.signature_name == contract.PREPROCESSED_SIGNATURE
     assert len(tensor.tensor_content) == x.nbytes
-    np.testing.assert_array_equal(_wire.tensor_to_array(tensor), x)
+    np.testing.assert_array_equal(tf.make_ndarray(tensor), x)
+    assert tensor == tf.make_tensor_proto(x)  # the tensor a TensorFlow user would send
+
+
+def test_usual_way_reads_the_top_k_outputs_as_a_tensorflow_user_does() -> None:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from benchmarks import usual_way
+
+    response = predict_pb2.PredictResponse()
+    outputs = {
+        contract.TOP_K_SCORES_OUTPUT: np.array([[0.7, 0.2], [0.6, 0.3]], np.float32),
+        contract.TOP_K_CLASS_IDS_OUTPUT: np.array([[3, 1], [0, 2]], np.int32),
+        contract.TOP_K_LABELS_OUTPUT: np.array([[b"cat", b"dog"], [b"ant", b"bee"]], object),
+    }
+    for alias, value in outputs.items():
+        response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
+    best = usual_way.top_k(response, 1)
+    assert [[(i, label) for i, label, _ in row] for row in best] == [[(3, "cat")], [(0, "ant")]]
+    assert best[0][0][2] == pytest.approx(0.7)
 
 
 def test_rest_body_is_tf_serving_b64_instances() -> None:

@@ -118,7 +118,7 @@ def _valid_doc() -> dict[str, Any]:
     }
 
 
-def test_schema_problems_accepts_the_issue_minimum() -> None:
+def test_schema_problems_accepts_the_minimum_schema() -> None:
     assert stats.schema_problems(_valid_doc()) == []
 
 
@@ -143,8 +143,6 @@ def test_json_safe_turns_non_finite_floats_into_null_for_strict_json() -> None:
 
 
 def test_summarize_limit_picks_the_best_batch_size_and_batch_1_latency_p50() -> None:
-    from benchmarks import run
-
     raw = {
         "per_batch_size": [
             {"batch_size": 1, "throughput": 8.0},
@@ -154,14 +152,12 @@ def test_summarize_limit_picks_the_best_batch_size_and_batch_1_latency_p50() -> 
         "single_image_latencies_s": [0.120, 0.100, 0.110],
         "signature": "serving_pixels",
     }
-    limit = run.summarize_limit(raw)
+    limit = stats.summarize_limit(raw)
     assert (limit["throughput"], limit["best_batch_size"]) == (9.5, 4)
     assert limit["latency_p50_ms"] == pytest.approx(110.0)
 
 
 def test_summarize_limit_takes_the_better_of_two_passes_per_batch_size() -> None:
-    from benchmarks import run
-
     first = {
         "per_batch_size": [{"batch_size": 1, "throughput": 8.0},
                            {"batch_size": 4, "throughput": 9.0}],
@@ -174,7 +170,7 @@ def test_summarize_limit_takes_the_better_of_two_passes_per_batch_size() -> None
         "single_image_latencies_s": [0.100, 0.105],
         "signature": "serving_pixels",
     }
-    limit = run.summarize_limit(first, second)  # as many passes as were measured
+    limit = stats.summarize_limit(first, second)  # as many passes as were measured
     assert (limit["throughput"], limit["best_batch_size"]) == (9.8, 1)
     assert [p["throughput"] for p in limit["per_batch_size"]] == [9.8, 9.0]
     assert limit["latency_p50_ms"] == pytest.approx(102.5)
@@ -182,12 +178,12 @@ def test_summarize_limit_takes_the_better_of_two_passes_per_batch_size() -> None
 
 
 def test_quick_defaults_shrink_the_run_and_keep_paths_absolute() -> None:
-    from benchmarks import run
+    from benchmarks.options import parse_options
 
-    args = run.build_parser().parse_args(["--quick", "--model-base-path", "rel/model"])
-    run.apply_defaults(args)
-    assert (args.images, args.seconds, args.import_repeats) == (12, 2.0, 1)
-    assert args.model_base_path.is_absolute() and args.batching_config.is_absolute()
-    full = run.build_parser().parse_args(["--concurrency", "1,8"])
-    run.apply_defaults(full)
+    quick = parse_options(["--quick", "--model-base-path", "rel/model"])
+    assert (quick.images, quick.seconds, quick.import_repeats) == (12, 2.0, 1)
+    assert quick.limit_batch_sizes == (1, 4)
+    assert quick.model_base_path.is_absolute() and quick.batching_config.is_absolute()
+    full = parse_options(["--concurrency", "1,8"])
     assert full.concurrency == (1, 8) and full.images == 48
+    assert full.limit_batch_sizes == (1, 2, 4, 8)
