@@ -2,10 +2,11 @@
 
 Installed size is measured two ways:
 
-- ``venv``: ``python -m venv`` in a temporary directory, ``pip install ./client`` from the package
-  index, ``du`` of the whole environment minus the bare venv (pip itself). Slow and needs the
-  index, so it runs in the background while the models load (``VenvBuild``) and its result is
-  cached in the build directory, keyed by client/pyproject.toml.
+- ``venv``: ``python -m venv`` in a temporary directory, ``pip install ./contract ./client`` (their
+  dependencies from the package index), ``du`` of the whole environment minus the bare venv (pip
+  itself). Slow and needs the index, so it runs in the background while the models load
+  (``VenvBuild``) and its result is cached in the build directory, keyed by both pyproject.toml
+  files.
 - ``records``: the sum of the files each installed distribution lists in its RECORD, over the
   dependency closure of ``xception-client`` and of ``tensorflow-serving-api`` in this venv. Fast,
   offline, and the comparison the import-time figure needs (what ``tensorflow_serving.apis``
@@ -123,8 +124,9 @@ def du_bytes(path: Path) -> int:
 def client_venv_size(repo: Path, cache_file: Path, *, timeout: float = 240.0) -> dict[str, Any]:
     """Build (or read the cached result of) a client-only venv; sizes in bytes."""
     repo = repo.resolve()
-    pyproject = (repo / "client" / "pyproject.toml").read_bytes()
-    key = hashlib.sha256(pyproject + sys.version.encode()).hexdigest()[:16]
+    packages = [repo / "contract", repo / "client"]  # the client needs the contract beside it
+    pyprojects = b"".join((package / "pyproject.toml").read_bytes() for package in packages)
+    key = hashlib.sha256(pyprojects + sys.version.encode()).hexdigest()[:16]
     if cache_file.is_file():
         cached = json.loads(cache_file.read_text())
         if cached.get("key") == key:
@@ -137,11 +139,13 @@ def client_venv_size(repo: Path, cache_file: Path, *, timeout: float = 240.0) ->
         # A non-editable install: what a user of the client gets.
         install = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-             "--disable-pip-version-check", str(repo / "client")],
+             "--disable-pip-version-check", *map(str, packages)],
             timeout=timeout, capture_output=True, text=True,
         )
         if install.returncode != 0:
-            raise RuntimeError(f"pip install ./client failed: {install.stderr.strip()[-500:]}")
+            raise RuntimeError(
+                f"pip install ./contract ./client failed: {install.stderr.strip()[-500:]}"
+            )
         full = du_bytes(venv)
         freeze = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "pip", "freeze"], check=True,
@@ -201,8 +205,8 @@ def measure(import_repeats: int, venv_result: Mapping[str, Any]) -> dict[str, An
         cached = f" (cached {venv_result.get('measured', '')})" if venv_result.get("cached") else ""
         installed.update(
             client_bytes=venv_result["client_install_bytes"],
-            client_method="client-only venv: du after `pip install ./client` minus the bare venv"
-            + cached,
+            client_method="client-only venv: du after `pip install ./contract ./client` minus the "
+            "bare venv" + cached,
             client_venv_total_bytes=venv_result["venv_bytes"],
         )
     else:
