@@ -64,7 +64,7 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/mypy
 
 bench: $(STAMP) ## benchmark limit vs served vs the usual way (TFS_TARGET=host:port to measure TF Serving)
-	$(BIN)/python benchmarks/run.py $(if $(TFS_TARGET),--tfserving-target $(TFS_TARGET)) \
+	$(BIN)/python -m benchmarks.run $(if $(TFS_TARGET),--tfserving-target $(TFS_TARGET)) \
 	  $(if $(TFS_REST_URL),--tfserving-rest-url $(TFS_REST_URL)) $(BENCH_ARGS)
 
 k8s: ## render the Kubernetes manifests (gpu and cpu overlays, the post-rollout verify Job) to build/k8s/
