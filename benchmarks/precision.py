@@ -191,14 +191,14 @@ def run_phase(
         entry["limit_speedup_vs_fp32"] = _ratio(entry["limit"]["throughput"],
                                                 fp32["limit"]["throughput"])
         entry["served_over_limit"] = _ratio(entry["served_best"], entry["limit"]["throughput"])
-    flags = cpu_bfloat16_flags()
+    bf16_flags = cpu_bfloat16_flags()
     assert reference is not None
     return {
         "what": "one classifier served and at its limit per variant; parity on the benchmark "
                 "JPEGs through the bytes signature against fp32",
         "model": {**model_info, "version_dir": str(model_dir), **_confidence(reference)},
-        "cpu_bf16_flags": flags,
-        "bf16_supported": bool(flags),
+        "cpu_bf16_flags": bf16_flags,
+        "bf16_supported": bool(bf16_flags),
         "served_levels": list(LEVELS),
         "variants": results,
     }
