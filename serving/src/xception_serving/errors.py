@@ -26,6 +26,11 @@ class ServingError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+def invalid(message: str) -> ServingError:
+    """TF Serving's errors::InvalidArgument, the code of most request errors."""
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
 def grpc_message(message: str) -> str:
     """The message as TF Serving puts it on the wire: at most 1024 chars, then `...TRUNCATED`."""
     if len(message) <= GRPC_MESSAGE_LIMIT:

@@ -17,17 +17,11 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-import grpc
 import numpy as np
 
-from xception_serving.errors import ServingError
+from xception_serving.errors import ServingError, invalid
 
 JsonValue = Any  # what json.loads returns (dict / list / str / int / float / bool / None)
-
-
-def invalid(message: str) -> ServingError:
-    """TF Serving's InvalidArgument, the code of every JSON error."""
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 # ---------------------------------------------------------------------------------------------

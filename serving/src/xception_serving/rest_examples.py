@@ -15,13 +15,12 @@ from typing import TypeVar
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, model_pb2, regression_pb2
 
-from xception_serving.errors import ServingError
+from xception_serving.errors import ServingError, invalid
 from xception_serving.json_text import (
     INT64_MAX,
     JsonValue,
     PrettyWriter,
     format_decimal,
-    invalid,
     json_type,
     json_value_to_string,
     list_member,

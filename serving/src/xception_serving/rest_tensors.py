@@ -24,7 +24,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from xception_serving import tensors
-from xception_serving.errors import ServingError
+from xception_serving.errors import ServingError, invalid
 from xception_serving.json_text import (
     INT64_MAX,
     INT64_MIN,
@@ -32,7 +32,6 @@ from xception_serving.json_text import (
     JsonValue,
     PrettyWriter,
     format_decimal,
-    invalid,
     json_type,
     json_value_to_string,
     list_member,
