@@ -1,9 +1,12 @@
-"""The request semantics of TF Serving's PredictionService and ModelService, transport-free.
+"""ServingCore: TF Serving's PredictionService and ModelService, transport-free.
 
 gRPC servicers and REST handlers are thin shells over ServingCore: every method takes and returns
-tensorflow-serving-api messages and raises ServingError with TF Serving's status code and wording
-(as in TF Serving's predict_impl.cc, classifier.cc, regressor.cc and get_model_status_impl.cc).
-Checks run in TF Serving's order so the first error reported is the one TF Serving would report.
+tensorflow-serving-api messages and raises ServingError with TF Serving's status code and wording.
+This module finds the servable a request names (the ModelManager), runs signatures (directly or
+through the batch scheduler, with the request's deadline), answers GetModelMetadata,
+GetModelStatus and ReloadConfig (get_model_metadata_impl.cc, get_model_status_impl.cc,
+model_service_impl.cc) and replays warmup; what each inference API does with the servable it found
+is `inference.py`.
 """
 
 from __future__ import annotations
@@ -11,18 +14,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
-    input_pb2,
     model_management_pb2,
     model_pb2,
     predict_pb2,
@@ -31,56 +33,37 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from xception_serving import tensors
+from xception_serving import inference
 from xception_serving.batching import BatchingOptions, BatchScheduler
 from xception_serving.config.files import ConfigError, read_model_server_config
-from xception_serving.errors import ServingError, code_number, from_exception
+from xception_serving.errors import ServingError, code_number, from_exception, invalid
 from xception_serving.manager import ModelManager
 from xception_serving.metrics import Metrics
-from xception_serving.servable import Servable, SessionOptions, SignatureInfo
+from xception_serving.servable import Servable, SessionOptions
 from xception_serving.warmup import run_warmup
 
 log = logging.getLogger("xception_serving")
 
-DEFAULT_SIGNATURE = "serving_default"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-CLASSIFY_INPUTS = "inputs"
-CLASSIFY_CLASSES = "classes"
-CLASSIFY_SCORES = "scores"
-REGRESS_INPUTS = "inputs"
-REGRESS_OUTPUTS = "outputs"
 SIGNATURE_DEF_FIELD = "signature_def"
 SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
-Inputs = dict[str, np.ndarray]
+
+class _NamesAModel(Protocol):
+    """A request with a `model_spec` field (every request but MultiInference's)."""
+
+    @property
+    def model_spec(self) -> model_pb2.ModelSpec: ...
+
+    def HasField(self, field_name: str) -> bool: ...
 
 
-def _invalid(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def _require_spec(request: object) -> model_pb2.ModelSpec:
-    if not request.HasField("model_spec"):  # type: ignore[attr-defined]
-        raise _invalid("Missing ModelSpec")
-    spec: model_pb2.ModelSpec = request.model_spec  # type: ignore[attr-defined]
+def _require_spec(request: _NamesAModel) -> model_pb2.ModelSpec:
+    if not request.HasField("model_spec"):
+        raise invalid("Missing ModelSpec")
+    spec = request.model_spec
     if not spec.name:
-        raise _invalid("ModelSpec has no name specified.")
+        raise invalid("ModelSpec has no name specified.")
     return spec
-
-
-def _fill_spec(out: model_pb2.ModelSpec, name: str, signature: str, servable: Servable) -> None:
-    out.name = name
-    out.signature_name = signature
-    out.version.value = servable.version
-
-
-def _text(label: object) -> str:
-    return label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
-
-
-def _joined(keys: Iterable[str]) -> str:
-    return ",".join(sorted(keys))
 
 
 class ServingCore:
@@ -185,228 +168,22 @@ class ServingCore:
         )
         return outputs
 
-    # -- Predict ---------------------------------------------------------------------------------
+    def _runner(self, deadline: float | None) -> inference.Run:
+        """How the inference functions run a signature for a request with this deadline."""
+
+        def run(
+            servable: Servable, signature: str, inputs: inference.Inputs, api: str
+        ) -> inference.Outputs:
+            return self._run(servable, signature, inputs, api, deadline)
+
+        return run
+
+    # -- PredictionService: Predict, Classify, Regress, MultiInference ---------------------------
     def predict(
         self, request: predict_pb2.PredictRequest, *, deadline: float | None = None
     ) -> predict_pb2.PredictResponse:
-        spec = _require_spec(request)
-        with self.manager.acquire(spec) as servable:
-            return self.predict_on(servable, request, deadline=deadline)
-
-    def predict_on(
-        self,
-        servable: Servable,
-        request: predict_pb2.PredictRequest,
-        *,
-        deadline: float | None = None,
-    ) -> predict_pb2.PredictResponse:
-        key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        info = servable.signatures.get(key)
-        if info is None:
-            raise ServingError(
-                grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.'
-            )
-        response = predict_pb2.PredictResponse()
-        _fill_spec(response.model_spec, request.model_spec.name, key, servable)
-        inputs = self._predict_inputs(info, request)
-        aliases = self._output_aliases(info, request.output_filter)
-        outputs = self._run(servable, key, inputs, "Predict", deadline)
-        if any(alias not in outputs for alias in aliases):
-            raise ServingError(grpc.StatusCode.UNKNOWN, "Predict internal error")
-        for alias in aliases:
-            tensors.fill_proto(response.outputs[alias], outputs[alias], info.output_dtypes[alias])
-        return response
-
-    @staticmethod
-    def _predict_inputs(info: SignatureInfo, request: predict_pb2.PredictRequest) -> Inputs:
-        sig = info.signature_def
-        sent = set(request.inputs)
-        expected = set(info.input_aliases)
-        defaults = set(getattr(sig, "defaults", {}))
-        if len(sent) > len(expected) or (len(sent) < len(expected) and not defaults):
-            raise _invalid(
-                f"input size does not match signature: {len(sent)}!={len(expected)} "
-                f"len({{{_joined(sent)}}}) != len({{{_joined(expected)}}}). "
-                f"Sent extra: {{{_joined(sent - expected)}}}. "
-                f"Missing but required: {{{_joined(expected - sent)}}}."
-            )
-        inputs: Inputs = {}
-        for alias in info.input_aliases:
-            if alias in request.inputs:
-                proto = request.inputs[alias]
-            elif alias in defaults:
-                proto = sig.defaults[alias]
-            else:
-                raise _invalid(
-                    f"Signature input alias: {alias}(feed name: {sig.inputs[alias].name}) not "
-                    "found in request and no default value provided. Inputs expected to be in "
-                    f"the request {{{_joined(sent)}}}, or default input alias set: "
-                    f"{_joined(defaults)}"
-                )
-            try:
-                inputs[alias] = tensors.to_numpy(proto)
-            except tensors.TensorParseError:
-                raise _invalid(f"tensor parsing error: {alias}") from None
-        used = sent & expected
-        if sent and used != sent:
-            raise _invalid(
-                f"Inputs contains invalid name. Used request inputs: {_joined(used)}, "
-                f"request input: {_joined(sent)}"
-            )
-        # TF's call frame rejects a feed whose dtype differs from the placeholder's.
-        for index, alias in enumerate(info.input_aliases):
-            want = info.input_dtypes[alias]
-            got = request.inputs[alias].dtype if alias in request.inputs else want
-            if got != want:
-                raise _invalid(
-                    f"Expects arg[{index}] to be {tensors.type_name(want)} but "
-                    f"{tensors.type_name(got)} is provided"
-                )
-        return inputs
-
-    @staticmethod
-    def _output_aliases(info: SignatureInfo, output_filter: Iterable[str]) -> list[str]:
-        wanted = list(output_filter)
-        if not wanted:
-            return list(info.output_aliases)
-        seen: set[str] = set()
-        for alias in wanted:
-            if alias not in info.output_dtypes:
-                raise _invalid(
-                    f"output tensor alias not found in signature: {alias} Outputs expected to "
-                    f"be in the set {{{_joined(info.output_aliases)}}}."
-                )
-            if alias in seen:
-                raise _invalid(f"duplicate output tensor alias: {alias}")
-            seen.add(alias)
-        return wanted
-
-    # -- Classify / Regress / MultiInference -----------------------------------------------------
-    @staticmethod
-    def _serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
-        kind = request_input.WhichOneof("kind")
-        if kind == "example_list":
-            serialized = [e.SerializeToString() for e in request_input.example_list.examples]
-        elif kind == "example_list_with_context":
-            with_context = request_input.example_list_with_context
-            # Concatenated serializations parse as a merge: context features in every example.
-            context = with_context.context.SerializeToString()
-            serialized = [context + e.SerializeToString() for e in with_context.examples]
-        else:
-            serialized = []
-        if not serialized:
-            raise _invalid("Input is empty.")
-        array = np.empty(len(serialized), dtype=object)
-        array[:] = serialized
-        return array
-
-    @staticmethod
-    def _signature_for(servable: Servable, key: str) -> SignatureInfo:
-        info = servable.signatures.get(key)
-        if info is None:
-            raise _invalid(f"No signature was found with the name: {key}")
-        return info
-
-    @staticmethod
-    def _check_classification_signature(info: SignatureInfo) -> None:
-        sig = info.signature_def
-        if len(sig.inputs) != 1:
-            raise _invalid("Expected one input Tensor.")
-        if len(sig.outputs) not in (1, 2):
-            raise _invalid(f"Expected one or two output Tensors, found {len(sig.outputs)}")
-        if CLASSIFY_INPUTS not in sig.inputs:
-            raise _invalid(f"No classification inputs found in SignatureDef: {sig}")
-        classes = sig.outputs.get(CLASSIFY_CLASSES)
-        scores = sig.outputs.get(CLASSIFY_SCORES)
-        if classes is None and scores is None:
-            raise _invalid(
-                f"Expected classification signature outputs to contain classes or scores: {sig}"
-            )
-        if classes is not None and classes.dtype != types_pb2.DT_STRING:
-            raise _invalid(
-                "Expected classes Tensor of DT_STRING.  Got: "
-                f"{types_pb2.DataType.Name(classes.dtype)}"
-            )
-        if scores is not None and scores.dtype != types_pb2.DT_FLOAT:
-            raise _invalid(
-                f"Expected scores Tensor of DT_FLOAT.  Got: {types_pb2.DataType.Name(scores.dtype)}"
-            )
-
-    @staticmethod
-    def _check_regression_signature(info: SignatureInfo) -> None:
-        sig = info.signature_def
-        if len(sig.inputs) != 1:
-            raise _invalid("Expected one input Tensor.")
-        if len(sig.outputs) != 1:
-            raise _invalid("Expected one output Tensor.")
-        if REGRESS_INPUTS not in sig.inputs:
-            raise _invalid(f"No regression inputs found in SignatureDef: {sig}")
-        if REGRESS_OUTPUTS not in sig.outputs:
-            raise _invalid(f"No regression outputs found in SignatureDef: {sig}")
-        if sig.outputs[REGRESS_OUTPUTS].dtype != types_pb2.DT_FLOAT:
-            raise _invalid(
-                "Expected output Tensor of DT_FLOAT.  Got: "
-                f"{types_pb2.DataType.Name(sig.outputs[REGRESS_OUTPUTS].dtype)}"
-            )
-
-    @staticmethod
-    def _classification_result(
-        outputs: Mapping[str, np.ndarray],
-        num_examples: int,
-        result: classification_pb2.ClassificationResult,
-    ) -> None:
-        classes = outputs.get(CLASSIFY_CLASSES)
-        scores = outputs.get(CLASSIFY_SCORES)
-        for name, tensor in ((CLASSIFY_CLASSES, classes), (CLASSIFY_SCORES, scores)):
-            if tensor is None:
-                continue
-            if tensor.ndim != 2:
-                raise _invalid(
-                    f"Expected Tensor shape: [batch_size num_classes] but got "
-                    f"[{','.join(str(d) for d in tensor.shape)}] ({name})"
-                )
-            if tensor.shape[0] != num_examples:
-                raise _invalid(
-                    "Input batch size did not match output batch size: "
-                    f"{num_examples} vs. {tensor.shape[0]}"
-                )
-        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-            raise _invalid(
-                "Tensors class and score should match in dim_size(1). Got "
-                f"{classes.shape[1]} vs. {scores.shape[1]}"
-            )
-        labels = classes.tolist() if classes is not None else None
-        values = scores.astype(np.float32).tolist() if scores is not None else None
-        make = classification_pb2.Class
-        for i in range(num_examples):
-            if labels is not None and values is not None:
-                pairs = zip(labels[i], values[i], strict=True)
-                row = [make(label=_text(name), score=v) for name, v in pairs]
-            elif labels is not None:
-                row = [make(label=_text(name)) for name in labels[i]]
-            else:
-                row = [make(score=v) for v in values[i]]  # type: ignore[index]
-            result.classifications.add().classes.extend(row)
-
-    @staticmethod
-    def _regression_result(
-        outputs: Mapping[str, np.ndarray],
-        num_examples: int,
-        result: regression_pb2.RegressionResult,
-    ) -> None:
-        values = outputs[REGRESS_OUTPUTS]
-        shape = values.shape
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-            raise _invalid(
-                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
-                f"got [{','.join(str(d) for d in shape)}]"
-            )
-        if shape[0] != num_examples:
-            raise _invalid(
-                f"Input batch size did not match output batch size: {num_examples} vs. {shape[0]}"
-            )
-        for value in values.reshape(-1).astype(np.float32).tolist():
-            result.regressions.add().value = value
+        with self.manager.acquire(_require_spec(request)) as servable:
+            return inference.predict(servable, request, self._runner(deadline))
 
     def classify(
         self,
@@ -414,50 +191,14 @@ class ServingCore:
         *,
         deadline: float | None = None,
     ) -> classification_pb2.ClassificationResponse:
-        spec = _require_spec(request)
-        with self.manager.acquire(spec) as servable:
-            return self.classify_on(servable, request, deadline=deadline)
-
-    def classify_on(
-        self,
-        servable: Servable,
-        request: classification_pb2.ClassificationRequest,
-        *,
-        deadline: float | None = None,
-    ) -> classification_pb2.ClassificationResponse:
-        key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        info = self._signature_for(servable, key)
-        self._check_classification_signature(info)
-        examples = self._serialized_examples(request.input)
-        response = classification_pb2.ClassificationResponse()
-        _fill_spec(response.model_spec, request.model_spec.name, key, servable)
-        outputs = self._run(servable, key, {CLASSIFY_INPUTS: examples}, "Classify", deadline)
-        self._classification_result(outputs, len(examples), response.result)
-        return response
+        with self.manager.acquire(_require_spec(request)) as servable:
+            return inference.classify(servable, request, self._runner(deadline))
 
     def regress(
         self, request: regression_pb2.RegressionRequest, *, deadline: float | None = None
     ) -> regression_pb2.RegressionResponse:
-        spec = _require_spec(request)
-        with self.manager.acquire(spec) as servable:
-            return self.regress_on(servable, request, deadline=deadline)
-
-    def regress_on(
-        self,
-        servable: Servable,
-        request: regression_pb2.RegressionRequest,
-        *,
-        deadline: float | None = None,
-    ) -> regression_pb2.RegressionResponse:
-        key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        info = self._signature_for(servable, key)
-        self._check_regression_signature(info)
-        examples = self._serialized_examples(request.input)
-        response = regression_pb2.RegressionResponse()
-        _fill_spec(response.model_spec, request.model_spec.name, key, servable)
-        outputs = self._run(servable, key, {REGRESS_INPUTS: examples}, "Regress", deadline)
-        self._regression_result(outputs, len(examples), response.result)
-        return response
+        with self.manager.acquire(_require_spec(request)) as servable:
+            return inference.regress(servable, request, self._runner(deadline))
 
     def multi_inference(
         self,
@@ -465,80 +206,24 @@ class ServingCore:
         *,
         deadline: float | None = None,
     ) -> inference_pb2.MultiInferenceResponse:
+        # The model is the first task's (multi_inference_helper.cc); the rest must name it too.
         spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
         if not spec.name:
-            raise _invalid("ModelSpec has no name specified.")
+            raise invalid("ModelSpec has no name specified.")
         with self.manager.acquire(spec) as servable:
-            return self.multi_inference_on(servable, request, deadline=deadline)
-
-    def multi_inference_on(
-        self,
-        servable: Servable,
-        request: inference_pb2.MultiInferenceRequest,
-        *,
-        deadline: float | None = None,
-    ) -> inference_pb2.MultiInferenceResponse:
-        model_name = ""
-        seen: set[str] = set()
-        input_tensor = ""
-        plan: list[tuple[inference_pb2.InferenceTask, str, SignatureInfo]] = []
-        for task in request.tasks:
-            if not task.model_spec.name:
-                raise _invalid("Found ModelSpec with an empty model name.")
-            if not model_name:
-                model_name = task.model_spec.name
-            elif model_name != task.model_spec.name:
-                raise _invalid(
-                    "All ModelSpecs in a MultiInferenceRequest must access the same model name."
-                )
-            key = task.model_spec.signature_name or DEFAULT_SIGNATURE
-            if key in seen:
-                raise _invalid(f"Duplicate evaluation of signature: {key}")
-            seen.add(key)
-            info = servable.signatures.get(key)
-            if info is None:
-                raise _invalid(f"Requested signature not found in model graph: {key}")
-            if task.method_name == CLASSIFY_METHOD:
-                self._check_classification_signature(info)
-            elif task.method_name == REGRESS_METHOD:
-                self._check_regression_signature(info)
-            else:
-                raise ServingError(
-                    grpc.StatusCode.UNIMPLEMENTED,
-                    f"Unsupported signature method_name: {task.method_name}",
-                )
-            # TF Serving feeds one tensor once for all tasks.
-            name = info.signature_def.inputs[CLASSIFY_INPUTS].name
-            if not input_tensor:
-                input_tensor = name
-            elif input_tensor != name:
-                raise _invalid("Input tensor must be the same for all Signatures.")
-            plan.append((task, key, info))
-        examples = self._serialized_examples(request.input)
-        response = inference_pb2.MultiInferenceResponse()
-        for task, key, _info in plan:
-            outputs = self._run(
-                servable, key, {CLASSIFY_INPUTS: examples}, "MultiInference", deadline
-            )
-            result = response.results.add()
-            _fill_spec(result.model_spec, task.model_spec.name, key, servable)
-            if task.method_name == CLASSIFY_METHOD:
-                self._classification_result(outputs, len(examples), result.classification_result)
-            else:
-                self._regression_result(outputs, len(examples), result.regression_result)
-        return response
+            return inference.multi_inference(servable, request, self._runner(deadline))
 
     # -- metadata and status ---------------------------------------------------------------------
     def get_model_metadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.HasField("model_spec"):
-            raise _invalid("Missing ModelSpec")
+            raise invalid("Missing ModelSpec")
         if not request.metadata_field:
-            raise _invalid("GetModelMetadataRequest must specify at least one metadata_field")
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
             if field != SIGNATURE_DEF_FIELD:
-                raise _invalid(f"Metadata field {field} is not supported")
+                raise invalid(f"Metadata field {field} is not supported")
         spec = _require_spec(request)
         with self.manager.acquire(spec) as servable:
             response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -554,7 +239,7 @@ class ServingCore:
         self, request: get_model_status_pb2.GetModelStatusRequest
     ) -> get_model_status_pb2.GetModelStatusResponse:
         if not request.HasField("model_spec"):
-            raise _invalid("Missing ModelSpec")
+            raise invalid("Missing ModelSpec")
         spec = request.model_spec
         version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
         return self.manager.status(spec.name, version)
@@ -595,12 +280,14 @@ class ServingCore:
         run_warmup(servable, self._replay, self.metrics, iterations=self._warmup_iterations)
 
     def _replay(self, servable: Servable, entry: prediction_log_pb2.PredictionLog) -> None:
+        """One warmup record on the version being loaded, without a deadline (as TF Serving)."""
+        run = self._runner(None)
         kind = entry.WhichOneof("log_type")
         if kind == "predict_log":
-            self.predict_on(servable, entry.predict_log.request)
+            inference.predict(servable, entry.predict_log.request, run)
         elif kind == "classify_log":
-            self.classify_on(servable, entry.classify_log.request)
+            inference.classify(servable, entry.classify_log.request, run)
         elif kind == "regress_log":
-            self.regress_on(servable, entry.regress_log.request)
+            inference.regress(servable, entry.regress_log.request, run)
         elif kind == "multi_inference_log":
-            self.multi_inference_on(servable, entry.multi_inference_log.request)
+            inference.multi_inference(servable, entry.multi_inference_log.request, run)
