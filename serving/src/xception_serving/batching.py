@@ -10,6 +10,12 @@ Isolation: if a merged run fails (one caller sent a bad image, or shapes do not 
 member is re-run alone, so only the bad request gets an error. TF Serving itself would fail every
 member of the batch; this server isolates the bad one on purpose, and a caller's successful
 answer is the same either way.
+
+Deadlines, as batching_session.cc's ProcessBatch: a merged run serves several callers, so it gets
+the latest of their deadlines (none if any caller has none), not each caller's own; a caller whose
+deadline passes stops waiting with DEADLINE_EXCEEDED while the batch goes on for the others, and a
+batch whose callers have all given up is not run. A run that times out fails every member: its
+deadline was the last of theirs, so none is re-run alone.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ if TYPE_CHECKING:  # keep this module importable without TensorFlow
     from xception_serving.servable import Servable
 
 Outputs = dict[str, np.ndarray]
-RunFn = Callable[["Servable", str, Mapping[str, np.ndarray]], Outputs]
+# (servable, signature, inputs, deadline) -> outputs: one Session run, ended by TensorFlow at the
+# deadline (time.monotonic(); None: no deadline).
+RunFn = Callable[["Servable", str, Mapping[str, np.ndarray], "float | None"], Outputs]
 
 THREAD_POOL_NAME = "model_server_batch_threads"
 
@@ -65,6 +73,7 @@ class _Task:
     inputs: Mapping[str, np.ndarray]
     size: int
     enqueued: float
+    deadline: float | None  # the caller's, time.monotonic()
     done: threading.Event = field(default_factory=threading.Event)
     outputs: Outputs | None = None
     error: ServingError | None = None
@@ -84,6 +93,12 @@ class _Queue:
     servable: Servable
     signature: str
     batches: deque[_Batch] = field(default_factory=deque)
+
+
+def _latest(tasks: list[_Task]) -> float | None:
+    """The deadline of a run serving `tasks`: the latest of theirs, None if any has none."""
+    deadlines = [task.deadline for task in tasks]
+    return None if None in deadlines else max(d for d in deadlines if d is not None)
 
 
 class BatchScheduler:
@@ -113,7 +128,7 @@ class BatchScheduler:
         deadline: float | None = None,
     ) -> Outputs:
         if not inputs:
-            return self._run_counted(servable, signature, inputs)
+            return self._run_counted(servable, signature, inputs, deadline)
         sizes = set()
         for array in inputs.values():
             if array.ndim == 0:
@@ -134,7 +149,7 @@ class BatchScheduler:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"Task size {size} is larger than maximum input batch size {limit}",
             )
-        task = _Task(inputs=inputs, size=size, enqueued=time.monotonic())
+        task = _Task(inputs=inputs, size=size, enqueued=time.monotonic(), deadline=deadline)
         self._enqueue(servable, signature, task)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not task.done.wait(timeout):
@@ -224,8 +239,10 @@ class BatchScheduler:
         try:
             self._run_merged(queue, tasks)
         except Exception as err:
-            if len(tasks) == 1:
-                tasks[0].error = from_exception(err)
+            error = from_exception(err)
+            if len(tasks) == 1 or error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                for task in tasks:
+                    task.error = error
             else:
                 # One member's bad input must not fail the others: re-run each alone.
                 for task in tasks:
@@ -257,7 +274,7 @@ class BatchScheduler:
         name = queue.servable.name
         self._metrics.input_batch_size.observe(total, name, queue.signature)
         self._metrics.processed_batch_size.observe(padded, name, queue.signature)
-        outputs = self._run_counted(queue.servable, queue.signature, merged)
+        outputs = self._run_counted(queue.servable, queue.signature, merged, _latest(tasks))
         for alias, array in outputs.items():
             if array.ndim == 0:
                 raise ServingError(
@@ -277,10 +294,14 @@ class BatchScheduler:
             offset = end
 
     def _run_counted(
-        self, servable: Servable, signature: str, inputs: Mapping[str, np.ndarray]
+        self,
+        servable: Servable,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        deadline: float | None,
     ) -> Outputs:
         self._metrics.wrapped_run_count.inc()
-        return self._run(servable, signature, inputs)
+        return self._run(servable, signature, inputs, deadline)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self, timeout: float = 30.0) -> None:

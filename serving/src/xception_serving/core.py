@@ -139,10 +139,14 @@ class ServingCore:
 
     # -- running signatures ----------------------------------------------------------------------
     def _run_direct(
-        self, servable: Servable, signature: str, inputs: Mapping[str, np.ndarray]
+        self,
+        servable: Servable,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        deadline: float | None,
     ) -> dict[str, np.ndarray]:
         try:
-            return servable.run(signature, inputs)
+            return servable.run(signature, inputs, deadline)
         except ServingError:
             raise
         except Exception as err:
@@ -162,7 +166,7 @@ class ServingCore:
         if self._batcher is not None:
             outputs = self._batcher.run(servable, signature, inputs, deadline=deadline)
         else:
-            outputs = self._run_direct(servable, signature, inputs)
+            outputs = self._run_direct(servable, signature, inputs, deadline)
         self.metrics.runtime_latency.observe(
             (time.monotonic() - started) * 1e6, servable.name, api, "TF1"
         )

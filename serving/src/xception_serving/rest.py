@@ -277,7 +277,8 @@ class RestApi:
             failure = from_exception(exc)
             if failure.code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 # REST has no client deadline: TF Serving's only timeout here is the Session::Run
-                # one set from --rest_api_timeout_in_ms, and that is its wording.
+                # one set from --rest_api_timeout_in_ms, and that is its wording (TensorFlow's,
+                # when the Session ends the run; ours for a deadline missed before the run).
                 failure = ServingError(failure.code, REST_TIMEOUT_MESSAGE)
             if not isinstance(exc, ServingError):
                 log.exception("REST %s %s failed", method, uri)

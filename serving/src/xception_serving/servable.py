@@ -11,6 +11,7 @@ exactly as it fails in TF Serving (typically "Could not find variable ..." on th
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,22 @@ class SessionOptions:
 
 XLA_MUST_COMPILE = "_XlaMustCompile"
 XLA_DISABLED = "XLA compilation disabled"  # TF's status text (FailOnXlaCompilation)
+# What a Session says for a feed or fetch name its graph lacks (TF's own status text).
+MISSING_TENSOR = (
+    "Tensor {}, specified in either feed_devices or fetch_devices was not found in the Graph"
+)
+
+
+def run_timeout_ms(deadline: float | None) -> int:
+    """RunOptions.timeout_in_ms for a run that must end by `deadline` (time.monotonic()).
+
+    TF Serving sets it from the request's deadline (prediction_service_impl.cc: the gRPC deadline;
+    http_rest_api_handler.cc: --rest_api_timeout_in_ms); 0 means no timeout. A deadline already
+    reached gets 1 ms, so the run ends at once with TF's own DEADLINE_EXCEEDED.
+    """
+    if deadline is None:
+        return 0
+    return max(1, int((deadline - time.monotonic()) * 1000))
 
 
 def requests_xla(meta_graph: meta_graph_pb2.MetaGraphDef) -> bool:
@@ -100,8 +117,16 @@ def read_meta_graph(
     )
 
 
+@dataclass(frozen=True)
+class _Endpoints:
+    """One signature's graph tensors for one set of fed aliases, as the C API takes them."""
+
+    feeds: tuple[Any, ...]  # TF_Output of each fed input, in the fed aliases' order
+    fetches: list[Any]  # TF_Output of each output, in output_aliases order
+
+
 class Servable:
-    """A loaded version. Thread-safe: Session.run is called concurrently."""
+    """A loaded version. Thread-safe: Session::Run is called concurrently."""
 
     def __init__(
         self,
@@ -118,7 +143,7 @@ class Servable:
         self.path = version_dir
         read_meta_graph(version_dir, options.tags)
         graph = tf.Graph()
-        # TensorFlow ships no type hints: the Session and its callables are Any to mypy.
+        # TensorFlow ships no type hints: the Session and the C API's TF_Output are Any to mypy.
         self._session: Any = tf.compat.v1.Session(graph=graph, config=options.config)
         try:
             with graph.as_default():
@@ -130,6 +155,7 @@ class Servable:
                     )
                 )
             graph.finalize()  # serving never adds ops; catches accidental graph growth
+            self._session._extend_graph()  # the C session sees the whole graph before any run
         except BaseException:
             self._session.close()
             raise
@@ -150,10 +176,9 @@ class Servable:
         self._xla_refused = not options.xla_compilation_enabled and requests_xla(
             self.meta_graph
         )
-        # One callable per (signature, fed aliases), made on first use. Callables run through
-        # the C API, like TF Serving's Session::Run: no Python-side shape check of the feeds.
-        self._callables: dict[tuple[str, tuple[str, ...]], Any] = {}
-        self._callables_lock = threading.Lock()
+        # The feed and fetch tensors per (signature, fed aliases), looked up on first use.
+        self._endpoints: dict[tuple[str, tuple[str, ...]], _Endpoints] = {}
+        self._endpoints_lock = threading.Lock()
         # In-flight accounting so an unload can wait for requests still using this version.
         self._lock = threading.Condition()
         self._in_flight = 0
@@ -174,42 +199,62 @@ class Servable:
             return self._lock.wait_for(lambda: self._in_flight == 0, timeout)
 
     # -- running ---------------------------------------------------------------------------------
-    def run(self, key: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Session::Run of signature `key`: feeds and fetches by the SignatureDef's tensor names.
+    def run(
+        self, key: str, inputs: Mapping[str, np.ndarray], deadline: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Session::Run of signature `key`: feeds and fetches by the SignatureDef's tensor names,
+        cancelled by TensorFlow if it has not finished by `deadline` (time.monotonic()).
 
-        Inputs are already checked against the SignatureDef. As in TF Serving, no shape is bound
-        on the Python side: a [1] tensor may feed a [-1, 1] input if the graph accepts it.
+        This is the call TF Serving makes (predict_util.cc: session->Run(run_options, ...)), through
+        TensorFlow's C API, so there is no Python-side shape check of the feeds: a [1] tensor may
+        feed a [-1, 1] input if the graph accepts it. Inputs are already checked against the
+        SignatureDef. Past the deadline TensorFlow stops the run and raises DEADLINE_EXCEEDED,
+        "Timed out waiting for notification", and the Session is free for the next request.
         """
-        if self._xla_refused:
-            import tensorflow as tf
+        import tensorflow as tf
+        from tensorflow.python.client import pywrap_tf_session as tf_session
 
+        if self._xla_refused:
             raise tf.errors.InternalError(None, None, XLA_DISABLED)
         info = self.signatures[key]
         fed = tuple(sorted(inputs))
-        run = self._callable(info, fed)
-        values = run(*(inputs[alias] for alias in fed))
+        endpoints = self._endpoints_for(info, fed)
+        feeds = dict(zip(endpoints.feeds, (inputs[alias] for alias in fed), strict=True))
+        options = config_pb2.RunOptions(timeout_in_ms=run_timeout_ms(deadline))
+        buffer = tf_session.TF_NewBufferFromString(options.SerializeToString())
+        try:
+            values = self._session._call_tf_sessionrun(buffer, feeds, endpoints.fetches, [], None)
+        finally:
+            tf_session.TF_DeleteBuffer(buffer)
         return {
             alias: np.asarray(value)
             for alias, value in zip(info.output_aliases, values, strict=True)
         }
 
-    def _callable(self, info: SignatureInfo, fed: tuple[str, ...]) -> Any:
+    def _endpoints_for(self, info: SignatureInfo, fed: tuple[str, ...]) -> _Endpoints:
         cache_key = (info.key, fed)
-        run = self._callables.get(cache_key)
-        if run is None:
+        endpoints = self._endpoints.get(cache_key)
+        if endpoints is None:
             sig = info.signature_def
-            options = config_pb2.CallableOptions(
-                feed=[sig.inputs[alias].name for alias in fed],
-                fetch=[sig.outputs[alias].name for alias in info.output_aliases],
+            endpoints = _Endpoints(
+                feeds=tuple(self._tensor(sig.inputs[alias].name) for alias in fed),
+                fetches=[self._tensor(sig.outputs[alias].name) for alias in info.output_aliases],
             )
-            with self._callables_lock:
-                run = self._callables.get(cache_key)
-                if run is None:
-                    run = self._session._make_callable_from_options(options)
-                    self._callables[cache_key] = run
-        return run
+            with self._endpoints_lock:
+                self._endpoints.setdefault(cache_key, endpoints)
+        return endpoints
+
+    def _tensor(self, name: str) -> Any:
+        """The graph tensor `name` as the C API's TF_Output."""
+        import tensorflow as tf
+
+        try:
+            tensor = self._session.graph.get_tensor_by_name(name)
+        except (KeyError, ValueError):
+            raise tf.errors.InvalidArgumentError(None, None, MISSING_TENSOR.format(name)) from None
+        return tensor._as_tf_output()
 
     def close(self) -> None:
-        with self._callables_lock:
-            self._callables.clear()
+        with self._endpoints_lock:
+            self._endpoints.clear()
         self._session.close()
