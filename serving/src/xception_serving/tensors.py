@@ -30,8 +30,8 @@ class TensorParseError(ValueError):
 MAX_TENSOR_BYTES = 2**31 - 1
 
 
-# DataType -> (numpy dtype, typed field name).
-_NUMPY: dict[int, tuple[Any, str]] = {
+# DataType -> (numpy scalar type, typed field name).
+_NUMPY: dict[int, tuple[type[np.generic], str]] = {
     types_pb2.DT_FLOAT: (np.float32, "float_val"),
     types_pb2.DT_DOUBLE: (np.float64, "double_val"),
     types_pb2.DT_INT32: (np.int32, "int_val"),
@@ -78,7 +78,7 @@ TF_TYPE_NAMES: dict[int, str] = {
     types_pb2.DT_VARIANT: "variant",
 }
 
-_DTYPE_OF_NUMPY: dict[Any, int] = {}
+_DTYPE_OF_NUMPY: dict[np.dtype[Any], int] = {}
 for _dt, (_np_type, _field) in _NUMPY.items():
     if _dt not in (types_pb2.DT_STRING,):
         _DTYPE_OF_NUMPY[np.dtype(_np_type)] = _dt
@@ -87,13 +87,6 @@ for _dt, (_np_type, _field) in _NUMPY.items():
 def type_name(dtype: int) -> str:
     enum_name: str = types_pb2.DataType.Name(dtype)
     return TF_TYPE_NAMES.get(dtype, enum_name.removeprefix("DT_").lower())
-
-
-def numpy_dtype(dtype: int) -> Any:
-    try:
-        return _NUMPY[dtype][0]
-    except KeyError:
-        raise TensorParseError(f"unsupported dtype {dtype}") from None
 
 
 def datatype_of(array: np.ndarray) -> int:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+
+import grpc
 
 DEFAULT_SERVICE_NAME = "xception-serve"
 EXPORTERS = ("console", "otlp", "none")
@@ -29,11 +30,10 @@ class TracingConfigError(RuntimeError):
     """OTEL_* asks for something this installation cannot do; the message is one line."""
 
 
-def server_interceptors(environ: Mapping[str, str] | None = None) -> list[Any]:
-    """gRPC server interceptors that record server spans, or [] when tracing is off.
-
-    Typed Any: they are OpenTelemetry's grpc.ServerInterceptor objects, and grpc has no stubs.
-    """
+def server_interceptors(
+    environ: Mapping[str, str] | None = None,
+) -> list[grpc.ServerInterceptor]:
+    """gRPC server interceptors that record server spans, or [] when tracing is off."""
     env = os.environ if environ is None else environ
     exporter_name = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if exporter_name in ("", "none"):
