@@ -83,9 +83,9 @@ MONITORING_CONFIG = "monitoring.config"
 SSL_CONFIG = "ssl.config"
 SSL_TEMPLATE = "ssl.config.template"
 
-# The command line's path defaults, relative to the current directory: right in the repository
-# root, where `make` runs. serving/run-tfserving.sh passes the same paths made absolute from where
-# it lives, so the script works from any directory.
+# The command line's path defaults, relative to the current directory: they name the repository's
+# files when run from its root, as `make` does. serving/run-tfserving.sh passes the same paths made
+# absolute from where it lives, so the script works from any directory.
 DEFAULT_CONFIG_DIR = "serving"
 DEFAULT_MODEL_BASE_PATH = f"models/{DEFAULT_MODEL_NAME}"
 DEFAULT_WORK_DIR = "build/tfserving"
