@@ -397,6 +397,28 @@ def test_missing_examples_uses_tf_serving_wording() -> None:
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeEncodeError,
+    reason="product gap: a name that is not UTF-8 reaches a protobuf string field and fails with "
+    "Python's codec error (a REST 400 whose message is not TF Serving's)",
+)
+@pytest.mark.parametrize(
+    "body",
+    [b'{"examples": [{"\xff": 1.0}]}', b'{"context": {"\xc3": 1}, "examples": [{}]}',
+     b'{"signature_name": "\x80", "examples": [{}]}'],
+    ids=["feature", "context feature", "signature"],
+)
+def test_example_feature_or_signature_name_that_is_not_utf8_is_a_client_error(
+    body: bytes,
+) -> None:
+    from tensorflow_serving.apis import model_pb2
+
+    err = error_of(rest_examples.regression_request, body, model_pb2.ModelSpec(name="m"))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "codec" not in err.message
+
+
 def test_classification_and_regression_results_match_tf_serving_tests() -> None:
     result = classification_pb2.ClassificationResult()
     result.classifications.add().classes.add(label="", score=3.0)
