@@ -26,7 +26,10 @@ class FakeModel:
         self.release = threading.Event()
         self.release.set()
 
-    def run(self, servable: Any, signature: str, inputs: Mapping[str, np.ndarray]) -> dict:
+    def run(
+        self, servable: Any, signature: str, inputs: Mapping[str, np.ndarray],
+        deadline: float | None = None,
+    ) -> dict:
         self.release.wait(10)
         x = inputs["x"]
         with self.lock:
