@@ -425,6 +425,26 @@ def test_classify_errors_match_tf_serving(predict_stub, signature, examples, mes
     assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+# An Example whose feature "x" map entry carries an unknown fixed64 field: protobuf keeps it,
+# TensorFlow's example parser refuses it and quotes the bytes, which are not UTF-8 (0xa1).
+UNPARSABLE_EXAMPLE = b"\n\x0f\n\r\n\x01x\xa1\x08\x12\x06\n\x04\x00\x00\x00\x00"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product gap: TensorFlow's message quotes the example's bytes, which are not UTF-8; "
+    "the local server answers Python's \"'utf-8' codec can't decode byte 0xa1\" instead",
+)
+def test_classify_example_tensorflow_cannot_parse_is_invalid_naming_the_parse_failure(
+    predict_stub,
+) -> None:
+    request = classification_request("classify_x_to_y")
+    request.input.example_list.examples.add().ParseFromString(UNPARSABLE_EXAMPLE)
+    err = rpc_error(predict_stub.Classify, request)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("Could not parse example input, value: '"), err.details()
+
+
 def test_classify_on_a_predict_signature_is_invalid(predict_stub) -> None:
     err = rpc_error(
         predict_stub.Classify, classification_request("serving_default", float_example(x=2.0))
