@@ -26,7 +26,7 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
@@ -306,6 +306,7 @@ def test_rest_paths_that_name_files_are_refused(path_trap: Any) -> None:
 # everything else a refusal with one of TF Serving's codes, and the server keeps serving.
 
 FUZZ = settings(
+    max_examples=300,
     deadline=None,  # a slow example on a shared machine is not a failure; a hang is (timeouts)
     suppress_health_check=[
         HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
@@ -315,9 +316,8 @@ FUZZ = settings(
 )
 FUZZ_TIME_CAP_S = 40.0
 CALL_TIMEOUT_S = 20.0  # a call over it is DEADLINE_EXCEEDED, a failure (REQUEST_ERRORS)
-# Examples per fuzzer, and how many it must really check: each takes a few milliseconds against
-# the in-process server, so only a machine about a hundred times slower runs out of the budget.
-EXAMPLES = 300
+# Examples each fuzzer must really check of its 300: each takes a few milliseconds against the
+# in-process server, so only a machine about a hundred times slower runs out of the budget.
 FUZZ_FLOOR = 250
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 CLASSIFY = "/tensorflow.serving.PredictionService/Classify"
@@ -709,10 +709,6 @@ def is_grpc_message(details: str) -> bool:
 
 # -- the two fuzzers
 
-def _fuzz_run(name: str) -> FuzzRun:
-    return FuzzRun(name, budget_s=FUZZ_TIME_CAP_S, example_cap_s=CALL_TIMEOUT_S + 5)
-
-
 def _check_answer(
     call: Any, method: str, payload: bytes, valid: bool, run: FuzzRun, request: Any = None
 ) -> None:
@@ -745,17 +741,10 @@ def _check_answer(
 def _run_fuzzer(target: str, name: str, cases: Any, send: Any) -> FuzzRun:
     """`send(calls, run, *case)` for each generated case, then a check that the server still
     serves; returns the run for its floors."""
-    run = _fuzz_run(name)
+    run = FuzzRun(name, budget_s=FUZZ_TIME_CAP_S, example_cap_s=CALL_TIMEOUT_S + 5)
     with grpc.insecure_channel(target) as channel:
         calls = _raw_calls(channel)
-
-        @settings(FUZZ, max_examples=EXAMPLES)
-        @given(cases)
-        @run.example
-        def check(case: Any) -> None:
-            send(calls, run, *case)
-
-        check()
+        run.fuzz(cases, lambda case: send(calls, run, *case), settings=FUZZ)
         _assert_still_serving(channel)
     return run
 

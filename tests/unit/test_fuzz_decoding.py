@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.fuzz import FuzzRun, damaged
@@ -121,9 +121,6 @@ def test_fuzz_decoder_returns_a_normalised_image_or_invalid_argument(
 
     run = FuzzRun("decoder", budget_s=TIME_CAP_S, example_cap_s=SLOWEST_EXAMPLE_S)
 
-    @FUZZ
-    @given(inputs())
-    @run.example
     def check(case: tuple[str, bytes]) -> None:
         kind, data = case
         try:
@@ -138,7 +135,7 @@ def test_fuzz_decoder_returns_a_normalised_image_or_invalid_argument(
             assert np.isfinite(out).all() and out.min() >= -1.0 and out.max() <= 1.0
             run.outcome("decoded", kind)
 
-    check()
+    run.fuzz(inputs(), check, settings=FUZZ)
     # Most of the examples really ran, and the generator reaches both outcomes (a fuzzer that
     # only ever fails parsing tests little).
     run.assert_checked(at_least=FLOOR, invalid=FLOOR_INVALID, decoded=FLOOR_DECODED)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import xception_contract as contract
 from google.protobuf.message import DecodeError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import model_pb2
@@ -212,13 +212,10 @@ def test_shape_whose_element_count_overflows_int64_is_a_parse_error(dims: tuple[
 def test_fuzz_structured_tensor_protos_decode_as_tensorflow_reads_them_or_fail_cleanly() -> None:
     run = FuzzRun("structured tensor protos", budget_s=TIME_CAP_S, example_cap_s=SLOWEST_EXAMPLE_S)
 
-    @FUZZ
-    @given(st.one_of(tensor_protos(), valid_tensor_protos()))
-    @run.example
     def check(proto: tensor_pb2.TensorProto) -> None:
         _decodes_or_refuses(proto, run)
 
-    check()
+    run.fuzz(st.one_of(tensor_protos(), valid_tensor_protos()), check, settings=FUZZ)
     run.assert_checked(at_least=FLOOR, accepted=30, refused=30)
 
 
@@ -239,9 +236,6 @@ def serialized_tensors(draw: st.DrawFn) -> tuple[str, bytes]:
 def test_fuzz_bytes_as_tensor_protos_decode_or_fail_cleanly() -> None:
     run = FuzzRun("bytes as tensor protos", budget_s=TIME_CAP_S, example_cap_s=SLOWEST_EXAMPLE_S)
 
-    @FUZZ
-    @given(serialized_tensors())
-    @run.example
     def check(case: tuple[str, bytes]) -> None:
         kind, data = case
         proto = tensor_pb2.TensorProto()
@@ -257,7 +251,7 @@ def test_fuzz_bytes_as_tensor_protos_decode_or_fail_cleanly() -> None:
         outcome = _decodes_or_refuses(proto, run)
         assert kind != "valid" or outcome == "accepted", proto
 
-    check()
+    run.fuzz(serialized_tensors(), check, settings=FUZZ)
     run.assert_checked(at_least=FLOOR, accepted=30, refused=30)
 
 
@@ -550,9 +544,6 @@ _CUT_SHORT = re.compile(r"JSON Parse error: (?:The document is empty|.+ at offse
 def test_fuzz_rest_bodies_are_accepted_when_valid_or_refused_with_tf_serving_messages() -> None:
     run = FuzzRun("REST bodies", budget_s=TIME_CAP_S, example_cap_s=SLOWEST_EXAMPLE_S)
 
-    @FUZZ
-    @given(rest_bodies())
-    @run.example
     def check(case: tuple[str, bytes, set[str]]) -> None:
         kind, body, must_accept = case
         for verb, parse in _VERBS.items():
@@ -578,7 +569,7 @@ def test_fuzz_rest_bodies_are_accepted_when_valid_or_refused_with_tf_serving_mes
                 assert kind != "cut", body
                 run.outcome(f"{verb} accepted", kind)
 
-    check()
+    run.fuzz(rest_bodies(), check, settings=FUZZ)
     run.assert_checked(
         at_least=FLOOR,
         **{f"{verb} {way}": 30 for verb in _VERBS for way in ("accepted", "refused")},
