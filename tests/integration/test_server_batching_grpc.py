@@ -3,7 +3,6 @@ a bad input fails only its own request, oversized requests get TF Serving's erro
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import grpc
@@ -19,27 +18,9 @@ from xception_serving.batching import BatchingOptions
 
 from tests.fixtures.rpc import float_example
 from tests.fixtures.servers import in_process_server
+from tests.fixtures.threads import run_at_once
 
 N = 6
-
-
-def concurrently(calls: list) -> list:
-    results: list = [None] * len(calls)
-    barrier = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        barrier.wait(10)
-        try:
-            results[i] = calls[i]()
-        except grpc.RpcError as err:
-            results[i] = err
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +51,7 @@ def predict_call(stub, x: float):
 def test_concurrent_predicts_merge_into_one_model_call(batching_server) -> None:
     core, stub = batching_server
     runs_before = core.metrics.wrapped_run_count.total()
-    results = concurrently([predict_call(stub, float(i)) for i in range(N)])
+    results = run_at_once([predict_call(stub, float(i)) for i in range(N)], catch=grpc.RpcError)
     runs = core.metrics.wrapped_run_count.total() - runs_before
     assert [r.outputs["y"].float_val[0] for r in results] == [0.5 * i + 2 for i in range(N)]
     assert all([d.size for d in r.outputs["y"].tensor_shape.dim] == [1, 1] for r in results)
@@ -92,7 +73,7 @@ def test_bad_example_in_merged_batch_fails_only_its_caller(batching_server) -> N
     good = [float_example(x=float(i)) for i in range(N - 1)]
     bad = float_example(x2=1.0)  # required feature x missing: parse_example fails in the graph
     before = core.metrics.input_batch_size.count("default", "classify_x_to_y")
-    results = concurrently([classify(e) for e in [*good[:2], bad, *good[2:]]])
+    results = run_at_once([classify(e) for e in [*good[:2], bad, *good[2:]]], catch=grpc.RpcError)
     merged = core.metrics.input_batch_size.observations()[("default", "classify_x_to_y")]
     assert core.metrics.input_batch_size.count("default", "classify_x_to_y") > before
     assert merged[8.0] >= 1  # the six examples were first run as one batch

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 from xception_serving.batching import BatchingOptions, BatchScheduler
 from xception_serving.errors import ServingError
 from xception_serving.metrics import Metrics
+
+from tests.fixtures.threads import run_at_once
 
 
 class FakeModel:
@@ -43,35 +46,34 @@ class FakeModel:
 SERVABLE = SimpleNamespace(name="m")
 
 
-def run_concurrently(scheduler: BatchScheduler, values: list[float]) -> list[Any]:
-    results: list[Any] = [None] * len(values)
-    barrier = threading.Barrier(len(values))
+@contextmanager
+def scheduler_of(model: FakeModel, options: BatchingOptions, metrics: Metrics | None = None
+                 ) -> Iterator[BatchScheduler]:
+    """A BatchScheduler running `model`, stopped when the block ends."""
+    scheduler = BatchScheduler(options, metrics or Metrics(), model.run)
+    try:
+        yield scheduler
+    finally:
+        scheduler.stop()
 
-    def call(i: int) -> None:
-        barrier.wait(5)
-        try:
-            out = scheduler.run(SERVABLE, "sig", {"x": np.array([[values[i]]], np.float32)})
-            results[i] = float(out["y"][0, 0])
-        except ServingError as err:
-            results[i] = err
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(values))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
-    return results
+def predict_at_once(scheduler: BatchScheduler, values: list[float]) -> list[float | ServingError]:
+    """One single-row request per value, all sent together: each request's y, or its error."""
+
+    def request(value: float) -> float:
+        out = scheduler.run(SERVABLE, "sig", {"x": np.array([[value]], np.float32)})
+        return float(out["y"][0, 0])
+
+    return run_at_once(
+        [lambda v=v: request(v) for v in values], catch=ServingError, timeout=20
+    )  # type: ignore[return-value]
 
 
 def test_batcher_merges_concurrent_requests_and_splits_results_back() -> None:
-    model = FakeModel()
-    metrics = Metrics()
+    model, metrics = FakeModel(), Metrics()
     options = BatchingOptions(max_batch_size=8, batch_timeout_s=0.3, num_batch_threads=1)
-    scheduler = BatchScheduler(options, metrics, model.run)
-    try:
-        results = run_concurrently(scheduler, [float(i) for i in range(8)])
-    finally:
-        scheduler.stop()
+    with scheduler_of(model, options, metrics) as scheduler:
+        results = predict_at_once(scheduler, [float(i) for i in range(8)])
     assert results == [2.0 * i for i in range(8)]
     assert sum(model.calls) == 8
     assert len(model.calls) < 8  # merged: fewer model calls than requests
@@ -81,18 +83,15 @@ def test_batcher_merges_concurrent_requests_and_splits_results_back() -> None:
 
 def test_batcher_bad_input_fails_only_its_own_request() -> None:
     model = FakeModel()
-    metrics = Metrics()
     options = BatchingOptions(max_batch_size=6, batch_timeout_s=0.3, num_batch_threads=1)
-    scheduler = BatchScheduler(options, metrics, model.run)
-    try:
-        results = run_concurrently(scheduler, [1.0, 2.0, -1.0, 4.0, 5.0, 6.0])
-    finally:
-        scheduler.stop()
+    with scheduler_of(model, options) as scheduler:
+        results = predict_at_once(scheduler, [1.0, 2.0, -1.0, 4.0, 5.0, 6.0])
     assert model.calls[0] == 6  # the merged attempt
     assert [r for i, r in enumerate(results) if i != 2] == [2.0, 4.0, 8.0, 10.0, 12.0]
-    assert isinstance(results[2], ServingError)
-    assert results[2].code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "bad row" in results[2].message
+    failed = results[2]
+    assert isinstance(failed, ServingError)
+    # The model's own exception, as the core maps a ValueError: INVALID_ARGUMENT, its text.
+    assert (failed.code, failed.message) == (grpc.StatusCode.INVALID_ARGUMENT, "bad row")
 
 
 def test_batcher_pads_to_the_next_allowed_batch_size() -> None:
@@ -100,22 +99,16 @@ def test_batcher_pads_to_the_next_allowed_batch_size() -> None:
     options = BatchingOptions(
         max_batch_size=8, batch_timeout_s=0.3, num_batch_threads=1, allowed_batch_sizes=(4, 8)
     )
-    scheduler = BatchScheduler(options, Metrics(), model.run)
-    try:
-        results = run_concurrently(scheduler, [1.0, 2.0, 3.0])
-    finally:
-        scheduler.stop()
+    with scheduler_of(model, options) as scheduler:
+        results = predict_at_once(scheduler, [1.0, 2.0, 3.0])
     assert results == [2.0, 4.0, 6.0]
     assert all(size in (4, 8) for size in model.calls)
 
 
 def test_batcher_rejects_a_task_larger_than_max_batch_size() -> None:
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=2), Metrics(), FakeModel().run)
-    try:
-        with pytest.raises(ServingError) as info:
-            scheduler.run(SERVABLE, "sig", {"x": np.zeros((3, 1), np.float32)})
-    finally:
-        scheduler.stop()
+    with scheduler_of(FakeModel(), BatchingOptions(max_batch_size=2)) as scheduler, \
+            pytest.raises(ServingError) as info:
+        scheduler.run(SERVABLE, "sig", {"x": np.zeros((3, 1), np.float32)})
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.message == "Task size 3 is larger than maximum input batch size 2"
 
@@ -131,12 +124,9 @@ def test_batcher_rejects_a_task_larger_than_max_batch_size() -> None:
     ],
 )
 def test_batcher_rejects_inputs_it_cannot_batch(inputs: dict, message: str) -> None:
-    scheduler = BatchScheduler(BatchingOptions(), Metrics(), FakeModel().run)
-    try:
-        with pytest.raises(ServingError) as info:
-            scheduler.run(SERVABLE, "sig", inputs)
-    finally:
-        scheduler.stop()
+    with scheduler_of(FakeModel(), BatchingOptions()) as scheduler, \
+            pytest.raises(ServingError) as info:
+        scheduler.run(SERVABLE, "sig", inputs)
     assert (info.value.code, info.value.message) == (grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
