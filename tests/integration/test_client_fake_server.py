@@ -34,6 +34,7 @@ from xception_client import (
 from tests.fixtures.pki import Pki, make_pki
 
 K = 5
+BAD_PNG = "Invalid PNG data, size 12"  # what the fake answers an image holding b"BAD"
 BLANK_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
     "3a7e9b550000000a4944415478da63600000000200010be5d3a50000000049454e44ae426082"
@@ -61,7 +62,7 @@ def _predict(state: FakeState, request: predict_pb2.PredictRequest,
                       f"Servable not found for request: Latest({request.model_spec.name})")
     images = list(request.inputs[contract.IMAGE_BYTES_INPUT].string_val)
     if any(b"BAD" in image for image in images):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Invalid PNG data, size 12")
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_PNG)
     if state.delay:
         time.sleep(state.delay)
     response = predict_pb2.PredictResponse()
@@ -100,7 +101,8 @@ class FakeServer:
     server: grpc.Server
 
 
-def _start(state: FakeState, port: int = 0) -> FakeServer:
+def _start(state: FakeState, credentials: grpc.ServerCredentials | None = None) -> FakeServer:
+    """The fake on a free loopback port: Predict and GetModelStatus, plaintext or with TLS."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers([
         grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
@@ -118,9 +120,14 @@ def _start(state: FakeState, port: int = 0) -> FakeServer:
             ),
         }),
     ])
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+        host = "127.0.0.1"
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+        host = "localhost"  # the name the test certificate is issued to
     server.start()
-    return FakeServer(f"127.0.0.1:{bound}", state, server)
+    return FakeServer(f"{host}:{port}", state, server)
 
 
 @pytest.fixture
@@ -132,6 +139,19 @@ def fake() -> Iterator[FakeServer]:
 
 def _image(n: int) -> bytes:
     return BLANK_PNG + b"\0" * n  # trailing bytes change the length, not the decodability
+
+
+def assert_refused_by_the_server(error: object) -> None:
+    """The fake's INVALID_ARGUMENT for a b"BAD" image, raised as InvalidImage."""
+    assert isinstance(error, InvalidImage)
+    assert (error.code, error.details) == (grpc.StatusCode.INVALID_ARGUMENT, BAD_PNG)
+
+
+NOT_AN_IMAGE = b"not an image"
+# The client's own refusal of NOT_AN_IMAGE, before anything is sent.
+NOT_AN_IMAGE_DETAILS = (
+    "image <bytes> is not in a known image format (12 bytes, starting 6e 6f 74 20 61 6e 20 69)"
+)
 
 
 def test_predict_returns_top_k_best_first_with_labels_and_keys(fake: FakeServer) -> None:
@@ -189,7 +209,7 @@ def test_a_bad_image_in_a_packed_request_fails_only_itself(fake: FakeServer) -> 
         results = list(
             client.predict_many(inputs, top_k=1, images_per_request=4, return_exceptions=True)
         )
-    assert isinstance(results[1], InvalidImage) and "Invalid PNG" in str(results[1])
+    assert_refused_by_the_server(results[1])
     good = [results[i][0].class_id for i in (0, 2, 3, 4)]  # type: ignore[index]
     assert good == [len(inputs[i]) for i in (0, 2, 3, 4)]
     # The packed request failed as a whole, then its 4 images went one by one; + the 5th.
@@ -202,22 +222,26 @@ def test_predict_many_refuses_a_non_positive_images_per_request(fake: FakeServer
 
 
 def test_predict_many_reports_bad_images_in_place_when_asked(fake: FakeServer) -> None:
-    inputs = [_image(1), _image(1) + b"BAD", b"not an image", _image(2)]
+    inputs = [_image(1), _image(1) + b"BAD", NOT_AN_IMAGE, _image(2)]
     with Client(fake.target) as client:
         results = list(client.predict_many(inputs, top_k=1, return_exceptions=True))
-        assert isinstance(results[1], InvalidImage) and "Invalid PNG" in str(results[1])
-        assert isinstance(results[2], InvalidImage)  # rejected locally, never sent
+        assert_refused_by_the_server(results[1])
+        rejected = results[2]
+        assert isinstance(rejected, InvalidImage)
+        assert (rejected.code, rejected.details) == (None, NOT_AN_IMAGE_DETAILS)  # never sent
         assert [r[0].class_id for r in (results[0], results[3])] == [  # type: ignore[index]
             len(_image(1)), len(_image(2))
         ]
-        with pytest.raises(InvalidImage):
+        with pytest.raises(InvalidImage) as info:
             list(client.predict_many(inputs, top_k=1))
+        assert_refused_by_the_server(info.value)  # the first bad one in order
 
 
 def test_wrong_model_name_raises_model_not_found_with_server_message(fake: FakeServer) -> None:
     with Client(fake.target, model_name="nope") as client, pytest.raises(ModelNotFound) as info:
         client.predict(_image(1))
-    assert "Servable not found for request: Latest(nope)" in info.value.details
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+    assert info.value.details == "Servable not found for request: Latest(nope)"
     assert isinstance(info.value.__cause__, grpc.RpcError)
 
 
@@ -229,12 +253,14 @@ def test_unavailable_is_retried_by_the_channel_but_invalid_argument_never(
         assert client.predict(_image(1), top_k=1)[0].class_id == len(_image(1))
         assert fake.state.calls == 3
         fake.state.calls = 0
-        with pytest.raises(InvalidImage):
+        with pytest.raises(InvalidImage) as bad:
             client.predict(_image(1) + b"BAD")
+        assert_refused_by_the_server(bad.value)
         assert fake.state.calls == 1
     fake.state.fail_unavailable, fake.state.calls = 2, 0
-    with Client(fake.target, retries=0) as client, pytest.raises(ServerUnavailable):
+    with Client(fake.target, retries=0) as client, pytest.raises(ServerUnavailable) as down:
         client.predict(_image(1))
+    assert (down.value.code, down.value.details) == (grpc.StatusCode.UNAVAILABLE, "try again")
     assert fake.state.calls == 1
 
 
@@ -242,9 +268,12 @@ def test_deadline_fires_on_time(fake: FakeServer) -> None:
     fake.state.delay = 2.0
     with Client(fake.target, timeout=0.3) as client:
         started = time.monotonic()
-        with pytest.raises(DeadlineExceeded):
+        with pytest.raises(DeadlineExceeded) as info:
             client.predict(_image(1))
         assert time.monotonic() - started < 1.5
+    assert (info.value.code, info.value.details) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"  # gRPC's own words
+    )
 
 
 def test_top_k_above_exported_k_is_refused_and_remembered(fake: FakeServer) -> None:
@@ -254,7 +283,7 @@ def test_top_k_above_exported_k_is_refused_and_remembered(fake: FakeServer) -> N
         with pytest.raises(TopKTooLarge, match="exports its 5 best"):
             client.predict(_image(1), top_k=6)
         calls = fake.state.calls
-        with pytest.raises(TopKTooLarge):
+        with pytest.raises(TopKTooLarge, match="exports its 5 best"):
             client.predict(_image(1), top_k=6)
         assert fake.state.calls == calls  # known now: refused before sending
 
@@ -273,9 +302,14 @@ def test_nothing_listening_raises_server_unavailable_quickly() -> None:
         port = sock.getsockname()[1]
     with Client(f"127.0.0.1:{port}", timeout=5.0, retries=1) as client:
         started = time.monotonic()
-        with pytest.raises(ServerUnavailable):
+        with pytest.raises(ServerUnavailable) as info:
             client.predict(_image(1))
         assert time.monotonic() - started < 5.0
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    # gRPC's words around the operating system's, naming the address it tried.
+    assert f"127.0.0.1:{port}: Failed to connect to remote host: Connection refused" in (
+        info.value.details
+    )
 
 
 class _Rest(BaseHTTPRequestHandler):
@@ -332,8 +366,9 @@ async def test_async_client_has_the_same_methods_and_results(fake: FakeServer) -
                 yield _image(n)
 
         many = [r async for r in client.predict_many(images(), top_k=1, concurrency=2)]
-        with pytest.raises(ModelNotFound):
+        with pytest.raises(ModelNotFound) as info:
             await AsyncClient(fake.target, model_name="nope").predict(_image(1))
+        assert info.value.details == "Servable not found for request: Latest(nope)"
         (status,) = await client.status()
     assert one == batch[0]
     assert [r[0].class_id for r in many] == [len(_image(n)) for n in range(6)]  # type: ignore[index]
@@ -348,9 +383,10 @@ async def test_async_deadline_fires_on_time(fake: FakeServer) -> None:
     fake.state.delay = 2.0
     async with AsyncClient(fake.target, timeout=0.3) as client:
         started = time.monotonic()
-        with pytest.raises(DeadlineExceeded):
+        with pytest.raises(DeadlineExceeded) as info:
             await client.predict(_image(1))
         assert time.monotonic() - started < 1.5
+    assert info.value.details == "Deadline Exceeded"
     await asyncio.sleep(0)
 
 
@@ -358,25 +394,12 @@ async def test_async_deadline_fires_on_time(fake: FakeServer) -> None:
 
 
 def _start_tls(pki: Pki, *, require_client_cert: bool) -> FakeServer:
-    state = FakeState()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers([
-        grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", {
-            "GetModelStatus": grpc.unary_unary_rpc_method_handler(
-                lambda r, c: _status(state, r, c),
-                request_deserializer=get_model_status_pb2.GetModelStatusRequest.FromString,
-                response_serializer=get_model_status_pb2.GetModelStatusResponse.SerializeToString,
-            ),
-        }),
-    ])
     credentials = grpc.ssl_server_credentials(
         [(pki.server_key, pki.server_cert)],
         root_certificates=pki.ca,
         require_client_auth=require_client_cert,
     )
-    port = server.add_secure_port("127.0.0.1:0", credentials)
-    server.start()
-    return FakeServer(f"localhost:{port}", state, server)
+    return _start(FakeState(), credentials)
 
 
 def test_tls_and_mutual_tls_with_a_private_ca(tmp_path: Path) -> None:
@@ -390,15 +413,25 @@ def test_tls_and_mutual_tls_with_a_private_ca(tmp_path: Path) -> None:
         with Client(tls.target, tls=TLS(root_certificates=paths["ca"])) as client:
             assert client.status()[0].state == "AVAILABLE"
         with Client(tls.target, timeout=5.0, retries=0) as plaintext, \
-                pytest.raises(ServerUnavailable):
+                pytest.raises(ServerUnavailable) as refused:
             plaintext.status()  # plaintext client against a TLS server: refused, no hang
+        assert refused.value.details.startswith(
+            f"{tls.target} closed the connection without answering. A TLS server does this to a "
+            "plaintext client"
+        ), refused.value.details
         client_tls = TLS(root_certificates=paths["ca"],
                          certificate_chain=paths["client_cert"], private_key=paths["client_key"])
         with Client(mtls.target, tls=client_tls) as client:
             assert client.status()[0].state == "AVAILABLE"
         with Client(mtls.target, tls=TLS(root_certificates=paths["ca"]), timeout=5.0,
-                    retries=0) as anonymous, pytest.raises(ServerUnavailable):
+                    retries=0) as anonymous, pytest.raises(ServerUnavailable) as refused:
             anonymous.status()  # no client certificate under mutual TLS: refused
+        assert refused.value.details.startswith(f"{mtls.target} closed the connection"), (
+            refused.value.details
+        )
+        assert "a mutual-TLS server to a client without an accepted certificate" in (
+            refused.value.details
+        )
     finally:
         tls.server.stop(grace=None)
         mtls.server.stop(grace=None)
@@ -424,9 +457,10 @@ async def test_the_async_twin_packs_requests_and_isolates_a_bad_image(fake: Fake
                 inputs, top_k=1, images_per_request=4, return_exceptions=True
             )
         ]
-        with pytest.raises(InvalidImage):
+        with pytest.raises(InvalidImage) as info:
             [r async for r in client.predict_many(inputs, top_k=1)]
-    assert isinstance(results[2], InvalidImage)
+    assert_refused_by_the_server(info.value)
+    assert_refused_by_the_server(results[2])
     good = [results[i][0].class_id for i in (0, 1, 3)]  # type: ignore[index]
     assert good == [len(inputs[i]) for i in (0, 1, 3)]
 
