@@ -46,6 +46,8 @@ from xception_serving.config.files import SSLConfig
 
 from tests.fixtures.fuzz import FuzzRun, damaged
 from tests.fixtures.pki import Pki, make_pki
+from tests.fixtures.rest import error_text
+from tests.fixtures.rpc import rpc_error
 from tests.fixtures.servers import (
     ServerProcess,
     in_process_server,
@@ -243,33 +245,34 @@ def test_model_names_that_are_paths_are_not_found_and_never_load_anything(path_t
             tensor.dtype = types_pb2.DT_FLOAT
             tensor.tensor_shape.dim.add().size = 1
             tensor.float_val.append(2.0)
-            with pytest.raises(grpc.RpcError) as info:
-                predict.Predict(request, timeout=10)
-            assert info.value.code() == grpc.StatusCode.NOT_FOUND, (name, info.value.details())
-            status = get_model_status_pb2.GetModelStatusRequest()
-            status.model_spec.name = name
-            with pytest.raises(grpc.RpcError) as info:
-                models.GetModelStatus(status, timeout=10)
-            assert info.value.code() == grpc.StatusCode.NOT_FOUND, name
+            status = get_model_status_pb2.GetModelStatusRequest(model_spec=request.model_spec)
             metadata = get_model_metadata_pb2.GetModelMetadataRequest(
-                metadata_field=["signature_def"]
+                model_spec=request.model_spec, metadata_field=["signature_def"]
             )
-            metadata.model_spec.name = name
-            with pytest.raises(grpc.RpcError) as info:
-                predict.GetModelMetadata(metadata, timeout=10)
-            assert info.value.code() == grpc.StatusCode.NOT_FOUND, name
-        # Labels and signature names that are paths: refused with TF Serving's codes.
+            # A name is only ever a key among the served models: TF Serving's "not found".
+            for call, sent, message in (
+                (predict.Predict, request, f"Servable not found for request: Latest({name})"),
+                (models.GetModelStatus, status, f"Could not find any versions of model {name}"),
+                (predict.GetModelMetadata, metadata,
+                 f"Servable not found for request: Latest({name})"),
+            ):
+                error = rpc_error(call, sent, timeout=10)
+                assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, message)
+        # Labels and signature names that are paths: refused with TF Serving's codes and words.
         request = predict_pb2.PredictRequest()
         request.model_spec.name = MODEL
         request.model_spec.version_label = "../trap"
-        with pytest.raises(grpc.RpcError) as info:
-            predict.Predict(request, timeout=10)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        error = rpc_error(predict.Predict, request, timeout=10)
+        assert (error.code(), error.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: ../trap"
+        )
         request.model_spec.ClearField("version_label")
         request.model_spec.signature_name = "../../trap/1/saved_model.pb"
-        with pytest.raises(grpc.RpcError) as info:
-            predict.Predict(request, timeout=10)
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        error = rpc_error(predict.Predict, request, timeout=10)
+        assert (error.code(), error.details()) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            'Serving signature key "../../trap/1/saved_model.pb" not found.',
+        )
     assert core.manager.model_names() == [MODEL]  # nothing else was ever loaded
 
 
@@ -278,23 +281,24 @@ def test_rest_paths_that_name_files_are_refused(path_trap: Any) -> None:
 
     root, core, _ = path_trap
     api = RestApi(core, core.metrics, monitoring_path=None)
-    body = b'{"instances": [2.0]}'
-    requests = [
-        ("POST", "/v1/models/..%2Ftrap:predict"),
-        ("POST", "/v1/models/%2E%2E%2F%2E%2E%2Ftrap:predict"),
-        ("POST", f"/v1/models/{'%2F'.join(str(root / 'trap').split('/'))}:predict"),
-        ("POST", "/v1/models/../trap:predict"),
-        ("POST", f"/v1/models/{MODEL}/labels/..%2Ftrap:predict"),
-        ("GET", "/v1/models/..%2Ftrap"),
-        ("GET", "/v1/models/%2Fetc%2Fpasswd/metadata"),
-        ("GET", "/v1/../../etc/passwd"),
+    trap = str(root / "trap")
+    not_found = "Servable not found for request: Latest({})"
+    cases = [  # (method, URI, HTTP status, TF Serving's error)
+        ("POST", "/v1/models/..%2Ftrap:predict", 404, not_found.format("../trap")),
+        ("POST", "/v1/models/%2E%2E%2F%2E%2E%2Ftrap:predict", 404, not_found.format("../../trap")),
+        ("POST", f"/v1/models/{'%2F'.join(trap.split('/'))}:predict", 404, not_found.format(trap)),
+        ("POST", "/v1/models/../trap:predict", 400,
+         "Malformed request: POST /v1/models/../trap:predict"),
+        ("POST", f"/v1/models/{MODEL}/labels/..%2Ftrap:predict", 400,
+         "Unrecognized servable version label: ../trap"),
+        ("GET", "/v1/models/..%2Ftrap", 404, "Could not find any versions of model ../trap"),
+        ("GET", "/v1/models/%2Fetc%2Fpasswd/metadata", 404, not_found.format("/etc/passwd")),
+        ("GET", "/v1/../../etc/passwd", 400, "Malformed request: GET /v1/../../etc/passwd"),
     ]
-    for method, uri in requests:
-        response = api.handle(method, uri, {}, body)
-        assert response.status in (400, 404), (uri, response.status, response.body[:200])
-        # Not the trap model's answer ({"predictions": [102.0]}): the error body may echo the
-        # temp path, which can hold "102" itself (pytest-102), so match the JSON, not the digits.
-        assert b'"predictions"' not in response.body and b"102.0" not in response.body
+    for method, uri, status, message in cases:
+        response = api.handle(method, uri, {}, b'{"instances": [2.0]}')
+        # Not the trap model's answer ({"predictions": [102.0]}), but TF Serving's refusal.
+        assert (response.status, error_text(response.body)) == (status, message), uri
     assert core.manager.model_names() == [MODEL]
 
 

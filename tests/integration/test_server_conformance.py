@@ -294,36 +294,29 @@ def test_predict_without_model_spec_is_invalid(predict_stub) -> None:
     assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
 
 
-def test_predict_missing_input_is_invalid(predict_stub) -> None:
+@pytest.mark.parametrize(
+    ("sent", "message"),
+    [
+        ((), "input size does not match signature: 0!=1 len({}) != len({x}). Sent extra: {}. "
+             "Missing but required: {x}."),
+        (("x", "z"), "input size does not match signature: 2!=1 len({x,z}) != len({x}). Sent "
+                     "extra: {z}. Missing but required: {}."),
+        (("z",), "Signature input alias: x(feed name: x:0) not found in request and no default "
+                 "value provided. Inputs expected to be in the request {z}, or default input "
+                 "alias set: "),
+    ],
+    ids=["missing", "extra", "wrong key"],
+)
+def test_predict_inputs_other_than_the_signature_s_are_invalid(
+    predict_stub, sent: tuple[str, ...], message: str
+) -> None:
+    template = predict_request().inputs["x"]
     request = predict_request()
     del request.inputs["x"]
+    for alias in sent:
+        request.inputs[alias].CopyFrom(template)
     err = rpc_error(predict_stub.Predict, request)
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details() == (
-        "input size does not match signature: 0!=1 len({}) != len({x}). Sent extra: {}. "
-        "Missing but required: {x}."
-    )
-
-
-def test_predict_extra_input_is_invalid(predict_stub) -> None:
-    request = predict_request()
-    request.inputs["z"].CopyFrom(request.inputs["x"])
-    err = rpc_error(predict_stub.Predict, request)
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details() == (
-        "input size does not match signature: 2!=1 len({x,z}) != len({x}). Sent extra: {z}. "
-        "Missing but required: {}."
-    )
-
-
-def test_predict_wrong_input_key_is_invalid(predict_stub) -> None:
-    request = predict_request()
-    request.inputs["z"].CopyFrom(request.inputs["x"])
-    del request.inputs["x"]
-    err = rpc_error(predict_stub.Predict, request)
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details().startswith("Signature input alias: x(feed name: x:0) not found in request")
-    assert "Inputs expected to be in the request {z}" in err.details()
+    assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def test_predict_string_fed_to_float_input_is_invalid(predict_stub) -> None:
@@ -445,12 +438,24 @@ def test_classify_example_tensorflow_cannot_parse_is_invalid_naming_the_parse_fa
     assert err.details().startswith("Could not parse example input, value: '"), err.details()
 
 
+def signature_def(predict_stub, key: str) -> object:
+    """The server's SignatureDef `key` of the default model, from GetModelMetadata."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = MODEL
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    predict_stub.GetModelMetadata(request, timeout=30).metadata["signature_def"].Unpack(signatures)
+    return signatures.signature_def[key]
+
+
 def test_classify_on_a_predict_signature_is_invalid(predict_stub) -> None:
     err = rpc_error(
         predict_stub.Classify, classification_request("serving_default", float_example(x=2.0))
     )
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details().startswith("No classification inputs found in SignatureDef")
+    # TF Serving prints the SignatureDef it found (its DebugString, protobuf's text format).
+    found = signature_def(predict_stub, "serving_default")
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, f"No classification inputs found in SignatureDef: {found}"
+    )
 
 
 def test_regress_returns_one_value_per_example(predict_stub) -> None:
@@ -468,8 +473,10 @@ def test_regress_without_regression_signature_answers_as_tf_serving(predict_stub
     request.model_spec.name = MODEL  # serving_default has input x, not "inputs"
     request.input.example_list.examples.append(float_example(x=2.0))
     err = rpc_error(predict_stub.Regress, request)
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details().startswith("No regression inputs found in SignatureDef")
+    found = signature_def(predict_stub, "serving_default")
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, f"No regression inputs found in SignatureDef: {found}"
+    )
 
 
 def multi_request(*tasks: tuple[str, str, str]) -> inference_pb2.MultiInferenceRequest:
@@ -541,6 +548,5 @@ def test_health_reports_serving_once_models_are_loaded(channel, service) -> None
 
 def test_unregistered_service_is_unimplemented(channel) -> None:
     call = channel.unary_unary("/tensorflow.serving.SessionService/SessionRun")
-    with pytest.raises(grpc.RpcError) as info:
-        call(b"", timeout=30)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    err = rpc_error(call, b"", timeout=30)
+    assert (err.code(), err.details()) == (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
