@@ -107,14 +107,6 @@ def test_parse_json_accepts_nan_and_infinity_tokens() -> None:
     assert values[1:] == [math.inf, -math.inf, -math.inf]
 
 
-def test_signature_name_must_be_a_string() -> None:
-    doc = json_text.parse_json(b'{"signature_name": 100}')
-    err = error_of(rest_tensors.signature_name_of, doc)
-    assert err.message.endswith(
-        "not formatted correctly. 'signature_name' key must be a string value."
-    )
-
-
 # -- predict request --------------------------------------------------------------------------
 
 
@@ -138,111 +130,12 @@ def test_row_integers_are_accepted_for_float_inputs() -> None:
     assert list(tensors["x"].float_val) == [1.0, 2.0]
 
 
-def test_row_string_for_float_input_is_a_type_error_wrapped_with_element_index() -> None:
-    err = error_of(fill, '{"instances": ["x", "y"]}', {"x": FLOAT})
-    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.message == (
-        "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
-        'JSON Value: "x" Type: String is not of expected type: float'
-    )
-
-
-def test_row_instances_of_different_sizes_are_rejected() -> None:
-    err = error_of(fill, '{"instances": [[1.0], [1.0, 2.0]]}', {"x": FLOAT})
-    assert err.message.endswith("Expecting tensor size: 1 but got: 2")
-    assert err.message.startswith("Failed to process element: 1 of 'instances' list.")
-
-
-def test_row_instances_of_same_size_but_other_shape_are_rejected() -> None:
-    err = error_of(fill, '{"instances": [[1.0, 2.0], [[1.0], [2.0]]]}', {"x": FLOAT})
-    assert err.message.endswith("Expecting shape [2] but got: [2,1]")
-
-
-def test_ragged_instance_is_rejected_with_level_and_size() -> None:
-    err = error_of(fill, '{"instances": [[[1.0], [1.0, 2.0]]]}', {"x": FLOAT})
-    assert err.message.endswith(
-        "Encountered list at unexpected size: 2 at level: 1 expected size: 1"
-    )
-
-
 def test_row_objects_fill_each_named_input_and_decode_b64() -> None:
     text = '{"instances": [{"a": 1.0, "b": {"b64": "aGk="}}, {"a": 2.0, "b": "yo"}]}'
     tensors, _ = fill(text, {"a": FLOAT, "b": STRING})
     assert list(tensors["a"].float_val) == [1.0, 2.0]
     assert list(tensors["b"].string_val) == [b"hi", b"yo"]
     assert [d.size for d in tensors["b"].tensor_shape.dim] == [2]
-
-
-def test_row_object_missing_an_input_names_the_expected_keys() -> None:
-    err = error_of(fill, '{"instances": [{"a": 1.0}]}', {"a": FLOAT, "b": STRING})
-    assert err.message == (
-        "Failed to process element: 0 of 'instances' list. JSON object: {\n"
-        '    "a": 1.0\n} must only have keys: a,b'
-    )
-
-
-def test_row_object_with_unknown_key_is_rejected() -> None:
-    err = error_of(fill, '{"instances": [{"a": 1.0, "c": 1.0}]}', {"a": FLOAT})
-    assert err.message == (
-        "Failed to process element: 0 key: c of 'instances' list. Error: INVALID_ARGUMENT: "
-        "JSON object: does not have named input: c"
-    )
-
-
-def test_plain_instances_with_several_inputs_are_rejected() -> None:
-    err = error_of(fill, '{"instances": [1.0]}', {"a": FLOAT, "b": FLOAT})
-    assert err.message == (
-        "instances is a plain list, but expecting list of objects as multiple input tensors "
-        "required as per tensorinfo_map"
-    )
-
-
-def test_b64_must_be_standard_base64() -> None:
-    err = error_of(fill, '{"instances": [{"b64": "_-_-"}]}', {"x": STRING})
-    assert err.message.endswith("Error: INVALID_ARGUMENT: Unable to base64 decode")
-
-
-def test_b64_object_for_a_float_input_is_a_type_error() -> None:
-    err = error_of(fill, '{"instances": [{"b64": "aGk="}]}', {"x": FLOAT})
-    assert 'Type: Object is not of expected type: float' in err.message
-
-
-def test_integer_beyond_float_precision_is_rejected_for_float_input() -> None:
-    err = error_of(fill, '{"inputs": [16777217]}', {"x": FLOAT})
-    assert err.message == (
-        "Cannot convert JSON value: 16777217 to float without loss of precision."
-    )
-
-
-def test_decimal_for_int32_input_is_a_type_error() -> None:
-    err = error_of(fill, '{"inputs": [1.5]}', {"x": types_pb2.DT_INT32})
-    assert err.message == "JSON Value: 1.5 Type: Number is not of expected type: int32"
-
-
-def test_half_input_is_unimplemented() -> None:
-    err = error_of(fill, '{"inputs": [1.5]}', {"x": types_pb2.DT_HALF})
-    assert err.code == grpc.StatusCode.UNIMPLEMENTED
-    assert err.message == "Conversion of JSON Value: 1.5 to type: half"
-
-
-@pytest.mark.parametrize(
-    ("text", "message_end"),
-    [
-        ('{"instances": []}', "No values in 'instances' array"),
-        ('{"instances": 1}', "Excepting 'instances' to be an list/array"),
-        ('{"instances": [1], "inputs": [1]}',
-         "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "),
-        ('{"foo": 1}', "Missing 'inputs' or 'instances' key"),
-    ],
-)
-def test_predict_document_shape_errors(text: str, message_end: str) -> None:
-    err = error_of(fill, text, {"x": FLOAT})
-    assert err.message.endswith(message_end)
-
-
-def test_signature_without_inputs_is_rejected_naming_default() -> None:
-    err = error_of(fill, '{"inputs": 1}', {})
-    assert err.message == "Failed to get input map for signature: DEFAULT"
 
 
 def test_columnar_inputs_keep_their_shape_and_allow_scalars() -> None:
@@ -254,16 +147,135 @@ def test_columnar_inputs_keep_their_shape_and_allow_scalars() -> None:
     assert list(scalar["x"].float_val) == [2.0]
 
 
-def test_columnar_object_must_name_every_input_and_may_differ_in_batch() -> None:
+def test_columnar_inputs_of_an_object_may_differ_in_batch() -> None:
     tensors, _ = fill('{"inputs": {"a": [1.0], "b": ["p", "q"]}}', {"a": FLOAT, "b": STRING})
+    assert [d.size for d in tensors["a"].tensor_shape.dim] == [1]
     assert [d.size for d in tensors["b"].tensor_shape.dim] == [2]
-    err = error_of(fill, '{"inputs": {"a": [1.0]}}', {"a": FLOAT, "b": STRING})
-    assert err.message == "Missing named input: b in 'inputs' object."
 
 
-def test_columnar_plain_value_with_several_inputs_is_rejected() -> None:
-    err = error_of(fill, '{"inputs": [1.0]}', {"a": FLOAT, "b": FLOAT})
-    assert err.message.startswith("inputs is a plain value/list, but expecting an object")
+def test_vectorized_path_keeps_whole_decimals_beyond_the_float_integer_limit() -> None:
+    ok, _ = fill('{"instances": [[1, 2.5], [33554432.0, 1.0]]}', {"x": FLOAT})
+    assert list(ok["x"].float_val) == [1.0, 2.5, 33554432.0, 1.0]
+
+
+def _element_error(index: int, error: str, key: str | None = None) -> str:
+    """json_tensor.cc's wrapper around an instance's own error."""
+    where = f"{index} key: {key}" if key else f"{index}"
+    return (
+        f"Failed to process element: {where} of 'instances' list. Error: INVALID_ARGUMENT: {error}"
+    )
+
+
+AB = {"a": FLOAT, "b": STRING}
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+# (body, the signature's input dtypes, code, TF Serving's message) for every refused request.
+PREDICT_REQUEST_ERRORS = {
+    "row string for a float input: a type error naming the element": (
+        '{"instances": ["x", "y"]}', {"x": FLOAT}, INVALID,
+        _element_error(0, 'JSON Value: "x" Type: String is not of expected type: float'),
+    ),
+    "row instances of different sizes": (
+        '{"instances": [[1.0], [1.0, 2.0]]}', {"x": FLOAT}, INVALID,
+        _element_error(1, "Expecting tensor size: 1 but got: 2"),
+    ),
+    "row instances of one size but other shapes": (
+        '{"instances": [[1.0, 2.0], [[1.0], [2.0]]]}', {"x": FLOAT}, INVALID,
+        _element_error(1, "Expecting shape [2] but got: [2,1]"),
+    ),
+    "a ragged instance: the level and size": (
+        '{"instances": [[[1.0], [1.0, 2.0]]]}', {"x": FLOAT}, INVALID,
+        _element_error(0, "Encountered list at unexpected size: 2 at level: 1 expected size: 1"),
+    ),
+    "a row object missing an input: the keys it must have": (
+        '{"instances": [{"a": 1.0}]}', AB, INVALID,
+        "Failed to process element: 0 of 'instances' list. JSON object: {\n"
+        '    "a": 1.0\n} must only have keys: a,b',
+    ),
+    "a row object with an unknown key": (
+        '{"instances": [{"a": 1.0, "c": 1.0}]}', {"a": FLOAT}, INVALID,
+        _element_error(0, "JSON object: does not have named input: c", key="c"),
+    ),
+    "plain instances for several inputs": (
+        '{"instances": [1.0]}', {"a": FLOAT, "b": FLOAT}, INVALID,
+        "instances is a plain list, but expecting list of objects as multiple input tensors "
+        "required as per tensorinfo_map",
+    ),
+    "b64 that is not standard base64": (
+        '{"instances": [{"b64": "_-_-"}]}', {"x": STRING}, INVALID,
+        _element_error(0, "Unable to base64 decode"),
+    ),
+    "a b64 object for a float input": (
+        '{"instances": [{"b64": "aGk="}]}', {"x": FLOAT}, INVALID,
+        _element_error(0, 'JSON Value: {\n    "b64": "aGk="\n} Type: Object is not of expected '
+                          "type: float"),
+    ),
+    "an integer beyond float precision": (
+        '{"inputs": [16777217]}', {"x": FLOAT}, INVALID,
+        "Cannot convert JSON value: 16777217 to float without loss of precision.",
+    ),
+    "an integer token beyond float precision among decimals (the vectorized path)": (
+        '{"instances": [[1, 2.5], [16777217, 1.0]]}', {"x": FLOAT}, INVALID,
+        _element_error(
+            1, "Cannot convert JSON value: 16777217 to float without loss of precision."
+        ),
+    ),
+    "a bool among numbers": (
+        '{"inputs": [1.0, true]}', {"x": FLOAT}, INVALID,
+        "JSON Value: true Type: True is not of expected type: float",
+    ),
+    "a decimal for an int32 input": (
+        '{"inputs": [1.5]}', {"x": types_pb2.DT_INT32}, INVALID,
+        "JSON Value: 1.5 Type: Number is not of expected type: int32",
+    ),
+    "a half input: unimplemented": (
+        '{"inputs": [1.5]}', {"x": types_pb2.DT_HALF}, grpc.StatusCode.UNIMPLEMENTED,
+        "Conversion of JSON Value: 1.5 to type: half",
+    ),
+    "an empty instances array": (
+        '{"instances": []}', {"x": FLOAT}, INVALID,
+        'JSON Value: {\n    "instances": []\n} No values in \'instances\' array',
+    ),
+    "instances that are not an array": (
+        '{"instances": 1}', {"x": FLOAT}, INVALID,
+        'JSON Value: {\n    "instances": 1\n} Excepting \'instances\' to be an list/array',
+    ),
+    "both instances and inputs": (
+        '{"instances": [1], "inputs": [1]}', {"x": FLOAT}, INVALID,
+        'JSON Value: {\n    "instances": [\n        1\n    ],\n    "inputs": [\n        1\n    ]'
+        "\n} Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+    ),
+    "neither instances nor inputs": (
+        '{"foo": 1}', {"x": FLOAT}, INVALID, "Missing 'inputs' or 'instances' key",
+    ),
+    "a signature without inputs: named DEFAULT": (
+        '{"inputs": 1}', {}, INVALID, "Failed to get input map for signature: DEFAULT",
+    ),
+    "a columnar object missing an input": (
+        '{"inputs": {"a": [1.0]}}', AB, INVALID, "Missing named input: b in 'inputs' object.",
+    ),
+    "a plain columnar value for several inputs": (
+        '{"inputs": [1.0]}', {"a": FLOAT, "b": FLOAT}, INVALID,
+        "inputs is a plain value/list, but expecting an object as multiple input tensors "
+        "required as per tensorinfo_map",
+    ),
+    "a signature name that is not a string": (
+        '{"signature_name": 100, "inputs": [1.0]}', {"x": FLOAT}, INVALID,
+        'JSON Value: {\n    "signature_name": 100,\n    "inputs": [\n        1.0\n    ]\n} not '
+        "formatted correctly. 'signature_name' key must be a string value.",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "dtypes", "code", "message"),
+    PREDICT_REQUEST_ERRORS.values(),
+    ids=list(PREDICT_REQUEST_ERRORS),
+)
+def test_predict_request_is_refused_with_tf_serving_s_message(
+    text: str, dtypes: dict[str, int], code: grpc.StatusCode, message: str
+) -> None:
+    err = error_of(fill, text, dtypes)
+    assert (err.code, err.message) == (code, message)
 
 
 # -- predict response -------------------------------------------------------------------------
@@ -387,14 +399,23 @@ def test_example_feature_errors(text: str, message: str) -> None:
     assert error_of(examples_of, text).message == message
 
 
-def test_missing_examples_uses_tf_serving_wording() -> None:
-    err = error_of(examples_of, '{"signature_name": "s"}')
-    assert err.message.endswith(
-        "When method is classify, key 'examples' is expected and was not found"
-    )
-    assert error_of(examples_of, '{"examples": []}').message.endswith(
-        "'examples' value is an empty array"
-    )
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"signature_name": "s"}', 'JSON Value: {\n    "signature_name": "s"\n} When method is '
+                                    "classify, key 'examples' is expected and was not found"),
+        ('{"examples": []}', 'JSON Value: {\n    "examples": []\n} \'examples\' value is an '
+                             "empty array"),
+        ('{"examples": 1}', 'JSON Value: {\n    "examples": 1\n} Expecting \'examples\' value to '
+                            "be an list/array"),
+    ],
+    ids=["missing", "empty", "not an array"],
+)
+def test_examples_that_are_missing_empty_or_not_an_array_use_tf_serving_wording(
+    text: str, message: str
+) -> None:
+    err = error_of(examples_of, text)
+    assert (err.code, err.message) == (grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @pytest.mark.xfail(
@@ -444,7 +465,11 @@ def test_status_json_matches_tf_serving_test_exactly() -> None:
              "status": {"error_code": "OK", "error_message": ""}}
         ]
     }
-    assert body.startswith(b'{\n "model_version_status": [\n  {\n   "version": "123",')
+    # protobuf's JSON printer with whitespace, as TF Serving calls it: one space per level.
+    assert body == (
+        b'{\n "model_version_status": [\n  {\n   "version": "123",\n   "state": "AVAILABLE",\n'
+        b'   "status": {\n    "error_code": "OK",\n    "error_message": ""\n   }\n  }\n ]\n}\n'
+    )
 
 
 def test_metadata_json_has_doubled_signature_def_key_and_all_fields() -> None:
@@ -495,17 +520,3 @@ def test_error_json_is_pretty_printed_error_object() -> None:
 )
 def test_http_status_mapping_follows_tf_serving(code: grpc.StatusCode, status: int) -> None:
     assert rest.http_status(code) == status
-
-
-def test_vectorized_path_still_rejects_big_integer_tokens_among_decimals() -> None:
-    err = error_of(fill, '{"instances": [[1, 2.5], [16777217, 1.0]]}', {"x": FLOAT})
-    assert err.message.endswith(
-        "Cannot convert JSON value: 16777217 to float without loss of precision."
-    )
-    ok, _ = fill('{"instances": [[1, 2.5], [33554432.0, 1.0]]}', {"x": FLOAT})
-    assert list(ok["x"].float_val) == [1.0, 2.5, 33554432.0, 1.0]
-
-
-def test_bool_among_numbers_is_a_type_error_not_a_number() -> None:
-    err = error_of(fill, '{"inputs": [1.0, true]}', {"x": FLOAT})
-    assert err.message == "JSON Value: true Type: True is not of expected type: float"
