@@ -90,22 +90,23 @@ class HalfPlusTwoCore:
         y.float_val.extend(values.tolist())
         return response
 
-    def classify(self, request: Any, *, deadline: float | None = None) -> Any:
+    def _ys(self, request: Any) -> list[float]:
+        """y = 0.5 x + 2 for each tf.Example of a classify or regress request."""
         self.requests.append(request)
         self._check(request.model_spec)
+        examples = request.input.example_list.examples
+        return [0.5 * e.features.feature["x"].float_list.value[0] + 2 for e in examples]
+
+    def classify(self, request: Any, *, deadline: float | None = None) -> Any:
         response = classification_pb2.ClassificationResponse()
-        for example in request.input.example_list.examples:
-            x = example.features.feature["x"].float_list.value[0]
-            response.result.classifications.add().classes.add(label="", score=0.5 * x + 2)
+        for y in self._ys(request):
+            response.result.classifications.add().classes.add(label="", score=y)
         return response
 
     def regress(self, request: Any, *, deadline: float | None = None) -> Any:
-        self.requests.append(request)
-        self._check(request.model_spec)
         response = regression_pb2.RegressionResponse()
-        for example in request.input.example_list.examples:
-            x = example.features.feature["x"].float_list.value[0]
-            response.result.regressions.add(value=0.5 * x + 2)
+        for y in self._ys(request):
+            response.result.regressions.add(value=y)
         return response
 
 
@@ -302,14 +303,26 @@ def test_corrupt_gzip_body_reads_as_empty_document() -> None:
 def test_paths_outside_v1_answer_libevent_404_page() -> None:
     api, _, _ = make_api()
     status, headers, body = call(api, "GET", "/v2/models/half_plus_two")
-    assert status == 404
-    assert headers["Content-Type"].startswith("text/html")
-    assert b"<TITLE>404 Not Found</TITLE>" in body
+    assert (status, headers) == (
+        404, {"Content-Type": "text/html; charset=ISO-8859-1", "Connection": "close"}
+    )
+    assert body == (
+        b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+        b"</BODY></HTML>\n"
+    )
 
 
-def test_disallowed_http_method_answers_501() -> None:
-    api, _, _ = make_api()
-    assert call(api, "TRACE", "/v1/models/half_plus_two")[0] == 501
+def test_disallowed_http_method_answers_libevent_501_page() -> None:
+    api, core, _ = make_api()
+    status, headers, body = call(api, "TRACE", "/v1/models/half_plus_two")
+    assert (status, headers) == (
+        501, {"Content-Type": "text/html; charset=ISO-8859-1", "Connection": "close"}
+    )
+    assert body == (
+        b"<HTML><HEAD>\n<TITLE>501 Not Implemented</TITLE>\n</HEAD><BODY>\n<H1>Not Implemented"
+        b"</H1>\n</BODY></HTML>\n"
+    )
+    assert core.requests == []  # refused before routing
 
 
 def test_prometheus_path_serves_metrics_text() -> None:

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 from xception_serving.errors import ServingError, from_exception, grpc_message
 from xception_serving.metrics import LATENCY_BUCKETS_US, Metrics
+
+
+class FakeOpError(Exception):
+    """What tf.errors.OpError carries for the core: TF's code (3 = INVALID_ARGUMENT), a message."""
+
+    error_code = 3
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def test_grpc_message_is_cut_at_1024_chars_plus_truncated() -> None:
@@ -16,11 +27,7 @@ def test_from_exception_keeps_serving_errors_and_maps_tf_error_codes() -> None:
     err = ServingError(grpc.StatusCode.NOT_FOUND, "x")
     assert from_exception(err) is err
 
-    class FakeOpError(Exception):
-        error_code = 3
-        message = "Incompatible shapes"
-
-    mapped = from_exception(FakeOpError())
+    mapped = from_exception(FakeOpError("Incompatible shapes"))
     assert (mapped.code, mapped.message) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "Incompatible shapes",
@@ -55,42 +62,34 @@ def test_latency_buckets_are_tf_servings() -> None:
     assert abs(LATENCY_BUCKETS_US[1] - 18.0) < 1e-9
 
 
-def test_eager_runtime_errors_read_as_tf_serving_session_errors() -> None:
-    class FakeOpError(Exception):
-        error_code = 3
-        message = (
+@pytest.mark.parametrize(
+    ("eager", "session"),
+    [
+        pytest.param(
             "Graph execution error:\n\nDetected at node ParseExample/ParseExampleV2 defined at "
             '(most recent call last):\n  File "/x/models.py", line 73, in __init__\n\n'
             "Name: <unknown>, Feature: x (data type: float) is required but could not be found."
-            "\n\t [[{{node ParseExample/ParseExampleV2}}]] [Op:__inference_pruned_159]"
-        )
-
-    assert from_exception(FakeOpError()).message == (
-        "Name: <unknown>, Feature: x (data type: float) is required but could not be found."
-        "\n\t [[{{node ParseExample/ParseExampleV2}}]]"
-    )
-
-
-def test_eager_errors_from_a_loaded_saved_model_lose_the_unavailable_stack_trace_too() -> None:
-    # Seen from a loaded export: no traceback, a "<stack traces unavailable>" line instead.
-    class FakeOpError(Exception):
-        error_code = 3
-        message = (
+            "\n\t [[{{node ParseExample/ParseExampleV2}}]] [Op:__inference_pruned_159]",
+            "Name: <unknown>, Feature: x (data type: float) is required but could not be found."
+            "\n\t [[{{node ParseExample/ParseExampleV2}}]]",
+            id="with the Python traceback of the node",
+        ),
+        pytest.param(
+            # From a loaded export: no traceback, a "<stack traces unavailable>" line instead.
             "Graph execution error:\n\nDetected at node map/while/Assert_1/AssertGuard/Assert "
             "defined at (most recent call last):\n<stack traces unavailable>\n"
             "assertion failed: [image_bytes[0]:] [unsupported or undecodable image format]\n"
-            "\t [[{{node map/while/Assert_1/AssertGuard/Assert}}]] [Op:__inference_f_1]"
-        )
-
-    assert from_exception(FakeOpError()).message == (
-        "assertion failed: [image_bytes[0]:] [unsupported or undecodable image format]\n"
-        "\t [[{{node map/while/Assert_1/AssertGuard/Assert}}]]"
-    )
-
-
-def test_runtime_errors_without_the_eager_wrapper_are_kept_as_they_are() -> None:
-    class FakeOpError(Exception):
-        error_code = 3
-        message = "Incompatible shapes: [2] vs. [3]"
-
-    assert from_exception(FakeOpError()).message == "Incompatible shapes: [2] vs. [3]"
+            "\t [[{{node map/while/Assert_1/AssertGuard/Assert}}]] [Op:__inference_f_1]",
+            "assertion failed: [image_bytes[0]:] [unsupported or undecodable image format]\n"
+            "\t [[{{node map/while/Assert_1/AssertGuard/Assert}}]]",
+            id="stack traces unavailable",
+        ),
+        pytest.param(
+            "Incompatible shapes: [2] vs. [3]", "Incompatible shapes: [2] vs. [3]",
+            id="no eager wrapper: kept as it is",
+        ),
+    ],
+)
+def test_eager_runtime_errors_read_as_tf_serving_session_errors(eager: str, session: str) -> None:
+    mapped = from_exception(FakeOpError(eager))
+    assert (mapped.code, mapped.message) == (grpc.StatusCode.INVALID_ARGUMENT, session)
