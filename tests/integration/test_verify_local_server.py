@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,12 @@ from tests.fixtures.models import SMALL_IMAGE_SIZE, ExportedModel, build_sensiti
 from tests.fixtures.servers import ServerProcess, start_local_server
 
 WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
+# The one stderr line of a replay that differs: the first record (the JPEG through the bytes
+# signature), the output and index, and both values (labels as text, scores with |dp| > atol).
+FIRST_RECORD_DIFFERS = re.compile(
+    r"xception-client: verify failed: record 1 \(serving_default, JPEG\): output '\w+'"
+    r"\[\d+(?:, \d+)*\] observed \S+ expected \S+(?: \(\|dp\| \S+ > atol \S+\))?\n"
+)
 ALL_SIGNATURES = {
     contract.BYTES_SIGNATURE,
     contract.PIXELS_SIGNATURE,
@@ -131,32 +138,32 @@ async def test_async_client_verify(
     assert {s.signature for s in report.signatures} == ALL_SIGNATURES
 
 
+def _verify_variant(
+    capsys: pytest.CaptureFixture[str], server: ServerProcess, model: ExportedModel, *args: str
+) -> tuple[int, str, str]:
+    """verify of the session's small Xception against the variant server."""
+    return _verify(capsys, str(model.version_dir), "--server", server.grpc_target, *args)
+
+
 def test_other_weights_under_the_same_name_fail(
     capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
-    code, out, err = _verify(
-        capsys, str(small_xception_model.version_dir), "--server", variant_server.grpc_target
-    )
+    code, out, err = _verify_variant(capsys, variant_server, small_xception_model)
     assert code == 1
-    assert err.startswith(
-        "xception-client: verify failed: record 1 (serving_default, JPEG): output "
-    ), err
-    assert " observed " in err and " expected " in err and len(err.splitlines()) == 1
-    assert "FAIL: xception version 1" in out
+    assert FIRST_RECORD_DIFFERS.fullmatch(err), err
+    assert out.splitlines()[-1].startswith("FAIL: xception version 1 at "), out
 
 
 def test_bilinear_resize_of_the_same_weights_fails_on_encoded_images_only(
     capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
-    code, out, err = _verify(
-        capsys, str(small_xception_model.version_dir), "--server", variant_server.grpc_target,
-        "--model", "bilinear", "--json",
+    code, out, err = _verify_variant(
+        capsys, variant_server, small_xception_model, "--model", "bilinear", "--json"
     )
     assert code == 1
-    assert err.startswith("xception-client: verify failed: record 1 (serving_default, JPEG): ")
-    assert "observed" in err and "expected" in err
+    assert FIRST_RECORD_DIFFERS.fullmatch(err), err
     by_signature = {s["signature"]: s for s in json.loads(out)["signatures"]}
     # Pixels and preprocessed inputs skip the resize: the same weights answer the same there.
     assert by_signature[contract.PIXELS_SIGNATURE]["passed"]
@@ -169,9 +176,8 @@ def test_other_output_shapes_fail_on_the_signature_check(
     capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
-    code, out, err = _verify(
-        capsys, str(small_xception_model.version_dir), "--server", variant_server.grpc_target,
-        "--model", "top3",
+    code, out, err = _verify_variant(
+        capsys, variant_server, small_xception_model, "--model", "top3"
     )
     assert code == 1
     assert err == (
@@ -193,11 +199,25 @@ def test_corrupt_warmup_file_fails_naming_the_record(
 ) -> None:
     copy = _copy_artifact(small_xception_model, tmp_path)
     data = bytearray((copy / WARMUP).read_bytes())
+    starts = _record_starts(bytes(data))
     data[len(data) - 100] ^= 0xFF  # inside the last record's payload
     (copy / WARMUP).write_bytes(bytes(data))
     code, out, err = _verify(capsys, str(copy), "--server", xception_server.grpc_target)
-    assert code == 1 and out == ""
-    assert "record 8 at byte" in err and "corrupted data (CRC32C mismatch)" in err
+    assert (code, out) == (1, "")
+    assert len(starts) == 8
+    assert err == (
+        f"xception-client: error: {copy / WARMUP}: record 8 at byte {starts[-1]}: corrupted data "
+        "(CRC32C mismatch)\n"
+    )
+
+
+def _record_starts(data: bytes) -> list[int]:
+    """The byte offset of each TFRecord (length, length CRC, payload, payload CRC)."""
+    starts, offset = [], 0
+    while offset < len(data):
+        starts.append(offset)
+        offset += 12 + int.from_bytes(data[offset : offset + 8], "little") + 4
+    return starts
 
 
 def test_artifact_without_reference_answers_fails_clearly(
@@ -218,19 +238,30 @@ def test_artifact_without_reference_answers_fails_clearly(
             writer.write(log.SerializeToString())
     code, _, err = _verify(capsys, str(copy), "--server", xception_server.grpc_target)
     assert code == 1
-    assert err.startswith("xception-client: error: ")
-    assert "record 1: no reference response" in err and "re-export" in err
+    assert err == (
+        f"xception-client: error: {copy / WARMUP}: record 1: no reference response (the artifact "
+        "was exported before warmup records carried Keras reference answers); re-export it with "
+        "this version of xception-export\n"
+    )
 
 
 def test_usage_errors_exit_2(
     capsys: pytest.CaptureFixture[str], xception_server: ServerProcess, tmp_path: Path
 ) -> None:
-    code, _, err = _verify(capsys, str(tmp_path / "missing"), "--server",
-                           xception_server.grpc_target)
-    assert code == 2 and "is not a directory" in err
+    missing = tmp_path / "missing"
+    code, _, err = _verify(capsys, str(missing), "--server", xception_server.grpc_target)
+    assert (code, err) == (
+        2, f"xception-client: error: ARTIFACT {str(missing)!r} is not a directory\n"
+    )
     code, _, err = _verify(capsys, str(tmp_path), "--server", xception_server.grpc_target)
-    assert code == 2 and "neither a version directory" in err
+    assert (code, err) == (
+        2,
+        f"xception-client: error: ARTIFACT {str(tmp_path)!r} is neither a version directory (no "
+        "saved_model.pb) nor a base path whose latest numeric version directory holds one\n",
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["verify", str(tmp_path), "--atol", "-1"])
     assert exit_info.value.code == 2
-    assert "--atol must be a finite number >= 0" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "xception-client: error: --atol must be a finite number >= 0; received: -1.0"
+    )
