@@ -39,7 +39,7 @@ from xception_client import Client, DeadlineExceeded
 from xception_serving.process import free_port
 
 from tests.fixtures.images import image_bytes
-from tests.fixtures.models import ExportedModel
+from tests.fixtures.models import ExportedModel, new_version
 from tests.fixtures.rpc import model_statuses, wait_for
 from tests.fixtures.servers import ServerProcess, start_local_server
 
@@ -189,16 +189,15 @@ def test_frozen_server_makes_the_client_deadline_fire_on_time(life: Lifecycle) -
 
 
 def _copy_version(base: Path, version: int, *, corrupt: bool = False) -> Path:
-    """Copy version 1 to `version` under a hidden name, then rename: the poller sees it whole."""
-    staging = base / f".staging-{version}"
-    shutil.copytree(base / "1", staging)
-    if corrupt:
-        data = next((staging / "variables").glob("variables.data-*"))
-        with data.open("r+b") as handle:
-            handle.truncate(data.stat().st_size // 2)
-    final = base / str(version)
-    os.rename(staging, final)
-    return final
+    """Version 1 published again as `version`, atomically as an export is: the poller sees it
+    whole. `corrupt` cuts its variables in half, so its load fails."""
+    with new_version(base, version) as staging:
+        shutil.copytree(base / "1", staging)
+        if corrupt:
+            data = next((staging / "variables").glob("variables.data-*"))
+            with data.open("r+b") as handle:
+                handle.truncate(data.stat().st_size // 2)
+    return base / str(version)
 
 
 def test_new_version_rolls_out_under_traffic_and_a_corrupt_one_never_serves(
