@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CLI = str(Path(sys.executable).parent / "xception-client")
+from tests.fixtures.commands import console_script, run_command
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args], capture_output=True, text=True, timeout=120,
+    """xception-client with `args`, `env` added to this process's environment."""
+    return run_command(
+        [console_script("xception-client"), *args], timeout=120,
         env={**os.environ, **(env or {})},
     )
 

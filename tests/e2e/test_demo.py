@@ -8,17 +8,12 @@ from pathlib import Path
 
 import xception_contract as contract
 
-REPO = Path(__file__).resolve().parents[2]  # `make run` runs `python -m demo.run` from here
+from tests.fixtures.commands import REPO, run_command
+
 
 def run_demo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "demo.run", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """`python -m demo.run` from the repository root, as `make run` runs it."""
+    return run_command([sys.executable, "-m", "demo.run", *args], timeout=timeout, cwd=REPO)
 
 
 def test_demo_serves_and_prints_the_top_k_table(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,18 +19,14 @@ from pathlib import Path
 import pytest
 from xception_contract import tf_startup
 
+from tests.fixtures.commands import console_script, run_command
+
 # absl's banner, or a line in absl/glog format: severity, MMDD, time, thread, file:line]
 STARTUP_LINE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\)"
     r"|[IWEF]\d{4} [\d:.]+\s+\d+ [\w.\-]+:\d+\] )",
     re.MULTILINE,
 )
-
-
-def script(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent))
-    assert found, f"the {name} console script is not installed"
-    return found
 
 
 def environment(**overrides: str) -> dict[str, str]:
@@ -41,9 +36,7 @@ def environment(**overrides: str) -> dict[str, str]:
 
 
 def run(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=300, check=False, env=environment(**env)
-    )
+    return run_command(command, timeout=300, env=environment(**env))
 
 
 def startup_lines(stderr: str) -> list[str]:
@@ -58,7 +51,7 @@ def exported(
     base = tmp_path_factory.mktemp("quiet") / "m"
     done = run(
         [
-            script("xception-export"),
+            console_script("xception-export"),
             "--weights",
             "random",
             "--image-size",
@@ -84,7 +77,7 @@ def test_export_verbose_brings_tensorflow_lines_back(
     exported: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
     base, _ = exported
-    done = run([script("xception-export"), "inspect", str(base), "--verbose"])
+    done = run([console_script("xception-export"), "inspect", str(base), "--verbose"])
     assert done.returncode == 0, done.stderr
     assert startup_lines(done.stderr), done.stderr
 
@@ -93,8 +86,8 @@ def test_export_honours_an_explicit_tf_cpp_min_log_level_0(
     exported: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
     base, _ = exported
-    quiet = run([script("xception-export"), "inspect", str(base)])
-    loud = run([script("xception-export"), "inspect", str(base)], TF_CPP_MIN_LOG_LEVEL="0")
+    quiet = run([console_script("xception-export"), "inspect", str(base)])
+    loud = run([console_script("xception-export"), "inspect", str(base)], TF_CPP_MIN_LOG_LEVEL="0")
     assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
     assert startup_lines(quiet.stderr) == [], quiet.stderr
     assert startup_lines(loud.stderr), loud.stderr
@@ -108,7 +101,7 @@ def test_serve_prints_only_our_lines(
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
             [
-                script("xception-serve"),
+                console_script("xception-serve"),
                 "--port=0",
                 "--grpc_socket_path",
                 str(tmp_path / "sock"),
@@ -139,7 +132,7 @@ def test_serve_prints_only_our_lines(
 
 def test_serve_honours_an_explicit_tf_cpp_min_log_level_0() -> None:
     quiet = run([sys.executable, "-m", "xception_serving", "--version"])
-    loud = run([script("xception-serve"), "--version"], TF_CPP_MIN_LOG_LEVEL="0")
+    loud = run([console_script("xception-serve"), "--version"], TF_CPP_MIN_LOG_LEVEL="0")
     assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
     assert "TensorFlow Library: " in quiet.stdout
     assert startup_lines(quiet.stderr) == [], quiet.stderr
@@ -152,7 +145,7 @@ def test_a_real_failure_is_still_our_one_line(tmp_path: Path) -> None:
     (version / "saved_model.pb").write_bytes(b"not a SavedModel")
     done = run(
         [
-            script("xception-serve"),
+            console_script("xception-serve"),
             "--port=0",
             "--grpc_socket_path",
             str(tmp_path / "sock"),
