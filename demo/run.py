@@ -21,7 +21,7 @@ from pathlib import Path
 
 from xception_client import Client
 from xception_contract import layout
-from xception_serving.process import ServerStartError, running_server
+from xception_serving.process import ServerSpec, ServerStartError, running_server
 
 READY_TIMEOUT_S = 600.0  # a full-size Xception load plus warmup on a busy CPU
 
@@ -107,8 +107,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr)
     print("demo: starting xception-serve on a free loopback port ...", file=sys.stderr)
     try:
-        with running_server(model_name=args.model_name, model_base_path=base,
-                            ready_timeout=READY_TIMEOUT_S) as server:
+        spec = ServerSpec(model_name=args.model_name, model_base_path=base)
+        with running_server(spec, ready_timeout=READY_TIMEOUT_S) as server:
             try:
                 _classify(server.grpc_target, args.model_name, args.image, args.top_k)
             except Exception as err:

@@ -7,9 +7,9 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from xception_serving.process import ServerSpec
 
 from benchmarks import image_cache, limit_process, local_server, machine
 from benchmarks.options import parse_options
@@ -91,9 +91,9 @@ def test_the_limit_protocol_sends_one_json_event_per_line(
 def test_benchmark_servers_do_not_poll_and_batch_only_with_a_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    launched: list[tuple[Path, dict[str, Any]]] = []
+    launched: list[tuple[Path, ServerSpec]] = []
     monkeypatch.setattr(local_server.process, "launch",
-                        lambda log_path, **kwargs: launched.append((log_path, kwargs)))
+                        lambda log_path, spec: launched.append((log_path, spec)))
     config = tmp_path / "batching.config"
     local_server.launch("on", model_name="m", model_base_path=tmp_path, log_dir=tmp_path,
                         batching_config=config, extra_args=("--mixed_precision=bfloat16",))
@@ -101,9 +101,9 @@ def test_benchmark_servers_do_not_poll_and_batch_only_with_a_config(
                         batching_config=None, rest=True)
     (on_log, on), (off_log, off) = launched
     assert (on_log, off_log) == (tmp_path / "server-on.log", tmp_path / "server-off.log")
-    assert on["extra_args"] == ["--file_system_poll_wait_seconds=0", "--enable_batching=true",
-                                f"--batching_parameters_file={config}",
-                                "--mixed_precision=bfloat16"]
-    assert off["extra_args"] == ["--file_system_poll_wait_seconds=0"]
-    assert (on["rest"], off["rest"]) == (False, True)
-    assert on["model_name"] == "m" and on["model_base_path"] == tmp_path
+    assert on.extra_args == ["--file_system_poll_wait_seconds=0", "--enable_batching=true",
+                             f"--batching_parameters_file={config}",
+                             "--mixed_precision=bfloat16"]
+    assert off.extra_args == ["--file_system_poll_wait_seconds=0"]
+    assert (on.rest, off.rest) == (False, True)
+    assert on.model_name == "m" and on.model_base_path == tmp_path

@@ -48,26 +48,30 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(
-    *,
-    grpc_port: int,
-    rest_port: int | None = None,
-    model_name: str | None = None,
-    model_base_path: str | os.PathLike[str] | None = None,
-    model_config_file: str | os.PathLike[str] | None = None,
-    extra_args: Sequence[str] = (),
-) -> list[str]:
+@dataclass(frozen=True)
+class ServerSpec:
+    """What a child server serves, and how: everything but its ports."""
+
+    model_name: str | None = None
+    model_base_path: str | os.PathLike[str] | None = None
+    model_config_file: str | os.PathLike[str] | None = None
+    rest: bool = False  # also serve REST, on a free port
+    extra_args: Sequence[str] = ()  # more of TF Serving's flags
+    env: Mapping[str, str] | None = None  # added to this process's environment
+
+
+def server_command(spec: ServerSpec, *, grpc_port: int, rest_port: int | None) -> list[str]:
     """``python -m xception_serving`` with TF Serving's flags, under this interpreter."""
     command = [sys.executable, "-m", "xception_serving", f"--port={grpc_port}"]
     if rest_port is not None:
         command.append(f"--rest_api_port={rest_port}")
-    if model_config_file is not None:
-        command.append(f"--model_config_file={model_config_file}")
-    if model_base_path is not None:
-        command.append(f"--model_base_path={model_base_path}")
-        if model_name is not None:
-            command.append(f"--model_name={model_name}")
-    command.extend(extra_args)
+    if spec.model_config_file is not None:
+        command.append(f"--model_config_file={spec.model_config_file}")
+    if spec.model_base_path is not None:
+        command.append(f"--model_base_path={spec.model_base_path}")
+        if spec.model_name is not None:
+            command.append(f"--model_name={spec.model_name}")
+    command.extend(spec.extra_args)
     return command
 
 
@@ -125,26 +129,12 @@ class ServerProcess:
         return int(self.process.returncode)
 
 
-def launch(
-    log_path: Path,
-    *,
-    model_name: str | None = None,
-    model_base_path: str | os.PathLike[str] | None = None,
-    model_config_file: str | os.PathLike[str] | None = None,
-    rest: bool = False,
-    grpc_port: int | None = None,
-    extra_args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-) -> ServerProcess:
+def launch(log_path: Path, spec: ServerSpec, *, grpc_port: int | None = None) -> ServerProcess:
     """Start the server on loopback (free ports unless ``grpc_port``); does not wait for it."""
     grpc_port = grpc_port or free_port()
-    rest_port = free_port() if rest else None
-    command = server_command(
-        grpc_port=grpc_port, rest_port=rest_port, model_name=model_name,
-        model_base_path=model_base_path, model_config_file=model_config_file,
-        extra_args=extra_args,
-    )
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    rest_port = free_port() if spec.rest else None
+    command = server_command(spec, grpc_port=grpc_port, rest_port=rest_port)
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(spec.env or {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -161,14 +151,9 @@ def launch(
 
 @contextlib.contextmanager
 def running_server(
+    spec: ServerSpec,
     *,
-    model_name: str | None = None,
-    model_base_path: str | os.PathLike[str] | None = None,
-    model_config_file: str | os.PathLike[str] | None = None,
-    rest: bool = False,
     grpc_port: int | None = None,
-    extra_args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
     ready_timeout: float = 600.0,
     log_dir: Path | None = None,
     bind_retries: int = 2,
@@ -184,11 +169,7 @@ def running_server(
     server: ServerProcess | None = None
     try:
         for attempt in range(bind_retries + 1):
-            server = launch(
-                directory / f"server-{attempt}.log", model_name=model_name,
-                model_base_path=model_base_path, model_config_file=model_config_file, rest=rest,
-                grpc_port=grpc_port, extra_args=extra_args, env=env,
-            )
+            server = launch(directory / f"server-{attempt}.log", spec, grpc_port=grpc_port)
             try:
                 server.wait_ready(ready_timeout)
                 break
