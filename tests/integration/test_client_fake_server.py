@@ -122,12 +122,13 @@ def _start(state: FakeState, credentials: grpc.ServerCredentials | None = None) 
     ])
     if credentials is None:
         port = server.add_insecure_port("127.0.0.1:0")
-        host = "127.0.0.1"
     else:
+        # The target names 127.0.0.1, which the test certificate carries as an IP address, not
+        # "localhost": that may resolve to ::1 first, where nothing listens, and a refused
+        # connection would pass for the TLS refusal a test expects.
         port = server.add_secure_port("127.0.0.1:0", credentials)
-        host = "localhost"  # the name the test certificate is issued to
     server.start()
-    return FakeServer(f"{host}:{port}", state, server)
+    return FakeServer(f"127.0.0.1:{port}", state, server)
 
 
 @pytest.fixture
@@ -288,7 +289,7 @@ def test_top_k_above_exported_k_is_refused_and_remembered(fake: FakeServer) -> N
         assert fake.state.calls == calls  # known now: refused before sending
 
 
-def test_status_reads_versions(fake: FakeServer) -> None:
+def test_status_reports_each_version_and_its_state(fake: FakeServer) -> None:
     with Client(fake.target) as client:
         (status,) = client.status()
     assert (status.version, status.state) == (3, "AVAILABLE")
