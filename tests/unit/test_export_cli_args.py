@@ -7,14 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import xception_contract as contract
 from xception_export import cli
 
 
-def test_defaults_match_the_contract_and_the_issue() -> None:
+def test_defaults_are_imagenet_weights_exported_under_the_contract_s_model_name() -> None:
     args = cli.export_parser().parse_args([])
-    assert args.weights == "imagenet" and args.model_base_path == "models/xception"
+    assert args.weights == "imagenet"
+    assert args.model_base_path == f"models/{contract.DEFAULT_MODEL_NAME}"
     assert args.interpolation == "nearest" and args.outputs == "auto"
-    assert args.top_k is None and args.max_pixels == 40_000_000 and args.model_version is None
+    assert args.max_pixels == contract.DEFAULT_MAX_PIXELS == 40_000_000
+    assert args.top_k is None and args.model_version is None  # the export's own defaults
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,8 @@
+"""The ImageNet class index shipped with the export is Keras's own file, byte for byte: the
+1000 (wnid, label) pairs in Keras's order, so labels match what Keras's decode_predictions says."""
+
+from __future__ import annotations
+
 import hashlib
 import json
 from pathlib import Path
