@@ -57,7 +57,7 @@ def test_predict_directory_streams_json_lines_with_summary_on_stderr(
     assert "3/3 images classified, 0 failed" in result.stderr
 
 
-def test_status_and_metadata(xception_server: Any) -> None:
+def test_status_and_metadata_commands_print_the_served_model(xception_server: Any) -> None:
     status = _run("status", "--server", xception_server.grpc_target)
     assert status.returncode == 0, status.stderr
     assert "AVAILABLE" in status.stdout

@@ -129,7 +129,7 @@ def test_client_and_async_client_return_a_typed_report(
         report.atol = 1.0  # type: ignore[misc]
 
 
-async def test_async_client_verify(
+async def test_async_client_verify_passes_on_every_signature(
     xception_server: ServerProcess, small_xception_model: ExportedModel
 ) -> None:
     async with AsyncClient(xception_server.grpc_target) as client:

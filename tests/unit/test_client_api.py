@@ -206,7 +206,7 @@ def test_decode_predictions_has_keras_shape() -> None:
     assert decode_predictions(batch) == [[("n02123045", "tabby", 0.7), ("", "cat", 0.2)]]
 
 
-def test_prediction_is_frozen() -> None:
+def test_a_prediction_is_immutable() -> None:
     prediction = Prediction("tabby", None, 0.5, 1)
     with pytest.raises(AttributeError):
         prediction.score = 1.0  # type: ignore[misc]

@@ -45,7 +45,9 @@ def test_missing_image_exits_1_with_one_line(
     assert err.count("\n") == 1 and "nope.jpg: no such file, directory or URL" in err
 
 
-def test_environment_gives_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variables_give_defaults_that_flags_override(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("XCEPTION_SERVER", "example:9000")
     monkeypatch.setenv("XCEPTION_MODEL", "other")
     monkeypatch.setenv("XCEPTION_TIMEOUT", "2.5")

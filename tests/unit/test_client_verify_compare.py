@@ -24,7 +24,7 @@ def _predict(probs: list[list[float]], k: int = 2) -> dict[str, np.ndarray]:
     }
 
 
-def test_identical_answers_agree() -> None:
+def test_identical_answers_agree_on_every_row() -> None:
     ref = _predict([[0.1, 0.6, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1]])
     result = compare_outputs(ref, ref, ATOL)
     assert (result.difference, result.max_abs_diff, result.rows, result.rows_agreeing) == (
@@ -44,7 +44,7 @@ def test_probability_beyond_atol_is_named_with_index_and_values() -> None:
     assert result.rows_agreeing == 1  # labels still agree
 
 
-def test_within_atol_passes() -> None:
+def test_probability_within_atol_passes() -> None:
     ref = _predict([[0.1, 0.6, 0.2, 0.1]])
     served = {k: v.copy() for k, v in ref.items()}
     served[contract.PROBABILITIES_OUTPUT][0, 1] += 5e-5
@@ -76,24 +76,28 @@ def test_same_ids_with_other_labels_fail() -> None:
     assert result.difference == "output 'top_k_labels'[0, 1] observed 'wolf' expected 'fox'"
 
 
-def test_other_shape_fails() -> None:
+def test_output_of_another_shape_fails_naming_both_shapes() -> None:
     ref = _predict([[0.1, 0.5, 0.3, 0.1]], k=2)
     served = _predict([[0.1, 0.5, 0.3, 0.1]], k=3)
     result = compare_outputs(ref, served, ATOL)
     assert result.difference == "output 'top_k_labels' shape observed [1, 3] expected [1, 2]"
 
 
-def test_missing_output_fails() -> None:
+def test_missing_output_fails_naming_it_and_the_shape_expected() -> None:
     ref = _predict([[0.1, 0.5, 0.3, 0.1]])
     served = dict(ref)
     del served[contract.TOP_K_SCORES_OUTPUT]
-    assert "output 'top_k_scores' missing" in str(compare_outputs(ref, served, ATOL).difference)
+    assert compare_outputs(ref, served, ATOL).difference == (
+        "output 'top_k_scores' missing (expected shape [1, 2])"
+    )
 
 
 def test_classify_rows_compare_labels_and_scores() -> None:
     ref = {"classes": LABELS[np.newaxis].copy(), "scores": np.array([[0.1, 0.2, 0.3, 0.4]], "f4")}
     served = {"classes": ref["classes"].copy(), "scores": ref["scores"] + np.float32(0.01)}
-    assert "output 'scores'[0, 0]" in str(compare_outputs(ref, served, ATOL).difference)
+    assert compare_outputs(ref, served, ATOL).difference == (
+        "output 'scores'[0, 0] observed 0.11 expected 0.1 (|dp| 0.01 > atol 0.0001)"
+    )
     served = {"classes": LABELS[np.newaxis][:, ::-1].copy(), "scores": ref["scores"]}
     assert compare_outputs(
         ref, served, ATOL
@@ -118,9 +122,12 @@ def test_signature_differences_name_shapes_dtypes_and_names() -> None:
         "signature 'serving_default' output 'top_k_scores': served DT_FLOAT [-1, 3], "
         "artifact DT_FLOAT [-1, 5]",
     ]
-    assert "served DT_HALF [-1, 5]" in signature_differences(
+    assert signature_differences(
         {"serving_default": _sig(5, "DT_HALF")}, {"serving_default": _sig(5)}
-    )[0]
+    ) == [
+        "signature 'serving_default' output 'top_k_scores': served DT_HALF [-1, 5], "
+        "artifact DT_FLOAT [-1, 5]"
+    ]
 
 
 def _report(problems: tuple[str, ...], failures: list[str | None]) -> VerifyReport:

@@ -62,6 +62,6 @@ def test_truncated_file_names_the_record(good_file: Path) -> None:
         list(read_records(good_file))
 
 
-def test_record_limit(good_file: Path) -> None:
+def test_reading_stops_past_the_record_limit_naming_it(good_file: Path) -> None:
     with pytest.raises(ArtifactError, match="more than 2 records"):
         list(read_records(good_file, limit=2))

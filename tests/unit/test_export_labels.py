@@ -27,8 +27,11 @@ def test_text_labels_one_per_line_with_trailing_blank_lines(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "text",
     ['["a", "b"]', '{"1": "b", "0": "a"}', '{"0": ["k0", "a"], "1": ["k1", "b"]}'],
+    ids=["list", "index to name", "index to key and name"],
 )
-def test_json_label_shapes(tmp_path: Path, text: str) -> None:
+def test_json_labels_in_each_accepted_shape_give_names_in_class_order(
+    tmp_path: Path, text: str
+) -> None:
     path = tmp_path / "labels.json"
     path.write_text(text)
     assert load_labels(path).names == ("a", "b")

@@ -395,8 +395,11 @@ def test_context_makes_an_example_list_with_context() -> None:
         ('{"examples": [1]}', "Example must be JSON object but got JSON Number"),
     ],
 )
-def test_example_feature_errors(text: str, message: str) -> None:
-    assert error_of(examples_of, text).message == message
+def test_example_features_of_mixed_kinds_null_or_no_object_are_refused_naming_them(
+    text: str, message: str
+) -> None:
+    err = error_of(examples_of, text)
+    assert (err.code, err.message) == (grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @pytest.mark.parametrize(
