@@ -17,6 +17,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from xception_serving.process import free_port
 
 from tests.fixtures.pki import make_pki
+from tests.fixtures.rpc import assert_refused_in_the_tls_handshake
 from tests.fixtures.servers import start_local_server, write_corrupt_version
 
 
@@ -140,4 +141,4 @@ def test_ssl_config_file_enables_mutual_tls_on_grpc(
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             with pytest.raises(grpc.RpcError) as info:
                 stub.Predict(request, timeout=30)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert_refused_in_the_tls_handshake(info.value, server.grpc_target)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import xception_contract as contract
@@ -186,13 +187,20 @@ def test_truncated_jpeg_is_refused_by_the_server_as_invalid_image(client: Client
     jpeg = _encoded(_picture(42, 300, 200), "JPEG", quality=90)
     with pytest.raises(InvalidImage) as info:
         client.predict(jpeg[: len(jpeg) // 3])  # header intact: passes the local check
-    assert info.value.code is not None  # answered by the server, not rejected locally
-    assert client.predict(jpeg)  # and the server keeps serving
+    # Answered by the server (a code), with TensorFlow's JPEG decoder error, not rejected locally.
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details.startswith(
+        "jpeg::Uncompress failed. Invalid JPEG data or crop window."
+    ), info.value.details
+    assert len(client.predict(jpeg)) == contract.DEFAULT_TOP_K  # and the server keeps serving
 
 
 def test_tiny_deadline_raises_deadline_exceeded(client: Client) -> None:
-    with pytest.raises(DeadlineExceeded):
+    with pytest.raises(DeadlineExceeded) as info:
         client.predict(_encoded(_picture(43, 640, 480), "JPEG"), timeout=0.001)
+    assert (info.value.code, info.value.details) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+    )
 
 
 def test_rest_port_raises_not_a_grpc_server(xception_server: Any) -> None:
@@ -217,8 +225,10 @@ def test_same_client_recovers_after_the_server_is_killed_and_restarted(
         with start_local_server(model_base_path=base, grpc_port=port) as first:
             before = client.predict(image)
             first.stop(signal.SIGKILL)
-        with pytest.raises(ServerUnavailable):  # down: fails fast after retries, no hang
+        with pytest.raises(ServerUnavailable) as down:  # fails fast after retries, no hang
             client.predict(image, timeout=10.0)
+        assert down.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "Connection refused" in down.value.details, down.value.details
         # A wait_for_ready call issued while the server is down completes once it is back.
         waited: list[list[Prediction]] = []
         waiter = threading.Thread(target=lambda: waited.append(patient.predict(image)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import numpy as np
 import pytest
@@ -92,6 +94,10 @@ def test_xception_metadata_lists_the_contract_signatures(stub) -> None:
     assert inputs[contract.IMAGE_BYTES_INPUT].dtype == types_pb2.DT_STRING
 
 
+# How a Session names the node of a failed assertion (inside a function of the graph, or not).
+ASSERT_NODE = re.compile(r"\t \[\[(?:\{\{function_node \w+\}\})?\{\{node [\w/]+/Assert\}\}\]\]")
+
+
 def test_xception_bad_image_is_invalid_argument(stub) -> None:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = contract.DEFAULT_MODEL_NAME
@@ -102,3 +108,11 @@ def test_xception_bad_image_is_invalid_argument(stub) -> None:
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(request, timeout=60)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The graph's own check, naming the image and its first bytes ("def", tf.debugging.Assert
+    # shows three), then the node, as a Session reports a failed assertion.
+    first_line, node = info.value.details().split("\n")
+    assert first_line == (
+        "assertion failed: [image_bytes[0]:] [unsupported or undecodable image format (expected "
+        "JPEG, PNG, GIF or BMP); first bytes:] [100 101 102...]"
+    )
+    assert ASSERT_NODE.fullmatch(node), node
