@@ -300,29 +300,27 @@ def test_corrupt_gzip_body_reads_as_empty_document() -> None:
     assert (status, error_text(out)) == (400, "JSON Parse error: The document is empty")
 
 
-def test_paths_outside_v1_answer_libevent_404_page() -> None:
-    api, _, _ = make_api()
-    status, headers, body = call(api, "GET", "/v2/models/half_plus_two")
-    assert (status, headers) == (
-        404, {"Content-Type": "text/html; charset=ISO-8859-1", "Connection": "close"}
-    )
-    assert body == (
-        b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
-        b"</BODY></HTML>\n"
-    )
-
-
-def test_disallowed_http_method_answers_libevent_501_page() -> None:
+@pytest.mark.parametrize(
+    ("method", "uri", "status", "phrase"),
+    [
+        ("GET", "/v2/models/half_plus_two", 404, "Not Found"),  # outside /v1
+        ("TRACE", "/v1/models/half_plus_two", 501, "Not Implemented"),  # a method libevent bars
+    ],
+    ids=["path outside v1", "method not allowed"],
+)
+def test_requests_outside_the_api_get_libevent_s_error_page(
+    method: str, uri: str, status: int, phrase: str
+) -> None:
     api, core, _ = make_api()
-    status, headers, body = call(api, "TRACE", "/v1/models/half_plus_two")
-    assert (status, headers) == (
-        501, {"Content-Type": "text/html; charset=ISO-8859-1", "Connection": "close"}
+    got, headers, body = call(api, method, uri)
+    assert (got, headers) == (
+        status, {"Content-Type": "text/html; charset=ISO-8859-1", "Connection": "close"}
     )
     assert body == (
-        b"<HTML><HEAD>\n<TITLE>501 Not Implemented</TITLE>\n</HEAD><BODY>\n<H1>Not Implemented"
-        b"</H1>\n</BODY></HTML>\n"
-    )
-    assert core.requests == []  # refused before routing
+        f"<HTML><HEAD>\n<TITLE>{status} {phrase}</TITLE>\n</HEAD><BODY>\n<H1>{phrase}</H1>\n"
+        "</BODY></HTML>\n"
+    ).encode()
+    assert core.requests == []  # refused before anything reached the model
 
 
 def test_prometheus_path_serves_metrics_text() -> None:
