@@ -451,8 +451,11 @@ def test_client_rejects_empty_batch_and_off_size_pixels_before_sending() -> None
     with Client("127.0.0.1:1", timeout=5, retries=0) as client:
         with pytest.raises(ValueError, match="images is empty"):
             client.predict_batch([])
-        with pytest.raises(ServerUnavailable):
+        with pytest.raises(ServerUnavailable) as info:
             client.predict(_JPEG)  # the control: a good image does try to reach the server
+        assert "127.0.0.1:1: Failed to connect to remote host: Connection refused" in (
+            info.value.details
+        ), info.value.details
     pixels = Client("127.0.0.1:1", timeout=5, retries=0, signature=contract.PIXELS_SIGNATURE)
     with pixels, pytest.raises(InvalidImage, match="model's size"):
         pixels.predict_batch(
