@@ -38,6 +38,18 @@ from xception_serving.rest_tensors import (
 )
 
 
+def _proto_string(text: str, what: str) -> str:
+    """`text` for a protobuf string field. The body's strings keep bytes that are not UTF-8
+    (decoded with surrogateescape, as rapidjson keeps them); TF Serving's C++ protobuf carries
+    such a name on, Python's cannot hold it, so it is refused here, naming it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = repr(text.encode("utf-8", "surrogateescape"))[2:-1]  # \xff for a bad byte
+        raise invalid(f'{what} "{shown}" is not valid UTF-8') from None
+    return text
+
+
 def _feature_kind_error(name: str, feature: feature_pb2.Feature) -> ServingError:
     kind = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(
         feature.WhichOneof("kind") or "", "UNKNOWN"
@@ -89,7 +101,7 @@ def _example_from_json(val: JsonValue, example: example_pb2.Example) -> None:
         feature = feature_pb2.Feature()
         for item in content if isinstance(content, list) else [content]:
             _add_to_feature(item, name, feature)
-        example.features.feature[name].CopyFrom(feature)
+        example.features.feature[_proto_string(name, "Feature name:")].CopyFrom(feature)
 
 
 def classify_regress_input(doc: Mapping[str, JsonValue]) -> input_pb2.Input:
@@ -122,7 +134,7 @@ def _fill_request(request: _Request, body: bytes, model_spec: model_pb2.ModelSpe
     """FillClassifyRegressRequestFromJson: the request's model spec, signature and Input."""
     doc = parse_json(body)
     request.model_spec.CopyFrom(model_spec)
-    request.model_spec.signature_name = signature_name_of(doc)
+    request.model_spec.signature_name = _proto_string(signature_name_of(doc), "signature_name")
     request.input.CopyFrom(classify_regress_input(doc))
     return request
 

@@ -224,6 +224,12 @@ class Servable:
         buffer = tf_session.TF_NewBufferFromString(options.SerializeToString())
         try:
             values = self._session._call_tf_sessionrun(buffer, feeds, endpoints.fetches, [], None)
+        except UnicodeDecodeError as err:
+            # TensorFlow's message quotes request bytes that are not UTF-8 (an Example its parser
+            # refuses), which its Python binding cannot decode. TF Serving sends those bytes as
+            # they are, and a Python gRPC client reads such details as Latin-1: send that text.
+            message = bytes(err.object).decode("latin-1")
+            raise tf.errors.InvalidArgumentError(None, None, message) from None
         finally:
             tf_session.TF_DeleteBuffer(buffer)
         return {

@@ -141,12 +141,14 @@ def to_numpy(proto: TensorProto) -> np.ndarray:
     np_type, field = _NUMPY[dtype]
     shape = _shape(proto)
     count = 1
-    extent = 1  # product of the non-zero dims: numpy refuses shapes where it overflows, even empty
+    # Product of the non-zero dims: numpy refuses a shape whose elements or bytes overflow int64,
+    # even an empty one, so such a shape is refused here with the message of any too-large tensor.
+    extent = 1
     for size in shape:  # Python ints: no int64 overflow on absurd shapes
         count *= size
         extent *= max(size, 1)
     itemsize = 8 if dtype == types_pb2.DT_STRING else np.dtype(np_type).itemsize
-    if count * itemsize > MAX_TENSOR_BYTES or extent >= 2**62:
+    if count * itemsize > MAX_TENSOR_BYTES or extent >= 2**62 or extent * itemsize >= 2**63:
         raise TensorParseError(f"tensor of shape {list(shape)} is too large")
     if dtype == types_pb2.DT_STRING:
         if proto.tensor_content:
