@@ -149,7 +149,10 @@ def test_rest_wrong_input_type_is_400(rest_server: ServerProcess) -> None:
         rest_server, "POST", "/v1/models/module:predict", '{"instances": ["x", "y"]}'
     )
     assert status == 400
-    assert error_text(body).endswith('JSON Value: "x" Type: String is not of expected type: float')
+    assert error_text(body) == (
+        "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+        'JSON Value: "x" Type: String is not of expected type: float'
+    )
 
 
 # -- status / metadata / monitoring -----------------------------------------------------------
