@@ -202,6 +202,7 @@ def test_fuzz_structured_tensor_protos_decode_as_tensorflow_reads_them_or_fail_c
         _decodes_or_refuses(proto, run)
 
     run.fuzz(st.one_of(tensor_protos(), valid_tensor_protos()), check, settings=FUZZ)
+    # Twenty-five runs of 200 gave 70-139 accepted and 61-130 refused.
     run.assert_checked(at_least=FLOOR, accepted=30, refused=30)
 
 
@@ -238,6 +239,7 @@ def test_fuzz_bytes_as_tensor_protos_decode_or_fail_cleanly() -> None:
         assert kind != "valid" or outcome == "accepted", proto
 
     run.fuzz(serialized_tensors(), check, settings=FUZZ)
+    # Twenty-five runs of 200 gave 59-105 accepted and 95-141 refused.
     run.assert_checked(at_least=FLOOR, accepted=30, refused=30)
 
 
@@ -543,6 +545,7 @@ def test_fuzz_rest_bodies_are_accepted_when_valid_or_refused_with_tf_serving_mes
                 run.outcome(f"{verb} accepted", kind)
 
     run.fuzz(rest_bodies(), check, settings=FUZZ)
+    # Twenty-five runs of 200 gave, per verb, 39-91 accepted and 86-161 refused.
     run.assert_checked(
         at_least=FLOOR,
         **{f"{verb} {way}": 30 for verb in _VERBS for way in ("accepted", "refused")},
