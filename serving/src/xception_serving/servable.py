@@ -85,9 +85,12 @@ def read_meta_graph(
 ) -> meta_graph_pb2.MetaGraphDef:
     """The MetaGraphDef whose tag set equals `tags`, from saved_model.pb (or .pbtxt).
 
-    Read before the Session loader runs so that a missing file or tag set fails with TF
-    Serving's C++ wording rather than the Python loader's.
+    Read before the Session loader runs so that a missing or unreadable file or tag set fails
+    with TF Serving's C++ code and wording (reader.cc, env.cc ReadBinaryProto), not the Python
+    loader's.
     """
+    import tensorflow as tf
+
     saved_model = saved_model_pb2.SavedModel()
     pb = version_dir / "saved_model.pb"
     pbtxt = version_dir / "saved_model.pbtxt"
@@ -95,25 +98,31 @@ def read_meta_graph(
         data = pb.read_bytes()
         try:
             saved_model.ParseFromString(data)
-        except Exception as err:
-            raise OSError(f"Can't parse {pb} as binary proto") from err
+        except Exception:
+            raise tf.errors.DataLossError(None, None, f"Can't parse {pb} as binary proto") from None
     elif pbtxt.exists():
         from google.protobuf import text_format
 
-        text_format.Parse(pbtxt.read_text(), saved_model)
+        try:
+            text_format.Parse(pbtxt.read_text(), saved_model)
+        except Exception:
+            message = f"Can't parse {pbtxt} as text proto"
+            raise tf.errors.DataLossError(None, None, message) from None
     else:
-        raise FileNotFoundError(
+        raise tf.errors.NotFoundError(
+            None, None,
             "Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
-            f"{version_dir}"
+            f"{version_dir}",
         )
     wanted = set(tags)
     for meta_graph in saved_model.meta_graphs:
         if set(meta_graph.meta_info_def.tags) == wanted:
             return meta_graph
-    raise LookupError(
+    raise tf.errors.NotFoundError(
+        None, None,
         f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. To "
         "inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
-        "`saved_model_cli`"
+        "`saved_model_cli`",
     )
 
 
