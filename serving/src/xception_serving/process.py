@@ -113,7 +113,7 @@ class ServerProcess:
                 )
             if time.monotonic() >= deadline:
                 raise ServerStartError(
-                    "timeout", f"xception-serve not ready after {timeout:.0f} s", self.log_tail()
+                    "timeout", f"xception-serve not ready after {timeout:g} s", self.log_tail()
                 )
             time.sleep(0.1)
 
