@@ -33,12 +33,6 @@ class DemoError(Exception):
 EXPORT_METADATA = Path(layout.EXPORT_METADATA_RELPATH)  # read as plain JSON: no export import
 
 
-def _latest_version(base: Path) -> Path | None:
-    """The version the server will serve (TF Serving's latest), if it holds a SavedModel."""
-    latest = layout.latest_version_dir(base)
-    return latest if latest is not None and (latest / layout.SAVED_MODEL_FILE).is_file() else None
-
-
 def describe_version(version_dir: Path, requested_weights: str) -> list[str]:
     """What the demo says about the version it serves: its weights, a warning for untrained
     ones, and how to re-export when they are not the weights asked for."""
@@ -97,9 +91,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     base = args.model_base_path.resolve()
     if not args.image.is_file():
         raise DemoError(f"image not found: {args.image}")
-    if _latest_version(base) is None:
+    if layout.latest_saved_model_dir(base) is None:
         _export(args.weights, base)
-    version_dir = _latest_version(base)
+    version_dir = layout.latest_saved_model_dir(base)
     if version_dir is None:
         raise DemoError(f"the export wrote no version under {base}")
     about = describe_version(version_dir, args.weights)

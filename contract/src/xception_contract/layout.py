@@ -72,11 +72,16 @@ def latest_version_dir(base_path: str | os.PathLike[str]) -> Path | None:
     return versions[max(versions)] if versions else None
 
 
+def latest_saved_model_dir(base_path: str | os.PathLike[str]) -> Path | None:
+    """The version TF Serving's default policy serves, when it holds a SavedModel; else None."""
+    latest = latest_version_dir(base_path)
+    return latest if latest is not None and (latest / SAVED_MODEL_FILE).is_file() else None
+
+
 def resolve_version_dir(path: str | os.PathLike[str]) -> Path | None:
     """``path`` itself when it holds a SavedModel, else the version TF Serving would serve from
     it as a base path when that one holds a SavedModel; None otherwise."""
     given = Path(path)
     if (given / SAVED_MODEL_FILE).is_file():
         return given
-    latest = latest_version_dir(given)
-    return latest if latest is not None and (latest / SAVED_MODEL_FILE).is_file() else None
+    return latest_saved_model_dir(given)
