@@ -19,19 +19,30 @@ PYTEST_ARGS ?=
 # The TF Serving release the launcher pins; `make check-tfserving` checks exports under its TensorFlow.
 TFS_VERSION = $(shell $(BIN)/python -c 'from xception_serving.launch_tfserving import TFS_VERSION; print(TFS_VERSION)')
 
-.PHONY: help install export check-tfserving serve serve-tfserving run test test-unit lint bench k8s kserve gateway clean
+.PHONY: help install dist export check-tfserving serve serve-tfserving run test test-unit lint bench k8s kserve gateway clean
 
 help: ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}' \
+	  | sed -e 's|$$(MODEL_BASE_PATH)|$(MODEL_BASE_PATH)|g' -e 's|$$(IMAGE)|$(IMAGE)|g' \
+	        -e 's|$$(GRPC_PORT)|$(GRPC_PORT)|g' -e 's|$$(REST_PORT)|$(REST_PORT)|g' \
+	        -e 's|$$(GATEWAY_PORT)|$(GATEWAY_PORT)|g'
 	@echo "  variables: WEIGHTS=imagenet|random|PATH.h5  MODEL_BASE_PATH=$(MODEL_BASE_PATH)  IMAGE=$(IMAGE)"
 
-install: $(STAMP) ## create .venv/ with export, serving, client and test tools
+install: $(STAMP) ## create .venv/ with every part (the `all` extra) and the test tools, checked by pip check
 
-$(STAMP): pyproject.toml contract/pyproject.toml client/pyproject.toml export/pyproject.toml serving/pyproject.toml
+# One environment for every part, Beam included: its protobuf<7 and pillow<13 caps resolve with the
+# rest, and `pip check` proves it on every install (a later single-package install can move them).
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install --quiet -e ./contract -e ./client -e ./export -e ./serving --group dev
+	$(BIN)/python -m pip install --quiet -e '.[all]' --group dev
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+dist: $(STAMP) ## build the wheel into dist/ (`pip install dist/*.whl` installs the client alone)
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist
 
 export: $(STAMP) ## export Xception to $(MODEL_BASE_PATH)/<next version> (WEIGHTS=random offline)
 	$(BIN)/xception-export --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH)
@@ -59,9 +70,10 @@ test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end, compa
 test-unit: $(STAMP) ## run only the fast unit tier
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy --strict, the import contracts (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP) ## benchmark limit vs served vs the usual way (TFS_TARGET=host:port to measure TF Serving)
 	$(BIN)/python -m benchmarks.run $(if $(TFS_TARGET),--tfserving-target $(TFS_TARGET)) \
@@ -81,7 +93,7 @@ kserve: ## render the KServe ServingRuntime + InferenceService (gpu and cpu over
 	@echo "rendered build/kserve/gpu.yaml and build/kserve/cpu.yaml"
 
 gateway: $(STAMP) ## HTTP gateway (examples/gateway) on 127.0.0.1:$(GATEWAY_PORT) in front of `make serve`
-	XCEPTION_SERVER=127.0.0.1:$(GRPC_PORT) XCEPTION_MODEL=$(MODEL_NAME) PYTHONPATH=examples/gateway \
+	XCEPTION_SERVER=127.0.0.1:$(GRPC_PORT) XCEPTION_MODEL=$(MODEL_NAME) \
 	  $(BIN)/python -m xception_gateway --port $(GATEWAY_PORT)
 
 clean: ## remove build output and exported models (keeps .venv)

@@ -2,13 +2,13 @@
 
 Installed size is measured two ways:
 
-- ``venv``: ``python -m venv`` in a temporary directory, ``pip install ./contract ./client`` (their
+- ``venv``: ``python -m venv`` in a temporary directory, ``pip install .`` (the client; its
   dependencies from the package index), ``du`` of the whole environment minus the bare venv (pip
   itself). Slow and needs the index, so it runs in the background while the models load
-  (``VenvBuild``) and its result is cached in the build directory, keyed by both pyproject.toml
-  files.
+  (``VenvBuild``) and its result is cached in the build directory, keyed by the pyproject.toml
+  file.
 - ``records``: the sum of the files each installed distribution lists in its RECORD, over the
-  dependency closure of ``xception-client`` and of ``tensorflow-serving-api`` in this venv. Fast,
+  dependency closure of the base install and of ``tensorflow-serving-api`` in this venv. Fast,
   offline, and the comparison the import-time figure needs (what ``tensorflow_serving.apis``
   drags in: TensorFlow).
 
@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from xception_contract import extras
 
 IMPORT_PROBE = """
 import resource, time
@@ -124,9 +126,8 @@ def du_bytes(path: Path) -> int:
 def client_venv_size(repo: Path, cache_file: Path, *, timeout: float = 240.0) -> dict[str, Any]:
     """Build (or read the cached result of) a client-only venv; sizes in bytes."""
     repo = repo.resolve()
-    packages = [repo / "contract", repo / "client"]  # the client needs the contract beside it
-    pyprojects = b"".join((package / "pyproject.toml").read_bytes() for package in packages)
-    key = hashlib.sha256(pyprojects + sys.version.encode()).hexdigest()[:16]
+    pyproject = (repo / "pyproject.toml").read_bytes()  # the base install is the client
+    key = hashlib.sha256(pyproject + sys.version.encode()).hexdigest()[:16]
     if cache_file.is_file():
         cached = json.loads(cache_file.read_text())
         if cached.get("key") == key:
@@ -139,12 +140,12 @@ def client_venv_size(repo: Path, cache_file: Path, *, timeout: float = 240.0) ->
         # A non-editable install: what a user of the client gets.
         install = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-             "--disable-pip-version-check", *map(str, packages)],
+             "--disable-pip-version-check", str(repo)],
             timeout=timeout, capture_output=True, text=True,
         )
         if install.returncode != 0:
             raise RuntimeError(
-                f"pip install ./contract ./client failed: {install.stderr.strip()[-500:]}"
+                f"pip install . (the client) failed: {install.stderr.strip()[-500:]}"
             )
         full = du_bytes(venv)
         freeze = subprocess.run(
@@ -193,7 +194,7 @@ def measure(import_repeats: int, venv_result: Mapping[str, Any]) -> dict[str, An
     (the client-only venv's when ``venv_result`` has it, else RECORD sums)."""
     ours = import_time("xception_client", repeats=import_repeats)
     tfs = import_time("tensorflow_serving.apis.predict_pb2", repeats=import_repeats)
-    client_records = records_size("xception-client")
+    client_records = records_size(extras.DISTRIBUTION)  # its base install is the client
     tfs_records = records_size("tensorflow-serving-api")
     installed: dict[str, Any] = {
         "client_records_bytes": client_records["bytes"],
@@ -205,7 +206,7 @@ def measure(import_repeats: int, venv_result: Mapping[str, Any]) -> dict[str, An
         cached = f" (cached {venv_result.get('measured', '')})" if venv_result.get("cached") else ""
         installed.update(
             client_bytes=venv_result["client_install_bytes"],
-            client_method="client-only venv: du after `pip install ./contract ./client` minus the "
+            client_method="client-only venv: du after `pip install .` (the client) minus the "
             "bare venv" + cached,
             client_venv_total_bytes=venv_result["venv_bytes"],
         )

@@ -59,7 +59,7 @@ def results_document(
         "note": "compare figures within this run only; the load averages before and after "
                 "say whether anything else was running on the machine",
         "schema_version": stats.SCHEMA_VERSION,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": options.command,
         "quick": options.quick,
         "machine": dict(machine),

@@ -1,9 +1,15 @@
-"""`pip install ./contract ./client` into a fresh venv: no TensorFlow, and it predicts."""
+"""The client installs alone with one pip command, in each form a user would try, and predicts.
+
+The forms: a path to a clone (`pip install .`), a git URL (`pip install git+file://...`, as a
+requirements line in the user's service would say it) and the wheel `make dist` builds. Each goes
+into a fresh venv, pulls no TensorFlow, and needs no name that exists only in this repository. The
+three cover both protobuf majors the client supports: the floor of its range (6.31.1), Beam's
+world (<7) and the newest release pip picks (7.x).
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,62 +20,77 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
+SERVER_SIDE = {"tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "keras", "tf-keras",
+               "apache-beam", "waitress", "fastapi"}
+
+
+def _run(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel `make dist` builds from this checkout."""
+    done = subprocess.run(["make", "dist"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (built,) = (REPO / "dist").glob("xception_serving_bundle-*-py3-none-any.whl")
+    return built
+
+
+def _requirement(form: str, tmp_path: Path, wheel: Path) -> str:
+    if form == "path":
+        return str(REPO)
+    if form == "wheel":
+        return str(wheel)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
+    return f"git+file://{clone}"
 
 
 @pytest.mark.slow
-def test_client_installs_alone_without_tensorflow_and_predicts(
-    xception_server: Any, small_xception_model: Any, tmp_path: Path
+@pytest.mark.parametrize(
+    ("form", "protobuf"),
+    [("path", "protobuf==6.31.1"), ("git", "protobuf>=7"), ("wheel", "protobuf<7")],
+)
+def test_client_installs_alone_with_one_pip_command_without_tensorflow_and_predicts(
+    form: str, protobuf: str, wheel: Path,
+    xception_server: Any, small_xception_model: Any, tmp_path: Path,
 ) -> None:
-    # Build from a copy so setuptools' build/ and egg-info never land in the work tree.
-    sources = []
-    for part in ("contract", "client"):  # the client and the one package it needs from here
-        sources.append(str(tmp_path / part))
-        shutil.copytree(REPO / part, tmp_path / part,
-                        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
-    install = subprocess.run(
-        # At the floor of the client's protobuf range: the generated code must load there too.
-        [str(python), "-m", "pip", "install", "--quiet", *sources, "protobuf==6.31.1"],
-        capture_output=True, text=True, timeout=600, env=env,
-    )
+    requirement = _requirement(form, tmp_path, wheel)
+    install = _run([str(python), "-m", "pip", "install", "--quiet", requirement, protobuf],
+                   env, tmp_path, timeout=600)
     assert install.returncode == 0, (
-        "pip install ./contract ./client failed (it needs the package registry or a warm pip "
-        "cache):\n"
+        f"pip install {requirement} failed (it needs the package registry or a warm pip cache):\n"
         + install.stdout[-2000:] + install.stderr[-2000:]
     )
 
-    installed = subprocess.run(
-        [str(python), "-m", "pip", "list", "--format=freeze"],
-        capture_output=True, text=True, check=True, timeout=120, env=env,
-    ).stdout.lower()
-    names = {line.split("==")[0] for line in installed.splitlines()}
-    assert {"xception-client", "xception-contract"} <= names
-    assert "protobuf==6.31.1" in installed.splitlines()
-    assert not names & {"tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "keras"}, names
-
-    probe = subprocess.run(
-        [str(python), "-c", "import importlib.util as u, sys;"
-         "sys.exit(1 if u.find_spec('tensorflow') or u.find_spec('tensorflow_serving') else 0)"],
-        timeout=60, env=env,
-    )
-    assert probe.returncode == 0, "tensorflow is importable in the client-only venv"
+    freeze = _run([str(python), "-m", "pip", "list", "--format=freeze"], env, tmp_path)
+    installed = dict(line.lower().split("==", 1) for line in freeze.stdout.splitlines())
+    assert "xception-serving-bundle" in installed
+    assert not SERVER_SIDE & set(installed), installed
+    protobuf_major = int(installed["protobuf"].split(".")[0])
+    expected_major = {"path": 6, "git": 7, "wheel": 6}[form]
+    assert protobuf_major == expected_major, installed["protobuf"]
+    if form == "path":
+        assert installed["protobuf"] == "6.31.1"
+    assert _run([str(python), "-m", "pip", "check"], env, tmp_path).returncode == 0
 
     image = tmp_path / "picture.jpg"
     pixels = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(image, quality=90)
-    result = subprocess.run(
-        [str(venv / "bin" / "xception-client"), "predict", str(image), "--json",
-         "--server", xception_server.grpc_target],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
-    )
+    result = _run([str(venv / "bin" / "xception-client"), "predict", str(image), "--json",
+                   "--server", xception_server.grpc_target], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert '"predictions"' in result.stdout
 
-    # The library itself, in that venv, with no TensorFlow module loaded at any point.
+    # The library itself, with no TensorFlow module loaded at any point.
     code = (
         "import sys, xception_client as x\n"
         f"with x.Client({xception_server.grpc_target!r}) as c:\n"
@@ -78,15 +99,17 @@ def test_client_installs_alone_without_tensorflow_and_predicts(
         "assert not [m for m in sys.modules if m.split('.')[0] in "
         "('tensorflow', 'keras', 'tensorflow_serving')]\n"
     )
-    library = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
-                             timeout=120, env=env, cwd=tmp_path)
+    library = _run([str(python), "-c", code], env, tmp_path)
     assert library.returncode == 0, library.stderr
 
     # verify reads the artifact (TFRecord, CRC32C, saved_model.pb) with the client alone too.
-    verify = subprocess.run(
-        [str(venv / "bin" / "xception-client"), "verify", str(small_xception_model.base_path),
-         "--server", xception_server.grpc_target],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
-    )
+    verify = _run([str(venv / "bin" / "xception-client"), "verify",
+                   str(small_xception_model.base_path), "--server", xception_server.grpc_target],
+                  env, tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert verify.stdout.splitlines()[-1].startswith("PASS: "), verify.stdout
+    assert "PASS: " in verify.stdout.splitlines()[-1], verify.stdout
+
+    # A part whose extra is missing says which install fixes it, instead of a bare ImportError.
+    missing = _run([str(venv / "bin" / "xception-serve"), "--help"], env, tmp_path)
+    assert missing.returncode != 0
+    assert "xception-serving-bundle[serve]" in missing.stderr, missing.stderr

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tomllib
 import xception_contract as contract
 from google.protobuf import any_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -221,7 +221,7 @@ def test_client_messages_live_under_own_proto_package_beside_tensorflow_serving_
 
 
 def test_generated_code_version_is_the_client_protobuf_lower_bound() -> None:
-    pyproject = tomllib.loads((CLIENT / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((CLIENT.parent / "pyproject.toml").read_text())
     (spec,) = [d for d in pyproject["project"]["dependencies"] if d.startswith("protobuf")]
     floor = re.search(r">=([\d.]+)", spec)
     assert floor is not None

@@ -7,12 +7,10 @@ give one number the later in byte order wins.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from xception_contract import layout
+from xception_contract import extras, layout
 
 
 @pytest.mark.parametrize(
@@ -76,25 +74,14 @@ def test_resolve_takes_a_version_directory_or_the_latest_under_a_base_path(tmp_p
     assert layout.resolve_version_dir(tmp_path / "absent") is None
 
 
-def test_the_contract_package_imports_nothing_but_the_standard_library() -> None:
-    code = (
-        "import sys, xception_contract, xception_contract.layout, xception_contract.tf_startup\n"
-        "ours = {'xception_client', 'xception_export', 'xception_serving', 'grpc', 'numpy',"
-        " 'tensorflow', 'google'}\n"
-        "print(sorted(ours & {m.split('.')[0] for m in sys.modules}))"
+def test_a_command_without_its_extra_exits_with_the_install_that_fixes_it() -> None:
+    with pytest.raises(SystemExit) as exited:
+        extras.require("xception-serve", "serve", ["json", "no_such_module_here"])
+    assert str(exited.value) == (
+        "xception-serve needs the 'serve' extra (missing: no_such_module_here): "
+        "pip install 'xception-serving-bundle[serve]'"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
 
 
-def test_the_server_process_never_imports_the_client() -> None:
-    # Every module of the server package, imported as xception-serve would reach it.
-    code = (
-        "import importlib, pkgutil, sys, xception_serving\n"
-        "for m in pkgutil.walk_packages(xception_serving.__path__, 'xception_serving.'):\n"
-        "    importlib.import_module(m.name)\n"
-        "print(sorted(m for m in sys.modules if m.startswith('xception_client')))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=300)
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+def test_a_command_with_its_extra_installed_goes_on() -> None:
+    assert extras.require("xception-client", "client", ["json", "os"]) is None
