@@ -1,0 +1,331 @@
+"""`make tune-batching`: measure a target across batch sizes, then write the batching.config that
+meets a latency goal, saying why each value was picked.
+
+    python -m benchmarks.tune_batching [--p99-goal-ms MS | --p50-goal-ms MS] [--output PATH]
+    python -m benchmarks.tune_batching --target HOST:PORT --device gpu ...   (or TFS_TARGET=...)
+
+Targets:
+
+- the in-process limit (default): the benchmark's limit process (limit.py, the served
+  SavedModel in a TF1 Session on decoded pixels) times one call per batch size; a caller whose
+  request joins a full batch waits at least that call, so its latency is the call's mean time
+  (the limit reports calls and seconds per size). The best of ``--passes`` passes per size, as
+  ``make bench`` takes the limit, since the machine may be shared;
+- a live TF Serving (``--target``): our gRPC client sends single-image requests at a concurrency
+  equal to the batch size, so a server running the probe config (``--probe-config``: one batch
+  thread, a cap above every size measured) forms batches of that size; p50 and p99 are the
+  requests' own.
+
+The decisions are batching_rules.py's (pure, unit-tested); the file is batching_file.py's.
+Exit status: 0, 1 when no measured size meets the goal (the file is still written, with the
+lowest-latency size, and says so), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import batching_file, image_cache, machine
+from benchmarks.batching_rules import (
+    GUIDE,
+    GUIDE_SOURCE,
+    MIN_GAIN,
+    Decision,
+    Device,
+    Goal,
+    Hardware,
+    Point,
+    decide,
+)
+from benchmarks.exports import ensure_model
+from benchmarks.progress import log
+
+PROG = "python -m benchmarks.tune_batching"
+BATCH_SIZES = (1, 2, 4, 8, 16)
+P99_GOAL_MS = 1000.0  # online serving on a CPU: a second, batch included
+PEAK_CONCURRENCY = 16  # the benchmark's highest concurrency level
+LOAD_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 60.0
+GOAL_NOT_MET = 1
+
+
+@dataclass(frozen=True)
+class Measured:
+    points: list[Point]
+    what: str  # the target, for the header and the printout
+    intra_op_threads: int  # of the measured Session (0: TensorFlow's default)
+
+
+# -- measuring -------------------------------------------------------------------------------------
+
+
+def best_per_size(passes: Sequence[Mapping[str, Any]]) -> list[Point]:
+    """Points from limit passes (limit_process RESULT events): per batch size the pass with the
+    best throughput, latency its mean call time (the limit times calls, not requests)."""
+    best: dict[int, Point] = {}
+    for one in passes:
+        for entry in one["per_batch_size"]:
+            size, calls = int(entry["batch_size"]), int(entry["calls"])
+            call_ms = 1000.0 * float(entry["seconds"]) / calls
+            point = Point(size, float(entry["throughput"]), call_ms, call_ms)
+            if size not in best or point.throughput > best[size].throughput:
+                best[size] = point
+    return [best[size] for size in sorted(best)]
+
+
+def measure_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_sizes: Sequence[int],
+                  seconds: float, passes: int, log_path: Path) -> Measured:
+    from benchmarks.limit_process import LimitProcess
+
+    limit = LimitProcess(model_dir, pixels, batch_sizes, seconds=seconds, jpegs=jpegs,
+                         log_path=log_path)
+    try:
+        limit.wait_loaded(timeout=LOAD_TIMEOUT_S)
+        results = []
+        for index in range(passes):
+            log(f"limit pass {index + 1}/{passes}: batch {','.join(map(str, batch_sizes))}, "
+                f"{seconds:g} s each")
+            results.append(limit.measure(timeout=LOAD_TIMEOUT_S))
+    finally:
+        limit.kill()
+    threads = int(results[0].get("intra_op_threads") or 0)
+    return Measured(best_per_size(results), f"in-process limit of {model_dir}", threads)
+
+
+def measure_live(target: str, model_name: str, data: Sequence[bytes],
+                 batch_sizes: Sequence[int], seconds: float) -> Measured:
+    """Each batch size B as B closed-loop callers of one image each, after a short warm-up."""
+    from benchmarks import load
+    from benchmarks.measure import measure_point, warm_up
+
+    driver = load.OursGrpc(target, model_name, data, REQUEST_TIMEOUT_S)
+    points = []
+    try:
+        for size in batch_sizes:
+            warm_up(driver, size, 1.0)
+            row = measure_point(driver, batching=None, concurrency=size, seconds=seconds,
+                                bytes_per_image=0.0)
+            if row["errors"]:
+                raise RuntimeError(f"batch {size}: {row['errors']} requests failed "
+                                   f"({row['first_error']}); is the server on the probe config?")
+            points.append(Point(size, row["throughput"], row["p50_ms"], row["p99_ms"]))
+    finally:
+        driver.close()
+    return Measured(points, f"TF Serving at {target} (model {model_name}), concurrency = batch",
+                    0)
+
+
+# -- deciding and writing --------------------------------------------------------------------------
+
+
+def header(decision: Decision, measured: Measured, hardware: Hardware, command: str,
+           cpu_model: str) -> list[str]:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# TF Serving BatchingParameters (text proto) for --enable_batching and "
+        "--batching_parameters_file.",
+        f"# Written by the batching tuner, {PROG}: re-run it rather than edit by hand.",
+        batching_file.host_line(cpu_model, hardware.cores),
+        f"# device: {hardware.device}; date: {now}",
+        f"# command: {command}",
+        f"# measured: {measured.what}",
+        f"# goal: {decision.goal}" + ("" if decision.goal_met else " -- NOT MET, see below"),
+        f"# [{GUIDE}]: {GUIDE_SOURCE}",
+        "# throughput (img/s) and latency (ms) per batch size:",
+    ]
+    lines += [f"#   batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f}  "
+              f"p99 {p.p99_ms:8.1f}" for p in measured.points]
+    return lines
+
+
+def report(decision: Decision, measured: Measured) -> str:
+    """What the tuner prints: the table, then each value and why."""
+    lines = [f"measured: {measured.what}",
+             *(f"  batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f} ms  "
+               f"p99 {p.p99_ms:8.1f} ms" for p in measured.points),
+             f"goal: {decision.goal}" + ("" if decision.goal_met else "  ** NOT MET **"),
+             f"[{GUIDE}]: {GUIDE_SOURCE}"]
+    for setting in decision.settings:
+        value = ("unset" if setting.value is None else
+                 ",".join(map(str, setting.value)) if isinstance(setting.value, tuple)
+                 else str(setting.value))
+        lines.append(f"{setting.name} = {value}\n    {setting.reason}")
+    return "\n".join(lines)
+
+
+def probe_config(batch_sizes: Sequence[int], peak: int) -> str:
+    """The BatchingParameters a live server runs while measured: one batch thread (callers queue
+    and merge while it runs), a cap at the largest size, a 2 ms timeout so B callers form one
+    batch, and room for every caller (the guide: a really high max_enqueued_batches while
+    experimenting)."""
+    return (f"# Probe config for {PROG} --target: not for production.\n"
+            f"max_batch_size {{ value: {max(batch_sizes)} }}\n"
+            f"batch_timeout_micros {{ value: 2000 }}\n"
+            f"num_batch_threads {{ value: 1 }}\n"
+            f"max_enqueued_batches {{ value: {max(1000, peak, max(batch_sizes))} }}\n")
+
+
+def detect_device() -> Device:
+    """GPU where this host's NVIDIA driver lists one (what the in-process limit would use)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return "gpu" if gpus.is_dir() and any(gpus.iterdir()) else "cpu"
+
+
+def host_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to measure and the goal to meet: the command line's, or ``make bench --tune``'s."""
+
+    goal: Goal
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
+    seconds: float = 4.0
+    passes: int = 2
+    peak_concurrency: int = PEAK_CONCURRENCY
+    min_gain: float = MIN_GAIN
+    device: Device | None = None  # None: this host's (detect_device)
+    cores: int | None = None  # None: this host's
+
+
+def conclude(measured: Measured, settings: Settings, output: Path, command: str) -> Decision:
+    """Decide, print why, and write ``output``."""
+    hardware = Hardware(settings.device or detect_device(), settings.cores or host_cores(),
+                        measured.intra_op_threads)
+    decision = decide(measured.points, settings.goal, hardware,
+                      peak_concurrency=settings.peak_concurrency, min_gain=settings.min_gain)
+    print(report(decision, measured), flush=True)
+    text = batching_file.render(
+        decision, header(decision, measured, hardware, command, machine.cpu_model()))
+    batching_file.write(output, text)
+    log(f"wrote {output}")
+    return decision
+
+
+def tune_at_limit(model_dir: Path, pixels: Path, jpegs: Path, build_dir: Path, output: Path,
+                  settings: Settings, command: str) -> Decision:
+    """Measure the in-process limit, then conclude (``make bench``'s tune phase calls this)."""
+    measured = measure_limit(model_dir, pixels, jpegs, settings.batch_sizes, settings.seconds,
+                             settings.passes, build_dir / "logs" / "tune-limit.log")
+    return conclude(measured, settings, output, command)
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(sorted({int(v) for v in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 1,2,4,8, got {text!r}") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Measure batch sizes, write the "
+                                "batching.config that meets a latency goal, and say why.")
+    p.add_argument("--target", metavar="HOST:PORT", default=os.environ.get("TFS_TARGET") or None,
+                   help="a live TF Serving (gRPC; default $TFS_TARGET); without: the in-process "
+                   "limit on this host")
+    p.add_argument("--model-name", default="xception", help="served model name (with --target)")
+    p.add_argument("--p50-goal-ms", type=_positive_float, help="p50 latency bound")
+    p.add_argument("--p99-goal-ms", type=_positive_float,
+                   help=f"p99 latency bound (default {P99_GOAL_MS:g} when no goal is given)")
+    p.add_argument("--batch-sizes", type=_sizes, default=BATCH_SIZES, help="default 1,2,4,8,16")
+    p.add_argument("--seconds", type=_positive_float, default=4.0,
+                   help="measured seconds per batch size (default 4)")
+    p.add_argument("--passes", type=_positive_int, default=2,
+                   help="limit passes, best per size (default 2)")
+    p.add_argument("--images", type=_positive_int, default=16,
+                   help="generated JPEGs to cycle through (default 16)")
+    p.add_argument("--min-gain", type=float, default=MIN_GAIN,
+                   help=f"throughput a bigger batch must add (default {MIN_GAIN})")
+    p.add_argument("--peak-concurrency", type=_positive_int, default=PEAK_CONCURRENCY,
+                   help=f"concurrent callers the queue must hold (default {PEAK_CONCURRENCY})")
+    p.add_argument("--device", choices=("cpu", "gpu"),
+                   help="where the server computes (default: this host's; required with --target)")
+    p.add_argument("--cores", type=_positive_int,
+                   help="the server's CPU cores (default: this host's)")
+    p.add_argument("--image-size", type=_positive_int, default=299)
+    p.add_argument("--repo", type=Path, default=Path(), help="repository root (default: .)")
+    p.add_argument("--model-base-path", type=Path,
+                   help="SavedModel base path (default REPO/models/bench/xception-<size>)")
+    p.add_argument("--build-dir", type=Path, help="default REPO/build/bench")
+    p.add_argument("--output", type=Path,
+                   help="the config to write (default BUILD_DIR/batching-tuned.config)")
+    p.add_argument("--probe-config", type=Path, metavar="PATH",
+                   help="only write the config a live TF Serving should run while measured")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(given)
+    if args.probe_config:
+        batching_file.write(args.probe_config,
+                            probe_config(args.batch_sizes, args.peak_concurrency))
+        log(f"wrote {args.probe_config}: start TF Serving with it, then run with --target")
+        return 0
+    if args.target and not args.device:
+        parser.error("--target needs --device cpu or gpu: the tuner cannot see the server's "
+                     "hardware")
+    goal = Goal(args.p50_goal_ms, args.p99_goal_ms if args.p99_goal_ms or args.p50_goal_ms
+                else P99_GOAL_MS)
+    settings = Settings(goal, args.batch_sizes, args.seconds, args.passes,
+                        args.peak_concurrency, args.min_gain, args.device, args.cores)
+    repo = args.repo.resolve()
+    build_dir = (args.build_dir or repo / "build" / "bench").resolve()
+    output = (args.output or build_dir / "batching-tuned.config").resolve()
+    command = " ".join([PROG, *map(shlex.quote, given)])
+    bench = image_cache.bench_images(build_dir, args.images, seed=5)
+    if args.target:
+        measured = measure_live(args.target, args.model_name, bench.data, args.batch_sizes,
+                                args.seconds)
+        decision = conclude(measured, settings, output, command)
+    else:
+        from xception_contract import tf_startup
+
+        tf_startup.install()
+        base = args.model_base_path or repo / "models" / "bench" / f"xception-{args.image_size}"
+        model_dir = ensure_model(base.resolve(), args.image_size, log)
+        pixels = image_cache.write_pixels(
+            bench.data, args.image_size, build_dir / f"pixels-{args.image_size}-n{args.images}.npy")
+        decision = tune_at_limit(model_dir, pixels, bench.folder, build_dir, output, settings,
+                                 command)
+    return 0 if decision.goal_met else GOAL_NOT_MET
+
+
+if __name__ == "__main__":
+    sys.exit(main())
