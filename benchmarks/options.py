@@ -35,6 +35,7 @@ class Options:
     concurrency: tuple[int, ...]
     limit_batch_sizes: tuple[int, ...]
     batching_config: Path
+    tune: Literal["auto", "always", "never"]  # tune the batching config first (tune_batching.py)
     import_repeats: int
     footprint: Literal["venv", "records"]
     precision: bool
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit-batch-sizes", type=_levels, help="default 1,2,4,8")
     parser.add_argument("--batching-config", type=Path,
                         help="batching server config (default REPO/serving/batching-cpu.config)")
+    parser.add_argument("--tune", choices=("auto", "always", "never"), default="auto",
+                        help="first tune the batching config on this machine and serve with it: "
+                        "auto (default) when the config was not tuned on this CPU and core count")
     parser.add_argument("--import-repeats", type=int, help="fresh interpreters per module (3)")
     parser.add_argument("--footprint", choices=("venv", "records"), default="venv",
                         help="client size: a real client-only venv (cached) or RECORD sums")
@@ -129,6 +133,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         limit_batch_sizes=args.limit_batch_sizes or ((1, 4) if quick else (1, 2, 4, 8)),
         batching_config=(args.batching_config
                          or repo / "serving" / "batching-cpu.config").resolve(),
+        tune=args.tune,
         import_repeats=args.import_repeats or (1 if quick else 3),
         footprint=footprint,
         precision=args.precision,

@@ -6,6 +6,8 @@ Phases, each a function below, run one at a time so that no measurement overlaps
 
 1. prepare_inputs: export a random-weight Xception (299x299) once into models/bench/, generate a
    seeded set of photo-like JPEGs and the limit's pixels (both cached under build/bench/);
+   tune_phase (--tune): unless the batching config was tuned on this CPU, tune one on this
+   machine (tune_batching.py) and serve with it;
 2. start_limit, start_servers, wait_until_ready: the limit process loads the same SavedModel while
    the local server starts twice (batching on with serving/batching-cpu.config, and off) and the
    client-only venv of the footprint builds;
@@ -26,6 +28,7 @@ Progress goes to stderr. Loopback only; every phase is bounded in time.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -36,7 +39,17 @@ from typing import Any
 from xception_contract import tf_startup
 from xception_serving.process import ServerProcess
 
-from benchmarks import footprint, image_cache, load, local_server, machine, precision, results
+from benchmarks import (
+    batching_file,
+    footprint,
+    image_cache,
+    load,
+    local_server,
+    machine,
+    precision,
+    results,
+    tune_batching,
+)
 from benchmarks.exports import ensure_model
 from benchmarks.image_cache import ImageSet
 from benchmarks.limit_process import LimitProcess
@@ -95,6 +108,29 @@ def prepare_inputs(options: Options) -> Inputs:
         bench.data, options.image_size, options.build_dir / f"pixels-{options.image_size}.npy"
     )
     return Inputs(model_dir, bench, pixels)
+
+
+# -- 1b. the batching config, tuned on this machine ----------------------------------------------
+
+
+def tune_phase(options: Options, inputs: Inputs) -> Options:
+    """The options with the batching config to serve with: ``options.batching_config``, or one
+    the tuner writes to the build directory after measuring this machine's limit (before any
+    other process starts, so nothing else runs while it measures)."""
+    here = (machine.cpu_model(), tune_batching.host_cores())
+    tune, why = tune_batching.wants_tuning(options.tune, options.local,
+                                           batching_file.tuned_host(options.batching_config), here)
+    if not tune:
+        log(f"batching config {options.batching_config} ({why})")
+        return options
+    output = options.build_dir / "batching-tuned.config"
+    log(f"tuning batching first ({why}) into {output}")
+    settings = tune_batching.default_settings(seconds=options.limit_seconds,
+                                              passes=1 if options.quick else 2)
+    tune_batching.tune_at_limit(inputs.model_dir, inputs.pixels, inputs.bench.folder,
+                                options.build_dir, output, settings,
+                                f"{options.command} (tune phase)", show=log)
+    return dataclasses.replace(options, batching_config=output)
 
 
 # -- 2. processes ----------------------------------------------------------------------------------
@@ -323,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"{host['cpu_model']} x {host['cores']}, load average {load_before}")
 
     inputs = prepare_inputs(options)
+    options = tune_phase(options, inputs)
     venv = None
     if options.footprint == "venv":  # builds while the models load; waited for before measuring
         venv = footprint.VenvBuild(options.repo, options.build_dir / FOOTPRINT_CACHE)

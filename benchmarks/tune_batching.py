@@ -28,7 +28,7 @@ import datetime
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,13 +197,36 @@ class Settings:
     cores: int | None = None  # None: this host's
 
 
-def conclude(measured: Measured, settings: Settings, output: Path, command: str) -> Decision:
-    """Decide, print why, and write ``output``."""
+def default_settings(seconds: float, passes: int) -> Settings:
+    """The command line's defaults (goal p99 <= P99_GOAL_MS) at ``seconds`` per size."""
+    return Settings(Goal(p99_ms=P99_GOAL_MS), seconds=seconds, passes=passes)
+
+
+def wants_tuning(mode: str, local: bool, tuned_on: tuple[str, int] | None,
+                 here: tuple[str, int]) -> tuple[bool, str]:
+    """Whether ``make bench`` tunes before serving (``--tune``), and why: ``auto`` tunes when the
+    config was not written by the tuner on this CPU model and core count. Never for a TF Serving
+    target, which runs its own config."""
+    if not local:
+        return False, "a TF Serving target batches with its own config"
+    if mode != "auto":
+        return mode == "always", f"--tune {mode}"
+    if tuned_on == here:
+        return False, f"the config was tuned on this host ({here[0]}, {here[1]} cores)"
+    if tuned_on is None:
+        return True, "the config was not written by the tuner"
+    return True, (f"the config was tuned on {tuned_on[0]} with {tuned_on[1]} cores, this host is "
+                  f"{here[0]} with {here[1]}")
+
+
+def conclude(measured: Measured, settings: Settings, output: Path, command: str,
+             show: Callable[[str], None] = print) -> Decision:
+    """Decide, show why (stdout by default), and write ``output``."""
     hardware = Hardware(settings.device or detect_device(), settings.cores or host_cores(),
                         measured.intra_op_threads)
     decision = decide(measured.points, settings.goal, hardware,
                       peak_concurrency=settings.peak_concurrency, min_gain=settings.min_gain)
-    print(report(decision, measured), flush=True)
+    show(report(decision, measured))
     text = batching_file.render(
         decision, header(decision, measured, hardware, command, machine.cpu_model()))
     batching_file.write(output, text)
@@ -212,11 +235,12 @@ def conclude(measured: Measured, settings: Settings, output: Path, command: str)
 
 
 def tune_at_limit(model_dir: Path, pixels: Path, jpegs: Path, build_dir: Path, output: Path,
-                  settings: Settings, command: str) -> Decision:
+                  settings: Settings, command: str, show: Callable[[str], None] = print
+                  ) -> Decision:
     """Measure the in-process limit, then conclude (``make bench``'s tune phase calls this)."""
     measured = measure_limit(model_dir, pixels, jpegs, settings.batch_sizes, settings.seconds,
                              settings.passes, build_dir / "logs" / "tune-limit.log")
-    return conclude(measured, settings, output, command)
+    return conclude(measured, settings, output, command, show)
 
 
 # -- command line ----------------------------------------------------------------------------------

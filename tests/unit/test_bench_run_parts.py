@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from xception_serving import process as server_process
 from xception_serving.process import ServerSpec
 
 from benchmarks import image_cache, limit_process, local_server, machine
@@ -22,6 +23,7 @@ def test_paths_default_to_places_in_the_repository(tmp_path: Path) -> None:
     assert options.output_dir == tmp_path / "benchmarks" / "results"
     assert options.model_base_path == tmp_path / "models" / "bench" / "xception-71"
     assert options.local and options.footprint == "venv"
+    assert options.tune == "auto"  # re-tunes where the config was not tuned on this host
 
 
 def test_paths_given_on_the_command_line_win(tmp_path: Path) -> None:
@@ -92,7 +94,7 @@ def test_benchmark_servers_do_not_poll_and_batch_only_with_a_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     launched: list[tuple[Path, ServerSpec]] = []
-    monkeypatch.setattr(local_server.process, "launch",
+    monkeypatch.setattr(server_process, "launch",
                         lambda log_path, spec: launched.append((log_path, spec)))
     config = tmp_path / "batching.config"
     local_server.launch("on", model_name="m", model_base_path=tmp_path, log_dir=tmp_path,

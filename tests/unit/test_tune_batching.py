@@ -222,5 +222,23 @@ def test_the_target_defaults_to_tfs_target(monkeypatch: pytest.MonkeyPatch) -> N
     assert tune_batching.build_parser().parse_args([]).target == "gpu-host:8500"
 
 
+HERE = ("Test CPU @ 2GHz", 2)
+
+
+@pytest.mark.parametrize(("mode", "local", "tuned_on", "tunes", "why"), [
+    ("auto", True, HERE, False, "the config was tuned on this host (Test CPU @ 2GHz, 2 cores)"),
+    ("auto", True, ("Test CPU @ 2GHz", 8), True,
+     "the config was tuned on Test CPU @ 2GHz with 8 cores, this host is Test CPU @ 2GHz with 2"),
+    ("auto", True, None, True, "the config was not written by the tuner"),
+    ("always", True, HERE, True, "--tune always"),
+    ("never", True, None, False, "--tune never"),
+    ("always", False, None, False, "a TF Serving target batches with its own config"),
+])
+def test_the_benchmark_tunes_unless_its_config_was_tuned_on_this_host(
+    mode: str, local: bool, tuned_on: tuple[str, int] | None, tunes: bool, why: str,
+) -> None:
+    assert tune_batching.wants_tuning(mode, local, tuned_on, HERE) == (tunes, why)
+
+
 def _reason(decision: Decision, name: str) -> str:
     return next(s.reason for s in decision.settings if s.name == name)
