@@ -75,6 +75,90 @@ def warmup_images(image_size: int | Sequence[int]) -> dict[str, bytes]:
             enumerate(sizes.items(), 1)}
 
 
+class _Records:
+    """TF Serving's PredictionLog records for one model, with the given reference answers."""
+
+    def __init__(self, model_name: str, labels: Labels, top_k_classes: int) -> None:
+        self.model_name = model_name
+        self.labels = labels
+        self.top_k_classes = top_k_classes
+
+    def spec(self, signature: str) -> Any:
+        from tensorflow_serving.apis import model_pb2
+
+        return model_pb2.ModelSpec(name=self.model_name, signature_name=signature)
+
+    def predict_response(self, signature: str, probs: Array) -> Any:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        best = top_k(probs, self.top_k_classes, self.labels)
+        response = predict_pb2.PredictResponse(model_spec=self.spec(signature))
+        outputs = {
+            contract.PROBABILITIES_OUTPUT: tf.make_tensor_proto(probs, dtype=tf.float32),
+            contract.TOP_K_SCORES_OUTPUT: tf.make_tensor_proto(best.scores, dtype=tf.float32),
+            contract.TOP_K_CLASS_IDS_OUTPUT: tf.make_tensor_proto(best.class_ids, dtype=tf.int32),
+            contract.TOP_K_LABELS_OUTPUT: tf.make_tensor_proto(best.labels, dtype=tf.string),
+        }
+        if best.keys is not None:
+            outputs[contract.TOP_K_KEYS_OUTPUT] = tf.make_tensor_proto(best.keys, dtype=tf.string)
+        for alias, tensor in outputs.items():
+            response.outputs[alias].CopyFrom(tensor)
+        return response
+
+    def predict(self, signature: str, alias: str, value: Any, probs: Array) -> Any:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+        request = predict_pb2.PredictRequest(model_spec=self.spec(signature))
+        request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+        return prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(
+                request=request, response=self.predict_response(signature, probs)
+            )
+        )
+
+    def classify(self, images: Sequence[bytes], probs: Array) -> Any:
+        """A Classify record: one tf.Example per image, every class in class-id order."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import classification_pb2, input_pb2, prediction_log_pb2
+
+        examples = [
+            tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        contract.EXAMPLE_IMAGE_FEATURE: tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[data])
+                        )
+                    }
+                )
+            )
+            for data in images
+        ]
+        spec = self.spec(contract.CLASSIFY_SIGNATURE)
+        request = classification_pb2.ClassificationRequest(
+            model_spec=spec,
+            input=input_pb2.Input(example_list=input_pb2.ExampleList(examples=examples)),
+        )
+        result = classification_pb2.ClassificationResult(
+            classifications=[
+                classification_pb2.Classifications(
+                    classes=[
+                        classification_pb2.Class(label=name, score=float(score))
+                        for name, score in zip(self.labels.names, row, strict=True)
+                    ]
+                )
+                for row in probs
+            ]
+        )
+        return prediction_log_pb2.PredictionLog(
+            classify_log=prediction_log_pb2.ClassifyLog(
+                request=request,
+                response=classification_pb2.ClassificationResponse(model_spec=spec, result=result),
+            )
+        )
+
+
 def write_warmup(
     path: Path,
     image_size: int | Sequence[int],
@@ -92,113 +176,41 @@ def write_warmup(
     ``image_size`` is the model's input size as the export has it (a side, or (height, width)).
     ``model_outputs`` is what the Keras model returns ("logits" gets softmax, as in the graph).
     ``preprocess_input`` overrides Keras Xception's (x / 127.5 - 1) for other preprocess modes.
+    The records: each format alone and all formats in one batch (bytes), two pixel images,
+    one preprocessed image, and a Classify of a BMP and a JPEG.
     """
     import tensorflow as tf
-    from tensorflow_serving.apis import (
-        classification_pb2,
-        input_pb2,
-        model_pb2,
-        predict_pb2,
-        prediction_log_pb2,
-    )
 
     reference = KerasReference(
         model, image_size, model_outputs, interpolation,
         preprocess_input or xception_preprocess_input,
     )
-
-    def spec(signature: str) -> model_pb2.ModelSpec:
-        return model_pb2.ModelSpec(name=model_name, signature_name=signature)
-
-    def predict_response(signature: str, probs: Array) -> predict_pb2.PredictResponse:
-        best = top_k(probs, top_k_classes, labels)
-        response = predict_pb2.PredictResponse(model_spec=spec(signature))
-        outputs = {
-            contract.PROBABILITIES_OUTPUT: tf.make_tensor_proto(probs, dtype=tf.float32),
-            contract.TOP_K_SCORES_OUTPUT: tf.make_tensor_proto(best.scores, dtype=tf.float32),
-            contract.TOP_K_CLASS_IDS_OUTPUT: tf.make_tensor_proto(best.class_ids, dtype=tf.int32),
-            contract.TOP_K_LABELS_OUTPUT: tf.make_tensor_proto(best.labels, dtype=tf.string),
-        }
-        if best.keys is not None:
-            outputs[contract.TOP_K_KEYS_OUTPUT] = tf.make_tensor_proto(best.keys, dtype=tf.string)
-        for alias, tensor in outputs.items():
-            response.outputs[alias].CopyFrom(tensor)
-        return response
-
-    def predict_log(signature: str, alias: str, value: Any, probs: Array) -> Any:
-        request = predict_pb2.PredictRequest(model_spec=spec(signature))
-        request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
-        return prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(
-                request=request, response=predict_response(signature, probs)
-            )
-        )
-
+    records = _Records(model_name, labels, top_k_classes)
     images = warmup_images(image_size)
-    logs = []
-    for batch in [[images[fmt]] for fmt in FORMATS] + [[images[fmt] for fmt in FORMATS]]:
-        strings = np.array(batch, dtype=object)
-        logs.append(
-            predict_log(
-                contract.BYTES_SIGNATURE, contract.IMAGE_BYTES_INPUT, strings,
-                reference.from_bytes(batch),
-            )
+    logs = [
+        records.predict(
+            contract.BYTES_SIGNATURE, contract.IMAGE_BYTES_INPUT, np.array(batch, dtype=object),
+            reference.from_bytes(batch),
         )
+        for batch in [[images[fmt]] for fmt in FORMATS] + [[images[fmt] for fmt in FORMATS]]
+    ]
     h, w = height_width(image_size)
     pixels = np.stack([warmup_image((h, w), 5), warmup_image((h, w), 6)])
     logs.append(
-        predict_log(
+        records.predict(
             contract.PIXELS_SIGNATURE, contract.PIXELS_INPUT, pixels,
             reference.from_pixels(pixels),
         )
     )
     preprocessed = reference.preprocess_input(pixels[:1].astype(np.float32))
     logs.append(
-        predict_log(
+        records.predict(
             contract.PREPROCESSED_SIGNATURE, contract.PREPROCESSED_INPUT, preprocessed,
             reference.from_preprocessed(preprocessed),
         )
     )
-
     classify_images = [images["BMP"], images["JPEG"]]
-    examples = [
-        tf.train.Example(
-            features=tf.train.Features(
-                feature={
-                    contract.EXAMPLE_IMAGE_FEATURE: tf.train.Feature(
-                        bytes_list=tf.train.BytesList(value=[data])
-                    )
-                }
-            )
-        )
-        for data in classify_images
-    ]
-    classify = classification_pb2.ClassificationRequest(
-        model_spec=spec(contract.CLASSIFY_SIGNATURE),
-        input=input_pb2.Input(example_list=input_pb2.ExampleList(examples=examples)),
-    )
-    # Classify answers every class in class-id order, as the graph's classes/scores outputs.
-    result = classification_pb2.ClassificationResult(
-        classifications=[
-            classification_pb2.Classifications(
-                classes=[
-                    classification_pb2.Class(label=name, score=float(score))
-                    for name, score in zip(labels.names, row, strict=True)
-                ]
-            )
-            for row in reference.from_bytes(classify_images)
-        ]
-    )
-    logs.append(
-        prediction_log_pb2.PredictionLog(
-            classify_log=prediction_log_pb2.ClassifyLog(
-                request=classify,
-                response=classification_pb2.ClassificationResponse(
-                    model_spec=spec(contract.CLASSIFY_SIGNATURE), result=result
-                ),
-            )
-        )
-    )
+    logs.append(records.classify(classify_images, reference.from_bytes(classify_images)))
     assert len(logs) <= MAX_RECORDS
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
