@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +24,34 @@ def _kb(value: Any) -> str:
 
 def format_table(doc: Mapping[str, Any]) -> str:
     """A plain-text report: limit, served rows, client-side comparison, footprint, targets."""
-    lines: list[str] = []
+    lines = [*_setup_lines(doc), "", *_limit_lines(doc.get("limit", {})), ""]
+    lines += _served_lines(doc.get("served", []))
+    lines += _client_side_lines(doc.get("client_side", {}))
+    lines += _footprint_lines(doc.get("footprint", {}))
+    lines += precision_lines(doc.get("precision"))
+    lines += ["", *_target_lines(doc)]
+    return "\n".join(lines)
+
+
+def _setup_lines(doc: Mapping[str, Any]) -> list[str]:
     machine = doc.get("machine", {})
-    lines.append(
+    setup = doc.get("setup", {})
+    return [
         f"benchmark {doc.get('date', '?')}  {machine.get('cpu_model', '?')} x "
         f"{machine.get('cores', '?')} cores  load before/after: {machine.get('load_before', '?')}"
-        f" / {machine.get('load_after', '?')}"
-    )
-    setup = doc.get("setup", {})
-    lines.append(
+        f" / {machine.get('load_after', '?')}",
         f"model {setup.get('image_size', '?')}x{setup.get('image_size', '?')} (random weights), "
         f"{setup.get('images', '?')} photo-like JPEGs (mean {_kb(setup.get('mean_jpeg_bytes'))}), "
-        f"served at {setup.get('served_target', '?')}"
-    )
-    limit = doc.get("limit", {})
-    lines.append("")
-    lines.append(
+        f"served at {setup.get('served_target', '?')}",
+    ]
+
+
+def _limit_lines(limit: Mapping[str, Any]) -> list[str]:
+    lines = [
         f"LIMIT in-process {limit.get('signature', '?')}: {_num(limit.get('throughput'))} img/s "
         f"at batch {limit.get('best_batch_size', '?')}; single-image p50 "
         f"{_num(limit.get('latency_p50_ms'))} ms"
-    )
+    ]
     per = limit.get("per_batch_size") or []
     if per:
         lines.append(
@@ -58,16 +66,21 @@ def format_table(doc: Mapping[str, Any]) -> str:
             f"{_num(decode.get('ms_per_image'), '.2f')} ms/image, "
             f"{_num(decode.get('megapixels_per_s'))} MP/s"
         )
-    lines.append("")
+    return lines
+
+
+def _served_lines(served: Sequence[Mapping[str, Any]]) -> list[str]:
     header = (
         f"{'variant':<15}{'batching':>9}{'conc':>6}{'img/s':>8}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'n':>5}{'err':>5}{'req/img':>11}{'cpu ms/img':>11}"
     )
-    lines.append("served (closed loop, one blocking thread per in-flight request; cpu ms/img "
-                 "includes grpcio's cost of blocked threads):")
-    lines.append(header)
-    lines.append("-" * len(header))
-    for row in doc.get("served", []):
+    lines = [
+        "served (closed loop, one blocking thread per in-flight request; cpu ms/img "
+        "includes grpcio's cost of blocked threads):",
+        header,
+        "-" * len(header),
+    ]
+    for row in served:
         lines.append(
             f"{row['variant']:<15}{_batching(row.get('batching')):>9}{row['concurrency']:>6}"
             f"{_num(row.get('throughput')):>8}{_num(row.get('p50_ms')):>9}"
@@ -76,7 +89,11 @@ def format_table(doc: Mapping[str, Any]) -> str:
             f"{_kb(row.get('request_bytes_per_image')):>11}"
             f"{_num(row.get('client_cpu_ms_per_image'), '.2f'):>11}"
         )
-    side = doc.get("client_side", {})
+    return lines
+
+
+def _client_side_lines(side: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
     if side:
         lines.append("")
         lines.append(
@@ -112,34 +129,36 @@ def format_table(doc: Mapping[str, Any]) -> str:
             f"{_num(stub['usual'].get('client_cpu_ms_per_image'), '.2f')} ms per image, ratio "
             f"{_num(stub.get('client_cpu_usual_over_ours'), '.1f')}x"
         )
-    foot = doc.get("footprint", {})
-    if foot:
-        lines.append("")
-        imports = foot.get("import", {})
-        lines.append(
-            f"import (best of {imports.get('repeats', '?')}): xception_client "
-            f"{_num(imports.get('xception_client_s'), '.3f')} s, "
-            f"tensorflow_serving.apis.predict_pb2 {_num(imports.get('tfs_api_s'), '.3f')} s"
-        )
-        size = foot.get("installed", {})
-        lines.append(
-            f"installed: client-only {_num((size.get('client_bytes') or 0) / 1e6)} MB "
-            f"({size.get('client_method', '?')}); tensorflow-serving-api closure "
-            f"{_num((size.get('tfs_api_bytes') or 0) / 1e6)} MB (RECORD sizes)"
-        )
-    lines += precision_lines(doc.get("precision"))
-    lines.append("")
-    lines.append("ratios: " + ", ".join(
+    return lines
+
+
+def _footprint_lines(foot: Mapping[str, Any]) -> list[str]:
+    if not foot:
+        return []
+    imports = foot.get("import", {})
+    size = foot.get("installed", {})
+    return [
+        "",
+        f"import (best of {imports.get('repeats', '?')}): xception_client "
+        f"{_num(imports.get('xception_client_s'), '.3f')} s, "
+        f"tensorflow_serving.apis.predict_pb2 {_num(imports.get('tfs_api_s'), '.3f')} s",
+        f"installed: client-only {_num((size.get('client_bytes') or 0) / 1e6)} MB "
+        f"({size.get('client_method', '?')}); tensorflow-serving-api closure "
+        f"{_num((size.get('tfs_api_bytes') or 0) / 1e6)} MB (RECORD sizes)",
+    ]
+
+
+def _target_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = ["ratios: " + ", ".join(
         f"{k} {_num(v, '.2f')}" for k, v in doc.get("ratios", {}).items()
-    ))
-    lines.append("targets:")
+    ), "targets:"]
     for name, target in doc.get("targets", {}).items():
         holds = {True: "HOLDS", False: "FAILS", None: "not measured"}[target.get("holds")]
         if target.get("skipped"):
             holds = f"skipped: {target['skipped']}"
         lines.append(f"  {name:<28} {_num(target.get('value'), '.2f'):>8}  "
                      f"{target.get('threshold', '')}: {holds}")
-    return "\n".join(lines)
+    return lines
 
 
 def precision_lines(precision: Mapping[str, Any] | None) -> list[str]:
