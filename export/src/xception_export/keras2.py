@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+from xception_contract import extras
+
 from xception_export.errors import ExportError
 
 KERAS_METADATA_FILE: Final = "keras_metadata.pb"
@@ -64,11 +66,6 @@ def load(path: Path) -> Any:
     except ImportError as err:  # an install without the pinned dependency
         raise ExportError(
             f"{path} was written by Keras 2, which needs the tf_keras package "
-            "(pip install 'tf_keras>=2.21,<2.22')"
+            f"({extras.install_hint('export')})"
         ) from err
     return tf_keras.models.load_model(str(path), compile=False)
-
-
-def is_keras2_model(model: Any) -> bool:
-    """True for a tf_keras (Keras 2) model object."""
-    return type(model).__module__.startswith("tf_keras")
