@@ -126,7 +126,7 @@ def tune_phase(options: Options, inputs: Inputs) -> Options:
     output = options.build_dir / "batching-tuned.config"
     log(f"tuning batching first ({why}) into {output}")
     settings = tune_batching.default_settings(seconds=options.limit_seconds,
-                                              passes=1 if options.quick else 2)
+                                              passes=2 if options.quick else 3)
     tune_batching.tune_at_limit(inputs.model_dir, inputs.pixels, inputs.bench.folder,
                                 options.build_dir, output, settings,
                                 f"{options.command} (tune phase)", show=log)

@@ -10,7 +10,8 @@ Targets:
   SavedModel in a TF1 Session on decoded pixels) times one call per batch size; a caller whose
   request joins a full batch waits at least that call, so its latency is the call's mean time
   (the limit reports calls and seconds per size). The best of ``--passes`` passes per size, as
-  ``make bench`` takes the limit, since the machine may be shared;
+  ``make bench`` takes the limit, since the machine may be shared; each pass starts at another
+  size;
 - a live TF Serving (``--target``): our gRPC client sends single-image requests at a concurrency
   equal to the batch size, so a server running the probe config (``--probe-config``: one batch
   thread, a cap above every size measured) forms batches of that size; p50 and p99 are the
@@ -81,6 +82,13 @@ def best_per_size(passes: Sequence[Mapping[str, Any]]) -> list[Point]:
     return [best[size] for size in sorted(best)]
 
 
+def rotated(sizes: Sequence[int], turn: int) -> list[int]:
+    """``sizes`` starting at its ``turn``-th entry: each pass measures them in another order, so
+    no size always meets the same phase of a shared machine's load."""
+    start = turn % len(sizes)
+    return [*sizes[start:], *sizes[:start]]
+
+
 def measure_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_sizes: Sequence[int],
                   seconds: float, passes: int, log_path: Path) -> Measured:
     from benchmarks.limit_process import LimitProcess
@@ -91,9 +99,10 @@ def measure_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_sizes: Seque
         limit.wait_loaded(timeout=LOAD_TIMEOUT_S)
         results = []
         for index in range(passes):
-            log(f"limit pass {index + 1}/{passes}: batch {','.join(map(str, batch_sizes))}, "
+            order = rotated(batch_sizes, index)
+            log(f"limit pass {index + 1}/{passes}: batch {','.join(map(str, order))}, "
                 f"{seconds:g} s each")
-            results.append(limit.measure(timeout=LOAD_TIMEOUT_S))
+            results.append(limit.measure(timeout=LOAD_TIMEOUT_S, batch_sizes=order))
     finally:
         limit.kill()
     threads = int(results[0].get("intra_op_threads") or 0)
@@ -189,8 +198,8 @@ class Settings:
 
     goal: Goal
     batch_sizes: tuple[int, ...] = BATCH_SIZES
-    seconds: float = 4.0
-    passes: int = 2
+    seconds: float = 3.0
+    passes: int = 3
     peak_concurrency: int = PEAK_CONCURRENCY
     min_gain: float = MIN_GAIN
     device: Device | None = None  # None: this host's (detect_device)
@@ -287,10 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p99-goal-ms", type=_positive_float,
                    help=f"p99 latency bound (default {P99_GOAL_MS:g} when no goal is given)")
     p.add_argument("--batch-sizes", type=_sizes, default=BATCH_SIZES, help="default 1,2,4,8,16")
-    p.add_argument("--seconds", type=_positive_float, default=4.0,
-                   help="measured seconds per batch size (default 4)")
-    p.add_argument("--passes", type=_positive_int, default=2,
-                   help="limit passes, best per size (default 2)")
+    p.add_argument("--seconds", type=_positive_float, default=3.0,
+                   help="measured seconds per batch size and pass (default 3)")
+    p.add_argument("--passes", type=_positive_int, default=3,
+                   help="limit passes, each in another order; best per size (default 3)")
     p.add_argument("--images", type=_positive_int, default=16,
                    help="generated JPEGs to cycle through (default 16)")
     p.add_argument("--min-gain", type=float, default=MIN_GAIN,

@@ -191,6 +191,11 @@ def test_limit_passes_give_each_size_its_best_pass_and_its_mean_call_time() -> N
         Point(1, 10.0, 100.0, 100.0), Point(4, 16.0, 250.0, 250.0)]
 
 
+def test_each_limit_pass_starts_at_another_size() -> None:
+    assert [tune_batching.rotated([1, 2, 4], turn) for turn in range(4)] == [
+        [1, 2, 4], [2, 4, 1], [4, 1, 2], [1, 2, 4]]
+
+
 def test_the_probe_config_runs_one_batch_thread_capped_at_the_largest_size() -> None:
     params = config_files.parse_text_proto(tune_batching.probe_config((8, 64, 16), peak=256),
                                            config_files.BatchingParameters)
