@@ -1,14 +1,11 @@
-"""Models and versions as TF Serving manages them.
+"""Models and versions as TF Serving manages them: the registry, loads, unloads and routing.
 
-- The aspired versions of each model come from polling its base path (numeric child directories
-  only) through its version policy (latest N / all / specific).
-- Transitions follow TF Serving's AvailabilityPreservingPolicy: an un-aspired version is unloaded
-  only when no version is aspired, an aspired one is serving, or another un-aspired one is serving;
-  otherwise the highest new aspired version is loaded first. So a new version takes traffic before
-  the old one goes, and a version that fails to load never displaces the one serving.
+- The aspired versions of each model come from polling its base path (``model_source``) through
+  its version policy; transitions follow AvailabilityPreservingPolicy (``version_policy``).
 - Loads are serial (TF Serving's default `--num_load_threads=0`), retried
   `--max_num_load_retries` times; unloads wait for in-flight requests on that version.
-- GetModelStatus remembers every version ever tracked, as TF Serving's state monitor does.
+- GetModelStatus remembers every version ever tracked, as TF Serving's state monitor does
+  (``model_status``).
 """
 
 from __future__ import annotations
@@ -19,74 +16,40 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeAlias
 
 import grpc
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
-from xception_contract import layout
 
-from xception_serving.errors import ServingError, code_number, from_exception
+from xception_serving.errors import ServingError, from_exception
 from xception_serving.metrics import Metrics
+from xception_serving.model_source import Poller, versions_on_disk
+from xception_serving.model_status import model_status
 from xception_serving.servable import Servable, SessionOptions
+from xception_serving.version_policy import (
+    ModelConfig,
+    State,
+    TrackedVersion,
+    aspired_versions,
+    mark_aspired,
+    next_transition,
+)
 
 log = logging.getLogger("xception_serving")
-
-State = get_model_status_pb2.ModelVersionStatus.State
-# tensorflow-serving-api ships no stubs, so this alias is Any to mypy; it names the message.
-ModelConfig: TypeAlias = model_server_config_pb2.ModelConfig
 
 WarmupFn = Callable[[Servable], None]
 
 
 @dataclass
-class _Version:
-    version: int
-    path: Path
-    state: int = State.START
-    error: ServingError | None = None
-    servable: Servable | None = None
-    aspired: bool = True
-    # A failed version is not retried while it stays aspired (as TF Serving); once it leaves the
-    # aspired set (directory removed) it may be loaded again if it comes back.
-    retry_allowed: bool = False
-
-
-@dataclass
 class _Model:
     config: ModelConfig
-    versions: dict[int, _Version] = field(default_factory=dict)
+    versions: dict[int, TrackedVersion] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     base_path_problem: str | None = None  # last logged base-path warning (logged once per change)
 
 
 def servable_id(name: str, version: int) -> str:
     return f"{{name: {name} version: {version}}}"
-
-
-def _warn_duplicate(version: int, kept: Path, ignored: Path) -> None:
-    log.warning("Duplicate version directories detected. Version %d will be loaded from %s, %s "
-                "will be ignored.", version, kept.name, ignored.name)
-
-
-def aspired_versions(config: ModelConfig, available: dict[int, Path]) -> set[int]:
-    policy = config.model_version_policy
-    kind = policy.WhichOneof("policy_choice")
-    if kind == "all":
-        return set(available)
-    if kind == "specific":
-        wanted = set(policy.specific.versions)
-        for missing in sorted(wanted - set(available)):
-            log.warning(
-                "Version %d of servable %s, which was requested to be served as a 'specific' "
-                "version in the servable's version policy, was not found in the file system",
-                missing,
-                config.name,
-            )
-        return wanted & set(available)
-    count = max(1, policy.latest.num_versions) if kind == "latest" else 1
-    return set(sorted(available, reverse=True)[:count])
 
 
 class ModelManager:
@@ -111,9 +74,10 @@ class ModelManager:
         self._lock = threading.RLock()  # guards the maps below (short critical sections)
         self._transition_lock = threading.Lock()  # serializes polling/loading/unloading
         self._models: dict[str, _Model] = {}
-        self._forgotten: dict[str, dict[int, _Version]] = {}  # removed models, kept for status
+        # Removed models, kept for status.
+        self._forgotten: dict[str, dict[int, TrackedVersion]] = {}
         self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._poller: Poller | None = None
         self._unloaders: list[threading.Thread] = []
         self.availability_changed: Callable[[bool], None] | None = None
 
@@ -268,16 +232,12 @@ class ModelManager:
         """Poll base paths every --file_system_poll_wait_seconds (0: once; negative: never)."""
         if self._poll_wait <= 0 or self._poller is not None:
             return
-        self._poller = threading.Thread(target=self._poll_loop, name="fs-poller", daemon=True)
+        self._poller = Poller(self._poll_all, self._poll_wait, self._stop)
         self._poller.start()
 
-    def _poll_loop(self) -> None:
-        while not self._stop.wait(self._poll_wait):
-            try:
-                with self._transition_lock:
-                    self._poll_locked()
-            except Exception:  # the poller must survive anything a file system does
-                log.exception("File system poll failed")
+    def _poll_all(self) -> None:
+        with self._transition_lock:
+            self._poll_locked()
 
     def _poll_locked(self, only: set[str] | None = None) -> None:
         if self._poll_wait < 0:
@@ -296,41 +256,14 @@ class ModelManager:
                 return
             config = ModelConfig()
             config.CopyFrom(entry.config)
-        base = Path(config.base_path)
-        problem: str | None = None
-        on_disk: dict[int, Path] = {}
-        if config.base_path:
-            try:
-                on_disk = layout.version_dirs(base, _warn_duplicate)
-            except OSError as err:
-                problem = (
-                    f"Could not find base path {base} for servable {name} with error "
-                    f"{err.strerror or err}"
-                )
-            else:
-                if not on_disk:
-                    problem = (
-                        f"No versions of servable {name} found under base path {base}. Did you "
-                        "forget to name your leaf directory as a number (eg. '/1/')?"
-                    )
+        on_disk, problem = versions_on_disk(name, config.base_path)
         aspired = aspired_versions(config, on_disk) if config.base_path else set()
         with self._lock:
             if problem != entry.base_path_problem:
                 entry.base_path_problem = problem
                 if problem:
                     log.warning(problem)
-            for version, state in entry.versions.items():
-                now_aspired = version in aspired
-                if state.aspired and not now_aspired and state.error is not None:
-                    state.retry_allowed = True
-                state.aspired = now_aspired
-            for version in aspired:
-                existing = entry.versions.get(version)
-                if existing is None or (
-                    existing.state == State.END
-                    and (existing.error is None or existing.retry_allowed)
-                ):
-                    entry.versions[version] = _Version(version=version, path=on_disk[version])
+            mark_aspired(entry.versions, aspired, on_disk)
         self._run_transitions(name)
 
     def _run_transitions(self, name: str) -> None:
@@ -340,29 +273,11 @@ class ModelManager:
                 entry = self._models.get(name)
                 if entry is None:
                     return
-                versions = list(entry.versions.values())
-                has_aspired = any(v.aspired for v in versions)
-                has_aspired_serving = any(
-                    v.aspired and v.state == State.AVAILABLE for v in versions
-                )
-                unaspired_serving = [
-                    v for v in versions if not v.aspired and v.state == State.AVAILABLE
-                ]
-                to_unload = None
-                if unaspired_serving and (
-                    not has_aspired or has_aspired_serving or len(unaspired_serving) > 1
-                ):
-                    to_unload = min(unaspired_serving, key=lambda v: v.version)
-                new = [v for v in versions if v.aspired and v.state == State.START]
-                to_load = max(new, key=lambda v: v.version) if new else None
+                to_unload, to_load = next_transition(list(entry.versions.values()))
                 if to_unload is not None:
                     to_unload.state = State.UNLOADING
                 elif to_load is not None:
                     to_load.state = State.LOADING
-                # Versions that are neither aspired nor loaded never start.
-                for v in versions:
-                    if not v.aspired and v.state == State.START:
-                        v.state = State.END
             if to_unload is not None:
                 self._unload(name, to_unload)
             elif to_load is not None:
@@ -370,7 +285,7 @@ class ModelManager:
             else:
                 return
 
-    def _load(self, name: str, version: _Version) -> None:
+    def _load(self, name: str, version: TrackedVersion) -> None:
         attempts = self._max_retries + 1
         sid = servable_id(name, version.version)
         for attempt in range(attempts):
@@ -413,7 +328,7 @@ class ModelManager:
             version.state = State.END
             version.error = ServingError(grpc.StatusCode.CANCELLED, "Load cancelled")
 
-    def _unload(self, name: str, version: _Version) -> None:
+    def _unload(self, name: str, version: TrackedVersion) -> None:
         """Stop routing to the version now; release it once its in-flight requests finished."""
         servable = version.servable
 
@@ -507,29 +422,7 @@ class ModelManager:
             versions = dict(self._forgotten.get(name, {}))
             if entry is not None:
                 versions.update(entry.versions)
-            if version is not None:
-                if version not in versions:
-                    raise ServingError(
-                        grpc.StatusCode.NOT_FOUND,
-                        f"Could not find version {version} of model {name}",
-                    )
-                chosen = [versions[version]]
-            else:
-                if not versions:
-                    raise ServingError(
-                        grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}"
-                    )
-                chosen = sorted(versions.values(), key=lambda v: v.version, reverse=True)
-            response = get_model_status_pb2.GetModelStatusResponse()
-            for v in chosen:
-                status = response.model_version_status.add()
-                status.version = v.version
-                status.state = v.state
-                status.status.SetInParent()  # TF Serving always sets it (OK, "")
-                if v.error is not None:
-                    status.status.error_code = code_number(v.error.code)
-                    status.status.error_message = v.error.message
-            return response
+            return model_status(name, versions, version)
 
     # -- shutdown --------------------------------------------------------------------------------
     def stop(self, timeout: float = 30.0) -> None:
