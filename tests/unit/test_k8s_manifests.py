@@ -28,6 +28,8 @@ SOURCE_CONFIGS = {(overlay, name): name for overlay in OVERLAYS for name in CONF
     ("cpu", "batching.config"): "batching-cpu.config"
 }
 GPU = "nvidia.com/gpu"
+CUSTOM_KINDS = ("PrometheusRule", "ServiceMonitor")
+CONFIG_MAP = "xception-tfserving-config"
 
 Manifest = dict[str, Any]
 
@@ -42,13 +44,26 @@ def _one(docs: tuple[Manifest, ...], kind: str, name: str | None = None) -> Mani
     return found[0]
 
 
+def _config_map(docs: tuple[Manifest, ...]) -> Manifest:
+    """The servers' config ConfigMap (its name carries a content hash)."""
+    found = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith(CONFIG_MAP + "-")
+    ]
+    assert len(found) == 1, f"ConfigMap {CONFIG_MAP}-<hash>: {len(found)} found"
+    return found[0]
+
+
 def _pod(docs: tuple[Manifest, ...]) -> Manifest:
-    return _one(docs, "Deployment")["spec"]["template"]
+    template: Manifest = _one(docs, "Deployment")["spec"]["template"]
+    return template
 
 
 def _server(docs: tuple[Manifest, ...]) -> Manifest:
     [container] = [c for c in _pod(docs)["spec"]["containers"] if c["name"] == "tfserving"]
-    return container
+    server: Manifest = container
+    return server
 
 
 @pytest.fixture(params=OVERLAYS)
@@ -62,12 +77,16 @@ def test_overlay_renders_every_resource_the_deployment_needs(overlay: str) -> No
     assert kinds == sorted(
         [
             "ConfigMap",
+            "ConfigMap",  # the Grafana dashboard (components/monitoring)
             "Deployment",
             "HorizontalPodAutoscaler",
             "PersistentVolumeClaim",
             "PodDisruptionBudget",
             "Service",
             "Service",
+            # components/monitoring; tests/unit/test_k8s_monitoring.py checks them.
+            "PrometheusRule",
+            "ServiceMonitor",
         ]
     )
 
@@ -75,7 +94,11 @@ def test_overlay_renders_every_resource_the_deployment_needs(overlay: str) -> No
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_validates_strictly_against_the_kubernetes_schemas(overlay: str) -> None:
     version = latest_version()
-    for doc in _render(overlay):
+    # kubernetes-validate has schemas for built-in kinds only; the Prometheus Operator's custom
+    # resources are checked field by field in tests/unit/test_k8s_monitoring.py.
+    docs = [d for d in _render(overlay) if d["kind"] not in CUSTOM_KINDS]
+    assert len(docs) == len(_render(overlay)) - len(CUSTOM_KINDS)
+    for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
 
 
@@ -185,7 +208,7 @@ def test_every_file_the_args_name_is_in_the_mounted_config_map(docs: tuple[Manif
     server = _server(docs)
     volumes = {v["name"]: v for v in _pod(docs)["spec"]["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in server["volumeMounts"]}
-    config_map = _one(docs, "ConfigMap")
+    config_map = _config_map(docs)
     flags = dict(arg[2:].split("=", 1) for arg in server["args"])
     for name in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
         directory, filename = flags[name].rsplit("/", 1)
@@ -196,7 +219,7 @@ def test_every_file_the_args_name_is_in_the_mounted_config_map(docs: tuple[Manif
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_config_map_configs_parse_and_equal_the_serving_configs(overlay: str) -> None:
     docs = _render(overlay)
-    data = _one(docs, "ConfigMap")["data"]
+    data = _config_map(docs)["data"]
     assert sorted(data) == sorted(CONFIG_FILES)
     for name in CONFIG_FILES:
         # One source of truth: each overlay's copies must be byte-identical to serving/*.config,
@@ -220,7 +243,7 @@ def test_config_map_configs_parse_and_equal_the_serving_configs(overlay: str) ->
 
 
 def test_models_volume_holds_the_base_path_models_config_names(docs: tuple[Manifest, ...]) -> None:
-    data = _one(docs, "ConfigMap")["data"]
+    data = _config_map(docs)["data"]
     [model] = config_files.parse_text_proto(
         data["models.config"], config_files.ModelServerConfig
     ).model_config_list.config
@@ -230,7 +253,7 @@ def test_models_volume_holds_the_base_path_models_config_names(docs: tuple[Manif
 
 def test_gpu_overlay_caps_batch_threads_at_its_cpus() -> None:
     params = config_files.parse_text_proto(
-        _one(_render("gpu"), "ConfigMap")["data"]["batching.config"],
+        _config_map(_render("gpu"))["data"]["batching.config"],
         config_files.BatchingParameters,
     )
     cpus = int(_server(_render("gpu"))["resources"]["limits"]["cpu"])
