@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
     predict_pb2,
     regression_pb2,
 )
+from xception_serving import rest
 from xception_serving.errors import ServingError
 from xception_serving.metrics import Metrics
 from xception_serving.rest import RestApi, parse_route
@@ -212,6 +213,22 @@ def test_version_beyond_int64_fails_to_convert_with_empty_body() -> None:
     assert (status, body) == (400, b"")
 
 
+@pytest.mark.parametrize("digits", ["9" * 5000, "9223372036854775808", "1" + "0" * 19])
+def test_version_of_any_length_past_int64_fails_to_convert(digits: str) -> None:
+    api, _, _ = make_api()
+    status, _, body = call(api, "GET", f"/v1/models/half_plus_two/versions/{digits}")
+    assert (status, body) == (400, b"")
+    with pytest.raises(ServingError) as caught:
+        parse_route("GET", f"/v1/models/half_plus_two/versions/{digits}")
+    assert caught.value.message == f"Failed to convert version: {digits} to numeric."
+
+
+def test_version_with_leading_zeros_is_its_number_as_simple_atoi_reads_it() -> None:
+    assert parse_route("GET", "/v1/models/m/versions/" + "0" * 5000 + "123").version == 123
+    max_int64 = "0" * 10 + "9223372036854775807"
+    assert parse_route("GET", f"/v1/models/m/versions/{max_int64}").version == 2**63 - 1
+
+
 def test_unknown_model_answers_404_servable_not_found() -> None:
     api, _, _ = make_api()
     status, _, body = call(api, "POST", "/v1/models/half:predict", '{"instances": [1.0]}')
@@ -272,14 +289,18 @@ def test_core_errors_map_to_http_status_with_full_message(code: grpc.StatusCode,
     assert (got, error_text(body)) == (status, message)
 
 
-def test_unexpected_core_exception_answers_500_json() -> None:
+def test_unexpected_core_exception_answers_500_without_python_words_and_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class Broken(HalfPlusTwoCore):
         def get_model_status(self, request: Any) -> Any:
             raise RuntimeError("boom")
 
     api, _, _ = make_api(Broken())
     status, _, body = call(api, "GET", "/v1/models/half_plus_two")
-    assert (status, error_text(body)) == (500, "RuntimeError: boom")
+    assert (status, error_text(body)) == (500, rest.INTERNAL_ERROR_MESSAGE)
+    # The defect is for the operator: its traceback is in the log, not in the answer.
+    assert "RuntimeError: boom" in caplog.text and "Traceback" in caplog.text
 
 
 # -- HTTP layer details -----------------------------------------------------------------------

@@ -107,6 +107,77 @@ def test_parse_json_accepts_nan_and_infinity_tokens() -> None:
     assert values[1:] == [math.inf, -math.inf, -math.inf]
 
 
+def test_parse_json_refuses_nesting_past_the_limit_at_the_offending_bracket() -> None:
+    # The root object is level 1, so the 512th '[' (offset 13 + 511) opens level 513.
+    body = b'{"instances":' + b"[" * 2000 + b"1.0" + b"]" * 2000 + b"}"
+    err = error_of(json_text.parse_json, body)
+    assert (err.code, err.message) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "JSON Parse error: Nesting of arrays and objects is deeper than the limit of 512 "
+        "levels. at offset: 524",
+    )
+
+
+def test_parse_json_accepts_nesting_at_the_limit_and_counts_no_brackets_inside_strings() -> None:
+    deepest = b'{"a": "]]]]\\\\", "b":' + b"[" * 511 + b"]" * 511 + b"}"
+    assert len(json_text.parse_json(deepest)) == 2
+    escaped_quote = b'{"a": "\\"' + b"]" * 600 + b'", "b":' + b"[" * 512 + b"]" * 512 + b"}"
+    assert "deeper than the limit of 512" in error_of(json_text.parse_json, escaped_quote).message
+
+
+def test_parse_json_nesting_limit_is_a_parameter() -> None:
+    assert json_text.parse_json(b'{"a": [[1]]}', max_depth=3) == {"a": [[1]]}
+    err = error_of(lambda b: json_text.parse_json(b, max_depth=2), b'{"a": [[1]]}')
+    assert err.message == (
+        "JSON Parse error: Nesting of arrays and objects is deeper than the limit of 2 levels. "
+        "at offset: 7"
+    )
+
+
+def test_parse_json_syntax_error_before_the_deep_part_is_rapidjsons() -> None:
+    err = error_of(json_text.parse_json, b'{"a": x, "b":' + b"[" * 1000 + b"}")
+    assert err.message == "JSON Parse error: Invalid value. at offset: 6"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # rapidjson 1.1.0 reports escape errors at the escape's backslash.
+        (b'{"s": "\\ud800"}', "The surrogate pair in string is invalid. at offset: 7"),
+        (b'{"s": "\\ud800\\u0041"}', "The surrogate pair in string is invalid. at offset: 7"),
+        (b'{"s": "\\u12"}', "Incorrect hex digit after \\u escape in string. at offset: 7"),
+        (b'{"s": "\\q"}', "Invalid escape character in string. at offset: 7"),
+        # ParseNull/True/False fail just past the letters that matched.
+        (b'{"a": nulx}', "Invalid value. at offset: 9"),
+        (b'{"a": tru}', "Invalid value. at offset: 9"),
+        # An integer past the double range, however long.
+        (b'{"a": ' + b"9" * 5000 + b"}", "Number too big to be stored in double. at offset: 6"),
+        (b'{"a": -' + b"9" * 400 + b"}", "Number too big to be stored in double. at offset: 6"),
+    ],
+)
+def test_parse_json_reports_rapidjson_1_1_errors_at_their_offsets(body: bytes, message: str
+                                                                  ) -> None:
+    assert error_of(json_text.parse_json, body).message == f"JSON Parse error: {message}"
+
+
+def test_parse_json_keeps_a_lone_low_surrogate_as_rapidjsons_bytes() -> None:
+    doc = json_text.parse_json(b'{"s": "x\\udc00", "p": "\\ud83d\\ude00"}')
+    assert json_text.to_bytes(doc["s"]) == b"x\xed\xb0\x80"  # U+DC00 written as UTF-8
+    assert doc["p"] == "\U0001f600"  # a proper pair is one character
+
+
+def test_parse_json_reads_the_root_value_only_as_tf_serving_stops_when_done() -> None:
+    assert json_text.parse_json(b'{"a": 1} trailing [') == {"a": 1}
+    assert json_text.parse_json(b'{"a": 1}\x00{') == {"a": 1}
+
+
+def test_nesting_scan_follows_strings_and_escapes() -> None:
+    assert not json_text.nests_deeper_than(b'["' + b"[" * 600 + b'"]', 512)
+    assert json_text.nests_deeper_than(b"[" * 600, 512)
+    assert not json_text.nests_deeper_than(b'{"a": "\\\\", "b":' + b"[" * 511 + b"}", 512)
+    assert json_text.nests_deeper_than(b'{"a": "\\\\", "b":' + b"[" * 512 + b"}", 512)
+
+
 # -- predict request --------------------------------------------------------------------------
 
 

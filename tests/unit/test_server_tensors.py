@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from xception_serving import tensors
+from xception_serving.errors import ServingError
 
 
 def proto(dtype: int, shape: tuple[int, ...], **fields: object) -> tensor_pb2.TensorProto:
@@ -98,3 +100,23 @@ def test_outputs_use_typed_repeated_fields_with_exact_shape() -> None:
     assert strings.dtype == types_pb2.DT_STRING and list(strings.string_val) == [b"a", b"b"]
     scalar = tensors.make_proto(np.array(3.0, dtype=np.float32))
     assert len(scalar.tensor_shape.dim) == 0 and list(scalar.float_val) == [3.0]
+
+
+def test_more_dimensions_than_tensorflow_allows_is_a_parse_error() -> None:
+    with pytest.raises(tensors.TensorParseError):
+        tensors.to_numpy(proto(types_pb2.DT_FLOAT, (1,) * 255, float_val=[1.0]))
+
+
+def test_more_dimensions_than_numpy_holds_is_not_supported_naming_both_limits() -> None:
+    rank = tensors.NUMPY_MAX_RANK + 1
+    with pytest.raises(ServingError) as caught:
+        tensors.to_numpy(proto(types_pb2.DT_FLOAT, (1,) * rank, float_val=[1.0]))
+    assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
+    assert caught.value.message == (
+        f"A tensor of {rank} dimensions is not supported by this server: it holds at most "
+        f"{tensors.NUMPY_MAX_RANK} (TensorFlow Serving, 254)."
+    )
+    at_limit = (1,) * tensors.NUMPY_MAX_RANK
+    assert tensors.to_numpy(proto(types_pb2.DT_FLOAT, at_limit, float_val=[1.0])).ndim == len(
+        at_limit
+    )

@@ -250,13 +250,31 @@ def json_type(val: JsonValue) -> str:
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
 
+# How deeply arrays and objects may nest. TF Serving (2.18+) parses iteratively and sets no
+# limit; here the standard parser, the tensor walk and the error-message writer recurse once per
+# level, so a bound well inside Python's recursion limit keeps a hostile body away from them.
+# 512 is twice what a tensor can use (TensorFlow's rank limit is 254 dimensions), so a tensor
+# of too many dimensions still gets TF Serving's own answer.
+MAX_JSON_DEPTH = 512
+
+
+def depth_error(limit: int) -> str:
+    """The parse error for a body nested deeper than `limit` (ours: rapidjson has none)."""
+    return f"Nesting of arrays and objects is deeper than the limit of {limit} levels."
+
 
 def _parse_int(text: str) -> int | float:
-    value = int(text)
-    # rapidjson keeps integers that fit int64/uint64; anything larger becomes a double.
-    if INT64_MIN <= value <= UINT64_MAX:
-        return value
-    return float(text)
+    # rapidjson keeps integers that fit int64/uint64; anything larger becomes a double (and
+    # fails past the double range). 20 characters hold every int64/uint64 and stay far from
+    # Python's 4300-digit conversion limit.
+    if len(text) <= 20:
+        value = int(text)
+        if INT64_MIN <= value <= UINT64_MAX:
+            return value
+    double = float(text)
+    if math.isinf(double):
+        raise ValueError("number too big")  # the exact parser reports it
+    return double
 
 
 def _first_member_wins(pairs: list[tuple[str, JsonValue]]) -> dict[str, JsonValue]:
@@ -275,18 +293,31 @@ class Document(dict[str, JsonValue]):
     may_have_bools: bool = True
 
 
-def parse_json(body: bytes) -> Document:
-    """Parse a request body as TF Serving's ParseJson does (top level must be an object)."""
+# A \u escape of a surrogate that is not part of a pair (a high one not followed by a low one,
+# or a low one alone). Python's parser accepts them; rapidjson refuses the first and keeps the
+# second as bytes, so such bodies take the exact parser.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def parse_json(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Document:
+    """Parse a request body as TF Serving's ParseJson does (top level must be an object), with
+    the nesting limit `max_depth`."""
     if not body:
         raise invalid("JSON Parse error: The document is empty")
     text = body.decode("utf-8", "surrogateescape")
-    try:
-        doc = json.loads(
-            text, parse_int=_parse_int, object_pairs_hook=_first_member_wins,
-            parse_constant=_CONSTANTS.__getitem__,
-        )
-    except (ValueError, RecursionError):
-        doc = _RapidJsonParser(text).parse()  # exact rapidjson error (or its extra tokens)
+    if nests_deeper_than(body, max_depth) or _LONE_SURROGATE.search(body):
+        doc = _RapidJsonParser(text, max_depth).parse()
+    else:
+        try:
+            doc = json.loads(
+                text, parse_int=_parse_int, object_pairs_hook=_first_member_wins,
+                parse_constant=_CONSTANTS.__getitem__,
+            )
+        except (ValueError, RecursionError):
+            doc = _RapidJsonParser(text, max_depth).parse()  # rapidjson's error, or its Inf
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {json_value_to_string(doc)} Is not object")
     document = Document(doc)
@@ -296,18 +327,48 @@ def parse_json(body: bytes) -> Document:
 
 _CONSTANTS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
+# The nesting scan keeps only brackets and quotes (bytes.translate runs at memory speed).
+_NOT_NESTING = bytes(b for b in range(256) if b not in b'[]{}"')
+_ESCAPE = re.compile(rb"\\[\s\S]")
+_SCAN_CHUNK = 1 << 22
+_OPEN_MARKS, _CLOSE_MARKS, _QUOTE = (ord("["), ord("{")), (ord("]"), ord("}")), ord('"')
+
+
+def nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than `limit` anywhere in `body` (syntax
+    aside); vectorized, so a large numeric body costs a fraction of its parse."""
+    if b"\\" in body:  # an escaped quote does not end a string: drop every escape pair
+        body = _ESCAPE.sub(b"", body)
+    kept = body.translate(None, _NOT_NESTING)
+    if len(kept) <= limit:
+        return False
+    marks = np.frombuffer(kept, dtype=np.uint8)
+    depth, in_string = 0, 0
+    for start in range(0, marks.size, _SCAN_CHUNK):
+        chunk = marks[start : start + _SCAN_CHUNK]
+        quotes = np.cumsum(chunk == _QUOTE, dtype=np.int64) + in_string
+        outside = (quotes & 1) == 0
+        steps = np.isin(chunk, _OPEN_MARKS).astype(np.int64)
+        steps -= np.isin(chunk, _CLOSE_MARKS)
+        levels = depth + np.cumsum(steps * outside, dtype=np.int64)
+        if int(levels.max()) > limit:
+            return True
+        depth, in_string = int(levels[-1]), int(quotes[-1] & 1)
+    return False
+
 
 class _RapidJsonParser:
-    """A small recursive-descent parser that fails exactly where rapidjson fails, with its
-    message and offset. Only used when the fast standard parser rejected the text (or for the
-    `Inf` spelling rapidjson also accepts)."""
+    """rapidjson's iterative parser (as TF Serving runs it: kParseIterativeFlag,
+    kParseNanAndInfFlag, kParseStopWhenDoneFlag), failing where it fails with its message and
+    offset, plus our nesting limit. Used when the fast standard parser rejected the text (or
+    for what it accepts and rapidjson does not), so it favours exactness over speed."""
 
     _WS = " \t\n\r"
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_depth: int = MAX_JSON_DEPTH) -> None:
         self.s = text
         self.i = 0
-        self.depth = 0
+        self.max_depth = max_depth
 
     def fail(self, message: str, offset: int | None = None) -> ServingError:
         at = self.i if offset is None else offset
@@ -322,19 +383,85 @@ class _RapidJsonParser:
         self.i = i
 
     def peek(self) -> str:
+        # The iterative parser stops at a NUL byte as at the end of the input.
         return self.s[self.i] if self.i < len(self.s) else "\0"
 
     def parse(self) -> JsonValue:
+        """One root value; what follows it is not read (kParseStopWhenDoneFlag)."""
         self.skip_ws()
-        if self.i >= len(self.s):
+        if self.peek() == "\0":
             raise self.fail("The document is empty.")
-        value = self.value()
-        self.skip_ws()
-        if self.i < len(self.s):
-            raise self.fail("The document root must not be followed by other values.")
-        return value
+        stack: list[list[JsonValue] | dict[str, JsonValue]] = []
+        keys: list[str] = []  # the pending member name of each open object, in order
+        while True:
+            value = self._open_or_scalar(stack, keys)
+            if value is _OPENED:
+                continue
+            while True:  # attach the value, then close every container it completes
+                if not stack:
+                    return value
+                parent = stack[-1]
+                if isinstance(parent, list):
+                    parent.append(value)
+                else:
+                    parent.setdefault(keys.pop(), value)
+                if not self._next_member(parent, keys):
+                    break
+                value = stack.pop()
 
-    def value(self) -> JsonValue:
+    def _open_or_scalar(self, stack: list[Any], keys: list[str]) -> JsonValue:
+        """At a value: a scalar, an empty container, or _OPENED after pushing a container."""
+        c = self.peek()
+        if c not in "[{":
+            return self.scalar()
+        if len(stack) >= self.max_depth:
+            raise self.fail(depth_error(self.max_depth))
+        self.i += 1
+        self.skip_ws()
+        close = "]" if c == "[" else "}"
+        if self.peek() == close:
+            self.i += 1
+            return [] if c == "[" else {}
+        if c == "[":
+            stack.append([])
+        else:
+            stack.append({})
+            keys.append(self.member_name())
+        return _OPENED
+
+    def _next_member(self, parent: list[JsonValue] | dict[str, JsonValue], keys: list[str]
+                     ) -> bool:
+        """After an element or member: True at the closing bracket (consumed), False after a
+        comma (and, in an object, the next name), else rapidjson's error."""
+        self.skip_ws()
+        c = self.peek()
+        in_array = isinstance(parent, list)
+        if c == ",":
+            self.i += 1
+            self.skip_ws()
+            if not in_array:
+                keys.append(self.member_name())
+            return False
+        if c == ("]" if in_array else "}"):
+            self.i += 1
+            return True
+        if in_array:
+            raise self.fail("Missing a comma or ']' after an array element.")
+        raise self.fail("Missing a comma or '}' after an object member.")
+
+    def member_name(self) -> str:
+        """`"name" :` with the whitespace after it."""
+        if self.peek() != '"':
+            raise self.fail("Missing a name for object member.")
+        name = self.string()
+        self.skip_ws()
+        if self.peek() != ":":
+            raise self.fail("Missing a colon after a name of object member.")
+        self.i += 1
+        self.skip_ws()
+        return name
+
+    def scalar(self) -> JsonValue:
         c = self.peek()
         if c == "n":
             return self.literal("null", None)
@@ -344,67 +471,17 @@ class _RapidJsonParser:
             return self.literal("false", False)
         if c == '"':
             return self.string()
-        if c == "{":
-            return self.obj()
-        if c == "[":
-            return self.array()
         return self.number()
 
     def literal(self, word: str, value: JsonValue) -> JsonValue:
-        start = self.i
-        if self.s.startswith(word, self.i):
-            self.i += len(word)
-            return value
-        raise self.fail("Invalid value.", start)
-
-    def _empty(self, close: str) -> bool:
-        """Past the opening bracket: whether `close` follows at once (then consumed)."""
-        self.i += 1
-        self.skip_ws()
-        if self.peek() == close:
-            self.i += 1
-            return True
-        return False
-
-    def _ended(self, close: str, missing: str) -> bool:
-        """After a member or element: True at `close` (consumed), False after a comma, else
-        rapidjson's `missing` error."""
-        self.skip_ws()
-        c = self.peek()
-        if c == ",":
-            self.i += 1
-            self.skip_ws()
-            return False
-        if c == close:
-            self.i += 1
-            return True
-        raise self.fail(missing)
-
-    def obj(self) -> dict[str, JsonValue]:
-        result: dict[str, JsonValue] = {}
-        if self._empty("}"):
-            return result
-        while True:
-            if self.peek() != '"':
-                raise self.fail("Missing a name for object member.")
-            name = self.string()
-            self.skip_ws()
-            if self.peek() != ":":
-                raise self.fail("Missing a colon after a name of object member.")
-            self.i += 1
-            self.skip_ws()
-            result.setdefault(name, self.value())
-            if self._ended("}", "Missing a comma or '}' after an object member."):
-                return result
-
-    def array(self) -> list[JsonValue]:
-        result: list[JsonValue] = []
-        if self._empty("]"):
-            return result
-        while True:
-            result.append(self.value())
-            if self._ended("]", "Missing a comma or ']' after an array element."):
-                return result
+        # ParseNull/True/False consume matching letters and fail just past the last match.
+        matched = 1
+        while matched < len(word) and self.s.startswith(word[matched], self.i + matched):
+            matched += 1
+        self.i += matched
+        if matched < len(word):
+            raise self.fail("Invalid value.")
+        return value
 
     _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n",
                        "r": "\r", "t": "\t"}
@@ -421,26 +498,7 @@ class _RapidJsonParser:
                 self.i += 1
                 return "".join(parts)
             if c == "\\":
-                escape_start = self.i
-                self.i += 1
-                e = self.peek()
-                if e in self._SIMPLE_ESCAPES:
-                    parts.append(self._SIMPLE_ESCAPES[e])
-                    self.i += 1
-                elif e == "u":
-                    self.i += 1
-                    code = self.hex4()
-                    if 0xD800 <= code <= 0xDBFF:
-                        if not s.startswith("\\u", self.i):
-                            raise self.fail("The surrogate pair in string is invalid.")
-                        self.i += 2
-                        low = self.hex4()
-                        if not 0xDC00 <= low <= 0xDFFF:
-                            raise self.fail("The surrogate pair in string is invalid.")
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    parts.append(chr(code))
-                else:
-                    raise self.fail("Invalid escape character in string.", escape_start)
+                parts.append(self.escape())
             elif ord(c) < 0x20:
                 if c == "\0":
                     raise self.fail("Missing a closing quotation mark in string.")
@@ -449,10 +507,36 @@ class _RapidJsonParser:
                 parts.append(c)
                 self.i += 1
 
-    def hex4(self) -> int:
+    def escape(self) -> str:
+        """One escape sequence; its errors are reported at its backslash, as rapidjson does."""
+        start = self.i
+        self.i += 1
+        e = self.peek()
+        if e in self._SIMPLE_ESCAPES:
+            self.i += 1
+            return self._SIMPLE_ESCAPES[e]
+        if e != "u":
+            raise self.fail("Invalid escape character in string.", start)
+        self.i += 1
+        code = self.hex4(start)
+        if 0xD800 <= code <= 0xDBFF:
+            if not self.s.startswith("\\u", self.i):
+                raise self.fail("The surrogate pair in string is invalid.", start)
+            self.i += 2
+            low = self.hex4(start)
+            if not 0xDC00 <= low <= 0xDFFF:
+                raise self.fail("The surrogate pair in string is invalid.", start)
+            return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00))
+        if 0xDC00 <= code <= 0xDFFF:
+            # rapidjson 1.1.0 writes a lone low surrogate as its three UTF-8-style bytes; keep
+            # those bytes (as surrogateescape characters, like any byte that is not UTF-8).
+            return chr(code).encode("utf-8", "surrogatepass").decode("utf-8", "surrogateescape")
+        return chr(code)
+
+    def hex4(self, escape_start: int) -> int:
         text = self.s[self.i : self.i + 4]
         if len(text) != 4 or any(ch not in "0123456789abcdefABCDEF" for ch in text):
-            raise self.fail("Incorrect hex digit after \\u escape in string.")
+            raise self.fail("Incorrect hex digit after \\u escape in string.", escape_start)
         self.i += 4
         return int(text, 16)
 
@@ -475,28 +559,36 @@ class _RapidJsonParser:
         if c == "0":
             self.i += 1
         else:
-            while self.peek().isascii() and self.peek().isdigit():
-                self.i += 1
+            self._digits()
         if self.peek() == ".":
             self.i += 1
-            if not (self.peek().isascii() and self.peek().isdigit()):
+            if not self._digits():
                 raise self.fail("Miss fraction part in number.")
-            while self.peek().isascii() and self.peek().isdigit():
-                self.i += 1
             is_double = True
         if self.peek() in "eE":
             self.i += 1
             if self.peek() in "+-":
                 self.i += 1
-            if not (self.peek().isascii() and self.peek().isdigit()):
+            if not self._digits():
                 raise self.fail("Miss exponent in number.")
-            while self.peek().isascii() and self.peek().isdigit():
-                self.i += 1
             is_double = True
         text = s[start : self.i]
-        if is_double:
-            value = float(text)
-            if math.isinf(value):
-                raise self.fail("Number too big to be stored in double.", start)
-            return value
-        return _parse_int(text)
+        try:
+            value = float(text) if is_double else _parse_int(text)
+        except ValueError:
+            value = math.inf
+        if isinstance(value, float) and math.isinf(value):
+            raise self.fail("Number too big to be stored in double.", start)
+        return value
+
+    def _digits(self) -> bool:
+        """Consume ASCII digits; whether there was at least one."""
+        s, i = self.s, self.i
+        while i < len(s) and s[i].isascii() and s[i].isdigit():
+            i += 1
+        found = i > self.i
+        self.i = i
+        return found
+
+
+_OPENED: Any = object()  # _open_or_scalar pushed a container: parse its first value next

@@ -43,7 +43,7 @@ from tensorflow_serving.apis import (
 from xception_serving import rest_examples, rest_status, rest_tensors
 from xception_serving.errors import ServingError, from_exception
 from xception_serving.http_server import HttpResponse, WaitressServer
-from xception_serving.json_text import PrettyWriter, parse_json, to_bytes
+from xception_serving.json_text import INT64_MAX, PrettyWriter, parse_json, to_bytes
 
 if TYPE_CHECKING:  # annotations only: importing the core here would load TensorFlow
     from xception_serving.core import ServingCore
@@ -144,6 +144,17 @@ def _decode(component: str) -> str:
     return urllib.parse.unquote_to_bytes(component).decode("utf-8", "replace")
 
 
+def parse_version(text: str) -> int:
+    """absl::SimpleAtoi into int64 on the route's digits: leading zeros are fine, a value past
+    int64 (of any length: Python's int() refuses over 4300 digits) is TF Serving's error."""
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 19 or int(digits) > INT64_MAX:
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"Failed to convert version: {text} to numeric."
+        )
+    return int(digits)
+
+
 def parse_route(method: str, path: str) -> Route:
     """ParseModelInfo. Raises TF Serving's error for a version that does not fit int64."""
     if method == "POST":
@@ -158,12 +169,7 @@ def parse_route(method: str, path: str) -> Route:
     model_name = _decode(name) if name else ""
     version = None
     if version_text:
-        version = int(version_text)
-        if version > 2**63 - 1:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Failed to convert version: {version_text} to numeric.",
-            )
+        version = parse_version(version_text)
     return Route(
         matched=True,
         model_name=model_name,
@@ -174,6 +180,35 @@ def parse_route(method: str, path: str) -> Route:
     )
 
 
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+INTERNAL_ERROR_MESSAGE = "Internal error while processing the request; see the server log."
+
+
+def _failure(exc: Exception, method: str, uri: str) -> ServingError:
+    """The status a failed request answers with. TF Serving's own statuses (ours, or
+    TensorFlow's with its error code) pass as they are and log nothing, as TF Serving logs
+    nothing; anything else is a defect here: logged with its traceback, answered 500 without
+    Python's words."""
+    if isinstance(exc, ServingError) or isinstance(getattr(exc, "error_code", None), int):
+        failure = from_exception(exc)
+    else:
+        log.exception("REST %s %s failed", method, uri[:200])
+        failure = ServingError(grpc.StatusCode.INTERNAL, INTERNAL_ERROR_MESSAGE)
+    if failure.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        # REST has no client deadline: TF Serving's only timeout here is the Session::Run one
+        # set from --rest_api_timeout_in_ms, and that is its wording (TensorFlow's, when the
+        # Session ends the run; ours for a deadline missed before the run).
+        failure = ServingError(failure.code, REST_TIMEOUT_MESSAGE)
+    return failure
 
 
 def libevent_error_page(status: int) -> HttpResponse:
@@ -274,14 +309,7 @@ class RestApi:
                     grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: {method} {uri}"
                 )
         except Exception as exc:  # every failure answers as TF Serving would
-            failure = from_exception(exc)
-            if failure.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                # REST has no client deadline: TF Serving's only timeout here is the Session::Run
-                # one set from --rest_api_timeout_in_ms, and that is its wording (TensorFlow's,
-                # when the Session ends the run; ours for a deadline missed before the run).
-                failure = ServingError(failure.code, REST_TIMEOUT_MESSAGE)
-            if not isinstance(exc, ServingError):
-                log.exception("REST %s %s failed", method, uri)
+            failure = _failure(exc, method, uri)
             return failure, route, error_json(failure.message)
         return None, route, output
 
@@ -298,7 +326,9 @@ class RestApi:
             )
             signatures = rest_status.signature_defs_of(self._core.get_model_metadata(request))
             key = signature_name or "serving_default"
-            if key not in signatures:
+            # A name that is not UTF-8 (bytes kept from the body) names no signature; protobuf's
+            # map cannot even be asked about it.
+            if not _is_utf8(key) or key not in signatures:
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f'Serving signature name: "{key}" not found in signature def',

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
+import grpc
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.python.framework import dtypes as tf_dtypes
+
+from xception_serving.errors import ServingError
 
 # TensorFlow ships no stubs for its protos, so mypy sees this alias as Any; it names the message.
 TensorProto: TypeAlias = tensor_pb2.TensorProto
@@ -28,6 +31,11 @@ class TensorParseError(ValueError):
 # either raise MemoryError or, below the overcommit limit, really fill gigabytes. Nothing larger
 # than the gRPC message limit can be sent as data, so larger declared tensors are refused.
 MAX_TENSOR_BYTES = 2**31 - 1
+
+# TensorShape::MaxDimensions(): a TensorProto of more dimensions does not parse in TensorFlow.
+TF_MAX_RANK = 254
+# numpy's limit (NPY_MAXDIMS), which every tensor fed to or read from a Session here goes through.
+NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 
 
 # DataType -> (numpy scalar type, typed field name).
@@ -112,6 +120,17 @@ def _shape(proto: TensorProto) -> tuple[int, ...]:
     shape = proto.tensor_shape
     if shape.unknown_rank:
         raise TensorParseError("unknown rank")
+    rank = len(shape.dim)
+    if rank > TF_MAX_RANK:
+        raise TensorParseError(f"{rank} dimensions")  # TensorShape::IsValid fails FromProto
+    if rank > NUMPY_MAX_RANK:
+        # TensorFlow would hold this tensor; a Python Session is fed through numpy, which
+        # cannot, so the request is refused as not supported here rather than malformed.
+        raise ServingError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"A tensor of {rank} dimensions is not supported by this server: it holds at most "
+            f"{NUMPY_MAX_RANK} (TensorFlow Serving, {TF_MAX_RANK}).",
+        )
     dims = tuple(d.size for d in shape.dim)
     if any(d < 0 for d in dims):
         raise TensorParseError("negative dimension")
