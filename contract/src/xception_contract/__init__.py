@@ -49,6 +49,12 @@ CLASSIFY_SCORES_OUTPUT: Final = "scores"  # DT_FLOAT [-1, C]
 # Limits and defaults.
 DEFAULT_TOP_K: Final = 5
 DEFAULT_MAX_PIXELS: Final = 40_000_000
+# Decode work that does not follow the pixel count, refused before the decode: progressive JPEG
+# scans (libjpeg's progressions write 6-18 per image), GIF blocks before the first image and
+# PNG compressed text chunks (zTXt, iTXt: libpng inflates each, up to 8 MB).
+DEFAULT_MAX_JPEG_SCANS: Final = 32
+DEFAULT_MAX_GIF_BLOCKS: Final = 1024
+DEFAULT_MAX_PNG_TEXT_CHUNKS: Final = 8
 DEFAULT_IMAGE_SIZE: Final = 299
 # Formats the exported graph decodes; anything else is re-encoded losslessly by the client.
 GRAPH_DECODABLE_FORMATS: Final = frozenset({"JPEG", "PNG", "GIF", "BMP"})

@@ -65,6 +65,7 @@ def export(
     interpolation: str = preprocess.DEFAULT_INTERPOLATION,
     top_k: int | None = None,
     max_pixels: int = contract.DEFAULT_MAX_PIXELS,
+    limits: preprocess.DecodeLimits = preprocess.DEFAULT_LIMITS,
     model_version: int | None = None,
     force: bool = False,
     log: Callable[[str], None] = _stderr,
@@ -73,8 +74,9 @@ def export(
 
     ``image_size`` is a square side or (height, width); ``preprocess_mode`` is "auto" (told from
     the model's layers) or a ``preprocess_input`` mode, normalization.MODES.
-    ``top_k`` defaults to 5, or the number of classes if smaller. Raises UsageError for bad
-    argument values and ExportError for other failures.
+    ``top_k`` defaults to 5, or the number of classes if smaller; ``limits`` bound the decode
+    work the pixel count does not (--max-jpeg-scans, --max-gif-blocks, --max-png-text-chunks).
+    Raises UsageError for bad argument values and ExportError for other failures.
     """
     if outputs not in sources.OUTPUT_KINDS:
         raise UsageError(
@@ -102,7 +104,7 @@ def export(
                 "--preprocess goes with --model (Xception takes mode tf). "
                 f"Received: --preprocess={preprocess_mode}"
             )
-        _check_common(interpolation, top_k, max_pixels, 1000)
+        _check_common(interpolation, top_k, max_pixels, 1000, limits)
         source = sources.xception(weights, image_size or contract.DEFAULT_IMAGE_SIZE)
         label_set = imagenet_labels()
     else:
@@ -110,7 +112,7 @@ def export(
             raise UsageError(
                 "--model needs --labels FILE (one label per class). Received: --labels=None"
             )
-        _check_common(interpolation, top_k, max_pixels, None)
+        _check_common(interpolation, top_k, max_pixels, None, limits)
         try:
             label_set = load_labels(labels)
         except LabelsError as err:
@@ -128,6 +130,7 @@ def export(
         top_k=top_k,
         interpolation=interpolation,
         max_pixels=max_pixels,
+        limits=limits,
         model_version=model_version,
         force=force,
         log=log,
@@ -135,7 +138,11 @@ def export(
 
 
 def _check_common(
-    interpolation: str, top_k: int | None, max_pixels: int, classes: int | None
+    interpolation: str,
+    top_k: int | None,
+    max_pixels: int,
+    classes: int | None,
+    limits: preprocess.DecodeLimits,
 ) -> None:
     if interpolation not in preprocess.INTERPOLATIONS:
         raise UsageError(
@@ -149,6 +156,10 @@ def _check_common(
         )
     if max_pixels < 1:
         raise UsageError(f"--max-pixels must be positive. Received: --max-pixels={max_pixels}")
+    for key, value in limits.flags().items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{flag} must be a positive integer. Received: {flag}={value}")
 
 
 def export_keras_model(
@@ -159,6 +170,7 @@ def export_keras_model(
     top_k: int | None = None,
     interpolation: str = preprocess.DEFAULT_INTERPOLATION,
     max_pixels: int = contract.DEFAULT_MAX_PIXELS,
+    limits: preprocess.DecodeLimits = preprocess.DEFAULT_LIMITS,
     model_version: int | None = None,
     force: bool = False,
     log: Callable[[str], None] = _stderr,
@@ -173,7 +185,7 @@ def export_keras_model(
         labels.check_count(source.num_classes)
     except LabelsError as err:
         raise UsageError(f"{err}. Received: --labels={labels.source}") from err
-    _check_common(interpolation, top_k, max_pixels, source.num_classes)
+    _check_common(interpolation, top_k, max_pixels, source.num_classes, limits)
     if top_k is None:  # the default, capped for models with fewer classes
         top_k = min(contract.DEFAULT_TOP_K, source.num_classes)
     base_path = Path(model_base_path).absolute()
@@ -202,6 +214,7 @@ def export_keras_model(
             top_k=top_k,
             interpolation=interpolation,
             max_pixels=max_pixels,
+            limits=limits,
             preprocess_mode=source.preprocess,
         )
         tf.saved_model.save(module, str(built), signatures=graph.signatures_of(module))
@@ -219,7 +232,7 @@ def export_keras_model(
         metadata = {
             "tool": "xception-export",
             "tool_version": _tool_version(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "source": source.kind,
             "weights": source.weights,
             "untrained": source.weights == "random",
@@ -237,6 +250,7 @@ def export_keras_model(
             "label_keys": labels.keys is not None,
             "top_k": top_k,
             "max_pixels": max_pixels,
+            **limits.flags(),
             "signatures": {name: method for name, method in graph.METHOD_NAMES.items()},
             "warmup_records": records,
             "version": version,

@@ -116,6 +116,31 @@ def export_parser() -> argparse.ArgumentParser:
         help="reject images with more pixels, checked from the header "
         f"(default {contract.DEFAULT_MAX_PIXELS})",
     )
+    limits = preprocess.DEFAULT_LIMITS
+    graph.add_argument(
+        "--max-jpeg-scans",
+        type=_positive_int,
+        default=limits.max_jpeg_scans,
+        metavar="N",
+        help="reject JPEGs of more scans: each progressive scan is one more pass over the whole "
+        f"image, and encoders write 1-18 (default {limits.max_jpeg_scans})",
+    )
+    graph.add_argument(
+        "--max-gif-blocks",
+        type=_positive_int,
+        default=limits.max_gif_blocks,
+        metavar="N",
+        help="reject GIFs with more extension blocks and sub-blocks before the first image "
+        f"(default {limits.max_gif_blocks})",
+    )
+    graph.add_argument(
+        "--max-png-text-chunks",
+        type=_positive_int,
+        default=limits.max_png_text_chunks,
+        metavar="N",
+        help="reject PNGs with more zTXt/iTXt chunks, which the decoder inflates (up to 8 MB "
+        f"each) though no pixel needs them (default {limits.max_png_text_chunks})",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--model-base-path",
@@ -322,6 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             interpolation=args.interpolation,
             top_k=args.top_k,
             max_pixels=args.max_pixels,
+            limits=preprocess.DecodeLimits(
+                max_jpeg_scans=args.max_jpeg_scans,
+                max_gif_blocks=args.max_gif_blocks,
+                max_png_text_chunks=args.max_png_text_chunks,
+            ),
             model_version=args.model_version,
             force=args.force,
         )

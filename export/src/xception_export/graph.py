@@ -72,12 +72,14 @@ def build_module(
     top_k: int,
     interpolation: str,
     max_pixels: int,
+    limits: preprocess.DecodeLimits = preprocess.DEFAULT_LIMITS,
     preprocess_mode: str = "tf",
 ) -> tf.Module:
     """A module whose tf.functions are the serving signatures; save with :func:`signatures_of`.
 
     ``image_size`` is (height, width) or a square side; ``preprocess_mode`` the model's
-    ``preprocess_input`` (normalization.MODES), applied in the graph to the bytes and pixels.
+    ``preprocess_input`` (normalization.MODES), applied in the graph to the bytes and pixels;
+    ``max_pixels`` and ``limits`` are checked in the graph before each decode.
     """
     import tensorflow as tf
 
@@ -135,6 +137,7 @@ def build_module(
             max_pixels=max_pixels,
             normalizer=normalize,
             name=name,
+            limits=limits,
         )
 
     predict: Callable[[tf.Tensor], dict[str, tf.Tensor]] = tf.function(

@@ -67,8 +67,29 @@ def describe(version_dir: Path) -> dict[str, Any]:
     }
 
 
+# Export flags bounding the in-graph decode, in the order ``inspect`` lists them.
+LIMIT_KEYS = ("max_pixels", "max_jpeg_scans", "max_gif_blocks", "max_png_text_chunks")
+
+
+def summary_lines(metadata: dict[str, Any] | None) -> list[str]:
+    """What a caller needs before the signature listing: input size, the preprocess baked in and
+    the decode limits (each as its export flag). Empty for metadata without them."""
+    if not metadata or "preprocess" not in metadata:
+        return []
+    height, width = metadata.get("input_size") or [metadata.get("image_size")] * 2
+    lines = [
+        f"Input: {height}x{width} (height x width) RGB",
+        f"Preprocess baked in: {metadata['preprocess']} = {metadata['normalization']}",
+    ]
+    limits = [f"--{key.replace('_', '-')}={metadata[key]}" for key in LIMIT_KEYS if key in metadata]
+    if limits:
+        lines.append("Decode limits (refused with INVALID_ARGUMENT): " + " ".join(limits))
+    return lines
+
+
 def format_text(info: dict[str, Any]) -> str:
-    """saved_model_cli-style text."""
+    """The summary (input size, preprocess, decode limits) first, then saved_model_cli-style
+    signatures, then the metadata as JSON."""
     import json
 
     def shape(dims: list[int] | None) -> str:
@@ -76,8 +97,10 @@ def format_text(info: dict[str, Any]) -> str:
             return "unknown_rank"
         return "(" + ", ".join(str(d) for d in dims) + (",)" if len(dims) == 1 else ")")
 
-    lines = [
-        f"SavedModel: {info['path']}",
+    metadata = info["metadata"]
+    summary = summary_lines(metadata)
+    lines = [f"SavedModel: {info['path']}", *summary, ""]
+    lines += [
         f"MetaGraphDef with tag-set: '{', '.join(info['tags'])}' "
         "contains the following SignatureDefs:",
         "",
@@ -96,13 +119,6 @@ def format_text(info: dict[str, Any]) -> str:
                     f"        name: {t['name']}",
                 ]
         lines.append(f"  Method name is: {sig['method_name']}")
-        lines.append("")
-    metadata = info["metadata"]
-    if metadata and "preprocess" in metadata:
-        # The two facts a caller of the pixel/preprocessed signatures needs, before the JSON.
-        height, width = metadata.get("input_size") or [metadata.get("image_size")] * 2
-        lines.append(f"Input: {height}x{width} (height x width) RGB")
-        lines.append(f"Preprocess baked in: {metadata['preprocess']} = {metadata['normalization']}")
         lines.append("")
     lines.append("Export metadata:")
     lines.append(json.dumps(metadata, indent=2, sort_keys=True) if metadata else "  (none)")

@@ -15,7 +15,9 @@ step here is chosen to match it exactly (each trap below was measured):
 - ``x / 127.5 - 1`` keeps the divisor out of constant folding (passed in as a variable), since
   folding turns the division into a multiply that is 1 ulp off for 111 of 256 values.
 
-The image-size limit is checked from the header before any full decode allocates memory, and every
+The image-size limit is checked from the header before any full decode allocates memory, the
+structures whose decode cost does not follow the pixel count (JPEG scans, GIF blocks, PNG
+compressed text) are counted before the decode too (structure.py, ``DecodeLimits``), and every
 failure is an ``InvalidArgumentError`` naming the problem (TF Serving answers INVALID_ARGUMENT).
 """
 
@@ -24,8 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from xception_export import structure
+
+# Re-exported: callers build limits and cut GIFs through this module.
+from xception_export.structure import DecodeLimits as DecodeLimits
+from xception_export.structure import gif_first_frame as gif_first_frame
+
 if TYPE_CHECKING:
     import tensorflow as tf
+
+DEFAULT_LIMITS: Final = DecodeLimits()
 
 # (height, width), as load_img's target_size; an int means a square side.
 Size = int | tuple[int, int]
@@ -127,76 +137,16 @@ def _header_size(data: tf.Tensor, fmt: tf.Tensor, where: tf.Tensor) -> tf.Tensor
     return tf.switch_case(fmt, [jpeg, png, gif, bmp])
 
 
-def gif_first_frame(data: tf.Tensor) -> tf.Tensor:
-    """The GIF cut after its first image, plus a trailer, so decode_gif decodes one frame.
-
-    Pillow's load_img shows the first frame; tf.io.decode_gif would allocate every frame, so a
-    small file of many frames on a large screen could demand gigabytes. This walks the block
-    structure (extensions and the first image's data sub-blocks) with a bounded loop; if the
-    stream ends early or is malformed, the data is returned whole for decode_gif to reject.
-    """
-    import tensorflow as tf
-
-    n = tf.strings.length(data)
-
-    def byte(p: tf.Tensor) -> tf.Tensor:
-        p = tf.clip_by_value(p, 0, tf.maximum(n - 1, 0))
-        return tf.cast(tf.io.decode_raw(tf.strings.substr(data, p, 1), tf.uint8)[0], tf.int32)
-
-    def colour_table(flags: tf.Tensor) -> tf.Tensor:
-        present = tf.bitwise.bitwise_and(flags, 0x80) > 0
-        entries = tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(flags, 0x07))
-        return tf.where(present, 3 * entries, 0)
-
-    # Modes: 0 block introducer, 1 extension sub-blocks, 2 image sub-blocks, 3 done, 4 give up.
-    def step(pos: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        b = byte(pos)
-        in_range = pos < n
-        at_block = tf.equal(mode, 0)
-        extension = tf.logical_and(at_block, tf.equal(b, 0x21))
-        image = tf.logical_and(at_block, tf.equal(b, 0x2C))
-        # Image descriptor: 10 bytes, local colour table, LZW minimum code size byte.
-        image_pos = pos + 10 + colour_table(byte(pos + 9)) + 1
-        terminator = tf.logical_and(tf.logical_not(at_block), tf.equal(b, 0))
-        new_pos = tf.where(
-            extension,
-            pos + 2,
-            tf.where(image, image_pos, tf.where(terminator, pos + 1, pos + b + 1)),
-        )
-        new_mode = tf.where(
-            extension,
-            1,
-            tf.where(
-                image,
-                2,
-                tf.where(
-                    at_block,
-                    4,  # trailer or garbage before any image
-                    tf.where(terminator, tf.where(tf.equal(mode, 2), 3, 0), mode),
-                ),
-            ),
-        )
-        new_mode = tf.where(in_range, new_mode, 4)
-        return new_pos, new_mode
-
-    header = 13 + colour_table(byte(10))
-    pos, mode = tf.while_loop(
-        lambda _pos, mode: mode < 3,
-        step,
-        (header, tf.constant(0)),
-        maximum_iterations=n + 1,
-    )
-    return tf.cond(
-        tf.equal(mode, 3),
-        lambda: tf.strings.join([tf.strings.substr(data, 0, pos), b"\x3b"]),
-        lambda: data,
-    )
-
-
-def decode_rgb(data: tf.Tensor, max_pixels: int, where: tf.Tensor) -> tf.Tensor:
+def decode_rgb(
+    data: tf.Tensor,
+    max_pixels: int,
+    where: tf.Tensor,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+) -> tf.Tensor:
     """Decode one encoded image to uint8 [H, W, 3] exactly as Pillow + ``convert("RGB")``.
 
-    ``where`` is a string tensor prefixed to error messages (e.g. ``image_bytes[3]:``).
+    ``where`` is a string tensor prefixed to error messages (e.g. ``image_bytes[3]:``);
+    ``limits`` bound the decode work that does not follow the pixel count (structure.py).
     """
     import tensorflow as tf
 
@@ -231,7 +181,17 @@ def decode_rgb(data: tf.Tensor, max_pixels: int, where: tf.Tensor) -> tf.Tensor:
     non_zero = tf.debugging.Assert(pixels > 0, [where, "image header declares zero size:", hw])
 
     def jpeg() -> tf.Tensor:
-        return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+        scans = structure.jpeg_scan_count(data, limits.max_jpeg_scans)
+        few_scans = tf.debugging.Assert(
+            scans <= limits.max_jpeg_scans,
+            [
+                where,
+                f"JPEG has more than --max-jpeg-scans={limits.max_jpeg_scans} scans (each "
+                "progressive scan is one more pass over the whole image)",
+            ],
+        )
+        with tf.control_dependencies([few_scans]):
+            return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
 
     def png() -> tf.Tensor:
         bit_depth = tf.strings.substr(data, 24, 1)
@@ -246,10 +206,19 @@ def decode_rgb(data: tf.Tensor, max_pixels: int, where: tf.Tensor) -> tf.Tensor:
             wide = tf.io.decode_png(data, channels=3, dtype=tf.uint16)
             return tf.cast(tf.minimum(wide, 255), tf.uint8)
 
-        return tf.cond(grey16, saturate16, lambda: tf.io.decode_png(data, channels=3))
+        few_texts = tf.debugging.Assert(
+            structure.png_text_chunks(data) <= limits.max_png_text_chunks,
+            [
+                where,
+                f"PNG has more than --max-png-text-chunks={limits.max_png_text_chunks} "
+                "compressed text chunks (zTXt, iTXt: each is inflated, up to 8 MB)",
+            ],
+        )
+        with tf.control_dependencies([few_texts]):
+            return tf.cond(grey16, saturate16, lambda: tf.io.decode_png(data, channels=3))
 
     def gif() -> tf.Tensor:
-        return tf.io.decode_gif(gif_first_frame(data))[0]
+        return tf.io.decode_gif(gif_first_frame(data, limits.max_gif_blocks, where))[0]
 
     def bmp() -> tf.Tensor:
         return tf.io.decode_bmp(data, channels=3)
@@ -451,12 +420,13 @@ def preprocess_one(
     max_pixels: int,
     divisor: tf.Tensor | None = None,
     normalizer: Normalizer | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> tf.Tensor:
     """One encoded image -> float32 [H, W, 3] model input, identical to the Keras pipeline.
 
     ``normalizer`` is the preprocess_input mode (default: mode "tf" with ``divisor``).
     """
-    image = decode_rgb(data, max_pixels, where)
+    image = decode_rgb(data, max_pixels, where, limits)
     return _normalizer(divisor, normalizer)(resize(image, size, interpolation))
 
 
@@ -469,6 +439,7 @@ def preprocess_batch(
     divisor: tf.Tensor | None = None,
     normalizer: Normalizer | None = None,
     name: str = "image_bytes",
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> tf.Tensor:
     """A [N] string batch of encoded images (mixed sizes/formats) -> float32 [N, H, W, 3]."""
     import tensorflow as tf
@@ -487,6 +458,7 @@ def preprocess_batch(
             interpolation=interpolation,
             max_pixels=max_pixels,
             normalizer=norm,
+            limits=limits,
         )
 
     return tf.map_fn(

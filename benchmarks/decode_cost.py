@@ -1,0 +1,297 @@
+"""Decode cost of hostile images against normal ones, through the export's in-graph preprocessing.
+
+    .venv/bin/python -m benchmarks.decode_cost [--side S] [--quick]
+
+Each input is timed once through ``preprocess.preprocess_batch`` in a tf.function (the graph the
+bytes and classify signatures run before the network), twice: with limits too large to refuse
+anything ("before") and with the export's default limits ("after"). A bomb is listed next to a
+normal image of the same declared size. The table gives input, bytes, declared size, seconds and
+whether the graph refused it (with the message).
+
+The builders (``jpeg_scan_bomb``, ``gif_*``, ``png_*``, ``bmp_*``) make each input from scratch;
+the hostile-image tests build small ones with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import struct
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.images import photo_like
+
+# -- builders ---------------------------------------------------------------------------------
+
+
+def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def photo(side: int, seed: int = 0) -> Image.Image:
+    """A photo-like RGB image, side x side (benchmarks.images.photo_like)."""
+    return photo_like(side, side, np.random.default_rng(seed))
+
+
+def jpeg_photo(side: int, progressive: bool = False) -> bytes:
+    return _save(photo(side), "JPEG", quality=90, progressive=progressive)
+
+
+def jpeg_scan_bomb(side: int, repeats: int) -> bytes:
+    """A flat progressive JPEG (Pillow's 10 scans) whose last scan is repeated ``repeats`` more
+    times before EOI: libjpeg makes one pass over the whole image per scan."""
+    data = _save(Image.new("RGB", (side, side), (120, 130, 140)), "JPEG", progressive=True)
+    last = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last:-2] * repeats + data[-2:]
+
+
+def jpeg_scans(data: bytes) -> int:
+    """Scans (SOS markers) in a JPEG written by Pillow (no 0xFFDA inside its metadata)."""
+    return data.count(b"\xff\xda")
+
+
+@dataclass(frozen=True)
+class GifParts:
+    """A one-frame GIF split where the hostile variants change it."""
+
+    head: bytes  # header, logical screen, global colour table
+    before: bytes  # extension blocks before the image descriptor
+    descriptor: bytes  # image descriptor, local colour table, LZW minimum code size
+    lzw: bytes  # the image's LZW data, sub-block framing removed
+
+
+def gif_parts(data: bytes) -> GifParts:
+    """Split a GIF (as Pillow writes one) into its parts, up to the end of the first image."""
+
+    def table(flags: int) -> int:
+        return 3 * (2 << (flags & 7)) if flags & 0x80 else 0
+
+    def sub_blocks(pos: int) -> tuple[bytes, int]:
+        out = bytearray()
+        while data[pos]:
+            out += data[pos + 1 : pos + 1 + data[pos]]
+            pos += data[pos] + 1
+        return bytes(out), pos + 1
+
+    head_end = 13 + table(data[10])
+    pos = head_end
+    while data[pos] == 0x21:
+        pos = sub_blocks(pos + 2)[1]
+    image = pos
+    lzw_start = image + 10 + table(data[image + 9]) + 1
+    lzw, _end = sub_blocks(lzw_start)
+    return GifParts(data[:head_end], data[head_end:image], data[image:lzw_start], lzw)
+
+
+def gif_join(parts: GifParts, sub_block: int = 255) -> bytes:
+    """A GIF from its parts, the LZW data framed in sub-blocks of ``sub_block`` bytes."""
+    lzw = parts.lzw
+    framed = b"".join(
+        bytes([len(lzw[i : i + sub_block])]) + lzw[i : i + sub_block]
+        for i in range(0, len(lzw), sub_block)
+    )
+    return parts.head + parts.before + parts.descriptor + framed + b"\x00\x3b"
+
+
+def gif_photo(side: int, frames: int = 1) -> bytes:
+    """A photo-like GIF, side x side (an adaptive palette), with ``frames`` frames."""
+    images = [
+        photo(side, seed).convert("P", palette=Image.Palette.ADAPTIVE) for seed in range(frames)
+    ]
+    return _save(images[0], "GIF", save_all=frames > 1, append_images=images[1:])
+
+
+def gif_small(side: int = 1) -> GifParts:
+    return gif_parts(_save(Image.new("P", (side, side), 0), "GIF"))
+
+
+def gif_sub_block_bomb(count: int, side: int = 1) -> bytes:
+    """A comment extension of ``count`` one-byte sub-blocks before the image (2 bytes each)."""
+    parts = gif_small(side)
+    comment = b"\x21\xfe" + b"\x01x" * count + b"\x00"
+    return gif_join(GifParts(parts.head, comment, parts.descriptor, parts.lzw))
+
+
+def gif_extension_bomb(count: int, side: int = 1) -> bytes:
+    """``count`` empty comment extensions before the image (3 bytes each)."""
+    parts = gif_small(side)
+    return gif_join(GifParts(parts.head, b"\x21\xfe\x00" * count, parts.descriptor, parts.lzw))
+
+
+def gif_split(data: bytes) -> bytes:
+    """The same GIF with its first image's LZW data in one-byte sub-blocks (legal; 2x bytes)."""
+    return gif_join(gif_parts(data), sub_block=1)
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _png_split(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """(signature + chunks before IDAT, the IDAT stream, chunks after) of a PNG."""
+    pos, head, idat = 8, bytearray(data[:8]), bytearray()
+    while True:
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, end = data[pos + 4 : pos + 8], pos + 12 + length
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        elif not idat:
+            head += data[pos:end]
+        else:
+            return bytes(head), bytes(idat), data[pos:]
+        pos = end
+
+
+def png_photo(side: int) -> bytes:
+    return _save(photo(side), "PNG")
+
+
+def png_with_chunks(data: bytes, count: int, kind: bytes = b"prVt", body: bytes = b"") -> bytes:
+    """The PNG with ``count`` ancillary chunks before its image data."""
+    head, idat, tail = _png_split(data)
+    return head + png_chunk(kind, body) * count + png_chunk(b"IDAT", idat) + tail
+
+
+def png_split_idat(data: bytes, size: int = 1) -> bytes:
+    """The PNG with its image data split into IDAT chunks of ``size`` bytes (legal)."""
+    head, idat, tail = _png_split(data)
+    chunks = b"".join(png_chunk(b"IDAT", idat[i : i + size]) for i in range(0, len(idat), size))
+    return head + chunks + tail
+
+
+def png_ztxt_bomb(data: bytes, count: int, expands_to: int = 8 << 20) -> bytes:
+    """The PNG with ``count`` zTXt chunks, each ``expands_to`` zero bytes deflated (~1000:1)."""
+    text = b"Comment\x00\x00" + zlib.compress(bytes(expands_to), 9)
+    return png_with_chunks(data, count, b"zTXt", text)
+
+
+def bmp_photo(side: int) -> bytes:
+    return _save(photo(side), "BMP")
+
+
+def bmp_far_pixels(data: bytes, gap: int) -> bytes:
+    """The BMP with ``gap`` bytes between its header and its pixels (the offset field moved)."""
+    (offset,) = struct.unpack("<I", data[10:14])
+    moved = data[:10] + struct.pack("<I", offset + gap) + data[14:offset]
+    return moved + bytes(gap) + data[offset:]
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    declared: tuple[int, int]  # (height, width) the header declares
+    data: bytes
+
+
+def cases(side: int, quick: bool) -> list[Case]:
+    """Each bomb after the normal image of its declared size."""
+    scale = 10 if quick else 1
+    sq = (side, side)
+    png = png_photo(side)
+    gif = gif_photo(side)
+    small_png = png_photo(64)
+    return [
+        Case("jpeg baseline photo", sq, jpeg_photo(side)),
+        Case("jpeg progressive photo", sq, jpeg_photo(side, progressive=True)),
+        Case("jpeg scan bomb: 32 scans", sq, jpeg_scan_bomb(side, 22)),
+        Case("jpeg scan bomb: 2010 scans", sq, jpeg_scan_bomb(side, 2000 // scale)),
+        Case("gif photo", sq, gif),
+        Case("gif photo, 1-byte sub-blocks", sq, gif_split(gif)),
+        Case("gif photo, 3 frames", sq, gif_photo(side, frames=3)),
+        Case("gif 1x1", (1, 1), gif_join(gif_small())),
+        Case("gif 1M 1-byte sub-blocks", (1, 1), gif_sub_block_bomb(1_000_000 // scale)),
+        Case("gif 1M empty extensions", (1, 1), gif_extension_bomb(1_000_000 // scale)),
+        Case("png photo", sq, png),
+        Case("png photo, 1-byte IDATs", sq, png_split_idat(png)),
+        Case("png photo, 1M empty chunks", sq, png_with_chunks(png, 1_000_000 // scale)),
+        Case("png 64x64", (64, 64), small_png),
+        Case(
+            "png 64x64, 1M empty chunks", (64, 64), png_with_chunks(small_png, 1_000_000 // scale)
+        ),
+        Case("png 64x64, 1-byte IDATs", (64, 64), png_split_idat(small_png)),
+        Case("png 64x64, 2000 zTXt bombs", (64, 64), png_ztxt_bomb(small_png, 2000 // scale)),
+        Case("bmp photo", sq, bmp_photo(side)),
+        Case("bmp photo, 19 MB gap", sq, bmp_far_pixels(bmp_photo(side), 19 << 20)),
+    ]
+
+
+def preprocessor(limits: Any) -> Callable[[bytes], tuple[float, str]]:
+    """Seconds for one image through the graph's preprocessing, and its refusal message ("")."""
+    import tensorflow as tf
+    import xception_contract as contract
+    from xception_export import preprocess
+
+    divisor = tf.Variable(127.5, trainable=False)
+    run = tf.function(
+        lambda images: preprocess.preprocess_batch(
+            images,
+            size=71,
+            interpolation="nearest",
+            max_pixels=contract.DEFAULT_MAX_PIXELS,
+            divisor=divisor,
+            limits=limits,
+        ),
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+    run(tf.constant([png_photo(8)]))  # trace once
+
+    def timed(data: bytes) -> tuple[float, str]:
+        batch = tf.constant([data])
+        started = time.perf_counter()
+        try:
+            run(batch)
+        except tf.errors.InvalidArgumentError as err:
+            message = err.message.split("assertion failed: ")[-1].splitlines()[0]
+            return time.perf_counter() - started, message
+        return time.perf_counter() - started, ""
+
+    return timed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.decode_cost", description=__doc__)
+    parser.add_argument("--side", type=int, default=3000, help="normal images' side (3000)")
+    parser.add_argument("--quick", action="store_true", help="bombs 10x smaller")
+    args = parser.parse_args(argv)
+
+    from xception_contract import tf_startup
+
+    tf_startup.install()
+    from xception_export.preprocess import DecodeLimits
+
+    unbounded = DecodeLimits(max_jpeg_scans=1 << 20, max_gif_blocks=1 << 24)
+    before, after = preprocessor(unbounded), preprocessor(DecodeLimits())
+    print(f"limits before: {unbounded}; after: {DecodeLimits()} (the defaults)")
+    header = f"{'input':32s} {'bytes':>10s} {'declared':>11s} {'before s':>9s} {'after s':>8s}"
+    print(header + "  after: refused?")
+    for case in cases(args.side, args.quick):
+        seconds_before, refused_before = before(case.data)
+        seconds_after, refused_after = after(case.data)
+        declared = f"{case.declared[0]}x{case.declared[1]}"
+        outcome = f"refused: {refused_after}" if refused_after else "decoded"
+        if refused_before:
+            outcome += f" (before also refused: {refused_before})"
+        print(
+            f"{case.name:32s} {len(case.data):>10d} {declared:>11s} "
+            f"{seconds_before:>9.3f} {seconds_after:>8.3f}  {outcome}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""In-graph walks over an encoded image's block structure, so decode cost stays bounded by pixels.
+
+A decoder's time normally follows the pixel count, which the header check bounds. Two structures
+make it follow something else, and both are checked here before the full decode:
+
+- JPEG scans: libjpeg makes one pass over the coefficient buffer per progressive scan, so a small
+  file repeating its last scan thousands of times costs thousands of full passes.
+  :func:`jpeg_scan_count` counts the scans by following the marker segments (a segment's length
+  says where the next marker is; after a scan's header the next marker is the first 0xFF byte
+  not followed by 0x00 stuffing, a restart code or fill), so 0xFF 0xDA bytes inside metadata or
+  after the end of the image (a thumbnail, an appended motion-photo video) are not counted.
+- PNG text: libpng inflates every zTXt and iTXt chunk, up to 8 MB each (~35 ms), so a file of
+  many small compressed chunks costs seconds however few its pixels (:func:`png_text_chunks`).
+- GIF blocks: the first frame is cut out of the stream (decode_gif would decode every frame), which
+  needs the end of the first image's data. :func:`gif_first_frame` takes one loop step per block
+  only before the first image (at most ``max_blocks``) and finds the end of the image's data
+  sub-blocks vectorised (:func:`sub_block_chain_end`), so a long or finely split image costs
+  O(bytes / window) loop steps, not one step per sub-block.
+
+Every loop here has a bound that does not grow with the file: a loop step costs ~10-20 us of
+executor overhead, which is what made a per-sub-block walk slow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import xception_contract as contract
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Export flags bounding structure-driven decode work (``--max-jpeg-scans``,
+    ``--max-gif-blocks``); each is refused with INVALID_ARGUMENT before the decode."""
+
+    max_jpeg_scans: int = contract.DEFAULT_MAX_JPEG_SCANS
+    max_gif_blocks: int = contract.DEFAULT_MAX_GIF_BLOCKS
+    max_png_text_chunks: int = contract.DEFAULT_MAX_PNG_TEXT_CHUNKS
+
+    def flags(self) -> dict[str, int]:
+        """Each limit under its metadata key (the flag's name with underscores)."""
+        return {
+            "max_jpeg_scans": self.max_jpeg_scans,
+            "max_gif_blocks": self.max_gif_blocks,
+            "max_png_text_chunks": self.max_png_text_chunks,
+        }
+
+
+# Marker steps the JPEG walk takes before it stops following segments and counts every 0xFFDA
+# left in the file instead (an over-count, so never a way round the limit). Real files have
+# ~10-60 segments before the first scan (APPn, ICC chunks, DQT, SOF, DHT) and ~2 per scan.
+_JPEG_WALK_BASE: Final = 256
+
+# Window of the vectorised sub-block walk: each loop step resolves the chain through this many
+# bytes with log2(window) pointer-doubling gathers (4096 measured fastest of 2**12..2**18).
+_CHAIN_WINDOW: Final = 1 << 12
+_CHAIN_DOUBLINGS: Final = 12
+
+
+def _bytes(data: tf.Tensor) -> tf.Tensor:
+    """The encoded image as int32 values, one per byte."""
+    import tensorflow as tf
+
+    return tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int32)
+
+
+def _marker_positions(b: tf.Tensor) -> tf.Tensor:
+    """Sorted int32 positions p where b[p] = 0xFF starts a marker: the next byte is not 0x00
+    (stuffing), 0xFF (fill) or a restart code 0xD0-0xD7, which never end a scan's data."""
+    import tensorflow as tf
+
+    first, second = b[:-1], b[1:]
+    restart = tf.logical_and(second >= 0xD0, second <= 0xD7)
+    marker = tf.logical_and(
+        tf.equal(first, 0xFF),
+        tf.logical_not(
+            tf.logical_or(tf.logical_or(tf.equal(second, 0), tf.equal(second, 0xFF)), restart)
+        ),
+    )
+    return tf.cast(tf.where(marker)[:, 0], tf.int32)
+
+
+def jpeg_scan_count(data: tf.Tensor, max_scans: int) -> tf.Tensor:
+    """int32 number of scans (SOS markers) libjpeg would decode, at most ``max_scans + 1``.
+
+    Follows the markers from SOI as libjpeg reads them; stops at EOI, at the end of the data, or
+    once the count passes ``max_scans``. A file with more than ``_JPEG_WALK_BASE + 4 * max_scans``
+    markers before its end is scored by every 0xFFDA from there on instead.
+    """
+    import tensorflow as tf
+
+    b = _bytes(data)
+    n = tf.size(b)
+    markers = _marker_positions(b)
+    count_markers = tf.size(markers)
+    padded = tf.concat([b, tf.zeros([4], tf.int32)], axis=0)
+
+    def at(p: tf.Tensor) -> tf.Tensor:
+        return tf.gather(padded, tf.clip_by_value(p, 0, n + 3))
+
+    def next_marker(from_pos: tf.Tensor) -> tf.Tensor:
+        i = tf.searchsorted(markers, tf.reshape(from_pos, [1]), side="left")[0]
+        return tf.cond(i < count_markers, lambda: tf.gather(markers, i), lambda: n)
+
+    def step(pos: tf.Tensor, scans: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        code = at(pos + 1)
+        standalone = tf.logical_or(tf.equal(code, 0xD8), tf.equal(code, 0x01))
+        length = at(pos + 2) * 256 + at(pos + 3)
+        after = tf.where(standalone, pos + 2, pos + 2 + length)
+        scans = scans + tf.cast(tf.equal(code, 0xDA), tf.int32)
+        # libjpeg skips any bytes up to the next 0xFF marker, and so does the walk.
+        return next_marker(after), scans
+
+    def going(pos: tf.Tensor, scans: tf.Tensor) -> tf.Tensor:
+        return tf.logical_and(
+            tf.logical_and(pos < n, scans <= max_scans), tf.not_equal(at(pos + 1), 0xD9)
+        )
+
+    pos, scans = tf.while_loop(
+        going,
+        step,
+        (next_marker(tf.constant(0)), tf.constant(0)),
+        maximum_iterations=_JPEG_WALK_BASE + 4 * max_scans,
+    )
+    unfinished = tf.logical_and(going(pos, scans), pos < n)
+    rest = tf.logical_and(tf.equal(tf.gather(padded, markers + 1), 0xDA), markers >= pos)
+    return tf.where(unfinished, scans + tf.reduce_sum(tf.cast(rest, tf.int32)), scans)
+
+
+def png_text_chunks(data: tf.Tensor) -> tf.Tensor:
+    """int32 count of the chunk types zTXt and iTXt anywhere in a PNG: libpng inflates each such
+    chunk (up to 8 MB, before or after the image data) though no pixel depends on it. Counting
+    the 4-byte type anywhere over-counts only when compressed data happens to hold it (2**-31
+    per byte)."""
+    import tensorflow as tf
+
+    whole = tf.reshape(data, [1])
+    pieces = [tf.strings.split(whole, sep=kind).flat_values for kind in ("zTXt", "iTXt")]
+    return tf.add_n([tf.size(p) - 1 for p in pieces])
+
+
+def sub_block_chain_end(b: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
+    """Position of the 0 byte ending the GIF sub-block chain that starts at ``start`` in the
+    int32 bytes ``b`` (each sub-block: a length byte then that many bytes), or -1 if the data
+    ends first.
+
+    Encoders write 255-byte sub-blocks, so the full ones are skipped with one strided read; the
+    rest is resolved a window at a time by pointer doubling (each position's next sub-block,
+    composed 2**16 times), so any split costs O(bytes / window) loop steps.
+    """
+    import tensorflow as tf
+
+    n = tf.size(b)
+    start = tf.cast(start, tf.int32)
+    strided = tf.strided_slice(b, [tf.minimum(start, n)], [n], [256])
+    not_full = tf.cast(tf.where(tf.not_equal(strided, 255))[:, 0], tf.int32)
+    first = tf.cond(
+        tf.size(not_full) > 0,
+        lambda: start + 256 * not_full[0],
+        lambda: start + 256 * tf.size(strided),
+    )
+
+    def window_step(pos: tf.Tensor, _end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        win = b[pos : pos + _CHAIN_WINDOW]
+        m = tf.size(win)
+        idx = tf.range(m)
+        nxt = idx + win + 1
+        # Fixed points: a terminator, and the last sub-block before the window's (or data's) end.
+        fixed = tf.logical_or(tf.equal(win, 0), nxt >= m)
+        jump = tf.where(fixed, idx, nxt)
+        for _ in range(_CHAIN_DOUBLINGS):
+            jump = tf.gather(jump, jump)
+        last = jump[0]
+        value = win[last]
+        beyond = pos + last + value + 1
+        ended = tf.equal(value, 0)
+        # Off the end of the data: the chain never terminates (-1); otherwise carry on.
+        end = tf.where(ended, pos + last, tf.where(beyond >= n, -1, -2))
+        return tf.where(ended, pos, beyond), end
+
+    _pos, end = tf.while_loop(
+        lambda pos, end: tf.logical_and(tf.equal(end, -2), pos < n),
+        window_step,
+        (first, tf.constant(-2)),
+        maximum_iterations=n // _CHAIN_WINDOW + 2,
+    )
+    return tf.where(end < 0, -1, end)
+
+
+def _colour_table(flags: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
+    present = tf.bitwise.bitwise_and(flags, 0x80) > 0
+    entries = tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(flags, 0x07))
+    return tf.where(present, 3 * entries, 0)
+
+
+def gif_blocks_before_image(b: tf.Tensor, max_blocks: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(position, steps): the first image descriptor's position in the int32 GIF bytes ``b``
+    and the blocks and sub-blocks walked to reach it, one loop step each, at most
+    ``max_blocks + 1`` steps. Position -1: no image descriptor (trailer, garbage or end of data
+    first) or the step bound was reached (steps > max_blocks)."""
+    import tensorflow as tf
+
+    n = tf.size(b)
+
+    def byte(p: tf.Tensor) -> tf.Tensor:
+        return tf.gather(b, tf.clip_by_value(p, 0, tf.maximum(n - 1, 0)))
+
+    # Modes: 0 block introducer, 1 extension sub-blocks, 2 image found, 3 give up.
+    def step(
+        pos: tf.Tensor, mode: tf.Tensor, steps: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        v = byte(pos)
+        at_block = tf.equal(mode, 0)
+        extension = tf.logical_and(at_block, tf.equal(v, 0x21))
+        image = tf.logical_and(at_block, tf.equal(v, 0x2C))
+        terminator = tf.logical_and(tf.logical_not(at_block), tf.equal(v, 0))
+        new_pos = tf.where(
+            extension, pos + 2, tf.where(image, pos, tf.where(terminator, pos + 1, pos + v + 1))
+        )
+        new_mode = tf.where(
+            image, 2, tf.where(extension, 1, tf.where(at_block, 3, tf.where(terminator, 0, 1)))
+        )
+        new_mode = tf.where(pos < n, new_mode, 3)
+        return new_pos, new_mode, steps + tf.cast(tf.logical_not(image), tf.int32)
+
+    header = 13 + _colour_table(byte(10))
+    pos, mode, steps = tf.while_loop(
+        lambda _pos, mode, steps: tf.logical_and(mode < 2, steps <= max_blocks),
+        step,
+        (header, tf.constant(0), tf.constant(0)),
+        maximum_iterations=max_blocks + 2,
+    )
+    return tf.where(tf.equal(mode, 2), pos, -1), steps
+
+
+def gif_first_frame(
+    data: tf.Tensor,
+    max_blocks: int = contract.DEFAULT_MAX_GIF_BLOCKS,
+    where: tf.Tensor | str = "",
+) -> tf.Tensor:
+    """The GIF cut after its first image, plus a trailer, so decode_gif decodes one frame.
+
+    Pillow's load_img shows the first frame; tf.io.decode_gif would allocate every frame, so a
+    small file of many frames on a large screen could demand gigabytes. Fails (INVALID_ARGUMENT,
+    naming ``where``) when more than ``max_blocks`` blocks and sub-blocks precede the first
+    image; if the stream ends early or is malformed, the data is returned whole for decode_gif
+    to reject.
+    """
+    import tensorflow as tf
+
+    b = _bytes(data)
+    image, steps = gif_blocks_before_image(b, max_blocks)
+    within = tf.debugging.Assert(
+        steps <= max_blocks,
+        [
+            where,
+            f"GIF has more than --max-gif-blocks={max_blocks} blocks (extensions and their "
+            "sub-blocks) before its first image",
+        ],
+    )
+    with tf.control_dependencies([within]):
+        image = tf.identity(image)
+
+    def cut() -> tf.Tensor:
+        # Image descriptor: 10 bytes, local colour table, LZW minimum code size byte.
+        data_start = (
+            image + 10 + _colour_table(tf.gather(b, tf.minimum(image + 9, tf.size(b) - 1))) + 1
+        )
+        end = sub_block_chain_end(b, data_start)
+        return tf.cond(
+            end >= 0,
+            lambda: tf.strings.join([tf.strings.substr(data, 0, end + 1), b"\x3b"]),
+            lambda: data,
+        )
+
+    return tf.cond(image >= 0, cut, lambda: data)
