@@ -120,9 +120,33 @@ def test_a_server_that_does_not_answer_fails_before_the_pipeline(
 
 
 def test_the_local_runner_is_never_prism() -> None:
+    """DirectRunner would try Prism first, which downloads a binary: a local run is given the
+    Python FnApiRunner itself."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     assert launch.is_local(PipelineOptions([]))
     assert launch.is_local(PipelineOptions(["--runner=DirectRunner"]))
     assert not launch.is_local(PipelineOptions(["--runner=DataflowRunner"]))
     assert not launch.is_local(PipelineOptions(["--runner=PrismRunner"]))
+
+
+def test_a_local_run_builds_its_pipeline_on_the_fnapi_runner(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+    runners: list[object] = []
+
+    class Stop(Exception):
+        pass
+
+    def pipeline(runner: object, options: object) -> object:
+        runners.append(runner)
+        raise Stop
+
+    monkeypatch.setattr(launch.beam, "Pipeline", pipeline)
+    for flags in ([], ["--runner=DirectRunner"]):
+        with pytest.raises(Stop):
+            launch.run(None, PipelineOptions(flags), None)  # type: ignore[arg-type]
+    assert [type(r) for r in runners] == [FnApiRunner, FnApiRunner]
