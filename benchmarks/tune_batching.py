@@ -63,6 +63,7 @@ class Measured:
     points: list[Point]
     what: str  # the target, for the header and the printout
     intra_op_threads: int  # of the measured Session (0: TensorFlow's default)
+    load_before: list[float]  # this host's load averages when measuring started
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -97,6 +98,7 @@ def measure_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_sizes: Seque
                          log_path=log_path)
     try:
         limit.wait_loaded(timeout=LOAD_TIMEOUT_S)
+        load_before = machine.load_average()
         results = []
         for index in range(passes):
             order = rotated(batch_sizes, index)
@@ -106,7 +108,8 @@ def measure_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_sizes: Seque
     finally:
         limit.kill()
     threads = int(results[0].get("intra_op_threads") or 0)
-    return Measured(best_per_size(results), f"in-process limit of {model_dir}", threads)
+    return Measured(best_per_size(results), f"in-process limit of {_shown(model_dir)}, best of "
+                    f"{passes} passes of {seconds:g} s per size", threads, load_before)
 
 
 def measure_live(target: str, model_name: str, data: Sequence[bytes],
@@ -116,6 +119,7 @@ def measure_live(target: str, model_name: str, data: Sequence[bytes],
     from benchmarks.measure import measure_point, warm_up
 
     driver = load.OursGrpc(target, model_name, data, REQUEST_TIMEOUT_S)
+    load_before = machine.load_average()
     points = []
     try:
         for size in batch_sizes:
@@ -128,8 +132,8 @@ def measure_live(target: str, model_name: str, data: Sequence[bytes],
             points.append(Point(size, row["throughput"], row["p50_ms"], row["p99_ms"]))
     finally:
         driver.close()
-    return Measured(points, f"TF Serving at {target} (model {model_name}), concurrency = batch",
-                    0)
+    return Measured(points, f"TF Serving at {target} (model {model_name}), concurrency = batch, "
+                    f"{seconds:g} s per size", 0, load_before)
 
 
 # -- deciding and writing --------------------------------------------------------------------------
@@ -141,11 +145,13 @@ def header(decision: Decision, measured: Measured, hardware: Hardware, command: 
     lines = [
         "# TF Serving BatchingParameters (text proto) for --enable_batching and "
         "--batching_parameters_file.",
-        f"# Written by the batching tuner, {PROG}: re-run it rather than edit by hand.",
+        f"# Written by the batching tuner ({PROG}): re-run it, do not edit.",
         batching_file.host_line(cpu_model, hardware.cores),
         f"# device: {hardware.device}; date: {now}",
         f"# command: {command}",
         f"# measured: {measured.what}",
+        f"# load average (1, 5, 15 min) of this host: {measured.load_before} before, "
+        f"{machine.load_average()} after",
         f"# goal: {decision.goal}" + ("" if decision.goal_met else " -- NOT MET, see below"),
         f"# [{GUIDE}]: {GUIDE_SOURCE}",
         "# throughput (img/s) and latency (ms) per batch size:",
@@ -180,6 +186,14 @@ def probe_config(batch_sizes: Sequence[int], peak: int) -> str:
             f"batch_timeout_micros {{ value: 2000 }}\n"
             f"num_batch_threads {{ value: 1 }}\n"
             f"max_enqueued_batches {{ value: {max(1000, peak, max(batch_sizes))} }}\n")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when under it (the repository, for make)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def detect_device() -> Device:
