@@ -14,18 +14,20 @@ GRPC_PORT ?= 8500
 REST_PORT ?= 8501
 GATEWAY_PORT ?= 8080
 IMAGE ?= samples/cat.jpg
+INPUT ?= samples/*.jpg
+OUTPUT ?= out/bulk
 PYTEST_ARGS ?=
 
 # The TF Serving release the launcher pins; `make check-tfserving` checks exports under its TensorFlow.
 TFS_VERSION = $(shell $(BIN)/python -c 'from xception_serving.launch_tfserving import TFS_VERSION; print(TFS_VERSION)')
 
-.PHONY: help install dist export check-tfserving serve serve-tfserving run test test-unit lint bench k8s kserve gateway clean
+.PHONY: help install dist export check-tfserving serve serve-tfserving run bulk test test-unit lint bench tune-batching k8s kserve gateway clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}' \
 	  | sed -e 's|$$(MODEL_BASE_PATH)|$(MODEL_BASE_PATH)|g' -e 's|$$(IMAGE)|$(IMAGE)|g' \
 	        -e 's|$$(GRPC_PORT)|$(GRPC_PORT)|g' -e 's|$$(REST_PORT)|$(REST_PORT)|g' \
-	        -e 's|$$(GATEWAY_PORT)|$(GATEWAY_PORT)|g'
+	        -e 's|$$(GATEWAY_PORT)|$(GATEWAY_PORT)|g' -e 's|$$(INPUT)|$(INPUT)|g' -e 's|$$(OUTPUT)|$(OUTPUT)|g'
 	@echo "  variables: WEIGHTS=imagenet|random|PATH.h5  MODEL_BASE_PATH=$(MODEL_BASE_PATH)  IMAGE=$(IMAGE)"
 
 install: $(STAMP) ## create .venv/ with every part (the `all` extra) and the test tools, checked by pip check
@@ -64,6 +66,17 @@ run: $(STAMP) ## export if needed, serve locally, classify $(IMAGE), stop (offli
 	$(BIN)/python -m demo.run --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH) \
 	  --model-name $(MODEL_NAME) --image $(IMAGE)
 
+# Uses the served version of $(MODEL_BASE_PATH); with none, exports one with WEIGHTS. Without
+# WEIGHTS given and with no way to fetch ImageNet's (offline), it exports random weights instead and
+# says so: the pipeline runs, the answers are untrained.
+bulk: $(STAMP) ## classify every file matching INPUT='$(INPUT)' in-process on Apache Beam into OUTPUT=$(OUTPUT)
+	@$(BIN)/python -c 'import sys; from xception_contract import layout; \
+	  sys.exit(0 if layout.latest_saved_model_dir(sys.argv[1]) else 1)' $(MODEL_BASE_PATH) \
+	  || $(BIN)/xception-export --weights $(WEIGHTS) --model-base-path $(MODEL_BASE_PATH) \
+	  $(if $(filter file,$(origin WEIGHTS)),|| { echo "bulk: WARNING: no ImageNet weights (offline?); exporting --weights random: its answers are untrained" >&2; \
+	     $(BIN)/xception-export --weights random --model-base-path $(MODEL_BASE_PATH); })
+	$(BIN)/xception-bulk --input '$(INPUT)' --output $(OUTPUT) --model $(MODEL_BASE_PATH) $(BULK_ARGS)
+
 test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end, compat)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -78,6 +91,9 @@ lint: $(STAMP) ## ruff, mypy --strict, the import contracts (pyproject.toml [too
 bench: $(STAMP) ## benchmark limit vs served vs the usual way (TFS_TARGET=host:port to measure TF Serving)
 	$(BIN)/python -m benchmarks.run $(if $(TFS_TARGET),--tfserving-target $(TFS_TARGET)) \
 	  $(if $(TFS_REST_URL),--tfserving-rest-url $(TFS_REST_URL)) $(BENCH_ARGS)
+
+tune-batching: $(STAMP) ## measure batch sizes here (or TFS_TARGET=host:port) and write a batching.config for a latency goal
+	$(BIN)/python -m benchmarks.tune_batching $(if $(TFS_TARGET),--target $(TFS_TARGET)) $(TUNE_ARGS)
 
 k8s: ## render the Kubernetes manifests (gpu and cpu overlays, the post-rollout verify Job) to build/k8s/
 	mkdir -p build/k8s
