@@ -45,6 +45,13 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean value: {value!r}")
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xception-serve",
@@ -90,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--rest_api_timeout_in_ms", type=int, default=30000, help="per-REST-call deadline"
+    )
+    net.add_argument(
+        "--rest_api_max_connections", type=_positive_int, default=100,
+        help="local-server extra: open REST connections; at the limit the slowest unfinished "
+        "or longest idle one makes room, or the caller gets 503 when all are in service",
+    )
+    net.add_argument(
+        "--rest_api_request_read_timeout_in_ms", type=_positive_int, default=60000,
+        help="local-server extra: a REST request's head and body must arrive within this "
+        "(from its first byte; not restarted by each byte), else 408 and close",
     )
     flag_bool("enable_profiler", True, "accepted for compatibility; no profiler service here")
     flag_bool(
@@ -371,6 +388,7 @@ def _start_rest(
     core: ServingCore, metrics: Metrics, args: argparse.Namespace, path: str | None
 ) -> RestServer | None:
     try:
+        from xception_serving.http_server import RestLimits
         from xception_serving.rest import RestServer
     except ImportError as err:
         log.error("HTTP/REST API is not available in this build: %s", err)
@@ -383,6 +401,10 @@ def _start_rest(
         monitoring_path=path,
         num_threads=args.rest_api_num_threads or None,
         timeout_s=args.rest_api_timeout_in_ms / 1000,
+        limits=RestLimits(
+            max_connections=args.rest_api_max_connections,
+            request_read_timeout_s=args.rest_api_request_read_timeout_in_ms / 1000,
+        ),
     )
     rest.start()
     log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.port)

@@ -42,7 +42,12 @@ from tensorflow_serving.apis import (
 
 from xception_serving import rest_examples, rest_status, rest_tensors
 from xception_serving.errors import ServingError, from_exception
-from xception_serving.http_server import HttpResponse, WaitressServer
+from xception_serving.http_server import (
+    DEFAULT_LIMITS,
+    HttpResponse,
+    RestLimits,
+    WaitressServer,
+)
 from xception_serving.json_text import INT64_MAX, PrettyWriter, parse_json, to_bytes
 
 if TYPE_CHECKING:  # annotations only: importing the core here would load TensorFlow
@@ -209,6 +214,12 @@ def _failure(exc: Exception, method: str, uri: str) -> ServingError:
         # Session ends the run; ours for a deadline missed before the run).
         failure = ServingError(failure.code, REST_TIMEOUT_MESSAGE)
     return failure
+
+
+def json_error_page(status: int, message: str) -> HttpResponse:
+    """What the port answers by itself (a refused connection, a request read too slowly): the
+    API's error body, so clients read it as they read any other error."""
+    return HttpResponse(status, list(JSON_HEADERS), error_json(message))
 
 
 def libevent_error_page(status: int) -> HttpResponse:
@@ -395,6 +406,7 @@ class RestServer:
         num_threads: int | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        limits: RestLimits = DEFAULT_LIMITS,
     ) -> None:
         api = RestApi(core, metrics, monitoring_path=monitoring_path, timeout_s=timeout_s)
         self._server = WaitressServer(
@@ -404,6 +416,8 @@ class RestServer:
             # TF Serving's --rest_api_num_threads default: 4 x schedulable CPUs.
             num_threads=num_threads or 4 * (os.cpu_count() or 1),
             max_body_bytes=max_body_bytes,
+            limits=limits,
+            error_page=json_error_page,
         )
 
     @property
