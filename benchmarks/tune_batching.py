@@ -29,6 +29,7 @@ import datetime
 import os
 import shlex
 import sys
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ PEAK_CONCURRENCY = 16  # the benchmark's highest concurrency level
 LOAD_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 60.0
 GOAL_NOT_MET = 1
+NOISY = 0.2  # passes of one size further apart than this: say the figures are noisy
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,15 @@ class Measured:
     what: str  # the target, for the header and the printout
     intra_op_threads: int  # of the measured Session (0: TensorFlow's default)
     load_before: list[float]  # this host's load averages when measuring started
+    spread: float = 0.0  # the largest (best / worst - 1) of a size's throughput over passes
+
+    def noise_note(self) -> str | None:
+        """A warning when passes disagree by more than NOISY (a shared or throttled machine)."""
+        if self.spread <= NOISY:
+            return None
+        return (f"NOISY: a batch size's throughput varied by up to {self.spread:.0%} between "
+                f"passes (each size is its best pass); re-run on a quiet machine to trust "
+                f"differences of a few %")
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -90,6 +101,15 @@ def rotated(sizes: Sequence[int], turn: int) -> list[int]:
     return [*sizes[start:], *sizes[:start]]
 
 
+def pass_spread(passes: Sequence[Mapping[str, Any]]) -> float:
+    """The largest best/worst - 1 of one batch size's throughput over the passes."""
+    seen: dict[int, list[float]] = {}
+    for one in passes:
+        for entry in one["per_batch_size"]:
+            seen.setdefault(int(entry["batch_size"]), []).append(float(entry["throughput"]))
+    return max((max(v) / min(v) - 1 for v in seen.values() if min(v) > 0), default=0.0)
+
+
 def measure_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_sizes: Sequence[int],
                   seconds: float, passes: int, log_path: Path) -> Measured:
     from benchmarks.limit_process import LimitProcess
@@ -109,7 +129,8 @@ def measure_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_sizes: Seque
         limit.kill()
     threads = int(results[0].get("intra_op_threads") or 0)
     return Measured(best_per_size(results), f"in-process limit of {_shown(model_dir)}, best of "
-                    f"{passes} passes of {seconds:g} s per size", threads, load_before)
+                    f"{passes} passes of {seconds:g} s per size", threads, load_before,
+                    pass_spread(results))
 
 
 def measure_live(target: str, model_name: str, data: Sequence[bytes],
@@ -158,6 +179,9 @@ def header(decision: Decision, measured: Measured, hardware: Hardware, command: 
     ]
     lines += [f"#   batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f}  "
               f"p99 {p.p99_ms:8.1f}" for p in measured.points]
+    note = measured.noise_note()
+    if note:
+        lines += [f"# {line}" for line in textwrap.wrap(note, 98)]
     return lines
 
 
@@ -166,6 +190,7 @@ def report(decision: Decision, measured: Measured) -> str:
     lines = [f"measured: {measured.what}",
              *(f"  batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f} ms  "
                f"p99 {p.p99_ms:8.1f} ms" for p in measured.points),
+             *([note] if (note := measured.noise_note()) else []),
              f"goal: {decision.goal}" + ("" if decision.goal_met else "  ** NOT MET **"),
              f"[{GUIDE}]: {GUIDE_SOURCE}"]
     for setting in decision.settings:

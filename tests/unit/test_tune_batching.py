@@ -191,6 +191,19 @@ def test_limit_passes_give_each_size_its_best_pass_and_its_mean_call_time() -> N
         Point(1, 10.0, 100.0, 100.0), Point(4, 16.0, 250.0, 250.0)]
 
 
+def test_passes_that_disagree_by_more_than_a_fifth_are_reported_as_noisy() -> None:
+    passes = [{"per_batch_size": [{"batch_size": 1, "throughput": 10.0},
+                                  {"batch_size": 8, "throughput": 15.0}]},
+              {"per_batch_size": [{"batch_size": 1, "throughput": 10.5},
+                                  {"batch_size": 8, "throughput": 10.0}]}]
+    spread = tune_batching.pass_spread(passes)
+    assert spread == pytest.approx(0.5)
+    noisy = tune_batching.Measured([], "limit", 0, [], spread)
+    assert (noisy.noise_note() or "").startswith("NOISY: a batch size's throughput varied by up "
+                                                 "to 50% between passes")
+    assert tune_batching.Measured([], "limit", 0, [], 0.1).noise_note() is None
+
+
 def test_each_limit_pass_starts_at_another_size() -> None:
     assert [tune_batching.rotated([1, 2, 4], turn) for turn in range(4)] == [
         [1, 2, 4], [2, 4, 1], [4, 1, 2], [1, 2, 4]]
