@@ -5,11 +5,10 @@ other, and the Parquet columns the JSON Lines records have."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-from tests.fixtures.bulk import bulk_env, read_output, write_bad_inputs, write_good_images
-from tests.fixtures.commands import run_command
+from tests.fixtures.bulk import read_output, write_bad_inputs, write_good_images
+from tests.fixtures.commands import console_script, run_command
 from tests.fixtures.models import ExportedModel
 
 SUMMARY = re.compile(
@@ -26,10 +25,10 @@ def test_bulk_command_classifies_a_folder_into_parquet_and_errors(
     (tmp_path / "images" / "not_an_image.jpg").write_bytes(Path(bad[0].path).read_bytes())
     out = tmp_path / "out"
     result = run_command(
-        [sys.executable, "-m", "xception_bulk", "--input", str(tmp_path / "images" / "*"),
+        [console_script("xception-bulk"), "--input", str(tmp_path / "images" / "*"),
          "--output", str(out), "--model", str(small_xception_model.base_path),
          "--format", "parquet", "--top-k", "3", "--runner=DirectRunner"],
-        env=bulk_env(), timeout=300,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [m for m in map(SUMMARY.match, result.stderr.splitlines()) if m]

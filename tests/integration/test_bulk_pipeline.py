@@ -23,7 +23,6 @@ from xception_serving.process import ServerProcess
 
 from tests.fixtures.bulk import (
     BAD_MAX_IMAGE_BYTES,
-    BULK_SRC,
     BulkOutput,
     missing_path,
     read_output,
@@ -221,12 +220,8 @@ def test_bad_inputs_fail_alone_at_their_stage(
 
 def test_multi_process_runner_isolates_bad_inputs(
     mixed_folder: tuple[Path, Path, dict[str, Any]], xception_server: ServerProcess,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    import os
-
-    # The runner's worker processes import the job's code by name.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(BULK_SRC), os.getcwd()]))
     folder, manifest, expect = mixed_folder
     status = run_bulk([
         "--input", str(folder / "*"), "--input-manifest", str(manifest),

@@ -1,16 +1,11 @@
 """The command's set-up checks, before any pipeline runs: each refusal is one line naming the
 flag and what is wrong, with exit 2 for usage and 1 for a model or server that cannot be used."""
 
-# tests.fixtures.bulk puts bulk/src on sys.path (until the bundle installs xception_bulk),
-# so it is imported before xception_bulk, out of isort's order.
-# ruff: noqa: I001
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from tests.fixtures.bulk import BULK_SRC  # noqa: F401  (puts xception_bulk on the path)
 from xception_bulk import launch
 from xception_bulk.cli import main
 

@@ -2,26 +2,21 @@
 images are classified in their order, a transient error propagates (so the batch is retried
 whole), and the remote handler retries only UNAVAILABLE and RESOURCE_EXHAUSTED."""
 
-# tests.fixtures.bulk puts bulk/src on sys.path (until the bundle installs xception_bulk),
-# so it is imported before xception_bulk, out of isort's order.
-# ruff: noqa: I001
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import grpc
 import pytest
+from xception_bulk.isolate import Prepared, isolate
+from xception_bulk.records import Classified, Failure, ImageRef
+from xception_bulk.remote_model import client_refusal, is_transient
 from xception_client import (
     InvalidImage,
     NotAGrpcServer,
     ResourceExhausted,
     ServerUnavailable,
 )
-
-from tests.fixtures.bulk import BULK_SRC  # noqa: F401  (puts xception_bulk on the path)
-from xception_bulk.isolate import Prepared, isolate
-from xception_bulk.records import Classified, Failure, ImageRef
-from xception_bulk.remote_model import client_refusal, is_transient
 
 
 class Refused(Exception):

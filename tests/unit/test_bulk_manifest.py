@@ -2,14 +2,9 @@
 objects), relative URIs are relative to the manifest's folder, and a bad line or manifest is
 refused naming what is wrong."""
 
-# tests.fixtures.bulk puts bulk/src on sys.path (until the bundle installs xception_bulk),
-# so it is imported before xception_bulk, out of isort's order.
-# ruff: noqa: I001
 from __future__ import annotations
 
 import pytest
-
-from tests.fixtures.bulk import BULK_SRC  # noqa: F401  (puts xception_bulk on the path)
 from xception_bulk.manifest import ManifestError, manifest_format, parse_line, resolve
 from xception_bulk.records import ImageRef
 

@@ -2,18 +2,12 @@
 JSON lines keep text and floats exactly, status codes are named as gRPC and TensorFlow name them,
 and a dead-lettered batch becomes one error per image with its error's code."""
 
-# tests.fixtures.bulk puts bulk/src on sys.path (until the bundle installs xception_bulk),
-# so it is imported before xception_bulk, out of isort's order.
-# ruff: noqa: I001
 from __future__ import annotations
 
 import json
 
 import grpc
 import pytest
-from xception_client import Prediction, ServerUnavailable
-
-from tests.fixtures.bulk import BULK_SRC  # noqa: F401  (puts xception_bulk on the path)
 from xception_bulk.pipeline import dead_letter, failure_code, parquet_schema
 from xception_bulk.records import (
     Classified,
@@ -25,6 +19,7 @@ from xception_bulk.records import (
     predictions_from_rows,
     to_json_line,
 )
+from xception_client import Prediction, ServerUnavailable
 
 TOP = (
     Prediction(label="tabby", key="n02123045", score=0.71, class_id=281),

@@ -25,8 +25,8 @@ __all__ = ["TF_EXTRA_HINT", "LocalClassifier", "SavedModelHandler", "tensorflow_
 
 TF_EXTRA_HINT: Final = (
     "in-process mode (--model) needs TensorFlow: install the bundle with its 'export' extra "
-    "(pip install '.[bulk,export]' from the repository), or classify through a server with "
-    "--server HOST:PORT"
+    "(pip install 'xception-serving-bundle[bulk,export]', or '.[bulk,export]' in a clone), or "
+    "classify through a server with --server HOST:PORT"
 )
 _INVALID_ARGUMENT: Final = 3
 _MAX_MESSAGE: Final = 1000
