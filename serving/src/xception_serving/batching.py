@@ -15,7 +15,10 @@ Deadlines, as batching_session.cc's ProcessBatch: a merged run serves several ca
 the latest of their deadlines (none if any caller has none), not each caller's own; a caller whose
 deadline passes stops waiting with DEADLINE_EXCEEDED while the batch goes on for the others, and a
 batch whose callers have all given up is not run. A run that times out fails every member: its
-deadline was the last of theirs, so none is re-run alone.
+deadline was the last of theirs, so none is re-run alone. A run TensorFlow cannot stop at that
+deadline (a kernel that ignores cancellation) gives its batch thread back at the deadline anyway
+(`session_runs.py`), so the batches queued behind it run; TF Serving's batch thread would stay in
+Session::Run until the kernel returned, and its queued callers with it.
 """
 
 from __future__ import annotations
@@ -240,7 +243,12 @@ class BatchScheduler:
             self._run_merged(queue, tasks)
         except Exception as err:
             error = from_exception(err)
-            if len(tasks) == 1 or error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            # Past the deadline, or no inter-op thread left (session_runs.py): alone, each member
+            # would fail the same way.
+            if len(tasks) == 1 or error.code in (
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.UNAVAILABLE,
+            ):
                 for task in tasks:
                     task.error = error
             else:

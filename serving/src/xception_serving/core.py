@@ -3,7 +3,8 @@
 gRPC servicers and REST handlers are thin shells over ServingCore: every method takes and returns
 tensorflow-serving-api messages and raises ServingError with TF Serving's status code and wording.
 This module finds the servable a request names (the ModelManager), runs signatures (directly or
-through the batch scheduler, with the request's deadline), answers GetModelMetadata,
+through the batch scheduler, with the request's deadline, which `session_runs.py` holds the
+caller to even when TensorFlow cannot stop the run), answers GetModelMetadata,
 GetModelStatus and ReloadConfig (get_model_metadata_impl.cc, get_model_status_impl.cc,
 model_service_impl.cc) and replays warmup; what each inference API does with the servable it found
 is `inference.py`.
@@ -40,6 +41,7 @@ from xception_serving.errors import ServingError, code_number, from_exception, i
 from xception_serving.manager import ModelManager
 from xception_serving.metrics import Metrics
 from xception_serving.servable import Servable, SessionOptions
+from xception_serving.session_runs import SessionRuns
 from xception_serving.warmup import run_warmup
 
 log = logging.getLogger("xception_serving")
@@ -83,6 +85,9 @@ class ServingCore:
     ) -> None:
         self.metrics = metrics or Metrics()
         self._warmup_iterations = num_request_iterations_for_warmup
+        # Runs with a deadline end for their caller at it, even when TensorFlow cannot stop them.
+        inter_op = session_options.config.inter_op_parallelism_threads if session_options else 0
+        self.session_runs = SessionRuns(inter_op)
         self._batcher = (
             BatchScheduler(batching, self.metrics, self._run_direct) if batching else None
         )
@@ -146,7 +151,7 @@ class ServingCore:
         deadline: float | None,
     ) -> dict[str, np.ndarray]:
         try:
-            return servable.run(signature, inputs, deadline)
+            return self.session_runs.run(servable, signature, inputs, deadline)
         except ServingError:
             raise
         except Exception as err:

@@ -196,7 +196,10 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),  # a taken port is an error, never shared
                 *extra_options,
             ],
-            maximum_concurrent_rpcs=None,
+            # As TF Serving's --grpc_max_threads (a gRPC thread quota): a call beyond that many
+            # is refused at once with RESOURCE_EXHAUSTED instead of queueing unseen behind busy
+            # workers past its deadline.
+            maximum_concurrent_rpcs=max_workers,
             # Server spans when OTEL_TRACES_EXPORTER asks for them (cli.py builds them with
             # tracing.server_interceptors() before loading models, so bad OTEL_* fails fast).
             interceptors=list(interceptors),

@@ -1,0 +1,169 @@
+"""Session runs that cannot hold their caller, or a batch thread, past the run's deadline.
+
+TensorFlow ends a Session::Run at its `timeout_in_ms` by cancelling the step, but DirectSession
+then waits for every kernel already running to return. A kernel that never polls cancellation (one
+long image decode, a blocking read) keeps the Session::Run call, and the thread that made it,
+until the kernel is done: measured here, a run with a 0.5 s timeout whose kernel blocked did not
+return until the kernel did. So a run with a deadline is made on a thread of its own, and its
+caller waits until the deadline (plus a short grace in which TensorFlow's own DEADLINE_EXCEEDED,
+"Timed out waiting for notification", still wins). Past that the caller gets DEADLINE_EXCEEDED
+and goes; the run is left to finish on its thread ("overdue"), holding its version loaded.
+
+An overdue run still holds at least one thread of TensorFlow's inter-op pool, which every Session
+of the process shares (`inter_op_parallelism_threads`; 0: one per CPU). When overdue runs could
+hold all of them, a new run would only queue inside TensorFlow until its own deadline, so it is
+refused at once with UNAVAILABLE instead, until one of them ends.
+
+A run without a deadline is made on the caller's thread: its caller asked to wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import numpy as np
+
+from xception_serving.errors import ServingError
+
+log = logging.getLogger("xception_serving")
+
+Outputs = dict[str, np.ndarray]
+# After the deadline, how long the caller still waits for TensorFlow to end the run itself (it
+# cancels a cancellable step within milliseconds) so that TensorFlow's own error is the one sent.
+GRACE_S = 0.25
+DEADLINE_EXCEEDED = "Deadline Exceeded"  # gRPC's wording, as for a deadline missed in a queue
+
+
+class _Servable(Protocol):
+    name: str
+    version: int
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def run(
+        self, key: str, inputs: Mapping[str, np.ndarray], deadline: float | None = None
+    ) -> Outputs: ...
+
+
+def default_inter_op_threads() -> int:
+    """TensorFlow's inter-op pool size for `inter_op_parallelism_threads: 0` (MaxParallelism:
+    the CPUs this process may run on)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def inter_op_busy_message(overdue: int, threads: int) -> str:
+    return (
+        f"{overdue} Session runs past their deadline are still executing and may hold all "
+        f"{threads} of TensorFlow's inter-op threads; try again later"
+    )
+
+
+@dataclass(eq=False)
+class _Call:
+    outputs: Outputs | None = None
+    error: BaseException | None = None
+    finished: bool = False
+    overdue: bool = False
+
+
+class SessionRuns:
+    """Makes Session runs with a deadline on their own threads and counts the overdue ones."""
+
+    def __init__(self, inter_op_threads: int = 0) -> None:
+        self.inter_op_threads = inter_op_threads or default_inter_op_threads()
+        self._lock = threading.Lock()
+        self._overdue = 0
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        """Runs with a deadline on their own threads now, overdue ones included."""
+        with self._lock:
+            return self._running
+
+    @property
+    def overdue(self) -> int:
+        """Runs whose caller has gone with DEADLINE_EXCEEDED and that TensorFlow has not ended."""
+        with self._lock:
+            return self._overdue
+
+    def run(
+        self,
+        servable: _Servable,
+        key: str,
+        inputs: Mapping[str, np.ndarray],
+        deadline: float | None,
+    ) -> Outputs:
+        if deadline is None:
+            return servable.run(key, inputs, None)
+        with self._lock:
+            if self._overdue >= self.inter_op_threads:
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    inter_op_busy_message(self._overdue, self.inter_op_threads),
+                )
+            self._running += 1
+        call = _Call()
+        done = threading.Event()
+        started = time.monotonic()
+        servable.acquire()  # an overdue run keeps its version (and Session) from unloading
+
+        def body() -> None:
+            try:
+                call.outputs = servable.run(key, inputs, deadline)
+            except BaseException as err:  # handed to the caller's thread
+                call.error = err
+            finally:
+                self._finished(call, servable, key, started)
+                done.set()
+                servable.release()
+
+        thread = threading.Thread(target=body, name=f"session-run-{servable.name}", daemon=True)
+        thread.start()
+        if not done.wait(max(0.0, deadline - time.monotonic()) + GRACE_S):
+            with self._lock:
+                if not call.finished:
+                    call.overdue = True
+                    self._overdue += 1
+            if call.overdue:
+                log.warning(
+                    "Session run of %s version %d signature %s is past its deadline and still "
+                    "executing (a kernel that does not stop when cancelled); its caller got "
+                    "DEADLINE_EXCEEDED",
+                    servable.name,
+                    servable.version,
+                    key,
+                )
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
+            done.wait()  # finished just now: its answer is being handed over
+        if call.error is not None:
+            raise call.error
+        assert call.outputs is not None
+        return call.outputs
+
+    def _finished(self, call: _Call, servable: _Servable, key: str, started: float) -> None:
+        with self._lock:
+            call.finished = True
+            self._running -= 1
+            if call.overdue:
+                self._overdue -= 1
+        if call.overdue:
+            log.warning(
+                "Overdue Session run of %s version %d signature %s ended after %.1f s",
+                servable.name,
+                servable.version,
+                key,
+                time.monotonic() - started,
+            )
