@@ -100,37 +100,101 @@ def _legend(template: str, labels: Mapping[str, str]) -> str:
     return text.strip() or json.dumps(labels)
 
 
-def _draw_panel(
+def _right_axis_names(panel: Mapping[str, Any]) -> re.Pattern[str] | None:
+    """Series names the panel puts on a right-hand axis (an override with axisPlacement right)."""
+    for override in panel.get("fieldConfig", {}).get("overrides", []):
+        moves = any(
+            p["id"] == "custom.axisPlacement" and p["value"] == "right"
+            for p in override["properties"]
+        )
+        if moves and override["matcher"]["id"] == "byRegexp":
+            return re.compile(override["matcher"]["options"])
+    return None
+
+
+def _draw_range(
     ax: Any, panel: Mapping[str, Any], url: str, values: Mapping[str, str], start: float, end: float
-) -> None:
+) -> int:
     step = max(1.0, (end - start) / 200)
+    right = _right_axis_names(panel)
+    twin = ax.twinx() if right else None
     drawn = 0
     for target in panel["targets"]:
         expr = substitute(target["expr"], values)
         legend = target.get("legendFormat", "")
-        if target.get("instant"):
-            result = _get(url, "query", query=expr, time=str(end))["result"]
-            rows = sorted(result, key=lambda r: _sort_key(r["metric"]))
-            labels = [_legend(legend or "{{version}}", r["metric"]) for r in rows]
-            numbers = [float(r["value"][1]) for r in rows]
-            if rows:
-                ax.barh(labels, numbers, label=target["refId"])
-                drawn += 1
-            continue
         data = _get(url, "query_range", query=expr, start=str(start), end=str(end), step=str(step))
         for series in data["result"]:
             xs = [(float(t) - end) / 60 for t, _ in series["values"]]
             ys = [float(v) for _, v in series["values"]]
             if all(math.isnan(y) for y in ys):
                 continue
-            style = "--" if "threshold" in legend or "goal" in legend or legend == "limit" else "-"
-            ax.plot(xs, ys, style, label=_legend(legend, series["metric"]), linewidth=1.2)
+            name = _legend(legend, series["metric"])
+            dashed = "threshold" in name or "goal" in name or name == "limit"
+            axis = twin if twin is not None and right and right.fullmatch(name) else ax
+            color = f"C{drawn}"
+            axis.plot(xs, ys, "--" if dashed else "-", label=name, linewidth=1.2, color=color)
             drawn += 1
-    if drawn:
-        ax.legend(fontsize=6, loc="upper left")
-        if not any(t.get("instant") for t in panel["targets"]):
-            ax.set_xlabel("minutes before the end", fontsize=6)
+    handles, labels = ax.get_legend_handles_labels()
+    if twin is not None:
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+        twin.tick_params(labelsize=6)
+        twin.set_ylabel("ratio (right)", fontsize=6)
+    if handles:
+        ax.legend(handles, labels, fontsize=6, loc="upper left")
+        ax.set_xlabel("minutes before the end", fontsize=6)
+    return drawn
+
+
+def _draw_instant(
+    ax: Any, panel: Mapping[str, Any], url: str, values: Mapping[str, str], end: float
+) -> int:
+    results = [
+        (t, _get(url, "query", query=substitute(t["expr"], values), time=str(end))["result"])
+        for t in panel["targets"]
+    ]
+    if panel["type"] == "table":
+        columns: dict[str, dict[str, float]] = {}
+        keys: set[str] = set()
+        for target, result in results:
+            for row in result:
+                key = row["metric"].get("version", "")
+                keys.add(key)
+                columns.setdefault(target["refId"], {})[key] = float(row["value"][1])
+        names = {"A": "load (s)", "B": "warmup (s)"}
+        order = sorted(keys, key=lambda k: -float(k) if k.isdigit() else 0.0)
+        cells = [
+            [k, *(f"{columns.get(ref, {}).get(k, math.nan):.3f}" for ref in sorted(columns))]
+            for k in order
+        ]
+        if cells:
+            header = ["version", *(names.get(ref, ref) for ref in sorted(columns))]
+            table = ax.table(cellText=cells, colLabels=header, loc="upper center")
+            table.set_fontsize(8)
+            ax.axis("off")
+        return len(cells)
+    drawn = 0
+    for _target, result in results:
+        # A heatmap-format query holds cumulative `le` buckets: draw each bucket's own count.
+        rows = sorted(result, key=lambda r: _sort_key(r["metric"]))
+        cumulative = [float(r["value"][1]) for r in rows]
+        counts = [c - (cumulative[i - 1] if i else 0.0) for i, c in enumerate(cumulative)]
+        shown = [(r["metric"].get("le", ""), c) for r, c in zip(rows, counts, strict=True) if c]
+        if shown:
+            ax.barh([f"<= {le}" for le, _ in shown], [c for _, c in shown])
+            ax.set_xlabel("batches", fontsize=6)
+            drawn += 1
+    return drawn
+
+
+def _draw_panel(
+    ax: Any, panel: Mapping[str, Any], url: str, values: Mapping[str, str], start: float, end: float
+) -> None:
+    if any(t.get("instant") for t in panel["targets"]):
+        drawn = _draw_instant(ax, panel, url, values, end)
     else:
+        drawn = _draw_range(ax, panel, url, values, start, end)
+    if not drawn:
         ax.text(
             0.5,
             0.5,
@@ -141,6 +205,8 @@ def _draw_panel(
             color="grey",
             transform=ax.transAxes,
         )
+        ax.set_xticks([])
+        ax.set_yticks([])
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
     ax.set_title(f"{panel['title']}" + (f"  [{unit}]" if unit else ""), fontsize=8)
     ax.tick_params(labelsize=6)
@@ -168,21 +234,21 @@ def render(url: str, out: Path, *, model: str, minutes: float, end: float | None
     values = variables(model, "1m", f"{max(1, int(minutes))}m")
     drawable = list(panels(dashboard))
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in drawable)
-    figure = plt.figure(figsize=(20, rows * 0.42))
-    grid = figure.add_gridspec(rows, 24, hspace=0.0, wspace=0.0)
+    figure = plt.figure(figsize=(20, rows * 0.4))
+    # The dashboard grid: 24 columns, one figure band per grid row, a margin inside each cell.
     for panel in drawable:
         pos = panel["gridPos"]
-        ax = figure.add_subplot(
-            grid[pos["y"] + 1 : pos["y"] + pos["h"] - 1, pos["x"] : pos["x"] + pos["w"]]
-        )
-        ax.set_position(ax.get_position().shrunk(0.82, 0.9))
+        left = pos["x"] / 24 + 0.03
+        width = pos["w"] / 24 - 0.045
+        top = 1 - pos["y"] / rows - 0.9 / rows
+        height = pos["h"] / rows - 2.0 / rows
+        ax = figure.add_axes((left, top - height, width, height))
         _draw_panel(ax, panel, url, values, start, end)
     for row in (p for p in dashboard["panels"] if p["type"] == "row"):
-        figure.text(
-            0.01, 1 - (row["gridPos"]["y"] + 0.2) / rows, row["title"], fontsize=11, weight="bold"
-        )
+        y = 1 - (row["gridPos"]["y"] + 0.5) / rows
+        figure.text(0.005, y, row["title"], fontsize=11, weight="bold", va="center")
     figure.suptitle(
-        f"{dashboard['title']}  (model {model}, last {minutes:g} min)", y=1.0, fontsize=13
+        f"{dashboard['title']}  (model {model}, last {minutes:g} min)", y=1.02, fontsize=13
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=80, bbox_inches="tight")
@@ -195,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="value of the $model_name variable")
     parser.add_argument("--minutes", type=float, default=10.0, help="time range to draw")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--end", type=float, help="end of the range, Unix time (default: now)")
     args = parser.parse_args(argv)
-    render(args.prometheus, args.out, model=args.model, minutes=args.minutes)
+    render(args.prometheus, args.out, model=args.model, minutes=args.minutes, end=args.end)
     print(f"wrote {args.out}")
     return 0
 
