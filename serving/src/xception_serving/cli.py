@@ -2,16 +2,19 @@
 
 Startup follows TF Serving: parse flags, load every configured model (ports stay closed until
 then), open gRPC (and REST when --rest_api_port > 0), and serve until SIGTERM/SIGINT, which stops
-accepting, lets in-flight requests finish and exits 0. A startup failure prints
+accepting, lets in-flight requests finish and exits 0. Unlike TF Serving, a port another process
+holds fails the start before any model loads, not after. A startup failure prints
 `Failed to start server. Error: <status>` and exits 255, as tensorflow_model_server does.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING
 import grpc
 from xception_contract import tf_startup
 
-from xception_serving.process import READY_LINE
+from xception_serving.process import BIND_FAILURE, READY_LINE
 
 if TYPE_CHECKING:  # annotations only: the real imports wait until flags are checked
     from tensorflow_serving.config import model_server_config_pb2
@@ -85,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc_max_threads",
         type=int,
         default=max(64, 4 * (os.cpu_count() or 1)),
-        help="gRPC worker threads (callers waiting on a batch each hold one)",
+        help="gRPC worker threads: calls in flight beyond this many are refused "
+        "RESOURCE_EXHAUSTED (TF Serving's thread quota)",
     )
     net.add_argument(
         "--grpc_channel_arguments",
@@ -205,6 +209,46 @@ def _check_flags(args: argparse.Namespace) -> None:
             "INVALID_ARGUMENT: At least one of server_options.grpc_port or "
             "server_options.grpc_socket_path must be set."
         )
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on now, or None. Probed as the servers bind (every
+    address `host` resolves to, SO_REUSEADDR as gRPC sets it), then closed at once."""
+    try:
+        addresses = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as err:
+        return f"cannot resolve {host!r}: {err.strerror}"
+    bound = False
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+                probe.listen(1)
+            except OSError as err:
+                if err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    continue  # e.g. ::1 on a host without IPv6: the servers skip it too
+                return os.strerror(err.errno) if err.errno else str(err)
+            bound = True
+    return None if bound else f"no address of {host!r} can be bound"
+
+
+def check_ports(args: argparse.Namespace) -> None:
+    """Fail before any model loads when a port the server needs is taken (a model can take
+    minutes to load; the port is known now). The wording keeps process.BIND_FAILURE."""
+    ports = [("gRPC", "--port", args.port)]
+    if args.rest_api_port > 0 and args.rest_api_port != args.port:
+        ports.append(("REST", "--rest_api_port", args.rest_api_port))
+    for what, flag, port in ports:
+        if port <= 0:
+            continue
+        problem = _bind_problem(args.host, port)
+        if problem is not None:
+            raise StartupError(
+                f"UNAVAILABLE: {BIND_FAILURE} {what} port {args.host}:{port} ({flag}): {problem}"
+            )
 
 
 def channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -430,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     try:
         _check_flags(args)  # before importing TensorFlow: flag mistakes fail fast
+        check_ports(args)  # and a taken port, before minutes of model loading
         return serve(args)
     except StartupError as err:
         print(f"Failed to start server. Error: {err}", file=sys.stderr, flush=True)
