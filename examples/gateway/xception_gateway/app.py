@@ -7,15 +7,18 @@
     GET  /healthz          200 while the process runs
     GET  /readyz           200 when a version of the model is AVAILABLE, else 503
 
-Every request has one deadline, set when it arrives: the URL fetch and the gRPC call share it, and
-the gRPC call gets what is left as its timeout, so TF Serving stops working on a request the HTTP
-caller has given up on. Errors map to HTTP codes by the client's exception tree: 400 bad image or
-argument, 404 unknown model or signature, 413 too large, 503 server unavailable, 504 deadline,
-502 anything else from the server; the body is {"error": "<one line>"}.
+Every request has one deadline, set when its headers arrive: reading the body, the URL fetch and
+the gRPC call share it, and the gRPC call gets what is left as its timeout, so TF Serving stops
+working on a request the HTTP caller has given up on. Bodies are read under caps as they stream
+in (body.py). Errors map to HTTP codes by the client's exception tree: 400 bad body, image or
+argument, 404 unknown model or signature, 408 body not received by the deadline, 413 too large,
+503 server unavailable, 504 deadline, 502 anything else from the server; the body is
+{"error": "<one line>"}.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from xception_client import (
     AsyncClient,
@@ -38,6 +42,8 @@ from xception_client import (
 )
 from xception_contract import DEFAULT_MODEL_NAME, DEFAULT_TOP_K
 
+from xception_gateway.body import read_image_request
+from xception_gateway.errors import HttpError
 from xception_gateway.fetch import FetchError, TooLarge, fetch_image
 
 
@@ -64,12 +70,6 @@ class Settings:
                           not in ("", "none"))  # fmt: skip
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def http_status(error: XceptionClientError) -> int:
     """The HTTP code for one of the client's errors."""
     if isinstance(error, (InvalidArgument, TopKTooLarge)):
@@ -88,29 +88,40 @@ def _one_line(message: object) -> str:
     return text.splitlines()[0] if text else "error"
 
 
-async def _image(request: Request, settings: Settings, deadline: float) -> bytes:
-    content_type = request.headers.get("content-type", "")
-    url: str | None = None
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_part_size=settings.max_image_bytes + 1)
-        upload, url_field = form.get("file"), form.get("url")
-        if upload is not None and not isinstance(upload, str):
-            data = await upload.read(settings.max_image_bytes + 1)
-            if len(data) > settings.max_image_bytes:
-                raise HttpError(413, f"the upload is over {settings.max_image_bytes} bytes")
-            return data
-        url = url_field if isinstance(url_field, str) else None
-    elif content_type.startswith("application/json"):
-        body: Any = await request.json()
-        url = body.get("url") if isinstance(body, dict) else None
-    if not url:
-        raise HttpError(400, "send a multipart `file` upload, or a `url` (form field or JSON)")
-    budget = min(settings.url_timeout, deadline - time.monotonic())
+def _refusal(status: int, message: str) -> JSONResponse:
+    # Refusals may come before the body was read to its end (a bad argument, a body over the cap
+    # or past the deadline): Connection: close stops the server reading and dropping the rest.
+    return JSONResponse({"error": _one_line(message)}, status_code=status,
+                        headers={"Connection": "close"})  # fmt: skip
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    """FastAPI's first complaint about a query argument, as one line naming it."""
+    first = error.errors()[0] if error.errors() else {}
+    name = ".".join(str(part) for part in first.get("loc", ())[1:]) or "argument"
+    return f"{name}: {first.get('msg', 'invalid')}; received {first.get('input')!r}"
+
+
+async def _image(request: Request, settings: Settings, timeout: float, deadline: float) -> bytes:
+    # The deadline covers reading the body: a caller that stalls mid-body gets 408 at the deadline.
+    try:
+        sent = await asyncio.wait_for(
+            read_image_request(request, settings.max_image_bytes), deadline - time.monotonic()
+        )
+    except TimeoutError:
+        message = f"the request body did not arrive within the request's deadline ({timeout:g} s)"
+        raise HttpError(408, message) from None
+    if sent.data is not None:
+        return sent.data
+    url = sent.url or ""
+    budget = deadline - time.monotonic()
+    if budget <= 0:
+        raise HttpError(504, "the request's deadline passed before the URL was fetched")
     try:
         return await fetch_image(
             url,
             max_bytes=settings.max_image_bytes,
-            timeout=max(budget, 0.001),
+            timeout=min(settings.url_timeout, budget),
             allow_private=settings.allow_private_urls,
         )
     except TooLarge as error:
@@ -119,7 +130,7 @@ async def _image(request: Request, settings: Settings, deadline: float) -> bytes
         raise HttpError(400, str(error)) from None
 
 
-def _deadline(request: Request, settings: Settings) -> float:
+def _timeout(request: Request, settings: Settings) -> float:
     timeout = settings.timeout
     header = request.headers.get("x-request-timeout")
     if header is not None:
@@ -131,7 +142,7 @@ def _deadline(request: Request, settings: Settings) -> float:
         if not requested > 0:
             raise HttpError(400, f"X-Request-Timeout must be > 0; received {header!r}")
         timeout = min(timeout, requested)
-    return time.monotonic() + timeout
+    return timeout
 
 
 @contextmanager
@@ -165,7 +176,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(HttpError)
     async def _http_error(_request: Request, error: HttpError) -> JSONResponse:
-        return JSONResponse({"error": _one_line(error)}, status_code=error.status)
+        return _refusal(error.status, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_argument(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return _refusal(400, _validation_message(error))
 
     @app.exception_handler(XceptionClientError)
     async def _client_error(_request: Request, error: XceptionClientError) -> JSONResponse:
@@ -192,8 +207,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def predict(request: Request, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         if top_k < 1:
             raise HttpError(400, f"top_k must be >= 1; received {top_k}")
-        deadline = _deadline(request, settings)
-        data = await _image(request, settings, deadline)
+        timeout = _timeout(request, settings)
+        deadline = time.monotonic() + timeout
+        data = await _image(request, settings, timeout, deadline)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise HttpError(504, "the request's deadline passed before the model was called")
