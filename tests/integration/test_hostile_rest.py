@@ -145,6 +145,17 @@ PROBES = {
             b"at most 64 (TensorFlow Serving, 254)."
         ),
     ),
+    # An error quoting an 8 MB body quotes its first 256 bytes (TF Serving 2.18+), whole tokens.
+    "error quoting an 8 MB body": (
+        "POST",
+        PREDICT,
+        b'{"instances": "' + b"a" * 300 + b'", "inputs": [' + b"1.5, " * 1_600_000 + b"2]}",
+        400,
+        error_body(
+            b'JSON Value: {\\n    \\"instances\\": \\"' + b"a" * 300 + b'\\" Not formatted '
+            b"correctly expecting only one of 'inputs' or 'instances' keys to exist "
+        ),
+    ),
     # 300 dimensions: past TensorShape's 254, Tensor::FromProto fails in TF Serving too.
     "tensor of 300 dimensions": (
         "POST",

@@ -171,6 +171,21 @@ def test_parse_json_reads_the_root_value_only_as_tf_serving_stops_when_done() ->
     assert json_text.parse_json(b'{"a": 1}\x00{') == {"a": 1}
 
 
+def test_a_value_quoted_in_a_message_stops_at_the_first_token_past_256_bytes() -> None:
+    # TF Serving 2.18+ JsonValueToDebugString: each write happens only while the text is under
+    # 256 bytes, so the 300-byte string is written whole and nothing after it.
+    doc = json_text.parse_json(b'{"instances": 1, "s": "' + b"a" * 300 + b'", "t": [2]}')
+    err = error_of(lambda d: json_text.list_member(d, "instances", "not a list", "empty"), doc)
+    quoted = '{\n    "instances": 1,\n    "s": "' + "a" * 300 + '"'
+    assert err.message == f"JSON Value: {quoted} not a list"
+
+
+def test_a_huge_body_quoted_in_a_message_stays_small() -> None:
+    doc = json_text.parse_json(b'{"instances": 1, "x": [' + b"1.5, " * 500_000 + b"2]}")
+    err = error_of(lambda d: json_text.list_member(d, "instances", "not a list", "empty"), doc)
+    assert len(err.message) < 300
+
+
 def test_nesting_scan_follows_strings_and_escapes() -> None:
     assert not json_text.nests_deeper_than(b'["' + b"[" * 600 + b'"]', 512)
     assert json_text.nests_deeper_than(b"[" * 600, 512)

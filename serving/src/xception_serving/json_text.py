@@ -10,10 +10,11 @@ It knows nothing of tensors or messages, so it imports no TensorFlow: `rest_tens
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -159,6 +160,9 @@ class PrettyWriter:
     def getvalue(self) -> bytes:
         return b"".join(self._out)
 
+    def size(self) -> int:
+        return sum(len(chunk) for chunk in self._out)
+
 
 def rapidjson_double(value: float) -> str:
     """rapidjson Writer::Double: shortest digits (Grisu2) laid out by its Prettify()."""
@@ -205,15 +209,55 @@ def format_decimal(value: float, *, double: bool = False) -> str:
     return "-Infinity" if value < 0 else "Infinity"
 
 
+# TF Serving 2.18+ (kMaxJsonDebugStringBytes): a value quoted in an error message stops at the
+# first token that would start past this many bytes, so a huge body cannot make a huge message
+# (an 11 MB body quoted whole made a 28 MB message and took 4 s).
+MAX_DEBUG_STRING_BYTES = 256
+
+
 def json_value_to_string(val: JsonValue) -> str:
-    """TF Serving's JsonValueToString (used inside error messages)."""
+    """TF Serving's JsonValueToString (used inside error messages), cut as its
+    JsonValueToDebugString cuts it."""
     if isinstance(val, float):
         if math.isfinite(val) and abs(val) > 3.4028234e38:
             return format_decimal(val, double=True)
         return format_decimal(float(np.float32(val)) if math.isfinite(val) else val)
     writer = PrettyWriter()
-    writer.value(val)
+    brackets = {"start_object": writer.start_object, "end_object": writer.end_object,
+                "start_array": writer.start_array, "end_array": writer.end_array}
+    for kind, item in _accept_events(val):  # JsonWriterWithLimit: each call only while short
+        if writer.size() >= MAX_DEBUG_STRING_BYTES:
+            break
+        if kind in brackets:
+            brackets[kind]()
+        else:
+            (writer.key if kind == "key" else writer.value)(item)
     return writer.getvalue().decode("utf-8", "replace")
+
+
+def _accept_events(val: JsonValue) -> Iterator[tuple[str, JsonValue]]:
+    """rapidjson's Value::Accept as a lazy event stream (no recursion, nothing unread is
+    visited): ("start_object"|"end_object"|"start_array"|"end_array"|"key"|"scalar", item)."""
+    pending: list[Iterator[tuple[str, JsonValue]]] = [iter([("value", val)])]
+    while pending:
+        event = next(pending[-1], None)
+        if event is None:
+            pending.pop()
+            continue
+        kind, item = event
+        if kind != "value":
+            yield event
+        elif isinstance(item, dict):
+            yield "start_object", None
+            members = ((e, v) for name, value in item.items()
+                       for e, v in (("key", name), ("value", value)))
+            pending.append(itertools.chain(members, [("end_object", None)]))
+        elif isinstance(item, list):
+            yield "start_array", None
+            elements = (("value", element) for element in item)
+            pending.append(itertools.chain(elements, [("end_array", None)]))
+        else:
+            yield "scalar", item
 
 
 def list_member(doc: Mapping[str, JsonValue], key: str, not_list: str, empty: str
@@ -229,18 +273,11 @@ def list_member(doc: Mapping[str, JsonValue], key: str, not_list: str, empty: st
 
 
 def json_type(val: JsonValue) -> str:
-    if val is None:
-        return "Null"
-    if val is True:
-        return "True"
-    if val is False:
-        return "False"
-    if isinstance(val, dict):
-        return "Object"
-    if isinstance(val, list):
-        return "Array"
-    if isinstance(val, str):
-        return "String"
+    if val is None or isinstance(val, bool):
+        return {None: "Null", True: "True", False: "False"}[val]
+    for kind, name in ((dict, "Object"), (list, "Array"), (str, "String")):
+        if isinstance(val, kind):
+            return name
     return "Number"
 
 
@@ -256,11 +293,6 @@ UINT64_MAX = 2**64 - 1
 # 512 is twice what a tensor can use (TensorFlow's rank limit is 254 dimensions), so a tensor
 # of too many dimensions still gets TF Serving's own answer.
 MAX_JSON_DEPTH = 512
-
-
-def depth_error(limit: int) -> str:
-    """The parse error for a body nested deeper than `limit` (ours: rapidjson has none)."""
-    return f"Nesting of arrays and objects is deeper than the limit of {limit} levels."
 
 
 def _parse_int(text: str) -> int | float:
@@ -415,17 +447,16 @@ class _RapidJsonParser:
         if c not in "[{":
             return self.scalar()
         if len(stack) >= self.max_depth:
-            raise self.fail(depth_error(self.max_depth))
+            raise self.fail("Nesting of arrays and objects is deeper than the limit of "
+                            f"{self.max_depth} levels.")
         self.i += 1
         self.skip_ws()
         close = "]" if c == "[" else "}"
         if self.peek() == close:
             self.i += 1
             return [] if c == "[" else {}
-        if c == "[":
-            stack.append([])
-        else:
-            stack.append({})
+        stack.append([] if c == "[" else {})
+        if c == "{":
             keys.append(self.member_name())
         return _OPENED
 
@@ -445,9 +476,8 @@ class _RapidJsonParser:
         if c == ("]" if in_array else "}"):
             self.i += 1
             return True
-        if in_array:
-            raise self.fail("Missing a comma or ']' after an array element.")
-        raise self.fail("Missing a comma or '}' after an object member.")
+        raise self.fail("Missing a comma or ']' after an array element." if in_array
+                        else "Missing a comma or '}' after an object member.")
 
     def member_name(self) -> str:
         """`"name" :` with the whitespace after it."""
@@ -461,17 +491,13 @@ class _RapidJsonParser:
         self.skip_ws()
         return name
 
+    _LITERALS = {"n": ("null", None), "t": ("true", True), "f": ("false", False)}
+
     def scalar(self) -> JsonValue:
         c = self.peek()
-        if c == "n":
-            return self.literal("null", None)
-        if c == "t":
-            return self.literal("true", True)
-        if c == "f":
-            return self.literal("false", False)
-        if c == '"':
-            return self.string()
-        return self.number()
+        if c in self._LITERALS:
+            return self.literal(*self._LITERALS[c])
+        return self.string() if c == '"' else self.number()
 
     def literal(self, word: str, value: JsonValue) -> JsonValue:
         # ParseNull/True/False consume matching letters and fail just past the last match.
