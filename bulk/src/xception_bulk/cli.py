@@ -34,6 +34,7 @@ DEFAULT_TIMEOUT: Final = 30.0
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xception-bulk",
+        allow_abbrev=False,  # a Beam option must never be taken for an abbreviation of ours
         description="Classify every image a pattern or manifest names, on Apache Beam: in "
         "process with the exported SavedModel (--model) or through a server (--server).",
         epilog="Other flags are Beam pipeline options, e.g. --runner=DataflowRunner "
