@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
 )
 from xception_serving import rest
 from xception_serving.errors import ServingError
+from xception_serving.http_server import RestLimits
 from xception_serving.metrics import Metrics
 from xception_serving.rest import RestApi, parse_route
 
@@ -389,3 +390,14 @@ def test_timeouts_answer_504_with_tf_serving_rest_wording() -> None:
     api, _, _ = make_api(HalfPlusTwoCore(fail_with=failure))
     status, _, body = call(api, "POST", "/v1/models/half_plus_two:predict", '{"inputs": [1.0]}')
     assert (status, error_text(body)) == (504, "Timed out waiting for notification")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"max_connections": 0}, {"request_read_timeout_s": 0}, {"idle_timeout_s": -1.0}],
+)
+def test_rest_limits_refuse_settings_that_would_admit_or_keep_nothing(
+    settings: dict[str, float]
+) -> None:
+    with pytest.raises(ValueError):
+        RestLimits(**settings)  # type: ignore[arg-type]

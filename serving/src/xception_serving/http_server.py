@@ -1,11 +1,14 @@
-"""The HTTP/1.1 plumbing under the REST port: waitress, WSGI, and a graceful stop.
+"""The HTTP/1.1 plumbing under the REST port: waitress, WSGI, client limits and a graceful stop.
 
 TF Serving's REST port is libevent (`net_http/server`) under `http_server.cc`'s handlers; the same
 seam is kept here. This module knows sockets, WSGI environs and waitress's internals (raw request
 URIs, in-flight counting, closing listeners then channels on the I/O thread) and nothing of TF
 Serving's API: it serves any `Handler`, a plain function of method, raw URI, headers and body
 to an `HttpResponse`. `rest.RestApi.handle` is that function, so routing is unit-tested without
-sockets and this module without a model.
+sockets and this module without a model. `RestLimits` bounds what one client may hold (a
+whole-request read deadline, a connection limit that answers instead of queueing), enforced by
+a waitress listener and channel subclass; the pages the port answers with by itself come from
+the caller (`ErrorPage`), so they read as the API's own errors.
 """
 
 from __future__ import annotations
