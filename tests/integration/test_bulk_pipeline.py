@@ -273,3 +273,33 @@ def test_remote_run_survives_a_server_restart(
     output = read_output(tmp_path / "out")
     assert output.errors == []
     assert sorted(r["path"] for r in output.predictions) == paths
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+def test_remote_mode_speaks_mutual_tls_with_the_client_clis_flags(
+    small_xception_model: ExportedModel, good_images: dict[str, bytes], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from xception_serving.config.files import SSLConfig
+
+    from tests.fixtures.pki import make_pki
+    from tests.fixtures.servers import in_process_server
+
+    pem = make_pki().write(tmp_path)
+    ssl = SSLConfig(server_key=pem["server_key"].read_text(),
+                    server_cert=pem["server_cert"].read_text(),
+                    custom_ca=pem["ca"].read_text(), client_verify=True)
+    folder = Path(next(iter(good_images))).parent
+    images = ["--input", str(folder / "0[0-2]_*")]
+    with in_process_server({"xception": small_xception_model.base_path}, ssl=ssl) as (_, target):
+        status = run_bulk([*images, "--output", str(tmp_path / "out"), "--server", target,
+                           "--ca-cert", str(pem["ca"]), "--client-cert", str(pem["client_cert"]),
+                           "--client-key", str(pem["client_key"])])
+        assert status == 0
+        assert len(read_output(tmp_path / "out").predictions) == 3
+        capsys.readouterr()
+        refused = run_bulk([*images, "--output", str(tmp_path / "plain"), "--server", target])
+        assert refused == 1
+        assert f"xception-bulk: error: cannot use xception at {target}: " in capsys.readouterr().err
