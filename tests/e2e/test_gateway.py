@@ -25,6 +25,7 @@ from tests.fixtures.servers import ServerProcess, start_local_server
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_IMAGE_BYTES = 200_000
+BATCH_WAIT = 2.0  # seconds the model server holds a lone request (see the stack fixture)
 
 
 @dataclass
@@ -52,12 +53,24 @@ def _image_server(jpeg: bytes) -> ThreadingHTTPServer:
 
 
 @pytest.fixture(scope="module")
-def stack(small_xception_model: ExportedModel, sample_jpeg: bytes) -> Iterator[Stack]:
+def stack(
+    small_xception_model: ExportedModel,
+    sample_jpeg: bytes,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    batching = tmp_path_factory.mktemp("gateway-batching") / "batching.config"
+    # A lone request waits BATCH_WAIT for its batch to fill: a server slower than a short
+    # deadline, so the deadline test sees the gateway give up at the deadline, not at the answer.
+    batching.write_text(
+        f"max_batch_size {{ value: 64 }} batch_timeout_micros {{ value: {BATCH_WAIT * 1e6:.0f} }} "
+        "num_batch_threads { value: 1 }"
+    )
     with ExitStack() as exit_stack:
         server = exit_stack.enter_context(
             start_local_server(
                 model_name=DEFAULT_MODEL_NAME,
                 model_base_path=Path(small_xception_model.base_path),
+                extra_args=["--enable_batching", f"--batching_parameters_file={batching}"],
             )
         )
         images = _image_server(sample_jpeg)
@@ -148,13 +161,20 @@ def test_a_url_that_is_missing_is_400_naming_the_status(stack: Stack) -> None:
 
 
 def test_the_request_deadline_reaches_the_grpc_call(stack: Stack, sample_jpeg: bytes) -> None:
+    started = time.monotonic()
     response = httpx.post(
         f"{stack.gateway}/predict",
         files={"file": ("cat.jpg", sample_jpeg, "image/jpeg")},
-        headers={"X-Request-Timeout": "0.001"},
+        headers={"X-Request-Timeout": "0.5"},
         timeout=30,
     )
-    assert response.status_code == 504, response.text
+    elapsed = time.monotonic() - started
+    assert (response.status_code, response.json()) == (
+        504,
+        {"error": "DEADLINE_EXCEEDED: Deadline Exceeded"},
+    )
+    # Answered at about the 0.5 s deadline (generous bound), well before the server's answer.
+    assert 0.45 <= elapsed < BATCH_WAIT - 0.5, elapsed
 
 
 def test_server_stopped_is_503_and_the_gateway_stays_alive(
