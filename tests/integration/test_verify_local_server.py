@@ -3,8 +3,9 @@ from other weights under the same name, a bilinear-resize export of the same wei
 with other output shapes each fail with exit 1 and one line naming the difference; a corrupt or
 reference-less artifact fails before any replay.
 
-Exports here (module scope, 71x71): other weights, bilinear, top-k 3; one extra server serves all
-three (the other-weights one under the default name "xception").
+Exports here (module scope, 71x71): other weights, bilinear, top-k 3, untrained; one extra server
+serves all four (the other-weights one under the default name "xception"). A pass against another
+served version, or with reference answers that cannot tell classes apart, carries a warning.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import xception_contract as contract
 from xception_client import AsyncClient, Client
 from xception_client.cli import main
 from xception_client.verify import RecordResult, VerifyReport
+from xception_serving.process import ServerProcess
 
 from tests.fixtures.models import SMALL_IMAGE_SIZE, ExportedModel, build_sensitive_xception
-from tests.fixtures.servers import ServerProcess, start_local_server
+from tests.fixtures.servers import start_local_server
 
 WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
 # The one stderr line of a replay that differs: the first record (the JPEG through the bytes
@@ -63,6 +65,7 @@ def variants(
         "other_weights": {"weights": str(other_weights)},
         "bilinear": {"weights": str(small_xception_weights), "interpolation": "bilinear"},
         "top3": {"weights": str(small_xception_weights), "top_k": 3},
+        "random": {"weights": "random"},  # untrained Keras Xception: every class ties
     }
     bases = {}
     for name, kwargs in options.items():
@@ -75,7 +78,8 @@ def variants(
 @pytest.fixture(scope="module")
 def variant_server(variants: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[ServerProcess]:
-    names = {contract.DEFAULT_MODEL_NAME: "other_weights", "bilinear": "bilinear", "top3": "top3"}
+    names = {contract.DEFAULT_MODEL_NAME: "other_weights", "bilinear": "bilinear", "top3": "top3",
+             "random": "random"}
     config = tmp_path_factory.mktemp("variant-config") / "models.config"
     config.write_text(
         "model_config_list {\n"
@@ -112,6 +116,7 @@ def test_verify_passes_against_the_local_server(
     )
     report = json.loads(out)
     assert code == 0 and report["passed"] and report["signature_problems"] == []
+    assert report["warnings"] == []  # the served version, and answers that rank classes
     assert {s["signature"] for s in report["signatures"]} == ALL_SIGNATURES
     assert all(r["failure"] is None and r["max_abs_diff"] <= 1e-4 for r in report["records"])
     assert sum(r["rows"] for r in report["records"]) >= len(report["records"]) + 1  # a batch
@@ -265,3 +270,36 @@ def test_usage_errors_exit_2(
     assert capsys.readouterr().err.splitlines()[-1] == (
         "xception-client: error: --atol must be a finite number >= 0; received: -1.0"
     )
+
+
+def test_an_artifact_of_another_version_than_the_served_one_passes_with_a_warning(
+    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess,
+    small_xception_model: ExportedModel, tmp_path: Path,
+) -> None:
+    newer = tmp_path / "base" / "7"  # the same model, published as version 7; 1 is served
+    shutil.copytree(small_xception_model.version_dir, newer)
+    code, out, err = _verify(capsys, str(newer), "--server", xception_server.grpc_target)
+    assert code == 0
+    assert out.splitlines()[-1].startswith("PASS: xception version 1 at ")
+    assert err == (
+        "xception-client: warning: the artifact is version 7 but xception answered as version "
+        "1: the records were replayed against another version\n"
+    )
+
+
+def test_an_untrained_artifact_passes_with_a_warning_that_its_answers_rank_nothing(
+    capsys: pytest.CaptureFixture[str], variant_server: ServerProcess, variants: dict[str, Path],
+) -> None:
+    artifact = variants["random"] / "1"
+    code, out, err = _verify(
+        capsys, str(artifact), "--server", variant_server.grpc_target, "--model", "random"
+    )
+    assert code == 0, err
+    assert out.splitlines()[-1].startswith("PASS: random version 1 at ")
+    assert re.fullmatch(
+        r"xception-client: warning: (\d+) of \1 reference records cannot tell classes apart: "
+        r"the top 5 scores of each image lie within atol 0\.0001 of each other \(first: record 1 "
+        r"\(serving_default, JPEG\)\); random weights\? A pass then proves little about the "
+        r"classes\n",
+        err,
+    ), err

@@ -1,12 +1,23 @@
 """verify's comparisons: atol on floats, exact labels/ids/keys with the top-k tie rule, shapes,
-classify rows, signature differences, and the report's verdict and first failure."""
+classify rows, signature differences, the report's verdict and first failure, and its warnings
+(another version served; reference answers that cannot tell classes apart)."""
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
 
 import numpy as np
 import xception_contract as contract
 from xception_client.metadata import Signature, TensorSpec
-from xception_client.verify.compare import compare_outputs, signature_differences
+from xception_client.verify.artifact import Artifact
+from xception_client.verify.compare import (
+    compare_outputs,
+    indistinct_classes,
+    signature_differences,
+)
+from xception_client.verify.plan import report_warnings
+from xception_client.verify.records import Record
 from xception_client.verify.report import RecordResult, VerifyReport
 
 ATOL = 1e-4
@@ -148,3 +159,51 @@ def test_report_verdict_and_first_failure() -> None:
     assert " 1/3 " in bad.table() and bad.table().endswith("FAIL")  # labels agree: 1 of 3
     assert _report(("sig differs",), [None]).first_failure == "signatures differ: sig differs"
     assert bad.to_dict()["signatures"][0]["records"] == 3
+
+
+def _artifact(version: int | None, answers: list[dict[str, np.ndarray]]) -> Artifact:
+    records = tuple(
+        Record(n, "serving_default", "predict", b"", answer, 1, ("JPEG",))
+        for n, answer in enumerate(answers, 1)
+    )
+    return Artifact(Path("/m") / str(version), version, {}, records)
+
+
+DISTINCT = _predict([[0.7, 0.2, 0.05, 0.05]], k=3)
+FLAT = _predict([[0.25001, 0.25, 0.24999, 0.25]], k=3)  # random weights: every class ties
+
+
+def test_a_reference_whose_top_k_scores_tie_within_atol_cannot_tell_classes_apart() -> None:
+    assert indistinct_classes(FLAT, ATOL) == 3
+    assert indistinct_classes(DISTINCT, ATOL) is None
+    assert indistinct_classes(FLAT, atol=1e-6) is None  # apart at a tighter tolerance
+    # One image telling its classes apart is enough for the record.
+    assert indistinct_classes(_predict([[0.25, 0.25, 0.25, 0.25], [0.9, 0.1, 0, 0]]), ATOL) is None
+    # Top 1 alone ranks nothing: no judgement.
+    assert indistinct_classes({contract.TOP_K_SCORES_OUTPUT: np.ones((1, 1), np.float32)},
+                              ATOL) is None
+
+
+def test_no_warning_for_the_served_version_and_references_that_rank_classes() -> None:
+    assert report_warnings(_artifact(1, [DISTINCT, DISTINCT]), "xception", 1, ATOL) == []
+
+
+def test_a_served_version_other_than_the_artifacts_is_warned_about() -> None:
+    assert report_warnings(_artifact(2, [DISTINCT]), "xception", 1, ATOL) == [
+        "the artifact is version 2 but xception answered as version 1: the records were "
+        "replayed against another version"
+    ]
+
+
+def test_references_that_cannot_tell_classes_apart_are_warned_about_with_the_first() -> None:
+    assert report_warnings(_artifact(1, [DISTINCT, FLAT, FLAT]), "xception", 1, ATOL) == [
+        "2 of 3 reference records cannot tell classes apart: the top 3 scores of each image lie "
+        "within atol 0.0001 of each other (first: record 2 (serving_default, JPEG)); random "
+        "weights? A pass then proves little about the classes"
+    ]
+
+
+def test_warnings_do_not_fail_a_report_and_are_in_its_dict() -> None:
+    report = dataclasses.replace(_report((), [None]), warnings=("another version",))
+    assert report.passed
+    assert report.to_dict()["warnings"] == ("another version",)

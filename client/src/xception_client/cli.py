@@ -246,6 +246,8 @@ def _verify(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) 
         for problem in report.signature_problems:
             out.write(f"signature difference: {problem}\n")
         out.write(report.verdict() + "\n")
+    for warning in report.warnings:
+        err.write(f"xception-client: warning: {warning}\n")
     if not report.passed:
         err.write(f"xception-client: verify failed: {report.first_failure}\n")
         return EXIT_ERROR

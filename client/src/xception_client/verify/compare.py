@@ -17,7 +17,7 @@ import xception_contract as contract
 from ..metadata import Signature, TensorSpec
 from .records import Array, Outputs
 
-__all__ = ["Comparison", "compare_outputs", "signature_differences"]
+__all__ = ["Comparison", "compare_outputs", "indistinct_classes", "signature_differences"]
 
 _TOP_K_EXACT = (
     contract.TOP_K_CLASS_IDS_OUTPUT,
@@ -118,6 +118,34 @@ def _top_k_ties(expected: Outputs, observed: Outputs, atol: float) -> Array | No
     p_want = np.take_along_axis(probs, want.astype(np.int64), axis=1)
     p_got = np.take_along_axis(probs, got.astype(np.int64), axis=1)
     return np.asarray((want != got) & (np.abs(p_want - p_got) <= atol))
+
+
+# Where a reference answer's scores are, by preference: top-k scores, classify scores, all
+# probabilities.
+_SCORE_OUTPUTS = (
+    contract.TOP_K_SCORES_OUTPUT,
+    contract.CLASSIFY_SCORES_OUTPUT,
+    contract.PROBABILITIES_OUTPUT,
+)
+
+
+def indistinct_classes(expected: Outputs, atol: float) -> int | None:
+    """K when, in every row of this reference answer, the K best scores all lie within ``atol``
+    of each other (K = top-k, at most DEFAULT_TOP_K of all probabilities): the answer cannot
+    tell those classes apart, as with random weights, so agreeing with it proves little about
+    classes. None when some row tells its best class apart, or there are no scores to judge."""
+    for alias in _SCORE_OUTPUTS:
+        scores = expected.get(alias)
+        if scores is not None and scores.dtype.kind == "f" and scores.ndim == 2:
+            break
+    else:
+        return None
+    k = min(scores.shape[1], contract.DEFAULT_TOP_K)
+    if k < 2 or scores.shape[0] == 0:
+        return None
+    best = -np.sort(-scores.astype(np.float64), axis=1)[:, :k]
+    spread = best[:, 0] - best[:, -1]
+    return k if bool(np.all(spread <= atol)) else None
 
 
 def _show(value: object) -> str:
