@@ -107,6 +107,7 @@ def _routes() -> dict[str, tuple[str, bytes]]:
         "/cat.jpg.zlib": ("deflate", _compressed(JPEG, zlib.MAX_WBITS)),
         "/cat.jpg.deflate": ("deflate", _compressed(JPEG, -zlib.MAX_WBITS)),  # no zlib header
         "/cat.jpg.br": ("br", JPEG),
+        "/not-gzip.jpg": ("gzip", JPEG),
     }
 
 
@@ -182,10 +183,10 @@ class Gateway:
                 for fd in fds.iterdir():
                     try:
                         target = os.readlink(fd)
-                    except OSError:
+                        if target.startswith(str(self.tmpdir)):
+                            seen.add(f"{target} ({os.stat(fd).st_size} bytes)")
+                    except OSError:  # closed meanwhile
                         continue
-                    if target.startswith(str(self.tmpdir)):
-                        seen.add(f"{target} ({os.stat(fd).st_size} bytes)")
                 time.sleep(0.005)
 
         thread = threading.Thread(target=watch, daemon=True)
@@ -536,13 +537,23 @@ def test_a_deflate_bomb_stops_at_the_cap_without_inflating_a_chunk_whole(images:
     assert peak < 8 * CAP, f"{peak} bytes allocated at the peak"  # not one inflated 64 KiB chunk
 
 
-def test_a_content_encoding_the_gateway_does_not_decode_is_refused(images: str) -> None:
-    url = f"{images}/cat.jpg.br"
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/cat.jpg.br", "GET {url} answered Content-Encoding 'br'; the gateway decodes gzip and "
+                        "deflate only"),
+        ("/not-gzip.jpg", "cannot decode the gzip body of {url}: Error -3 while decompressing "
+                          "data: incorrect header check"),
+    ],
+    ids=["brotli", "not-gzip"],
+)  # fmt: skip
+def test_a_body_the_gateway_cannot_decode_is_refused_naming_why(
+    images: str, path: str, error: str
+) -> None:
+    url = f"{images}{path}"
     with pytest.raises(FetchError) as refused:
         asyncio.run(fetch_image(url, max_bytes=CAP, timeout=10, allow_private=True))
-    assert str(refused.value) == (
-        f"GET {url} answered Content-Encoding 'br'; the gateway decodes gzip and deflate only"
-    )
+    assert str(refused.value) == error.format(url=url)
 
 
 def test_the_private_address_refusal_names_the_variable_that_lifts_it() -> None:

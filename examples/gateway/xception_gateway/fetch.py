@@ -76,7 +76,9 @@ async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> by
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     body = bytearray()
     if encoding in ("", "identity"):
-        if int(response.headers.get("content-length") or 0) > max_bytes:
+        if response.headers.get("content-length", "").isdigit() and (
+            int(response.headers["content-length"]) > max_bytes
+        ):  # said up front: refused before reading
             raise TooLarge(f"the image at {url} is over {max_bytes} bytes")
         async for chunk in response.aiter_raw():
             body += chunk
