@@ -281,6 +281,15 @@ def check_version(version_dir: str | Path, tags: str = "serve") -> PreflightRepo
     return report
 
 
+def runtime_label(tensorflow_version: str, tfserving_version: str | None = None) -> str:
+    """What the report says loaded the version. Under a release's TensorFlow (``--tfserving-version
+    X.Y.Z``, whose TensorFlow is X.Y.Z) that release; otherwise TF Serving's Session path on this
+    environment's TensorFlow, which is no TF Serving release even when the numbers look alike."""
+    if tfserving_version:
+        return f"TF Serving {tfserving_version}"
+    return f"TF Serving's Session path on this environment's TensorFlow {tensorflow_version}"
+
+
 def format_report(report: PreflightReport, runtime: str) -> str:
     """The human-readable report: the load, then one line per signature, then a verdict."""
     lines = [
