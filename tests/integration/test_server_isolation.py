@@ -35,7 +35,7 @@ from xception_serving.rest import RestApi
 
 from tests.fixtures.models import new_version
 from tests.fixtures.rpc import wait_for
-from tests.fixtures.servers import in_process_server
+from tests.fixtures.servers import in_process_server, start_local_server
 from tests.fixtures.threads import run_at_once
 
 MODEL = "reader"
@@ -298,3 +298,28 @@ def test_a_grpc_call_beyond_the_worker_threads_is_refused_at_once_not_queued(
         files.release()
         server.stop(1)
         core.stop(5)
+
+
+def test_the_server_process_with_make_serves_batching_answers_good_calls_after_a_stuck_one(
+    reader_base: Path, files: Files, tmp_path: Path
+) -> None:
+    # The same fault through `xception-serve --enable_batching` with make serve's batching values:
+    # the gRPC client gives up on the stuck call at its deadline; the server must too.
+    batching = tmp_path / "batching.config"
+    batching.write_text(
+        "max_batch_size { value: 4 } batch_timeout_micros { value: 0 } "
+        "num_batch_threads { value: 1 } max_enqueued_batches { value: 16 }"
+    )
+    args = ["--enable_batching", f"--batching_parameters_file={batching}"]
+    with start_local_server(
+        model_name=MODEL, model_base_path=reader_base, extra_args=args
+    ) as server:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as stuck:
+                stub.Predict(_request(files.stuck), timeout=SLOW_DEADLINE_S)
+            assert stuck.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        answers = _good_calls(server.grpc_target, files, 3)
+        assert [answer for answer, _ in answers] == [[len(GOOD_BYTES)]] * 3
+        assert max(seconds for _, seconds in answers) < GOOD_LATENCY_S, answers
+        files.release()

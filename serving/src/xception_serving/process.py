@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 READY_LINE = "xception-serve: ready"  # printed to stdout once every port serves
-BIND_FAILURE = "could not bind"  # in the log when a port is taken (grpc_server.py)
+BIND_FAILURE = "could not bind"  # in the log when a port is taken (cli.check_ports, grpc_server.py)
 LOOPBACK = "127.0.0.1"
 
 StartProblem = Literal["exited", "bind", "timeout"]
