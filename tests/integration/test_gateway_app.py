@@ -172,7 +172,9 @@ def test_the_grpc_server_sees_the_http_requests_deadline() -> None:
                 headers={"X-Request-Timeout": "0.5"},
             )
             elapsed = time.monotonic() - started
-    assert response.status_code == 504, response.text
+    error = {"error": "DEADLINE_EXCEEDED: Deadline Exceeded"}
+    assert (response.status_code, response.json()) == (504, error)
     [remaining] = handler.remaining
     assert 0.2 < remaining <= 0.5  # the gRPC deadline is the HTTP request's, not the 10 s default
-    assert elapsed < 1.4  # the gateway answered at the deadline, not when the server finished
+    # The gateway answered at about the deadline, not when the server finished (1.5 s).
+    assert 0.45 <= elapsed < 1.4, elapsed
