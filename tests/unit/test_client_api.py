@@ -251,3 +251,25 @@ def test_async_client_takes_exactly_the_client_constructor_arguments() -> None:
 
     assert inspect.signature(AsyncClient) == inspect.signature(Client)
     assert "timeout" in inspect.signature(Client).parameters
+
+
+_PUBLIC_CALLS = ("predict", "predict_batch", "predict_many", "probabilities", "metadata", "status",
+                 "check_model", "verify")
+
+
+def _raises_section(doc: str) -> list[str]:
+    """The exception names of a docstring's ``Raises:`` section, in order."""
+    _, found, rest = doc.partition("\n        Raises:\n")
+    assert found, "no Raises: section"
+    return re.findall(r"^            (\w+):", rest, re.M)
+
+
+@pytest.mark.parametrize("cls", [xception_client.Client, xception_client.AsyncClient])
+@pytest.mark.parametrize("name", _PUBLIC_CALLS)
+def test_each_public_call_documents_the_typed_errors_it_raises(cls: type, name: str) -> None:
+    named = _raises_section(getattr(cls, name).__doc__ or "")
+    known = set(errors.__all__) | {"ValueError"}
+    assert named and set(named) <= known, f"{cls.__name__}.{name} names {set(named) - known}"
+    if name != "predict_many":  # it raises them while iterating, as XceptionClientError
+        # Every call may meet these: the server down, the deadline, no such model.
+        assert {"ServerUnavailable", "DeadlineExceeded", "ModelNotFound"} <= set(named)

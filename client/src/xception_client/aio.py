@@ -59,14 +59,48 @@ class AsyncClient(_Base):
         self, image: ImageInput, *, top_k: int = contract.DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> list[Prediction]:
-        """Classify one image: its ``top_k`` best classes, best first."""
+        """Classify one image: its ``top_k`` best classes, best first.
+
+        Raises:
+            InvalidImage: an image the client cannot load or use, or one the server's decoder
+                rejects.
+            SignatureNotFound: the served model has no signature of this client's name.
+            InvalidArgument: any other request the server rejects as malformed.
+            TopKTooLarge: top_k above the K best classes the model exports.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+            ValueError: top_k < 1 or a timeout that is not a positive number.
+        """
         return (await self.predict_batch([image], top_k=top_k, timeout=timeout))[0]
 
     async def predict_batch(
         self, images: Sequence[ImageInput], *, top_k: int = contract.DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> list[list[Prediction]]:
-        """Classify several images in one request (one list of predictions per image, in order)."""
+        """Classify several images in one request (one list of predictions per image, in order).
+
+        Raises:
+            InvalidImage: an image the client cannot load or use, or one the server's decoder
+                rejects.
+            SignatureNotFound: the served model has no signature of this client's name.
+            InvalidArgument: any other request the server rejects as malformed.
+            TopKTooLarge: top_k above the K best classes the model exports.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+            ValueError: no images, top_k < 1, or a timeout that is not a positive number.
+        """
         request = self._predict_request(images, top_k)
         response = await self._call(_wire.PREDICT, request, timeout, image_call=True)
         return self._parse_predict(response, top_k)
@@ -83,7 +117,14 @@ class AsyncClient(_Base):
     ) -> AsyncIterator[list[Prediction] | XceptionClientError]:
         """Classify a stream of images, ``images_per_request`` per Predict and at most
         ``concurrency`` requests in flight, yielding one result per image in input order (see
-        :meth:`Client.predict_many`)."""
+        :meth:`Client.predict_many`).
+
+        Raises:
+            XceptionClientError: while iterating, the first image that fails (any of those
+                :meth:`predict_batch` raises), unless ``return_exceptions=True`` yields it in
+                its place.
+            ValueError: concurrency or images_per_request < 1, or a bad timeout.
+        """
         _check_stream_options(concurrency, images_per_request)
         pending: deque[asyncio.Task[list[Any]]] = deque()
 
@@ -127,24 +168,74 @@ class AsyncClient(_Base):
     async def probabilities(
         self, images: Sequence[ImageInput], *, timeout: float | None = None
     ) -> np.ndarray[Any, Any]:
-        """Every class's probability, float32 [N, C] (see :meth:`Client.probabilities`)."""
+        """Every class's probability, float32 [N, C] (see :meth:`Client.probabilities`).
+
+        Raises:
+            InvalidImage: an image the client cannot load or use, or one the server's decoder
+                rejects.
+            SignatureNotFound: the served model has no signature of this client's name.
+            InvalidArgument: any other request the server rejects as malformed.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+            ValueError: no images, or a timeout that is not a positive number.
+        """
         request = self._probabilities_request(images)
         response = await self._call(_wire.PREDICT, request, timeout, image_call=True)
         return _wire.parse_probabilities(response)
 
     async def metadata(self, *, timeout: float | None = None) -> ModelMetadata:
-        """The model's signatures, from TF Serving's GetModelMetadata."""
+        """The model's signatures, from TF Serving's GetModelMetadata.
+
+        Raises:
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+        """
         request = _wire.metadata_request(self._model)
         return _wire.parse_metadata(await self._call(_wire.GET_MODEL_METADATA, request, timeout))
 
     async def status(self, *, timeout: float | None = None) -> list[ModelVersionStatus]:
-        """Every version the server tracks for the model, newest first (GetModelStatus)."""
+        """Every version the server tracks for the model, newest first (GetModelStatus).
+
+        Raises:
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+        """
         request = _wire.status_request(self._model)
         return _wire.parse_status(await self._call(_wire.GET_MODEL_STATUS, request, timeout))
 
     async def check_model(self, *, timeout: float | None = None) -> ModelMetadata:
         """Raise :class:`~xception_client.ModelMismatch` if the served signature differs from
-        what this client sends and reads; return the metadata otherwise."""
+        what this client sends and reads; return the metadata otherwise.
+
+        Raises:
+            ModelMismatch: the served signature differs; ``problems`` lists each difference.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+        """
         return self._check(await self.metadata(timeout=timeout))
 
     async def verify(
@@ -152,7 +243,26 @@ class AsyncClient(_Base):
         timeout: float | None = None,
     ) -> VerifyReport:
         """Check that the served model reproduces an artifact's reference answers (see
-        :meth:`Client.verify`); records are replayed one at a time, so latencies are per call."""
+        :meth:`Client.verify`); records are replayed one at a time, so latencies are per call.
+
+        Differences and failed replays are in the report; only reading the artifact and
+        the metadata raise.
+
+        Raises:
+            ArtifactNotFound: ``artifact`` is neither a version directory nor a base path
+                holding one.
+            ArtifactError: the artifact is unusable (a corrupt warmup file, records without
+                reference answers).
+            ValueError: atol is not a finite number >= 0.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+        """
         job = self._verification(artifact, atol)
         served = await self.metadata(timeout=timeout)
         results: list[RecordResult] = []

@@ -112,6 +112,10 @@ class _Base:
         :class:`~xception_client.InvalidImage`), but nothing is sent. The figure is the protobuf
         message alone, before gRPC's framing and any compression: the number to compare with
         another client's request for the same images.
+
+        Raises:
+            InvalidImage: an image the client cannot load or use.
+            ValueError: no images.
         """
         if not images:
             raise ValueError("images is empty; give at least one image")
@@ -237,14 +241,48 @@ class Client(_Base):
         self, image: ImageInput, *, top_k: int = contract.DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> list[Prediction]:
-        """Classify one image: its ``top_k`` best classes, best first."""
+        """Classify one image: its ``top_k`` best classes, best first.
+
+        Raises:
+            InvalidImage: an image the client cannot load or use, or one the server's decoder
+                rejects.
+            SignatureNotFound: the served model has no signature of this client's name.
+            InvalidArgument: any other request the server rejects as malformed.
+            TopKTooLarge: top_k above the K best classes the model exports.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+            ValueError: top_k < 1 or a timeout that is not a positive number.
+        """
         return self.predict_batch([image], top_k=top_k, timeout=timeout)[0]
 
     def predict_batch(
         self, images: Sequence[ImageInput], *, top_k: int = contract.DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> list[list[Prediction]]:
-        """Classify several images in one request (one list of predictions per image, in order)."""
+        """Classify several images in one request (one list of predictions per image, in order).
+
+        Raises:
+            InvalidImage: an image the client cannot load or use, or one the server's decoder
+                rejects.
+            SignatureNotFound: the served model has no signature of this client's name.
+            InvalidArgument: any other request the server rejects as malformed.
+            TopKTooLarge: top_k above the K best classes the model exports.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+            ValueError: no images, top_k < 1, or a timeout that is not a positive number.
+        """
         request = self._predict_request(images, top_k)
         response = self._call(_wire.PREDICT, request, timeout, image_call=True)
         return self._parse_predict(response, top_k)
@@ -284,6 +322,12 @@ class Client(_Base):
         image is re-sent one image at a time, so a bad image fails only itself. Every request
         has the same per-call ``timeout``. With ``return_exceptions=True`` a failed image yields
         its :class:`XceptionClientError` in place instead of stopping the stream.
+
+        Raises:
+            XceptionClientError: while iterating, the first image that fails (any of those
+                :meth:`predict_batch` raises), unless ``return_exceptions=True`` yields it in
+                its place.
+            ValueError: concurrency or images_per_request < 1, or a bad timeout.
         """
         _check_stream_options(concurrency, images_per_request)
         deadline = self._deadline(timeout)
@@ -351,26 +395,75 @@ class Client(_Base):
         """Every class's probability, float32 [len(images), C], from the probabilities output.
 
         Use it when you need more than the K best classes the model exports (top_k_* outputs).
+
+        Raises:
+            InvalidImage: an image the client cannot load or use, or one the server's decoder
+                rejects.
+            SignatureNotFound: the served model has no signature of this client's name.
+            InvalidArgument: any other request the server rejects as malformed.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+            ValueError: no images, or a timeout that is not a positive number.
         """
         request = self._probabilities_request(images)
         response = self._call(_wire.PREDICT, request, timeout, image_call=True)
         return _wire.parse_probabilities(response)
 
     def metadata(self, *, timeout: float | None = None) -> ModelMetadata:
-        """The model's signatures, from TF Serving's GetModelMetadata."""
+        """The model's signatures, from TF Serving's GetModelMetadata.
+
+        Raises:
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+        """
         response = self._call(
             _wire.GET_MODEL_METADATA, _wire.metadata_request(self._model), timeout
         )
         return _wire.parse_metadata(response)
 
     def status(self, *, timeout: float | None = None) -> list[ModelVersionStatus]:
-        """Every version the server tracks for the model, newest first (GetModelStatus)."""
+        """Every version the server tracks for the model, newest first (GetModelStatus).
+
+        Raises:
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+        """
         response = self._call(_wire.GET_MODEL_STATUS, _wire.status_request(self._model), timeout)
         return _wire.parse_status(response)
 
     def check_model(self, *, timeout: float | None = None) -> ModelMetadata:
         """Read the model's metadata and raise :class:`ModelMismatch` explaining any difference
-        between the served signature and what this client sends and reads."""
+        between the served signature and what this client sends and reads.
+
+        Raises:
+            ModelMismatch: the served signature differs; ``problems`` lists each difference.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
+        """
         return self._check(self.metadata(timeout=timeout))
 
     def verify(
@@ -384,7 +477,23 @@ class Client(_Base):
         record is replayed with its own signature: probabilities within ``atol``, top-k labels,
         ids and keys equal unless two classes tie within ``atol``. Differences are in the
         report (``report.passed``, ``report.first_failure``), not raised; an unusable artifact
-        raises :class:`ArtifactError`, an unreachable server the usual errors.
+        raises :class:`ArtifactError`, an unreachable server the usual errors. Failed replays
+        are in the report too: only reading the artifact and the metadata raise.
+
+        Raises:
+            ArtifactNotFound: ``artifact`` is neither a version directory nor a base path
+                holding one.
+            ArtifactError: the artifact is unusable (a corrupt warmup file, records without
+                reference answers).
+            ValueError: atol is not a finite number >= 0.
+            ServerUnavailable: the server could not be reached, or refused the call for now
+                (its batch queue full), after the channel's retries; NotAGrpcServer when the
+                target answers HTTP/1.x (a REST port).
+            DeadlineExceeded: the call did not finish within its timeout.
+            ModelNotFound: no such model, version or version label is served.
+            AuthenticationError: the server refused the TLS credentials.
+            ResourceExhausted: a message size limit, or the server's limit on calls in flight.
+            ServerError: any other failure the server reports (INTERNAL, UNIMPLEMENTED, ...).
         """
         job = self._verification(artifact, atol)
         served = self.metadata(timeout=timeout)

@@ -11,10 +11,10 @@
     ├── ArtifactError                   verify(): an unreadable artifact (corrupt, no references)
     │   └── ArtifactNotFound            verify(): the path is no version directory or base path
     ├── TopKTooLarge (also ValueError)  top_k above the K best classes the model exports
-    ├── ServerUnavailable               UNAVAILABLE (after retries), CANCELLED
+    ├── ServerUnavailable               UNAVAILABLE (after retries; a full batch queue), CANCELLED
     │   └── NotAGrpcServer              the target speaks HTTP/1.x (a REST port?)
     ├── DeadlineExceeded                DEADLINE_EXCEEDED (the call's timeout fired)
-    ├── ResourceExhausted               RESOURCE_EXHAUSTED (message too large, queue full)
+    ├── ResourceExhausted               RESOURCE_EXHAUSTED (message too large, calls in flight)
     ├── AuthenticationError             UNAUTHENTICATED, PERMISSION_DENIED (TLS / mTLS refused)
     └── ServerError                     any other code: INTERNAL, UNKNOWN, UNIMPLEMENTED, ...
 
@@ -119,7 +119,8 @@ class TopKTooLarge(XceptionClientError, ValueError):
 
 
 class ServerUnavailable(XceptionClientError):
-    """The server could not be reached or went away, after the channel's retries (UNAVAILABLE)."""
+    """The server could not be reached, went away, or refused the call for now (its batch queue
+    full), after the channel's retries (UNAVAILABLE)."""
 
     grpc_codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
@@ -135,7 +136,8 @@ class DeadlineExceeded(XceptionClientError, TimeoutError):
 
 
 class ResourceExhausted(XceptionClientError):
-    """A limit was hit: message size, or the server's batch queue is full (RESOURCE_EXHAUSTED)."""
+    """A limit was hit: message size, or the server's limit on calls in flight (TF Serving's
+    --grpc_max_threads) (RESOURCE_EXHAUSTED). A full batch queue is UNAVAILABLE instead."""
 
     grpc_codes = (grpc.StatusCode.RESOURCE_EXHAUSTED,)
 
