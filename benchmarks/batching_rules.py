@@ -116,13 +116,15 @@ class Decision:
 
 
 def decide(points: Sequence[Point], goal: Goal, hardware: Hardware, *,
-           peak_concurrency: int = 16, min_gain: float = MIN_GAIN) -> Decision:
-    """Every BatchingParameters value from ``points`` (one per measured batch size)."""
+           peak_concurrency: int = 16, min_gain: float = MIN_GAIN,
+           largest_request: int = 1) -> Decision:
+    """Every BatchingParameters value from ``points`` (one per measured batch size).
+    ``largest_request``: the most images one request carries (max_batch_size must hold it)."""
     table = _checked(points)
-    if peak_concurrency < 1 or min_gain < 0:
-        raise ValueError(f"peak concurrency must be >= 1 and min gain >= 0, got "
-                         f"{peak_concurrency} and {min_gain}")
-    chosen, goal_met, why_size = choose_max_batch_size(table, goal, min_gain)
+    if peak_concurrency < 1 or min_gain < 0 or largest_request < 1:
+        raise ValueError(f"peak concurrency and largest request must be >= 1 and min gain >= 0, "
+                         f"got {peak_concurrency}, {largest_request} and {min_gain}")
+    chosen, goal_met, why_size = choose_max_batch_size(table, goal, min_gain, largest_request)
     threads, why_threads = choose_num_batch_threads(table, chosen, hardware)
     queue, why_queue = choose_max_enqueued_batches(threads, chosen.batch_size, peak_concurrency)
     timeout, why_timeout = choose_batch_timeout_micros(chosen, hardware.device)
@@ -162,16 +164,27 @@ def _gain(a: Point, b: Point) -> float:
     return a.throughput / b.throughput - 1
 
 
-def choose_max_batch_size(table: Sequence[Point], goal: Goal, min_gain: float
-                          ) -> tuple[Point, bool, str]:
-    """The chosen point, whether it meets the goal, and why."""
-    meeting = [p for p in table if goal.met_by(p)]
+def choose_max_batch_size(table: Sequence[Point], goal: Goal, min_gain: float,
+                          largest_request: int = 1) -> tuple[Point, bool, str]:
+    """The chosen point, whether it meets the goal, and why. Sizes under ``largest_request``
+    are no candidates: TF Serving refuses a request of more images than max_batch_size."""
+    usable = [p for p in table if p.batch_size >= largest_request]
+    if not usable:
+        raise ValueError(f"no measured batch size holds the largest request ({largest_request} "
+                         f"images): measure sizes up to at least {largest_request}")
+    floor = "" if len(usable) == len(table) else (
+        f" Sizes under {largest_request} are no candidates: requests carry up to "
+        f"{largest_request} images, and TF Serving refuses a larger one than max_batch_size "
+        f"(INVALID_ARGUMENT \"Task size N is larger than maximum input batch size\"), warmup "
+        f"records included.")
+    meeting = [p for p in usable if goal.met_by(p)]
     if not meeting:
-        lowest = min(table, key=goal.latency)
+        lowest = min(usable, key=goal.latency)
         return lowest, False, (
-            f"GOAL NOT MET: no measured batch size meets {goal}; {_describe(lowest)} has the "
-            f"lowest latency and is used. Batching cannot bring the latency under one batch-1 "
-            f"run: relax the goal or give the model faster hardware.")
+            f"GOAL NOT MET: no usable batch size meets {goal}; {_describe(lowest)} has the "
+            f"lowest latency and is used. Batching cannot bring the latency under one run of "
+            f"the smallest usable batch: relax the goal or give the model faster hardware."
+            + floor)
     best = max(meeting, key=lambda p: p.throughput)
     chosen = min((p for p in meeting if _gain(best, p) < min_gain), key=lambda p: p.batch_size)
     parts = [f"{_describe(chosen)} (measured: " + "; ".join(
@@ -189,7 +202,7 @@ def choose_max_batch_size(table: Sequence[Point], goal: Goal, min_gain: float
                      f"at the largest size measured: measure larger sizes.")
     parts.append(f"Rule: the smallest batch within {min_gain:.0%} of the best throughput that "
                  f"meets {goal}; the guide: tune it for the balance between throughput and "
-                 f"latency [{GUIDE}].")
+                 f"latency [{GUIDE}]." + floor)
     return chosen, True, " ".join(parts)
 
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xception_client import DEFAULT_IMAGES_PER_REQUEST
+
 from benchmarks import batching_file, image_cache, machine
 from benchmarks.batching_rules import (
     GUIDE,
@@ -54,6 +56,9 @@ PROG = "python -m benchmarks.tune_batching"
 BATCH_SIZES = (1, 2, 4, 8, 16)
 P99_GOAL_MS = 1000.0  # online serving on a CPU: a second, batch included
 PEAK_CONCURRENCY = 16  # the benchmark's highest concurrency level
+# The most images one request carries: xception_client packs DEFAULT_IMAGES_PER_REQUEST (4) per
+# request in predict_many, and the export's warmup replays a batch of its four image formats.
+LARGEST_REQUEST = max(DEFAULT_IMAGES_PER_REQUEST, 4)
 LOAD_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 60.0
 GOAL_NOT_MET = 1
@@ -241,6 +246,7 @@ class Settings:
     passes: int = 3
     peak_concurrency: int = PEAK_CONCURRENCY
     min_gain: float = MIN_GAIN
+    largest_request: int = LARGEST_REQUEST
     device: Device | None = None  # None: this host's (detect_device)
     cores: int | None = None  # None: this host's
 
@@ -273,7 +279,8 @@ def conclude(measured: Measured, settings: Settings, output: Path, command: str,
     hardware = Hardware(settings.device or detect_device(), settings.cores or host_cores(),
                         measured.intra_op_threads)
     decision = decide(measured.points, settings.goal, hardware,
-                      peak_concurrency=settings.peak_concurrency, min_gain=settings.min_gain)
+                      peak_concurrency=settings.peak_concurrency, min_gain=settings.min_gain,
+                      largest_request=settings.largest_request)
     show(report(decision, measured))
     text = batching_file.render(
         decision, header(decision, measured, hardware, command, machine.cpu_model()))
@@ -345,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"throughput a bigger batch must add (default {MIN_GAIN})")
     p.add_argument("--peak-concurrency", type=_positive_int, default=PEAK_CONCURRENCY,
                    help=f"concurrent callers the queue must hold (default {PEAK_CONCURRENCY})")
+    p.add_argument("--largest-request", type=_positive_int, default=LARGEST_REQUEST,
+                   help=f"most images one request carries; max_batch_size holds it (default "
+                   f"{LARGEST_REQUEST}: the client's packing and the export's warmup)")
     p.add_argument("--device", choices=("cpu", "gpu"),
                    help="where the server computes (default: this host's; required with --target)")
     p.add_argument("--cores", type=_positive_int,
@@ -376,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     goal = Goal(args.p50_goal_ms, args.p99_goal_ms if args.p99_goal_ms or args.p50_goal_ms
                 else P99_GOAL_MS)
     settings = Settings(goal, args.batch_sizes, args.seconds, args.passes,
-                        args.peak_concurrency, args.min_gain, args.device, args.cores)
+                        args.peak_concurrency, args.min_gain, args.largest_request, args.device,
+                        args.cores)
     repo = args.repo.resolve()
     build_dir = (args.build_dir or repo / "build" / "bench").resolve()
     output = (args.output or build_dir / "batching-tuned.config").resolve()

@@ -64,7 +64,28 @@ def test_when_no_size_meets_the_goal_the_lowest_latency_size_is_used_and_flagged
     assert not decision.goal_met
     assert decision.value("max_batch_size") == 1
     assert _reason(decision, "max_batch_size").startswith(
-        "GOAL NOT MET: no measured batch size meets p99 <= 50 ms; batch 1: 11.0 img/s")
+        "GOAL NOT MET: no usable batch size meets p99 <= 50 ms; batch 1: 11.0 img/s")
+
+
+def test_max_batch_size_never_falls_below_the_largest_request_clients_send() -> None:
+    table = limit_table((1, 16.0), (2, 11.0), (4, 12.0), (8, 12.1))
+    assert decide(table, Goal(p99_ms=2000), CPU).value("max_batch_size") == 1
+    decision = decide(table, Goal(p99_ms=2000), CPU, largest_request=4)
+    assert decision.value("max_batch_size") == 4
+    assert "Sizes under 4 are no candidates: requests carry up to 4 images" in _reason(
+        decision, "max_batch_size")
+
+
+def test_the_largest_request_also_bounds_the_goal_not_met_fallback() -> None:
+    decision = decide(CPU_TABLE, Goal(p99_ms=50), CPU, largest_request=4)
+    assert (decision.value("max_batch_size"), decision.goal_met) == (4, False)
+
+
+def test_a_table_without_a_size_for_the_largest_request_is_refused() -> None:
+    with pytest.raises(ValueError, match=re.escape(
+            "no measured batch size holds the largest request (32 images): measure sizes up to "
+            "at least 32")):
+        decide(CPU_TABLE, Goal(p99_ms=2000), CPU, largest_request=32)
 
 
 def test_on_cpu_one_batch_runs_at_a_time_when_each_run_already_uses_every_core() -> None:
