@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xception_client import DEFAULT_IMAGES_PER_REQUEST
+from xception_client.client import DEFAULT_IMAGES_PER_REQUEST
 
 from benchmarks import batching_file, image_cache, machine
 from benchmarks.batching_rules import (
