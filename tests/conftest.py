@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = [
@@ -17,12 +19,22 @@ pytest_plugins = [
 ]
 
 _TIERS = ("unit", "integration", "e2e", "compat")
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def tier_of(path: Path, tests_dir: Path = TESTS_DIR) -> str | None:
+    """The tier of a test file: the first folder under tests/ (not any folder of the absolute
+    path, so a checkout inside a folder named `unit` does not make every test a unit test)."""
+    try:
+        relative = path.resolve().relative_to(tests_dir.resolve())
+    except ValueError:
+        return None
+    top = relative.parts[0] if len(relative.parts) > 1 else None
+    return top if top in _TIERS else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        parts = item.path.parts
-        for tier in _TIERS:
-            if tier in parts:
-                item.add_marker(getattr(pytest.mark, tier))
-                break
+        tier = tier_of(item.path)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))

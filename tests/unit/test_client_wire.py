@@ -26,6 +26,9 @@ from xception_client._proto import serving_pb2
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
 PROTO_DIR = CLIENT / "src" / "xception_client" / "_proto"
+# What the client ships in _proto: the two .proto files and the modules generated from them.
+PROTO_FILES = ("serving.proto", "tensorflow.proto")
+GENERATED_MODULES = ("serving_pb2.py", "tensorflow_pb2.py")
 JPEG_LIKE = [b"\xff\xd8\xff\xe0first", b"\x89PNG\r\n\x1a\nsecond", b""]
 
 
@@ -225,7 +228,10 @@ def test_generated_code_version_is_the_client_protobuf_lower_bound() -> None:
     (spec,) = [d for d in pyproject["project"]["dependencies"] if d.startswith("protobuf")]
     floor = re.search(r">=([\d.]+)", spec)
     assert floor is not None
-    for generated in PROTO_DIR.glob("*_pb2.py"):
+    generated_files = sorted(PROTO_DIR.glob("*_pb2.py"))
+    # The loop below proves nothing if the glob matches nothing (a moved or renamed folder).
+    assert [f.name for f in generated_files] == list(GENERATED_MODULES)
+    for generated in generated_files:
         header = re.search(r"Protobuf Python Version: ([\d.]+)", generated.read_text())
         assert header is not None, generated
         assert header.group(1) == floor.group(1), generated.name
@@ -239,6 +245,7 @@ def test_generated_code_matches_the_proto_files(tmp_path: Path) -> None:
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     src = CLIENT / "src"
     protos = sorted(p.relative_to(src).as_posix() for p in PROTO_DIR.glob("*.proto"))
+    assert [Path(p).name for p in protos] == list(PROTO_FILES)  # else nothing is compared
     # protoc runs in a subprocess: its bundled C++ protobuf crashes next to TensorFlow's.
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{src}", f"-I{well_known}",
