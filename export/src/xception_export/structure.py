@@ -1,7 +1,7 @@
 """In-graph walks over an encoded image's block structure, so decode cost stays bounded by pixels.
 
-A decoder's time normally follows the pixel count, which the header check bounds. Two structures
-make it follow something else, and both are checked here before the full decode:
+A decoder's time normally follows the pixel count, which the header check bounds. Three structures
+make it follow something else, and each is counted here before the full decode:
 
 - JPEG scans: libjpeg makes one pass over the coefficient buffer per progressive scan, so a small
   file repeating its last scan thousands of times costs thousands of full passes.
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DecodeLimits:
     """Export flags bounding structure-driven decode work (``--max-jpeg-scans``,
-    ``--max-gif-blocks``); each is refused with INVALID_ARGUMENT before the decode."""
+    ``--max-gif-blocks``, ``--max-png-text-chunks``); an image over one is refused with
+    INVALID_ARGUMENT before its decode."""
 
     max_jpeg_scans: int = contract.DEFAULT_MAX_JPEG_SCANS
     max_gif_blocks: int = contract.DEFAULT_MAX_GIF_BLOCKS
@@ -69,23 +70,22 @@ def _bytes(data: tf.Tensor) -> tf.Tensor:
 
 
 def _marker_positions(b: tf.Tensor) -> tf.Tensor:
-    """Sorted int32 positions p where b[p] = 0xFF starts a marker: the next byte is not 0x00
-    (stuffing), 0xFF (fill) or a restart code 0xD0-0xD7, which never end a scan's data."""
+    """Sorted int32 positions p where the uint8 b[p] = 0xFF starts a marker: the next byte is not
+    0x00 (stuffing), 0xFF (fill) or a restart code 0xD0-0xD7, which never end a scan's data."""
     import tensorflow as tf
 
     first, second = b[:-1], b[1:]
-    restart = tf.logical_and(second >= 0xD0, second <= 0xD7)
-    marker = tf.logical_and(
-        tf.equal(first, 0xFF),
-        tf.logical_not(
-            tf.logical_or(tf.logical_or(tf.equal(second, 0), tf.equal(second, 0xFF)), restart)
-        ),
-    )
+    # uint8 throughout: this runs over every byte of the file.
+    ff, zero = tf.constant(0xFF, tf.uint8), tf.constant(0, tf.uint8)
+    restart = tf.equal(tf.bitwise.bitwise_and(second, tf.constant(0xF8, tf.uint8)), 0xD0)
+    not_marker = tf.logical_or(tf.logical_or(tf.equal(second, zero), tf.equal(second, ff)), restart)
+    marker = tf.logical_and(tf.equal(first, ff), tf.logical_not(not_marker))
     return tf.cast(tf.where(marker)[:, 0], tf.int32)
 
 
 def jpeg_scan_count(data: tf.Tensor, max_scans: int) -> tf.Tensor:
-    """int32 number of scans (SOS markers) libjpeg would decode, at most ``max_scans + 1``.
+    """int32 number of scans (SOS markers) libjpeg would decode, or any count over ``max_scans``
+    once it is certain to be over (the walk stops there).
 
     Follows the markers from SOI as libjpeg reads them; stops at EOI, at the end of the data, or
     once the count passes ``max_scans``. A file with more than ``_JPEG_WALK_BASE + 4 * max_scans``
@@ -93,14 +93,14 @@ def jpeg_scan_count(data: tf.Tensor, max_scans: int) -> tf.Tensor:
     """
     import tensorflow as tf
 
-    b = _bytes(data)
+    b = tf.io.decode_raw(data, tf.uint8)
     n = tf.size(b)
     markers = _marker_positions(b)
     count_markers = tf.size(markers)
-    padded = tf.concat([b, tf.zeros([4], tf.int32)], axis=0)
+    padded = tf.concat([b, tf.zeros([4], tf.uint8)], axis=0)
 
     def at(p: tf.Tensor) -> tf.Tensor:
-        return tf.gather(padded, tf.clip_by_value(p, 0, n + 3))
+        return tf.cast(tf.gather(padded, tf.clip_by_value(p, 0, n + 3)), tf.int32)
 
     def next_marker(from_pos: tf.Tensor) -> tf.Tensor:
         i = tf.searchsorted(markers, tf.reshape(from_pos, [1]), side="left")[0]
@@ -148,20 +148,23 @@ def sub_block_chain_end(b: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
     int32 bytes ``b`` (each sub-block: a length byte then that many bytes), or -1 if the data
     ends first.
 
-    Encoders write 255-byte sub-blocks, so the full ones are skipped with one strided read; the
+    Encoders write sub-blocks of one length, so that run is skipped with one strided read; the
     rest is resolved a window at a time by pointer doubling (each position's next sub-block,
-    composed 2**16 times), so any split costs O(bytes / window) loop steps.
+    composed 2**12 times), so any split costs O(bytes / window) loop steps.
     """
     import tensorflow as tf
 
     n = tf.size(b)
     start = tf.cast(start, tf.int32)
-    strided = tf.strided_slice(b, [tf.minimum(start, n)], [n], [256])
-    not_full = tf.cast(tf.where(tf.not_equal(strided, 255))[:, 0], tf.int32)
+    # Encoders write sub-blocks of one length (255 bytes, mostly): one strided read skips the run.
+    length = tf.gather(b, tf.clip_by_value(start, 0, tf.maximum(n - 1, 0)))
+    stride = tf.maximum(length, 0) + 1
+    strided = tf.strided_slice(b, [tf.minimum(start, n)], [n], tf.reshape(stride, [1]))
+    other = tf.cast(tf.where(tf.not_equal(strided, length))[:, 0], tf.int32)
     first = tf.cond(
-        tf.size(not_full) > 0,
-        lambda: start + 256 * not_full[0],
-        lambda: start + 256 * tf.size(strided),
+        tf.logical_or(tf.equal(length, 0), tf.size(other) == 0),
+        lambda: tf.where(tf.equal(length, 0), start, start + stride * tf.size(strided)),
+        lambda: start + stride * other[0],
     )
 
     def window_step(pos: tf.Tensor, _end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
