@@ -8,13 +8,14 @@
   throughput at the same concurrency and request size (``Client.predict_many`` with
   ``concurrency=C, images_per_request=B``) on the same local server (CPU batching config).
 
-Each bulk figure is the real command as a subprocess. Start-up is the wall time of a one-image
-run (process start, pipeline construction, model load or server check, one image, the sinks);
-the steady rate is ``(N - 1) / (T_N - T_1)`` between that run and an N-image run; peak memory is
-the largest resident set of the command's processes (``wait4``'s ``ru_maxrss``). The phases run
-one after another: a limit pass, in-process bulk, the server with the served and the remote bulk
-measurements, another limit pass. The machine is shared and load only slows a pass down, so the
-limit is the better of its two passes; the other figures are single runs.
+Each bulk figure is one run of the real command as a subprocess, read from its summary line:
+start-up is the time to its first result (process start, pipeline construction, model load or
+server check, the first batch), the steady rate is taken over the later half of the results
+(the first batches in flight land together), the overall rate counts the whole wall time. Peak
+memory is the largest resident set of the command's processes (``wait4``'s ``ru_maxrss``). The
+phases run one after another: a limit pass, in-process bulk, the server with the served and the
+remote bulk measurements, another limit pass. The machine is shared and load only slows a pass
+down, so the limit is the better of its two passes; the other figures are single runs.
 
 ``measure_bulk(...)`` is the function a benchmark runner calls; ``python -m benchmarks.bulk``
 runs it alone on the benchmark's model and images and prints a summary (JSON under --build-dir).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,76 +44,67 @@ LOAD_TIMEOUT_S = 300.0
 RUN_TIMEOUT_S = 1800.0
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_CONCURRENCY = 4
-DEFAULT_REPEAT = 2  # the bulk folder holds the benchmark JPEGs this many times
-
-
-@dataclass(frozen=True)
-class BulkRun:
-    """One ``xception-bulk`` run as a subprocess."""
-
-    images: int
-    wall_s: float
-    peak_rss_mb: float
-    summary: str  # the command's own summary line
+DEFAULT_REPEAT = 4  # the bulk folder holds the benchmark JPEGs this many times
 
 
 @dataclass(frozen=True)
 class BulkFigures:
+    """One ``xception-bulk`` run as a subprocess."""
+
     images: int
-    startup_s: float  # the one-image run's wall time
-    wall_s: float  # the N-image run's wall time
-    images_per_s: float  # N / T_N, start-up included
-    steady_images_per_s: float  # (N - 1) / (T_N - T_1)
+    wall_s: float  # the command's wall time, process start to exit
+    images_per_s: float  # images / wall_s
+    startup_s: float  # to the first result, from the command's summary
+    steady_images_per_s: float  # first to last result, from the command's summary
     peak_rss_mb: float
+    summary: str  # the command's own summary line
 
 
 def bulk_folder(bench: image_cache.ImageSet, build_dir: Path, repeat: int) -> Path:
-    """The benchmark JPEGs ``repeat`` times (distinct names), and a one-image folder beside."""
+    """The benchmark JPEGs ``repeat`` times, under distinct names."""
     folder = build_dir / "bulk-images" / f"{bench.folder.name}-x{repeat}"
     if len(list(folder.glob("*.jpg"))) != repeat * len(bench.images):
         folder.mkdir(parents=True, exist_ok=True)
         for copy in range(repeat):
             for image in bench.images:
                 (folder / f"c{copy}-{image.name}").write_bytes(image.data)
-    single = build_dir / "bulk-images" / "one"
-    single.mkdir(parents=True, exist_ok=True)
-    (single / bench.images[0].name).write_bytes(bench.images[0].data)
     return folder
 
 
-def run_bulk(args: Sequence[str], inputs: str, output: Path, log_path: Path) -> BulkRun:
-    """``xception-bulk --input INPUTS --output OUTPUT ARGS``, timed, with its peak memory."""
+_SUMMARY = re.compile(
+    r"^xception-bulk: classified (\d+), errors (\d+), .*first result after ([\d.]+) s, "
+    r"then ([\d.]+) images/s"
+)
+
+
+def measure_command(args: Sequence[str], folder: Path, build_dir: Path, name: str,
+                    log: Log) -> BulkFigures:
+    """``xception-bulk --input FOLDER/*.jpg --output NEW_FOLDER ARGS``, timed, with its peak
+    memory and its own start-up and steady rate."""
+    out = build_dir / "bulk-out" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    log_path = build_dir / f"bulk-{name}.log"
     script = Path(sys.executable).with_name("xception-bulk")
-    command = [str(script), "--input", inputs, "--output", str(output), *args]
+    command = [str(script), "--input", str(folder / "*.jpg"), "--output", str(out), *args]
     started = time.perf_counter()
     with log_path.open("wb") as err:
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=SOURCE_ROOT,
                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         _pid, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
     text = log_path.read_text(errors="replace")
-    if child.returncode != 0:
-        raise RuntimeError(f"xception-bulk exited {child.returncode}: {text[-2000:]}")
-    summary = [line for line in text.splitlines() if line.startswith("xception-bulk: classif")]
-    classified = int(summary[-1].split("classified ")[1].split(",")[0])
-    return BulkRun(classified, wall, usage.ru_maxrss / 1024, summary[-1])
-
-
-def measure_command(args: Sequence[str], folder: Path, build_dir: Path, name: str,
-                    log: Log) -> BulkFigures:
-    """A one-image run (start-up) then the whole folder, each into a fresh output folder."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = build_dir / "bulk-out" / f"{name}-{stamp}"
-    single = folder.parent / "one"
-    first = run_bulk(args, str(single / "*.jpg"), out / "one", build_dir / f"bulk-{name}-1.log")
-    log(f"bulk {name}: one image in {first.wall_s:.1f} s (start-up)")
-    whole = run_bulk(args, str(folder / "*.jpg"), out / "all", build_dir / f"bulk-{name}.log")
-    steady = (whole.images - first.images) / max(whole.wall_s - first.wall_s, 1e-9)
-    log(f"bulk {name}: {whole.images} images in {whole.wall_s:.1f} s, steady {steady:.2f} img/s,"
-        f" peak RSS {max(first.peak_rss_mb, whole.peak_rss_mb):.0f} MB")
-    return BulkFigures(whole.images, first.wall_s, whole.wall_s, whole.images / whole.wall_s,
-                       steady, max(first.peak_rss_mb, whole.peak_rss_mb))
+    code = os.waitstatus_to_exitcode(status)
+    found = [m for m in map(_SUMMARY.match, text.splitlines()) if m]
+    if code != 0 or not found:
+        raise RuntimeError(f"xception-bulk exited {code}: {text[-2000:]}")
+    classified, errors, first, steady = found[-1].groups()
+    if int(errors):
+        raise RuntimeError(f"xception-bulk: {errors} benchmark images failed (see {log_path})")
+    figures = BulkFigures(int(classified), wall, int(classified) / wall, float(first),
+                          float(steady), usage.ru_maxrss / 1024, found[-1].group(0))
+    log(f"bulk {name}: {figures.images} images in {wall:.1f} s, first result after "
+        f"{figures.startup_s:.1f} s, then {figures.steady_images_per_s:.2f} img/s, peak RSS "
+        f"{figures.peak_rss_mb:.0f} MB")
+    return figures
 
 
 def start_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_size: int, seconds: float,
@@ -211,7 +204,7 @@ def format_report(result: dict[str, Any]) -> str:
         f = result[mode]
         lines.append(
             f"  {mode:<10} {f['images']} images: {f['images_per_s']:.2f} img/s overall, "
-            f"{f['steady_images_per_s']:.2f} steady, start-up {f['startup_s']:.1f} s, "
+            f"{f['steady_images_per_s']:.2f} steady, first result after {f['startup_s']:.1f} s, "
             f"peak RSS {f['peak_rss_mb']:.0f} MB"
         )
     lines.append(f"  limit      {result['limit']['images_per_s']:.2f} img/s "

@@ -13,7 +13,7 @@ from tests.fixtures.models import ExportedModel
 
 SUMMARY = re.compile(
     r"^xception-bulk: classified (\d+), errors (\d+), [\d.]+ images/s, wall time [\d.]+ s, "
-    r"output (.+)$"
+    r"first result after [\d.]+ s, then [\d.]+ images/s, output (.+)$"
 )
 
 

@@ -145,3 +145,13 @@ def test_a_local_run_builds_its_pipeline_on_the_fnapi_runner(
         with pytest.raises(Stop):
             launch.run(None, PipelineOptions(flags), None)  # type: ignore[arg-type]
     assert [type(r) for r in runners] == [FnApiRunner, FnApiRunner]
+
+
+def test_an_unreadable_certificate_is_named_before_any_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "ca.pem"
+    status, err = run(["--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "out"),
+                       "--server", "127.0.0.1:1", "--ca-cert", str(missing)], capsys)
+    assert status == 2
+    assert err.startswith(f"xception-bulk: error: --ca-cert {missing} cannot be read: ")

@@ -140,9 +140,10 @@ def _run(config: JobConfig, options: PipelineOptions, err: TextIO) -> int:
     classified, errors = launch.counts(result)
     state = str(getattr(result, "state", "DONE"))
     rate = (classified + errors) / wall if wall > 0 else 0.0
+    timing = Progress.shared().timing(started)
     err.write(
         f"xception-bulk: classified {classified}, errors {errors}, {rate:.2f} images/s, "
-        f"wall time {wall:.1f} s, output {config.output}\n"
+        f"wall time {wall:.1f} s{timing}, output {config.output}\n"
     )
     if state not in ("DONE", "PipelineState.DONE"):
         err.write(f"xception-bulk: error: the pipeline ended in state {state}\n")

@@ -137,8 +137,9 @@ def _served(args: argparse.Namespace) -> tuple[RemoteTarget, int | None]:
     """Ask the server once: the version to pin (unless given) and the model's exported K."""
     target = RemoteTarget(
         server=args.server, model_name=args.model_name, version=args.model_version or 0,
-        timeout=args.timeout, ca_cert=args.ca_cert, client_cert=args.client_cert,
-        client_key=args.client_key, tls=args.tls, authority=args.authority,
+        timeout=args.timeout, ca_cert=_pem(args.ca_cert, "--ca-cert"),
+        client_cert=_pem(args.client_cert, "--client-cert"),
+        client_key=_pem(args.client_key, "--client-key"), tls=args.tls, authority=args.authority,
     )
     probe = RemoteTarget(**{**_fields(target), "version": args.model_version})
     try:
@@ -154,6 +155,17 @@ def _served(args: argparse.Namespace) -> tuple[RemoteTarget, int | None]:
     )
     exported_k = scores.shape[-1] if scores is not None and scores.shape else None
     return RemoteTarget(**{**_fields(target), "version": version}), exported_k
+
+
+def _pem(path: str | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with FileSystems.open(path) as f:
+            data: bytes = f.read()
+    except Exception as error:  # any file system's error
+        raise UsageError(f"{flag} {path} cannot be read: {error}") from error
+    return data
 
 
 def _fields(target: RemoteTarget) -> dict[str, Any]:

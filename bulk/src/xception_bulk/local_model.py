@@ -136,7 +136,11 @@ class SavedModelHandler(ModelHandler[Prepared, PredictionResult, LocalClassifier
         self, version_dir: str, *, top_k: int, with_probabilities: bool, batch_size: int,
         model_copies: int | None = None,
     ) -> None:
-        super().__init__(min_batch_size=1, max_batch_size=batch_size, model_copies=model_copies)
+        # Full batches (BatchElements would start at 1 and grow): a short batch is padded to
+        # batch_size rows, so it would cost a full batch's compute for fewer images.
+        super().__init__(
+            min_batch_size=batch_size, max_batch_size=batch_size, model_copies=model_copies
+        )
         self._version_dir = version_dir
         self._batch_size = batch_size
         self._top_k = top_k

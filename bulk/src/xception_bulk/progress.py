@@ -38,6 +38,9 @@ class Progress:
         self._last = self._started
         self.classified = 0
         self.errors = 0
+        self.first_at: float | None = None  # time.monotonic() of the first and last outcome
+        self.last_at: float | None = None
+        self._marks: dict[int, float] = {}  # when the count reached each power of two
         self._drawn = False
 
     @classmethod
@@ -53,6 +56,12 @@ class Progress:
             self.classified += classified
             self.errors += errors
             now = time.monotonic()
+            if self.first_at is None:
+                self.first_at = now
+            self.last_at = now
+            done = self.classified + self.errors
+            mark = 1 << (done.bit_length() - 1)
+            self._marks.setdefault(mark, now)
             if now - self._last >= self._interval:
                 self._last = now
                 self._draw(now)
@@ -75,6 +84,23 @@ class Progress:
         else:
             self._stream.write(f"xception-bulk [{os.getpid()}]: {self.line(now)}\n")
         self._stream.flush()
+
+    def timing(self, started: float) -> str:
+        """``first result after S s, then R images/s`` when this process saw the outcomes (the
+        local runner in one process or threads); empty otherwise. Separates the job's start-up
+        (process, pipeline, model load or server check) from its steady rate, which is taken
+        over the later half of the outcomes (from the power of two at or below half the count):
+        the first batches in flight complete together and would inflate a rate from the first
+        result."""
+        if self.first_at is None or self.last_at is None:
+            return ""
+        text = f", first result after {self.first_at - started:.1f} s"
+        done = self.classified + self.errors
+        mark = 1 << (max(done // 2, 1).bit_length() - 1)
+        since = self._marks.get(mark)
+        if done > mark and since is not None and self.last_at > since:
+            text += f", then {(done - mark) / (self.last_at - since):.2f} images/s"
+        return text
 
     def clear(self) -> None:
         """Remove the bar before the summary line (terminal only)."""

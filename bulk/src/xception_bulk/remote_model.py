@@ -35,15 +35,16 @@ __all__ = ["RemoteTarget", "ServedModelHandler", "is_transient"]
 
 @dataclass(frozen=True, slots=True)
 class RemoteTarget:
-    """Where the served model is and how to reach it (the client CLI's connection flags)."""
+    """Where the served model is and how to reach it (the client CLI's connection flags). The
+    PEMs are their contents, read by the launcher: the workers need not have its files."""
 
     server: str
     model_name: str
     version: int
     timeout: float
-    ca_cert: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
+    ca_cert: bytes | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
     tls: bool = False
     authority: str | None = None
 
@@ -92,8 +93,9 @@ class ServedModelHandler(RemoteModelHandler[Prepared, PredictionResult, Client])
         self._batch_size = batch_size
 
     def batch_elements_kwargs(self) -> Mapping[str, Any]:
-        # RemoteModelHandler.__init__ takes no batching arguments.
-        return {"min_batch_size": 1, "max_batch_size": self._batch_size}
+        # RemoteModelHandler.__init__ takes no batching arguments. Full requests of batch_size
+        # images (only a bundle's last one is shorter), not BatchElements' growth from 1.
+        return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
 
     def create_client(self) -> Client:
         return self._target.client()
