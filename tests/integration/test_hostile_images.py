@@ -241,3 +241,42 @@ def test_export_api_rejects_a_non_positive_limit_echoing_it(tmp_path: Path) -> N
         == "--max-gif-blocks must be a positive integer. Received: --max-gif-blocks=0"
     )
     assert not (tmp_path / "m").exists()
+
+
+def test_served_bombs_are_refused_over_grpc_and_the_next_good_call_is_answered(
+    xception_server: Any, small_xception_model: ExportedModel
+) -> None:
+    # Through the local server (a TF1 Session on the same graph, as TF Serving runs it): before
+    # the limits the scan bomb kept a server decoding for ~34 s and delayed the next call.
+    import grpc
+    from tensorflow.core.framework import types_pb2
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    def request(data: bytes) -> Any:
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name = contract.DEFAULT_MODEL_NAME
+        images = message.inputs[contract.IMAGE_BYTES_INPUT]
+        images.dtype = types_pb2.DT_STRING
+        images.tensor_shape.dim.add().size = 1
+        images.string_val.append(data)
+        return message
+
+    with grpc.insecure_channel(xception_server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for bomb, assertion in (
+            (jpeg_scan_bomb(512, 2000), JPEG_SCANS),
+            (gif_sub_block_bomb(100_000), GIF_BLOCKS),
+            (png_ztxt_bomb(png_photo(64), 40), PNG_TEXTS),
+        ):
+            started = time.perf_counter()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Predict(request(bomb), timeout=60)
+            assert time.perf_counter() - started < REFUSAL_SECONDS
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            first_line = info.value.details().split("\n")[0]
+            assert first_line == f"assertion failed: [image_bytes[0]:] [{assertion}]"
+        started = time.perf_counter()
+        answer = stub.Predict(request(jpeg_photo(200)), timeout=60)
+        assert time.perf_counter() - started < REFUSAL_SECONDS
+    probabilities = answer.outputs[contract.PROBABILITIES_OUTPUT].float_val
+    assert len(probabilities) == small_xception_model.num_classes
