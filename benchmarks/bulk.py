@@ -6,7 +6,7 @@
   measured decode time added back;
 - remote bulk (``--direct_num_workers=C`` threads, ``--batch-size B``) against the served
   throughput at the same concurrency and request size (``Client.predict_many`` with
-  ``concurrency=C, images_per_request=B``) on the same local server (CPU batching config).
+  ``concurrency=C, images_per_request=B``) on the same local server (no batching).
 
 Each bulk figure is one run of the real command as a subprocess, read from its summary line:
 start-up is the time to its first result (process start, pipeline construction, model load or
@@ -152,9 +152,13 @@ def measure_served(target: str, data: Sequence[bytes], concurrency: int, batch_s
 def measure_bulk(model_dir: Path, bench: image_cache.ImageSet, pixels: Path, build_dir: Path, *,
                  batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = DEFAULT_CONCURRENCY,
                  repeat: int = DEFAULT_REPEAT, seconds: float = 6.0,
-                 batching_config: Path | None = SOURCE_ROOT / "serving" / "batching-cpu.config",
-                 log: Log = log) -> dict[str, Any]:
-    """Every bulk figure and its ratios (see the module docstring); JSON-ready."""
+                 batching_config: Path | None = None, log: Log = log) -> dict[str, Any]:
+    """Every bulk figure and its ratios (see the module docstring); JSON-ready.
+
+    The server runs without batching by default: the CPU config's one-batch queue refuses four
+    8-image requests in flight ("UNAVAILABLE: The batch scheduling queue ... is full", seen
+    here), which the bulk job retries but the served measurement's client does not.
+    """
     folder = bulk_folder(bench, build_dir, repeat)
     log(f"bulk: in-process limit at batch {batch_size}, before and after the bulk runs")
     limit_process = start_limit(model_dir, pixels, bench.folder, batch_size, seconds, build_dir)

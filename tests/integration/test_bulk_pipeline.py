@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import xception_contract as contract
 from xception_client import Client
-from xception_serving.process import ServerProcess
+from xception_serving.testing.process import ServerProcess
 
 from tests.fixtures.bulk import (
     BAD_MAX_IMAGE_BYTES,
@@ -227,6 +227,24 @@ def test_multi_process_runner_isolates_bad_inputs(
         "--input", str(folder / "*"), "--input-manifest", str(manifest),
         "--output", str(tmp_path / "out"), "--batch-size", "8",
         "--max-image-bytes", str(BAD_MAX_IMAGE_BYTES), "--server", xception_server.grpc_target,
+        "--direct_num_workers=2", "--direct_running_mode=multi_processing",
+    ])
+    assert status == 0
+    assert_isolated(read_output(tmp_path / "out"), expect)
+
+
+def test_one_model_copy_shared_by_the_worker_processes_isolates_bad_inputs(
+    mixed_folder: tuple[Path, Path, dict[str, Any]], small_xception_model: ExportedModel,
+    tmp_path: Path,
+) -> None:
+    """--model-copies: the worker processes call one model through Beam's cross-process proxy;
+    the graph's refusal still reaches the bisection with its status code."""
+    folder, manifest, expect = mixed_folder
+    status = run_bulk([
+        "--input", str(folder / "*"), "--input-manifest", str(manifest),
+        "--output", str(tmp_path / "out"), "--batch-size", "8",
+        "--max-image-bytes", str(BAD_MAX_IMAGE_BYTES),
+        "--model", str(small_xception_model.base_path), "--model-copies", "1",
         "--direct_num_workers=2", "--direct_running_mode=multi_processing",
     ])
     assert status == 0
