@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Final, TextIO
 
 import xception_contract as contract
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import launch
 from .pipeline import JobConfig
@@ -156,11 +156,6 @@ def _first_line(error: Any) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     # Beam wraps a worker's exception in its traceback: its last line says what went wrong.
     return (lines[-1] if len(lines) > 1 else lines[0])[:2000]
-
-
-def runner_name(options: PipelineOptions) -> str | None:
-    runner = options.view_as(StandardOptions).runner
-    return None if runner is None else str(runner)
 
 
 if __name__ == "__main__":
