@@ -140,6 +140,15 @@ def gif_split(data: bytes) -> bytes:
     return gif_join(gif_parts(data), sub_block=1)
 
 
+def gif_junk_after_image(data: bytes, size: int) -> bytes:
+    """The GIF with ``size`` bytes of sub-blocks of 1 and 2 bytes in turn appended to its first
+    image's data: the decoder skips them unread, a per-sub-block walk does not."""
+    parts = gif_parts(data)
+    framed = gif_join(parts)[len(parts.head) + len(parts.before) + len(parts.descriptor) : -2]
+    junk = b"\x01a\x02bb" * (size // 5)
+    return parts.head + parts.before + parts.descriptor + framed + junk + b"\x00\x3b"
+
+
 def gif_split_irregular(data: bytes) -> bytes:
     """The same GIF with its first image's LZW data in sub-blocks of 1 and 2 bytes in turn."""
     parts = gif_parts(data)
@@ -222,6 +231,7 @@ def cases(side: int, quick: bool) -> list[Case]:
     png = png_photo(side)
     gif = gif_photo(side)
     small_png, mid_png = png_photo(64), png_photo(600)
+    tiny = gif_join(gif_small())
     return [
         Case("jpeg baseline photo", sq, jpeg_photo(side)),
         Case("jpeg progressive photo", sq, jpeg_photo(side, progressive=True)),
@@ -237,9 +247,10 @@ def cases(side: int, quick: bool) -> list[Case]:
         Case("gif photo, 1-byte sub-blocks", sq, gif_split(gif)),
         Case("gif photo, 1/2-byte sub-blocks", sq, gif_split_irregular(gif)),
         Case("gif photo, 3 frames", sq, gif_photo(side, frames=3)),
-        Case("gif 1x1", (1, 1), gif_join(gif_small())),
+        Case("gif 1x1", (1, 1), tiny),
         Case("gif 1M 1-byte sub-blocks", (1, 1), gif_sub_block_bomb(1_000_000 // scale)),
         Case("gif 1M empty extensions", (1, 1), gif_extension_bomb(1_000_000 // scale)),
+        Case("gif 1x1, 19 MB junk sub-blocks", (1, 1), gif_junk_after_image(tiny, 19 << 20)),
         Case("png photo", sq, png),
         Case("png photo, 1M empty chunks", sq, png_with_chunks(png, 1_000_000 // scale)),
         Case("png 64x64", (64, 64), small_png),

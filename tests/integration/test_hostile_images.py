@@ -20,7 +20,10 @@ import xception_contract as contract
 
 from benchmarks.decode_cost import (
     gif_extension_bomb,
+    gif_join,
+    gif_junk_after_image,
     gif_photo,
+    gif_small,
     gif_split,
     gif_split_irregular,
     gif_sub_block_bomb,
@@ -162,6 +165,23 @@ def test_gif_split_into_one_byte_sub_blocks_decodes_about_as_fast_as_its_usual_f
     graph_preprocess([split])
     one_byte = time.perf_counter() - started
     assert one_byte < 20 * usual + 2.0
+
+
+def test_gif_junk_after_the_first_frame_s_data_is_cut_unwalked_and_decodes_as_keras(
+    graph_preprocess: Any,
+) -> None:
+    # 8 MB of 1- and 2-byte sub-blocks after a 1x1 frame's data: the decoder never reads them,
+    # and the walk stops 64 KB past what the frame can need, so the cost follows the pixels
+    # (measured 0.004 s; a walk to the end of the chain took ~0.9 s, one step a sub-block ~70 s).
+    tiny = gif_join(gif_small())
+    junk = gif_junk_after_image(tiny, 8 << 20)
+    got = graph_preprocess([tiny])
+    started = time.perf_counter()
+    with_junk = graph_preprocess([junk])
+    seconds = time.perf_counter() - started
+    assert np.array_equal(with_junk, got)
+    assert np.abs(got[0] - keras_input(junk)).max() <= INPUT_TOLERANCE
+    assert seconds < REFUSAL_SECONDS
 
 
 def test_limits_are_in_the_metadata_and_at_the_top_of_inspect(

@@ -34,10 +34,10 @@ def walks() -> dict[str, Any]:
     return {
         "scans": tf.function(lambda d: structure.jpeg_scan_count(d, 32), input_signature=scalar),
         "chain": tf.function(
-            lambda d, s: structure.sub_block_chain_end(
-                tf.cast(tf.io.decode_raw(d, tf.uint8), tf.int32), s
+            lambda d, s, stop: structure.sub_block_chain_end(
+                tf.cast(tf.io.decode_raw(d, tf.uint8), tf.int32), s, stop
             ),
-            input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)],
+            input_signature=[tf.TensorSpec([], tf.string)] + [tf.TensorSpec([], tf.int32)] * 2,
         ),
         "blocks": tf.function(
             lambda d: structure.gif_blocks_before_image(
@@ -107,6 +107,14 @@ def _python_chain_end(data: bytes, start: int) -> int:
     return -1
 
 
+def _python_chain_nodes(data: bytes, start: int) -> list[int]:
+    nodes, pos = [], start
+    while pos < len(data) and data[pos]:
+        nodes.append(pos)
+        pos += data[pos] + 1
+    return [*nodes, pos]
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_sub_block_chain_end_matches_a_plain_walk_for_any_split(
     walks: dict[str, Any], seed: int
@@ -121,8 +129,13 @@ def test_sub_block_chain_end_matches_a_plain_walk_for_any_split(
     data = bytes(payload)
     expected = _python_chain_end(data, 2)
     assert expected > 0
-    assert int(walks["chain"](data, 2)) == expected
-    assert int(walks["chain"](data[:expected], 2)) == -1  # cut before its terminator
+    assert int(walks["chain"](data, 2, len(data))[0]) == expected
+    assert int(walks["chain"](data[:expected], 2, len(data))[0]) == -1  # no terminator
+    # Stopped at a bound: the walk ends on a sub-block start past it, within one window.
+    bound = expected // 2
+    end, node = (int(v) for v in walks["chain"](data, 2, bound))
+    assert end == -2 and node in _python_chain_nodes(data, 2)
+    assert bound <= node < bound + 4096 + 256
 
 
 def test_gif_blocks_before_the_image_are_counted_up_to_one_past_the_limit(

@@ -61,6 +61,11 @@ _JPEG_WALK_BASE: Final = 256
 _CHAIN_WINDOW: Final = 1 << 12
 _CHAIN_DOUBLINGS: Final = 12
 
+# LZW data a GIF frame may need per pixel before the walk stops and cuts: codes are at most 12
+# bits and every code but clear/end emits a pixel, so encoders stay under 2 bytes a pixel
+# (twice that allowed, plus 64 KB).
+_GIF_BYTES_PER_PIXEL: Final = 4
+
 
 def _bytes(data: tf.Tensor) -> tf.Tensor:
     """The encoded image as int32 values, one per byte."""
@@ -143,19 +148,23 @@ def png_text_chunks(data: tf.Tensor) -> tf.Tensor:
     return tf.add_n([tf.size(p) - 1 for p in pieces])
 
 
-def sub_block_chain_end(b: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
-    """Position of the 0 byte ending the GIF sub-block chain that starts at ``start`` in the
-    int32 bytes ``b`` (each sub-block: a length byte then that many bytes), or -1 if the data
-    ends first.
+def sub_block_chain_end(
+    b: tf.Tensor, start: tf.Tensor, stop: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(end, node) for the GIF sub-block chain that starts at ``start`` in the int32 bytes ``b``
+    (each sub-block: a length byte then that many bytes). ``end`` is the position of the 0 byte
+    ending it; -1 if the data ends first; -2 if the walk passed ``stop`` first, ``node`` then
+    being a sub-block start at or past ``stop`` (within a window of it).
 
     Encoders write sub-blocks of one length, so that run is skipped with one strided read; the
     rest is resolved a window at a time by pointer doubling (each position's next sub-block,
-    composed 2**12 times), so any split costs O(bytes / window) loop steps.
+    composed 2**12 times), so any split costs O(bytes walked / window) loop steps.
     """
     import tensorflow as tf
 
     n = tf.size(b)
     start = tf.cast(start, tf.int32)
+    stop = n if stop is None else tf.minimum(tf.cast(stop, tf.int32), n)
     # Encoders write sub-blocks of one length (255 bytes, mostly): one strided read skips the run.
     length = tf.gather(b, tf.clip_by_value(start, 0, tf.maximum(n - 1, 0)))
     stride = tf.maximum(length, 0) + 1
@@ -182,16 +191,17 @@ def sub_block_chain_end(b: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
         beyond = pos + last + value + 1
         ended = tf.equal(value, 0)
         # Off the end of the data: the chain never terminates (-1); otherwise carry on.
-        end = tf.where(ended, pos + last, tf.where(beyond >= n, -1, -2))
+        end = tf.where(ended, pos + last, tf.where(beyond >= n, -1, -3))
         return tf.where(ended, pos, beyond), end
 
-    _pos, end = tf.while_loop(
-        lambda pos, end: tf.logical_and(tf.equal(end, -2), pos < n),
+    pos, end = tf.while_loop(
+        lambda pos, end: tf.logical_and(tf.equal(end, -3), pos < stop),
         window_step,
-        (first, tf.constant(-2)),
+        (first, tf.constant(-3)),
         maximum_iterations=n // _CHAIN_WINDOW + 2,
     )
-    return tf.where(end < 0, -1, end)
+    end = tf.where(tf.logical_and(tf.equal(end, -3), pos >= n), -1, end)
+    return tf.where(tf.equal(end, -3), -2, end), pos
 
 
 def _colour_table(flags: tf.Tensor) -> tf.Tensor:
@@ -272,14 +282,25 @@ def gif_first_frame(
 
     def cut() -> tf.Tensor:
         # Image descriptor: 10 bytes, local colour table, LZW minimum code size byte.
-        data_start = (
-            image + 10 + _colour_table(tf.gather(b, tf.minimum(image + 9, tf.size(b) - 1))) + 1
-        )
-        end = sub_block_chain_end(b, data_start)
-        return tf.cond(
-            end >= 0,
-            lambda: tf.strings.join([tf.strings.substr(data, 0, end + 1), b"\x3b"]),
-            lambda: data,
+        descriptor = tf.gather(b, tf.minimum(image + tf.range(1, 10), tf.size(b) - 1))
+        data_start = image + 10 + _colour_table(descriptor[8]) + 1
+        # The decoder reads only the LZW data the frame's pixels need (see _GIF_BYTES_PER_PIXEL);
+        # sub-blocks past that are skipped unread, so the walk stops there and cuts, which
+        # keeps its cost within the frame's pixels.
+        width = tf.cast(descriptor[4] + 256 * descriptor[5], tf.int64)
+        height = tf.cast(descriptor[6] + 256 * descriptor[7], tf.int64)
+        needed = tf.cast(data_start, tf.int64) + _GIF_BYTES_PER_PIXEL * width * height + 65536
+        stop = tf.cast(tf.minimum(needed, tf.cast(tf.size(b), tf.int64)), tf.int32)
+        end, node = sub_block_chain_end(b, data_start, stop)
+        return tf.case(
+            [
+                (end >= 0, lambda: tf.strings.join([tf.strings.substr(data, 0, end + 1), b";"])),
+                (
+                    tf.equal(end, -2),
+                    lambda: tf.strings.join([tf.strings.substr(data, 0, node), b"\x00;"]),
+                ),
+            ],
+            default=lambda: data,
         )
 
     return tf.cond(image >= 0, cut, lambda: data)
