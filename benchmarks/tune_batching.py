@@ -72,6 +72,7 @@ class Measured:
     intra_op_threads: int  # of the measured Session (0: TensorFlow's default)
     load_before: list[float]  # this host's load averages when measuring started
     spread: float = 0.0  # the largest (best / worst - 1) of a size's throughput over passes
+    remote: bool = False  # measured a server elsewhere (--target), not this host's limit
 
     def noise_note(self) -> str | None:
         """A warning when passes disagree by more than NOISY (a shared or throttled machine)."""
@@ -159,7 +160,7 @@ def measure_live(target: str, model_name: str, data: Sequence[bytes],
     finally:
         driver.close()
     return Measured(points, f"TF Serving at {target} (model {model_name}), concurrency = batch, "
-                    f"{seconds:g} s per size", 0, load_before)
+                    f"{seconds:g} s per size", 0, load_before, remote=True)
 
 
 # -- deciding and writing --------------------------------------------------------------------------
@@ -172,7 +173,9 @@ def header(decision: Decision, measured: Measured, hardware: Hardware, command: 
         "# TF Serving BatchingParameters (text proto) for --enable_batching and "
         "--batching_parameters_file.",
         f"# Written by the batching tuner ({PROG}): re-run it, do not edit.",
-        batching_file.host_line(cpu_model, hardware.cores),
+        # A server elsewhere: no "# host:" line, so make bench never takes it for this host's.
+        (f"# server's CPU cores: {hardware.cores} (as given); measured from {cpu_model}"
+         if measured.remote else batching_file.host_line(cpu_model, hardware.cores)),
         f"# device: {hardware.device}; date: {now}",
         f"# command: {command}",
         f"# measured: {measured.what}",

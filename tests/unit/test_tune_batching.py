@@ -225,6 +225,19 @@ def test_passes_that_disagree_by_more_than_a_fifth_are_reported_as_noisy() -> No
     assert tune_batching.Measured([], "limit", 0, [], 0.1).noise_note() is None
 
 
+def test_a_config_tuned_against_a_remote_server_is_never_taken_for_this_hosts(
+    tmp_path: Path,
+) -> None:
+    decision = decide(CPU_TABLE, Goal(p99_ms=2000), CPU)
+    for remote in (False, True):
+        measured = tune_batching.Measured(CPU_TABLE, "somewhere", 0, [], remote=remote)
+        lines = tune_batching.header(decision, measured, CPU, "cmd", "Test CPU @ 2GHz")
+        path = tmp_path / f"remote-{remote}.config"
+        batching_file.write(path, batching_file.render(decision, lines))
+        expected = None if remote else ("Test CPU @ 2GHz", 2)
+        assert batching_file.tuned_host(path) == expected
+
+
 def test_each_limit_pass_starts_at_another_size() -> None:
     assert [tune_batching.rotated([1, 2, 4], turn) for turn in range(4)] == [
         [1, 2, 4], [2, 4, 1], [4, 1, 2], [1, 2, 4]]
