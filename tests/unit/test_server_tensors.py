@@ -75,7 +75,13 @@ def test_half_precision_uses_half_val_bit_patterns() -> None:
     array = np.array([1.5, -2.0], dtype=np.float16)
     tp = tensors.make_proto(array)
     assert tp.dtype == types_pb2.DT_HALF
+    # half_val holds each value's IEEE binary16 bits in an int32: 1.5 is 0x3E00, -2.0 is 0xC000.
+    assert list(tp.half_val) == [0x3E00, 0xC000]
+    assert not tp.tensor_content and not tp.float_val
     np.testing.assert_array_equal(tensors.to_numpy(tp), array)
+    # And the other way: bit patterns a client wrote are read as those halves.
+    sent = proto(types_pb2.DT_HALF, (2,), half_val=[0x3C00, 0x7C00])  # 1.0, +inf
+    np.testing.assert_array_equal(tensors.to_numpy(sent), np.array([1.0, np.inf], np.float16))
 
 
 @pytest.mark.parametrize(

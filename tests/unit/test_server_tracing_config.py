@@ -3,6 +3,10 @@ interceptor for console, and one clear line for what it cannot do."""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
+import grpc
 import pytest
 from xception_serving import tracing
 
@@ -13,9 +17,35 @@ def test_no_exporter_means_no_interceptor(exporter: str | None) -> None:
     assert tracing.server_interceptors(env) == []
 
 
-def test_console_exporter_gives_one_server_interceptor() -> None:
-    [interceptor] = tracing.server_interceptors({"OTEL_TRACES_EXPORTER": "console"})
-    assert hasattr(interceptor, "intercept_service")
+def test_console_exporter_gives_one_server_interceptor_that_prints_each_calls_span(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    [interceptor] = tracing.server_interceptors(
+        {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "xception-test"}
+    )
+    method = "/tensorflow.serving.PredictionService/Predict"
+    echo = grpc.unary_unary_rpc_method_handler(lambda request, _ctx: b"ok:" + request)
+    handler = interceptor.intercept_service(
+        lambda _details: echo, SimpleNamespace(method=method, invocation_metadata=())
+    )
+    capfd.readouterr()
+    # The call goes through, and its server span is on stdout when it returns (console: sync).
+    assert handler.unary_unary(b"ping", _Context()) == b"ok:ping"
+    span = json.loads(capfd.readouterr().out)
+    assert (span["name"], span["kind"]) == (method, "SpanKind.SERVER")
+    assert span["attributes"]["rpc.service"] == "tensorflow.serving.PredictionService"
+    assert span["attributes"]["rpc.method"] == "Predict"
+    assert span["resource"]["attributes"]["service.name"] == "xception-test"
+
+
+class _Context:
+    """What the interceptor reads of a gRPC server context."""
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5555"
 
 
 def test_unknown_exporter_is_one_line_naming_the_value() -> None:
