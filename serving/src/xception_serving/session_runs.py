@@ -10,9 +10,11 @@ caller waits until the deadline (plus a short grace in which TensorFlow's own DE
 and goes; the run is left to finish on its thread ("overdue"), holding its version loaded.
 
 An overdue run still holds at least one thread of TensorFlow's inter-op pool, which every Session
-of the process shares (`inter_op_parallelism_threads`; 0: one per CPU). When overdue runs could
-hold all of them, a new run would only queue inside TensorFlow until its own deadline, so it is
-refused at once with UNAVAILABLE instead, until one of them ends.
+of the process shares (`inter_op_parallelism_threads`; 0: one per CPU). When runs stuck well past
+their deadline (STUCK_AFTER_S) could hold all of them, a new run would only queue inside
+TensorFlow until its own deadline, so it is refused at once with UNAVAILABLE instead, until one of
+them ends. Measured: with both inter-op threads of a 2-CPU process held by blocked kernels, a
+third Session::Run with a 1 s timeout had not returned either.
 
 A run without a deadline is made on the caller's thread: its caller asked to wait.
 """
@@ -39,6 +41,10 @@ Outputs = dict[str, np.ndarray]
 # cancels a cancellable step within milliseconds) so that TensorFlow's own error is the one sent.
 GRACE_S = 0.25
 DEADLINE_EXCEEDED = "Deadline Exceeded"  # gRPC's wording, as for a deadline missed in a queue
+# An overdue run counts against the inter-op threads only once it is this far past its deadline:
+# a run that is merely slow ends within one kernel of its cancellation (a whole Xception run takes
+# 0.1-0.5 s on CPU here), so only a kernel that ignores cancellation lasts this long.
+STUCK_AFTER_S = 2.0
 
 
 class _Servable(Protocol):
@@ -63,15 +69,16 @@ def default_inter_op_threads() -> int:
         return os.cpu_count() or 1
 
 
-def inter_op_busy_message(overdue: int, threads: int) -> str:
+def inter_op_busy_message(stuck: int, threads: int, stuck_after_s: float = STUCK_AFTER_S) -> str:
     return (
-        f"{overdue} Session runs past their deadline are still executing and may hold all "
-        f"{threads} of TensorFlow's inter-op threads; try again later"
+        f"{stuck} Session runs more than {stuck_after_s:g} s past their deadline are still "
+        f"executing and may hold all {threads} of TensorFlow's inter-op threads; try again later"
     )
 
 
 @dataclass(eq=False)
 class _Call:
+    deadline: float
     outputs: Outputs | None = None
     error: BaseException | None = None
     finished: bool = False
@@ -81,10 +88,11 @@ class _Call:
 class SessionRuns:
     """Makes Session runs with a deadline on their own threads and counts the overdue ones."""
 
-    def __init__(self, inter_op_threads: int = 0) -> None:
+    def __init__(self, inter_op_threads: int = 0, stuck_after_s: float = STUCK_AFTER_S) -> None:
         self.inter_op_threads = inter_op_threads or default_inter_op_threads()
+        self.stuck_after_s = stuck_after_s
         self._lock = threading.Lock()
-        self._overdue = 0
+        self._overdue: set[_Call] = set()
         self._running = 0
 
     @property
@@ -97,7 +105,7 @@ class SessionRuns:
     def overdue(self) -> int:
         """Runs whose caller has gone with DEADLINE_EXCEEDED and that TensorFlow has not ended."""
         with self._lock:
-            return self._overdue
+            return len(self._overdue)
 
     def run(
         self,
@@ -109,13 +117,15 @@ class SessionRuns:
         if deadline is None:
             return servable.run(key, inputs, None)
         with self._lock:
-            if self._overdue >= self.inter_op_threads:
+            now = time.monotonic()
+            stuck = sum(now - c.deadline > self.stuck_after_s for c in self._overdue)
+            if stuck >= self.inter_op_threads:
                 raise ServingError(
                     grpc.StatusCode.UNAVAILABLE,
-                    inter_op_busy_message(self._overdue, self.inter_op_threads),
+                    inter_op_busy_message(stuck, self.inter_op_threads, self.stuck_after_s),
                 )
             self._running += 1
-        call = _Call()
+        call = _Call(deadline)
         done = threading.Event()
         started = time.monotonic()
         servable.acquire()  # an overdue run keeps its version (and Session) from unloading
@@ -136,7 +146,7 @@ class SessionRuns:
             with self._lock:
                 if not call.finished:
                     call.overdue = True
-                    self._overdue += 1
+                    self._overdue.add(call)
             if call.overdue:
                 log.warning(
                     "Session run of %s version %d signature %s is past its deadline and still "
@@ -157,8 +167,7 @@ class SessionRuns:
         with self._lock:
             call.finished = True
             self._running -= 1
-            if call.overdue:
-                self._overdue -= 1
+            self._overdue.discard(call)
         if call.overdue:
             log.warning(
                 "Overdue Session run of %s version %d signature %s ended after %.1f s",
