@@ -73,8 +73,8 @@ def main() -> int:
     import numpy as np
     import tensorflow as tf
     import xception_contract as contract
-    from xception_serving.servable import Servable
-    from xception_serving.session_config import session_options
+    from xception_serving.runtime.servable import Servable
+    from xception_serving.runtime.session_config import session_options
 
     pixels = np.load(args.pixels)
     options = session_options(  # what xception-serve builds from the same flags
@@ -113,7 +113,7 @@ def main() -> int:
             single_image_latencies_s=single_latencies,
             signature=contract.PIXELS_SIGNATURE,
             tensorflow=tf.__version__,
-            runtime="TF1 Session (xception_serving.servable.Servable)",
+            runtime="TF1 Session (xception_serving.runtime.servable.Servable)",
             # 0: TensorFlow picks (one thread per core).
             intra_op_threads=options.config.intra_op_parallelism_threads,
             inter_op_threads=options.config.inter_op_parallelism_threads,

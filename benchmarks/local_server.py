@@ -1,5 +1,6 @@
-"""The local server as the benchmark runs it: ``xception_serving.process`` with the benchmark's
-flags. Servers are launched without waiting, so two can load their models at once, then awaited.
+"""The local server as the benchmark runs it: ``xception_serving.testing.process`` with the
+benchmark's flags. Servers are launched without waiting, so two can load their models at once,
+then awaited.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from xception_serving import process
+from xception_serving.testing import process
 
 
 def launch(

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from xception_contract import layout
-from xception_serving.cpu_features import cpu_bfloat16_flags
+from xception_serving.runtime.cpu_features import cpu_bfloat16_flags
 
 from benchmarks import SOURCE_ROOT, local_server, stats
 from benchmarks.exports import ensure_export

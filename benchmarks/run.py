@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from xception_contract import tf_startup
-from xception_serving.process import ServerProcess
+from xception_serving.testing.process import ServerProcess
 
 from benchmarks import (
     batching_file,

@@ -4,10 +4,10 @@
         --model-name xception --image samples/cat.jpg
 
 Every step is the real tool: `xception-export` (only when the base path has no version yet), the
-`xception-serve` server on a free loopback port (`xception_serving.process`, the helper the tests
-and the benchmark use too), and `xception_client.Client` for the request. It lives outside the
-three packages because it uses all three. Any failure ends with one `demo: error: ...` line and a
-non-zero exit.
+`xception-serve` server on a free loopback port (`xception_serving.testing.process`, the helper
+the tests and the benchmark use too), and `xception_client.Client` for the request. It lives
+outside the three packages because it uses all three. Any failure ends with one
+`demo: error: ...` line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from xception_client import Client
 from xception_contract import layout
-from xception_serving.process import ServerSpec, ServerStartError, running_server
+from xception_serving.testing.process import ServerSpec, ServerStartError, running_server
 
 READY_TIMEOUT_S = 600.0  # a full-size Xception load plus warmup on a busy CPU
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from xception_contract import DEFAULT_MODEL_NAME
-from xception_serving.process import free_port
+from xception_serving.testing.process import free_port
 
 from tests.fixtures.models import ExportedModel
 from tests.fixtures.servers import ServerProcess, start_local_server

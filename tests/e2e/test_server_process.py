@@ -15,7 +15,7 @@ import grpc
 import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from xception_serving.process import BIND_FAILURE, free_port
+from xception_serving.testing.process import BIND_FAILURE, free_port
 
 from tests.fixtures.pki import make_pki
 from tests.fixtures.rpc import assert_refused_in_the_tls_handshake

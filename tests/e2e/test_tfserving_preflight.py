@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from xception_serving.process import free_port
+from xception_serving.testing.process import free_port
 
 from tests.fixtures.models import ExportedModel
 from tests.fixtures.session_models import write_keras_module_version

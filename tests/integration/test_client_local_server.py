@@ -30,7 +30,7 @@ from xception_client import (
     Prediction,
     ServerUnavailable,
 )
-from xception_serving.process import free_port
+from xception_serving.testing.process import free_port
 
 from tests.fixtures.servers import start_local_server
 

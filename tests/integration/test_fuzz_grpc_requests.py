@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
-from xception_serving import tensors
+from xception_serving.runtime import tensors
 
 from tests.fixtures.fuzz import FuzzRun, damaged
 from tests.fixtures.servers import (

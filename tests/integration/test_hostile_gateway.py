@@ -41,7 +41,7 @@ from fastapi.testclient import TestClient
 from xception_client._proto import serving_pb2
 from xception_gateway import Settings, create_app
 from xception_gateway.fetch import FetchError, TooLarge, fetch_image
-from xception_serving.process import free_port
+from xception_serving.testing.process import free_port
 
 from tests.fixtures.images import image_bytes
 from tests.fixtures.rpc import loopback_grpc_server, wait_for

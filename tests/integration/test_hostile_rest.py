@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from xception_serving.http_server import HttpResponse, RestLimits, WaitressServer
-from xception_serving.process import ServerProcess
-from xception_serving.rest import json_error_page
+from xception_serving.api.rest.handler import json_error_page
+from xception_serving.api.rest.http_server import HttpResponse, RestLimits, WaitressServer
+from xception_serving.testing.process import ServerProcess
 
 from tests.fixtures.servers import start_local_server
 

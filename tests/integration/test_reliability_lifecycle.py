@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from xception_client import Client, DeadlineExceeded
-from xception_serving.process import free_port
+from xception_serving.testing.process import free_port
 
 from tests.fixtures.images import image_bytes
 from tests.fixtures.models import ExportedModel, new_version

@@ -263,7 +263,7 @@ def test_model_names_that_are_paths_are_not_found_and_never_load_anything(path_t
 
 
 def test_rest_paths_that_name_files_are_refused(path_trap: Any) -> None:
-    from xception_serving.rest import RestApi
+    from xception_serving.api.rest.handler import RestApi
 
     root, core, _ = path_trap
     api = RestApi(core, core.metrics, monitoring_path=None)

@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from xception_serving.metrics import Metrics
-from xception_serving.rest import RestServer
+from xception_serving.api.rest.handler import RestServer
+from xception_serving.observability.metrics import Metrics
 
 from tests.unit.test_rest_api import PROMETHEUS, HalfPlusTwoCore
 

@@ -14,7 +14,7 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from xception_serving.batching import BatchingOptions
+from xception_serving.runtime.batching import BatchingOptions
 
 from tests.fixtures.rpc import float_example
 from tests.fixtures.servers import in_process_server

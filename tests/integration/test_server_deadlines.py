@@ -24,11 +24,11 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
-from xception_serving.batching import BatchingOptions
-from xception_serving.core import ServingCore
-from xception_serving.errors import ServingError
-from xception_serving.grpc_server import GrpcServer
-from xception_serving.rest import RestApi
+from xception_serving.api.grpc.server import GrpcServer
+from xception_serving.api.rest.handler import RestApi
+from xception_serving.runtime.batching import BatchingOptions
+from xception_serving.runtime.core import ServingCore
+from xception_serving.runtime.errors import ServingError
 
 MODEL = "slow"
 # Loop iterations of the `slow` signature: about 30 s of CPU on this project's machines (a few

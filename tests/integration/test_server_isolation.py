@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from xception_serving.batching import BatchingOptions
-from xception_serving.core import ServingCore
-from xception_serving.errors import ServingError
-from xception_serving.rest import RestApi
+from xception_serving.api.rest.handler import RestApi
+from xception_serving.runtime.batching import BatchingOptions
+from xception_serving.runtime.core import ServingCore
+from xception_serving.runtime.errors import ServingError
 
 from tests.fixtures.models import new_version
 from tests.fixtures.rpc import wait_for
@@ -269,7 +269,7 @@ def test_a_grpc_call_beyond_the_worker_threads_is_refused_at_once_not_queued(
 ) -> None:
     # As TF Serving's --grpc_max_threads: one worker, held by a stuck call until its deadline.
     from tensorflow_serving.config import model_server_config_pb2
-    from xception_serving.grpc_server import GrpcServer
+    from xception_serving.api.grpc.server import GrpcServer
 
     config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.add(

@@ -345,7 +345,7 @@ def status_text(status: Any) -> str:
 def test_a_garbage_saved_model_pb_fails_its_load_with_tensorflow_s_data_loss(
     tmp_path: Path,
 ) -> None:
-    from xception_serving.core import ServingCore
+    from xception_serving.runtime.core import ServingCore
 
     write_corrupt_version(tmp_path / "broken", 5)
     config = model_server_config_pb2.ModelServerConfig()

@@ -142,7 +142,7 @@ def _status(core: Any, name: str) -> dict[int, tuple[int, int, str]]:
 
 def _core(base: Path, *, warmup: bool, poll_seconds: float = 0) -> Any:
     from tensorflow_serving.config import model_server_config_pb2
-    from xception_serving.core import ServingCore
+    from xception_serving.runtime.core import ServingCore
 
     config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.add(name="m", base_path=str(base), model_platform="tensorflow")
@@ -193,7 +193,7 @@ def test_the_local_server_refuses_a_keras_attached_version_and_keeps_serving_the
 def test_with_warmup_off_every_request_to_a_keras_attached_version_fails_as_in_tf_serving(
     tmp_path: Path,
 ) -> None:
-    from xception_serving.errors import ServingError
+    from xception_serving.runtime.errors import ServingError
 
     write_keras_module_version(tmp_path, 1, attach_keras_object=True)
     core = _core(tmp_path, warmup=False)
@@ -230,7 +230,7 @@ def _write_jit_compiled_version(base: Path) -> Path:
 def test_a_jit_compiled_model_fails_when_xla_compilation_is_off_as_by_default(
     tmp_path: Path,
 ) -> None:
-    from xception_serving.errors import ServingError
+    from xception_serving.runtime.errors import ServingError
 
     _write_jit_compiled_version(tmp_path)
     core = _core(tmp_path, warmup=False)  # the server's default: both XLA flags off
@@ -244,8 +244,8 @@ def test_a_jit_compiled_model_fails_when_xla_compilation_is_off_as_by_default(
 
 
 def test_a_jit_compiled_model_runs_when_an_xla_flag_enables_compilation(tmp_path: Path) -> None:
-    from xception_serving.servable import Servable
-    from xception_serving.session_config import session_options
+    from xception_serving.runtime.servable import Servable
+    from xception_serving.runtime.session_config import session_options
 
     _write_jit_compiled_version(tmp_path)
     servable = Servable("m", 1, tmp_path / "1", session_options(xla_cpu_compilation_enabled=True))

@@ -23,7 +23,7 @@ import xception_contract as contract
 from xception_client import AsyncClient, Client
 from xception_client.cli import main
 from xception_client.verify import RecordResult, VerifyReport
-from xception_serving.process import ServerProcess
+from xception_serving.testing.process import ServerProcess
 
 from tests.fixtures.models import SMALL_IMAGE_SIZE, ExportedModel, build_sensitive_xception
 from tests.fixtures.servers import start_local_server

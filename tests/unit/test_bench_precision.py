@@ -125,7 +125,7 @@ def test_the_xla_session_config_file_is_a_valid_configproto_the_server_accepts(
     tmp_path: Path,
 ) -> None:
     from tensorflow.core.protobuf import config_pb2
-    from xception_serving.session_config import session_options
+    from xception_serving.runtime.session_config import session_options
 
     precision.variants(tmp_path)
     options = session_options(

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from xception_serving import process as server_process
-from xception_serving.process import ServerSpec
+from xception_serving.testing import process as server_process
+from xception_serving.testing.process import ServerSpec
 
 from benchmarks import image_cache, limit_process, local_server, machine
 from benchmarks.options import parse_options

@@ -28,8 +28,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import model_pb2
-from xception_serving import json_text, rest_examples, rest_tensors, tensors
-from xception_serving.errors import ServingError
+from xception_serving.api.rest import examples as rest_examples
+from xception_serving.api.rest import json_reader, json_text
+from xception_serving.api.rest import tensors as rest_tensors
+from xception_serving.runtime import tensors
+from xception_serving.runtime.errors import ServingError
 
 from tests.fixtures.fuzz import FuzzRun, damaged
 
@@ -492,7 +495,7 @@ def is_rest_message(message: str) -> bool:
 
 def _predict(body: bytes) -> tuple[dict[str, Any], dict[str, tensor_pb2.TensorProto], str]:
     """The REST predict handler's parsing, up to the PredictRequest inputs."""
-    doc = json_text.parse_json(body)
+    doc = json_reader.parse_json(body)
     signature_name = rest_tensors.signature_name_of(doc)
     inputs, fmt = rest_tensors.fill_predict_inputs(doc, signature_name, _input_dtypes)
     assert set(inputs) == set(_input_dtypes(signature_name))  # one tensor per signature input
@@ -506,7 +509,7 @@ def _predict(body: bytes) -> tuple[dict[str, Any], dict[str, tensor_pb2.TensorPr
 
 def _examples(parse: Any, body: bytes) -> None:
     request = parse(body, model_pb2.ModelSpec(name="m"))
-    doc = json_text.parse_json(body)
+    doc = json_reader.parse_json(body)
     assert request.model_spec.name == "m"
     assert request.model_spec.signature_name == doc.get("signature_name", "")
     kind = request.input.WhichOneof("kind")

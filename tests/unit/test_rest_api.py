@@ -21,11 +21,11 @@ from tensorflow_serving.apis import (
     predict_pb2,
     regression_pb2,
 )
-from xception_serving import rest
-from xception_serving.errors import ServingError
-from xception_serving.http_server import RestLimits
-from xception_serving.metrics import Metrics
-from xception_serving.rest import RestApi, parse_route
+from xception_serving.api.rest import handler as rest
+from xception_serving.api.rest.handler import RestApi, parse_route
+from xception_serving.api.rest.http_server import RestLimits
+from xception_serving.observability.metrics import Metrics
+from xception_serving.runtime.errors import ServingError
 
 from tests.fixtures.rest import HALF_PLUS_TWO_STATUS, error_text
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-from xception_serving.batching import BatchingOptions, BatchScheduler
-from xception_serving.errors import ServingError
-from xception_serving.metrics import Metrics
+from xception_serving.observability.metrics import Metrics
+from xception_serving.runtime.batching import BatchingOptions, BatchScheduler
+from xception_serving.runtime.errors import ServingError
 
 SERVABLE = SimpleNamespace(name="m")
 # Two callers arriving together share one batch: it closes when full, long before this timeout.

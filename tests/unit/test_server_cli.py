@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from xception_serving import cli
+from xception_serving import cli, options
 
 
 def test_parser_accepts_tf_serving_flag_syntaxes() -> None:
@@ -77,13 +77,14 @@ def test_unknown_flags_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_grpc_channel_arguments_parse_like_tf_serving() -> None:
-    assert cli.channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb") == [
+    parsed = options.channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb")
+    assert parsed == [
         ("grpc.max_connection_age_ms", 2000),
         ("grpc.lb_policy_name", "grpclb"),
     ]
-    assert cli.channel_arguments("") == []
-    with pytest.raises(cli.StartupError):
-        cli.channel_arguments("novalue")
+    assert options.channel_arguments("") == []
+    with pytest.raises(options.StartupError):
+        options.channel_arguments("novalue")
 
 
 def test_an_unsupported_otel_exporter_fails_startup_before_any_model_loads(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from xception_serving.errors import ServingError, from_exception, grpc_message
-from xception_serving.metrics import LATENCY_BUCKETS_US, Metrics
+from xception_serving.observability.metrics import LATENCY_BUCKETS_US, Metrics
+from xception_serving.runtime.errors import ServingError, from_exception, grpc_message
 
 
 class FakeOpError(Exception):

@@ -1,6 +1,7 @@
-"""`xception_serving.process`: how a child server is judged ready, failed or late, and when a
-start is retried. Children here are tiny Python scripts standing in for xception-serve, so the
-rules are checked without loading TensorFlow; every real server in the suite goes through it too.
+"""`xception_serving.testing.process`: how a child server is judged ready, failed or late, and
+when a start is retried. Children here are tiny Python scripts standing in for xception-serve, so
+the rules are checked without loading TensorFlow; every real server in the suite goes through it
+too.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from xception_serving import process
-from xception_serving.process import READY_LINE, ServerProcess, ServerSpec, ServerStartError
+from xception_serving.testing import process
+from xception_serving.testing.process import READY_LINE, ServerProcess, ServerSpec, ServerStartError
 
 
 def child(tmp_path: Path, script: str, name: str = "server.log") -> ServerProcess:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from xception_serving.config.files import ConfigError
-from xception_serving.cpu_features import cpu_bfloat16_flags
-from xception_serving.session_config import (
+from xception_serving.runtime.cpu_features import cpu_bfloat16_flags
+from xception_serving.runtime.session_config import (
     PARALLELISM_CONFLICT,
     mixed_precision_warning,
     session_options,

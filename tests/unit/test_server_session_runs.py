@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import grpc
 import numpy as np
 import pytest
-from xception_serving.errors import ServingError
-from xception_serving.session_runs import GRACE_S, SessionRuns, inter_op_busy_message
+from xception_serving.runtime.errors import ServingError
+from xception_serving.runtime.session_runs import GRACE_S, SessionRuns, inter_op_busy_message
 
 DEADLINE_S = 0.2
 # The caller must be back by its deadline + grace; 3 s is far above that on a busy machine, and

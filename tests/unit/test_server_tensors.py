@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from xception_serving import tensors
-from xception_serving.errors import ServingError
+from xception_serving.runtime import tensors
+from xception_serving.runtime.errors import ServingError
 
 
 def proto(dtype: int, shape: tuple[int, ...], **fields: object) -> tensor_pb2.TensorProto:

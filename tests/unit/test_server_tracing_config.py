@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
-from xception_serving import tracing
+from xception_serving.observability import tracing
 
 
 @pytest.mark.parametrize("exporter", [None, "none", ""])

@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import text_format
-from xception_serving.errors import ServingError
-from xception_serving.version_policy import (
+from xception_serving.runtime.errors import ServingError
+from xception_serving.runtime.version_policy import (
     ModelConfig,
     State,
     TrackedVersion,

@@ -40,19 +40,22 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from xception_serving import rest_examples, rest_status, rest_tensors
-from xception_serving.errors import ServingError, from_exception
-from xception_serving.http_server import (
+from xception_serving.api.rest import examples as rest_examples
+from xception_serving.api.rest import status as rest_status
+from xception_serving.api.rest import tensors as rest_tensors
+from xception_serving.api.rest.http_server import (
     DEFAULT_LIMITS,
     HttpResponse,
     RestLimits,
     WaitressServer,
 )
-from xception_serving.json_text import INT64_MAX, PrettyWriter, parse_json, to_bytes
+from xception_serving.api.rest.json_reader import parse_json
+from xception_serving.api.rest.json_text import INT64_MAX, PrettyWriter, to_bytes
+from xception_serving.runtime.errors import ServingError, from_exception
 
 if TYPE_CHECKING:  # annotations only: importing the core here would load TensorFlow
-    from xception_serving.core import ServingCore
-    from xception_serving.metrics import Metrics
+    from xception_serving.observability.metrics import Metrics
+    from xception_serving.runtime.core import ServingCore
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ loaded, as TF Serving's "Exporting HTTP/REST API" line comes last). It is stoppe
 TF Serving's graceful shutdown, and killed if it has not exited in time. A server that dies or
 never becomes ready raises ``ServerStartError`` with its exit code and the end of its log.
 
-Standard library only: importing this module loads no TensorFlow.
+Standard library only (and the server's stdlib-only ``options``): importing this module loads
+no TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-READY_LINE = "xception-serve: ready"  # printed to stdout once every port serves
-BIND_FAILURE = "could not bind"  # in the log when a port is taken (cli.check_ports, grpc_server.py)
+from xception_serving.options import BIND_FAILURE, READY_LINE
+
 LOOPBACK = "127.0.0.1"
 
 StartProblem = Literal["exited", "bind", "timeout"]

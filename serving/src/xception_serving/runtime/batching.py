@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from xception_serving.errors import ServingError, from_exception
-from xception_serving.metrics import Metrics
+from xception_serving.observability.metrics import Metrics
+from xception_serving.runtime.errors import ServingError, from_exception
 
 if TYPE_CHECKING:  # keep this module importable without TensorFlow
     from xception_serving.config.files import BatchingParameters
-    from xception_serving.servable import Servable
+    from xception_serving.runtime.servable import Servable
 
 Outputs = dict[str, np.ndarray]
 # (servable, signature, inputs, deadline) -> outputs: one Session run, ended by TensorFlow at the

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from xception_serving.errors import ServingError
+from xception_serving.runtime.errors import ServingError
 
 
 def _ordered(descriptor: Descriptor, obj: Any) -> Any:

@@ -27,9 +27,10 @@ from tensorflow_serving.apis import (
 )
 
 from xception_serving.config.files import SSLConfig
-from xception_serving.core import ServingCore
-from xception_serving.errors import from_exception, grpc_message
-from xception_serving.metrics import Metrics
+from xception_serving.observability.metrics import Metrics
+from xception_serving.options import BIND_FAILURE
+from xception_serving.runtime.core import ServingCore
+from xception_serving.runtime.errors import from_exception, grpc_message
 
 MAX_MESSAGE_BYTES = 2147483647
 # Names set to SERVING: "" (overall), TF Serving's short names, and the full service names.
@@ -215,13 +216,13 @@ class GrpcServer:
         else:
             self.port = self._server.add_insecure_port(address)
         if self.port == 0:
-            raise OSError(f"could not bind gRPC port {address}")
+            raise OSError(f"{BIND_FAILURE} gRPC port {address}")
         self.set_serving(False)
 
     def add_unix_socket(self, path: str) -> None:
         """Also listen on `unix:<path>` (TF Serving's --grpc_socket_path)."""
         if self._server.add_insecure_port(f"unix:{path}") == 0:
-            raise OSError(f"could not bind unix:{path}")
+            raise OSError(f"{BIND_FAILURE} unix:{path}")
 
     def set_serving(self, serving: bool) -> None:
         status = (

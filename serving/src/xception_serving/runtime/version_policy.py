@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, TypeAlias
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from xception_serving.errors import ServingError
+from xception_serving.runtime.errors import ServingError
 
 if TYPE_CHECKING:
-    from xception_serving.servable import Servable
+    from xception_serving.runtime.servable import Servable
 
 log = logging.getLogger("xception_serving")
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 
-# The thread-flag rule lives in the TensorFlow-free cli module, which checks it before TF loads.
-from xception_serving.cli import PARALLELISM_CONFLICT, parallelism_conflict  # re-exported
 from xception_serving.config.files import ConfigError, read_text_proto
-from xception_serving.cpu_features import BF16_CPU_FLAGS, cpu_bfloat16_flags
-from xception_serving.servable import SessionOptions
+
+# The thread-flag rule lives in the TensorFlow-free cli module, which checks it before TF loads.
+from xception_serving.options import PARALLELISM_CONFLICT, parallelism_conflict  # re-exported
+from xception_serving.runtime.cpu_features import BF16_CPU_FLAGS, cpu_bfloat16_flags
+from xception_serving.runtime.servable import SessionOptions
 
 BFLOAT16 = "bfloat16"
 

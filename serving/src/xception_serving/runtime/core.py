@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -34,15 +34,15 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from xception_serving import inference
-from xception_serving.batching import BatchingOptions, BatchScheduler
 from xception_serving.config.files import ConfigError, read_model_server_config
-from xception_serving.errors import ServingError, code_number, from_exception, invalid
-from xception_serving.manager import ModelManager
-from xception_serving.metrics import Metrics
-from xception_serving.servable import Servable, SessionOptions
-from xception_serving.session_runs import SessionRuns
-from xception_serving.warmup import run_warmup
+from xception_serving.observability.metrics import Metrics
+from xception_serving.runtime import inference
+from xception_serving.runtime.batching import BatchingOptions, BatchScheduler
+from xception_serving.runtime.errors import ServingError, code_number, from_exception, invalid
+from xception_serving.runtime.manager import ModelManager
+from xception_serving.runtime.servable import Servable, SessionOptions
+from xception_serving.runtime.session_runs import SessionRuns
+from xception_serving.runtime.warmup import run_warmup
 
 log = logging.getLogger("xception_serving")
 
@@ -133,6 +133,13 @@ class ServingCore:
 
         self._config_poller = threading.Thread(target=loop, name="config-poller", daemon=True)
         self._config_poller.start()
+
+    def on_availability_changed(self, callback: Callable[[bool], None]) -> None:
+        """Call `callback(any version available)` whenever that changes (the health service)."""
+        self.manager.availability_changed = callback
+
+    def any_available(self) -> bool:
+        return self.manager.any_available()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import grpc
 from tensorflow_serving.apis import get_model_status_pb2
 
-from xception_serving.errors import ServingError, code_number
-from xception_serving.version_policy import TrackedVersion
+from xception_serving.runtime.errors import ServingError, code_number
+from xception_serving.runtime.version_policy import TrackedVersion
 
 
 def model_status(

@@ -23,9 +23,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from xception_serving import tensors
-from xception_serving.errors import ServingError, invalid
-from xception_serving.json_text import (
+from xception_serving.api.rest.json_text import (
     INT64_MAX,
     INT64_MIN,
     UINT64_MAX,
@@ -38,6 +36,8 @@ from xception_serving.json_text import (
     quote_bytes,
     to_bytes,
 )
+from xception_serving.runtime import tensors
+from xception_serving.runtime.errors import ServingError, invalid
 
 Format = Literal["row", "columnar"]
 # One tensor element as the JSON walk yields it and `tensors` stores it in a typed field.

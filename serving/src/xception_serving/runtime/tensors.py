@@ -16,7 +16,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.python.framework import dtypes as tf_dtypes
 
-from xception_serving.errors import ServingError
+from xception_serving.runtime.errors import ServingError
 
 # TensorFlow ships no stubs for its protos, so mypy sees this alias as Any; it names the message.
 TensorProto: TypeAlias = tensor_pb2.TensorProto

@@ -16,9 +16,9 @@ import grpc
 from tensorflow_serving.apis import prediction_log_pb2
 from xception_contract import layout
 
-from xception_serving.errors import ServingError
-from xception_serving.metrics import Metrics
-from xception_serving.servable import Servable
+from xception_serving.observability.metrics import Metrics
+from xception_serving.runtime.errors import ServingError
+from xception_serving.runtime.servable import Servable
 
 log = logging.getLogger("xception_serving")
 

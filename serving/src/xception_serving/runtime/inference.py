@@ -24,9 +24,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from xception_serving import tensors
-from xception_serving.errors import ServingError, invalid
-from xception_serving.servable import Servable, SignatureInfo
+from xception_serving.runtime import tensors
+from xception_serving.runtime.errors import ServingError, invalid
+from xception_serving.runtime.servable import Servable, SignatureInfo
 
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_METHOD = "tensorflow/serving/classify"

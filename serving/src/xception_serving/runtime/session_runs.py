@@ -32,7 +32,7 @@ from typing import Protocol
 import grpc
 import numpy as np
 
-from xception_serving.errors import ServingError
+from xception_serving.runtime.errors import ServingError
 
 log = logging.getLogger("xception_serving")
 

@@ -15,8 +15,8 @@ from typing import TypeVar
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, model_pb2, regression_pb2
 
-from xception_serving.errors import ServingError, invalid
-from xception_serving.json_text import (
+from xception_serving.api.rest.json_reader import parse_json
+from xception_serving.api.rest.json_text import (
     INT64_MAX,
     JsonValue,
     PrettyWriter,
@@ -24,10 +24,9 @@ from xception_serving.json_text import (
     json_type,
     json_value_to_string,
     list_member,
-    parse_json,
     to_bytes,
 )
-from xception_serving.rest_tensors import (
+from xception_serving.api.rest.tensors import (
     FLOAT32_MAX,
     FLOAT_MAX_INT,
     decode_base64_object,
@@ -36,6 +35,7 @@ from xception_serving.rest_tensors import (
     lossy_error,
     signature_name_of,
 )
+from xception_serving.runtime.errors import ServingError, invalid
 
 
 def _proto_string(text: str, what: str) -> str:

@@ -21,12 +21,12 @@ import grpc
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from xception_serving.errors import ServingError, from_exception
-from xception_serving.metrics import Metrics
-from xception_serving.model_source import Poller, versions_on_disk
-from xception_serving.model_status import model_status
-from xception_serving.servable import Servable, SessionOptions
-from xception_serving.version_policy import (
+from xception_serving.observability.metrics import Metrics
+from xception_serving.runtime.errors import ServingError, from_exception
+from xception_serving.runtime.model_source import Poller, versions_on_disk
+from xception_serving.runtime.model_status import model_status
+from xception_serving.runtime.servable import Servable, SessionOptions
+from xception_serving.runtime.version_policy import (
     ModelConfig,
     State,
     TrackedVersion,

@@ -1,0 +1,1 @@
+"""TF Serving's gRPC API (PredictionService, ModelService) over the runtime."""

@@ -1,0 +1,1 @@
+"""What the server tells operators: TF Serving's Prometheus metrics and OpenTelemetry spans."""

@@ -1,0 +1,1 @@
+"""Support for running ``xception-serve`` as a child process (tests, benchmarks, demo)."""
