@@ -15,7 +15,7 @@ REST_PORT ?= 8501
 GATEWAY_PORT ?= 8080
 IMAGE ?= samples/cat.jpg
 INPUT ?= samples/*.jpg
-OUTPUT ?= out/bulk
+OUTPUT ?= out/bulk/$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
 # The TF Serving release the launcher pins; `make check-tfserving` checks exports under its TensorFlow.
@@ -83,8 +83,9 @@ test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end, compa
 test-unit: $(STAMP) ## run only the fast unit tier
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff, mypy --strict, the import contracts (pyproject.toml [tool.importlinter])
+lint: $(STAMP) ## ruff check and format, mypy --strict, the import contracts ([tool.importlinter])
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -39,8 +39,9 @@ def tuned_host(path: Path) -> tuple[str, int] | None:
 
 
 def _comment(text: str) -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent="# ", subsequent_indent="# ",
-                         break_on_hyphens=False)
+    return textwrap.wrap(
+        text, WIDTH, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False
+    )
 
 
 def parameters(decision: Decision) -> config_files.BatchingParameters:

@@ -73,8 +73,11 @@ class Goal:
         return point.p99_ms if self.p99_ms is not None else point.p50_ms
 
     def __str__(self) -> str:
-        bounds = [f"{name} <= {value:g} ms" for name, value in
-                  (("p50", self.p50_ms), ("p99", self.p99_ms)) if value is not None]
+        bounds = [
+            f"{name} <= {value:g} ms"
+            for name, value in (("p50", self.p50_ms), ("p99", self.p99_ms))
+            if value is not None
+        ]
         return " and ".join(bounds)
 
 
@@ -115,15 +118,23 @@ class Decision:
         raise KeyError(name)
 
 
-def decide(points: Sequence[Point], goal: Goal, hardware: Hardware, *,
-           peak_concurrency: int = 16, min_gain: float = MIN_GAIN,
-           largest_request: int = 1) -> Decision:
+def decide(
+    points: Sequence[Point],
+    goal: Goal,
+    hardware: Hardware,
+    *,
+    peak_concurrency: int = 16,
+    min_gain: float = MIN_GAIN,
+    largest_request: int = 1,
+) -> Decision:
     """Every BatchingParameters value from ``points`` (one per measured batch size).
     ``largest_request``: the most images one request carries (max_batch_size must hold it)."""
     table = _checked(points)
     if peak_concurrency < 1 or min_gain < 0 or largest_request < 1:
-        raise ValueError(f"peak concurrency and largest request must be >= 1 and min gain >= 0, "
-                         f"got {peak_concurrency}, {largest_request} and {min_gain}")
+        raise ValueError(
+            f"peak concurrency and largest request must be >= 1 and min gain >= 0, "
+            f"got {peak_concurrency}, {largest_request} and {min_gain}"
+        )
     chosen, goal_met, why_size = choose_max_batch_size(table, goal, min_gain, largest_request)
     threads, why_threads = choose_num_batch_threads(table, chosen, hardware)
     queue, why_queue = choose_max_enqueued_batches(threads, chosen.batch_size, peak_concurrency)
@@ -137,7 +148,9 @@ def decide(points: Sequence[Point], goal: Goal, hardware: Hardware, *,
             Setting("max_enqueued_batches", queue, why_queue),
             Setting("allowed_batch_sizes", allowed, why_allowed),
         ),
-        goal=goal, goal_met=goal_met, chosen=chosen,
+        goal=goal,
+        goal_met=goal_met,
+        chosen=chosen,
     )
 
 
@@ -149,14 +162,17 @@ def _checked(points: Sequence[Point]) -> list[Point]:
         raise ValueError(f"batch sizes must be distinct positive integers, got {sizes}")
     for p in points:
         if not all(math.isfinite(v) and v > 0 for v in (p.throughput, p.p50_ms, p.p99_ms)):
-            raise ValueError(f"batch {p.batch_size}: throughput and latencies must be positive, "
-                             f"got {p}")
+            raise ValueError(
+                f"batch {p.batch_size}: throughput and latencies must be positive, got {p}"
+            )
     return sorted(points, key=lambda p: p.batch_size)
 
 
 def _describe(p: Point) -> str:
-    return f"batch {p.batch_size}: {p.throughput:.1f} img/s, p50 {p.p50_ms:.0f} ms, " \
-           f"p99 {p.p99_ms:.0f} ms"
+    return (
+        f"batch {p.batch_size}: {p.throughput:.1f} img/s, p50 {p.p50_ms:.0f} ms, "
+        f"p99 {p.p99_ms:.0f} ms"
+    )
 
 
 def _gain(a: Point, b: Point) -> float:
@@ -164,82 +180,123 @@ def _gain(a: Point, b: Point) -> float:
     return a.throughput / b.throughput - 1
 
 
-def choose_max_batch_size(table: Sequence[Point], goal: Goal, min_gain: float,
-                          largest_request: int = 1) -> tuple[Point, bool, str]:
+def choose_max_batch_size(
+    table: Sequence[Point], goal: Goal, min_gain: float, largest_request: int = 1
+) -> tuple[Point, bool, str]:
     """The chosen point, whether it meets the goal, and why. Sizes under ``largest_request``
     are no candidates: TF Serving refuses a request of more images than max_batch_size."""
     usable = [p for p in table if p.batch_size >= largest_request]
     if not usable:
-        raise ValueError(f"no measured batch size holds the largest request ({largest_request} "
-                         f"images): measure sizes up to at least {largest_request}")
-    floor = "" if len(usable) == len(table) else (
-        f" Sizes under {largest_request} are no candidates: requests carry up to "
-        f"{largest_request} images, and TF Serving refuses a larger one than max_batch_size "
-        f"(INVALID_ARGUMENT \"Task size N is larger than maximum input batch size\"), warmup "
-        f"records included.")
+        raise ValueError(
+            f"no measured batch size holds the largest request ({largest_request} "
+            f"images): measure sizes up to at least {largest_request}"
+        )
+    floor = (
+        ""
+        if len(usable) == len(table)
+        else (
+            f" Sizes under {largest_request} are no candidates: requests carry up to "
+            f"{largest_request} images, and TF Serving refuses a larger one than max_batch_size "
+            f'(INVALID_ARGUMENT "Task size N is larger than maximum input batch size"), warmup '
+            f"records included."
+        )
+    )
     meeting = [p for p in usable if goal.met_by(p)]
     if not meeting:
         lowest = min(usable, key=goal.latency)
-        return lowest, False, (
-            f"GOAL NOT MET: no usable batch size meets {goal}; {_describe(lowest)} has the "
-            f"lowest latency and is used. Batching cannot bring the latency under one run of "
-            f"the smallest usable batch: relax the goal or give the model faster hardware."
-            + floor)
+        return (
+            lowest,
+            False,
+            (
+                f"GOAL NOT MET: no usable batch size meets {goal}; {_describe(lowest)} has the "
+                f"lowest latency and is used. Batching cannot bring the latency under one run of "
+                f"the smallest usable batch: relax the goal or give the model faster hardware."
+                + floor
+            ),
+        )
     best = max(meeting, key=lambda p: p.throughput)
     chosen = min((p for p in meeting if _gain(best, p) < min_gain), key=lambda p: p.batch_size)
-    parts = [f"{_describe(chosen)} (measured: " + "; ".join(
-        f"{p.batch_size}: {p.throughput:.1f}" for p in table) + " img/s)."]
+    parts = [
+        f"{_describe(chosen)} (measured: "
+        + "; ".join(f"{p.batch_size}: {p.throughput:.1f}" for p in table)
+        + " img/s)."
+    ]
     if best is not chosen:
-        parts.append(f"Batch {best.batch_size} is {_gain(best, chosen):+.1%}, under the "
-                     f"{min_gain:.0%} a bigger batch must add for its callers' longer wait.")
+        parts.append(
+            f"Batch {best.batch_size} is {_gain(best, chosen):+.1%}, under the "
+            f"{min_gain:.0%} a bigger batch must add for its callers' longer wait."
+        )
     bigger = [p for p in table if p.batch_size > chosen.batch_size]
     missing = [p for p in bigger if not goal.met_by(p)]
     if missing:
-        parts.append(f"Batch {missing[0].batch_size} misses the goal ({goal}): "
-                     f"p50 {missing[0].p50_ms:.0f} ms, p99 {missing[0].p99_ms:.0f} ms.")
+        parts.append(
+            f"Batch {missing[0].batch_size} misses the goal ({goal}): "
+            f"p50 {missing[0].p50_ms:.0f} ms, p99 {missing[0].p99_ms:.0f} ms."
+        )
     elif not bigger and len(table) > 1 and _gain(chosen, table[-2]) >= min_gain:
-        parts.append(f"Still {_gain(chosen, table[-2]):+.1%} over batch {table[-2].batch_size} "
-                     f"at the largest size measured: measure larger sizes.")
-    parts.append(f"Rule: the smallest batch within {min_gain:.0%} of the best throughput that "
-                 f"meets {goal}; the guide: tune it for the balance between throughput and "
-                 f"latency [{GUIDE}]." + floor)
+        parts.append(
+            f"Still {_gain(chosen, table[-2]):+.1%} over batch {table[-2].batch_size} "
+            f"at the largest size measured: measure larger sizes."
+        )
+    parts.append(
+        f"Rule: the smallest batch within {min_gain:.0%} of the best throughput that "
+        f"meets {goal}; the guide: tune it for the balance between throughput and "
+        f"latency [{GUIDE}]." + floor
+    )
     return chosen, True, " ".join(parts)
 
 
-def choose_num_batch_threads(table: Sequence[Point], chosen: Point, hardware: Hardware
-                             ) -> tuple[int, str]:
-    rule = (f"The guide: num_batch_threads \"equal to the number of CPU cores\" "
-            f"({hardware.cores} here) [{GUIDE}].")
+def choose_num_batch_threads(
+    table: Sequence[Point], chosen: Point, hardware: Hardware
+) -> tuple[int, str]:
+    rule = (
+        f'The guide: num_batch_threads "equal to the number of CPU cores" '
+        f"({hardware.cores} here) [{GUIDE}]."
+    )
     if hardware.device == "gpu":
-        return hardware.cores, (f"{rule} On a GPU, batches in flight overlap one batch's CPU "
-                                f"work (JPEG decode, resize) with another's GPU work.")
+        return hardware.cores, (
+            f"{rule} On a GPU, batches in flight overlap one batch's CPU "
+            f"work (JPEG decode, resize) with another's GPU work."
+        )
     per_batch = hardware.intra_op_threads or hardware.cores
     threads = max(1, hardware.cores // min(per_batch, hardware.cores))
-    pool = ("TensorFlow's default, one thread per core" if not hardware.intra_op_threads
-            else f"{hardware.intra_op_threads} threads")
+    pool = (
+        "TensorFlow's default, one thread per core"
+        if not hardware.intra_op_threads
+        else f"{hardware.intra_op_threads} threads"
+    )
     single = table[0]
-    measured = ("" if single is chosen else
-                f" (batch {single.batch_size}: {single.throughput:.1f} img/s against "
-                f"{chosen.throughput:.1f} at batch {chosen.batch_size})")
+    measured = (
+        ""
+        if single is chosen
+        else f" (batch {single.batch_size}: {single.throughput:.1f} img/s against "
+        f"{chosen.throughput:.1f} at batch {chosen.batch_size})"
+    )
     return threads, (
         f"{rule} That rule counts one core per batch; here one batch's Session run spreads its "
         f"ops over {min(per_batch, hardware.cores)} core(s) (intra-op pool: {pool}), so "
         f"{hardware.cores} / {min(per_batch, hardware.cores)} = {threads} batch(es) at a time. "
         f"More would split the same cores and, with callers merging only while every thread is "
-        f"busy, form smaller batches{measured}.")
+        f"busy, form smaller batches{measured}."
+    )
 
 
-def choose_max_enqueued_batches(threads: int, max_batch_size: int, peak_concurrency: int
-                                ) -> tuple[int, str]:
+def choose_max_enqueued_batches(
+    threads: int, max_batch_size: int, peak_concurrency: int
+) -> tuple[int, str]:
     holds_peak = math.ceil(peak_concurrency / max_batch_size)
     queue = max(threads, holds_peak)
-    reason = (f"The guide, online serving: max_enqueued_batches \"equal to num_batch_threads\" "
-              f"({threads}), so a busy server answers UNAVAILABLE at once and the caller can go "
-              f"to another replica instead of queueing [{GUIDE}].")
+    reason = (
+        f'The guide, online serving: max_enqueued_batches "equal to num_batch_threads" '
+        f"({threads}), so a busy server answers UNAVAILABLE at once and the caller can go "
+        f"to another replica instead of queueing [{GUIDE}]."
+    )
     if queue > threads:
-        reason += (f" Raised to ceil({peak_concurrency} callers / {max_batch_size}) = {queue} "
-                   f"so the stated peak of {peak_concurrency} concurrent single-image callers "
-                   f"never finds the queue full.")
+        reason += (
+            f" Raised to ceil({peak_concurrency} callers / {max_batch_size}) = {queue} "
+            f"so the stated peak of {peak_concurrency} concurrent single-image callers "
+            f"never finds the queue full."
+        )
     return queue, reason
 
 
@@ -249,31 +306,38 @@ def choose_batch_timeout_micros(chosen: Point, device: Device) -> tuple[int, str
         low, high = GPU_TIMEOUT_RANGE_US
         micros = int(min(high, max(low, round(GPU_TIMEOUT_SHARE * run_ms * 1000, -2))))
         return micros, (
-            f"The guide, GPU: \"typically a few milliseconds\" to rein in tail latency "
+            f'The guide, GPU: "typically a few milliseconds" to rein in tail latency '
             f"[{GUIDE}]. {GPU_TIMEOUT_SHARE:.0%} of batch {chosen.batch_size}'s "
             f"{run_ms:.1f} ms run, within {low}-{high} us: an under-full batch waits at most "
-            f"that long for company. Try 0 too.")
+            f"that long for company. Try 0 too."
+        )
     if run_ms >= CPU_TIMEOUT_WORTH_TRYING_BELOW_MS:
         return 0, (
-            f"The guide, CPU-only: start at 0, then try 1-10 ms, \"keeping in mind that 0 may be "
-            f"the optimal value\" [{GUIDE}]. Batch {chosen.batch_size} runs {run_ms:.0f} ms "
+            f'The guide, CPU-only: start at 0, then try 1-10 ms, "keeping in mind that 0 may be '
+            f'the optimal value" [{GUIDE}]. Batch {chosen.batch_size} runs {run_ms:.0f} ms '
             f"here: while one batch runs, the next callers queue and form the next batch by "
-            f"themselves, so a timeout would only delay a lone caller.")
+            f"themselves, so a timeout would only delay a lone caller."
+        )
     return CPU_TIMEOUT_US, (
-        f"The guide, CPU-only: 0 to start, then 1-10 ms; \"slightly above zero, e.g. 1 "
-        f"millisecond\" smooths batch sizes at low request rates [{GUIDE}]. Batch "
+        f'The guide, CPU-only: 0 to start, then 1-10 ms; "slightly above zero, e.g. 1 '
+        f'millisecond" smooths batch sizes at low request rates [{GUIDE}]. Batch '
         f"{chosen.batch_size} runs only {run_ms:.0f} ms here (under "
-        f"{CPU_TIMEOUT_WORTH_TRYING_BELOW_MS:.0f} ms), so 1 ms of waiting can fill a batch.")
+        f"{CPU_TIMEOUT_WORTH_TRYING_BELOW_MS:.0f} ms), so 1 ms of waiting can fill a batch."
+    )
 
 
-def choose_allowed_batch_sizes(table: Sequence[Point], max_batch_size: int, device: Device
-                               ) -> tuple[tuple[int, ...] | None, str]:
+def choose_allowed_batch_sizes(
+    table: Sequence[Point], max_batch_size: int, device: Device
+) -> tuple[tuple[int, ...] | None, str]:
     if device == "cpu":
-        return None, ("Not set: padding to fixed sizes only pays where each batch shape costs a "
-                      "compile or autotune (GPU, XLA); on CPU it would compute padding rows for "
-                      "nothing.")
+        return None, (
+            "Not set: padding to fixed sizes only pays where each batch shape costs a "
+            "compile or autotune (GPU, XLA); on CPU it would compute padding rows for "
+            "nothing."
+        )
     sizes = tuple(p.batch_size for p in table if p.batch_size <= max_batch_size)
     return sizes, (
         f"The measured sizes up to max_batch_size: the guide's allowed_batch_sizes constrains "
         f"the batch shapes [{GUIDE}], so a GPU pays one cuDNN autotune (and compile, with XLA) "
-        f"per size; put one warmup record per size in assets.extra so no user pays it.")
+        f"per size; put one warmup record per size in assets.extra so no user pays it."
+    )

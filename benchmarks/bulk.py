@@ -77,8 +77,9 @@ _SUMMARY = re.compile(
 )
 
 
-def measure_command(args: Sequence[str], folder: Path, build_dir: Path, name: str,
-                    log: Log) -> BulkFigures:
+def measure_command(
+    args: Sequence[str], folder: Path, build_dir: Path, name: str, log: Log
+) -> BulkFigures:
     """``xception-bulk --input FOLDER/*.jpg --output NEW_FOLDER ARGS``, timed, with its peak
     memory and its own start-up and steady rate."""
     out = build_dir / "bulk-out" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -87,8 +88,13 @@ def measure_command(args: Sequence[str], folder: Path, build_dir: Path, name: st
     command = [str(script), "--input", str(folder / "*.jpg"), "--output", str(out), *args]
     started = time.perf_counter()
     with log_path.open("wb") as err:
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=SOURCE_ROOT,
-                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        child = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=SOURCE_ROOT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
         _pid, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     text = log_path.read_text(errors="replace")
@@ -99,19 +105,30 @@ def measure_command(args: Sequence[str], folder: Path, build_dir: Path, name: st
     classified, errors, first, steady = found[-1].groups()
     if int(errors):
         raise RuntimeError(f"xception-bulk: {errors} benchmark images failed (see {log_path})")
-    figures = BulkFigures(int(classified), wall, int(classified) / wall, float(first),
-                          float(steady), usage.ru_maxrss / 1024, found[-1].group(0))
-    log(f"bulk {name}: {figures.images} images in {wall:.1f} s, first result after "
+    figures = BulkFigures(
+        int(classified),
+        wall,
+        int(classified) / wall,
+        float(first),
+        float(steady),
+        usage.ru_maxrss / 1024,
+        found[-1].group(0),
+    )
+    log(
+        f"bulk {name}: {figures.images} images in {wall:.1f} s, first result after "
         f"{figures.startup_s:.1f} s, then {figures.steady_images_per_s:.2f} img/s, peak RSS "
-        f"{figures.peak_rss_mb:.0f} MB")
+        f"{figures.peak_rss_mb:.0f} MB"
+    )
     return figures
 
 
-def start_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_size: int, seconds: float,
-                build_dir: Path) -> LimitProcess:
+def start_limit(
+    model_dir: Path, pixels: Path, jpegs: Path, batch_size: int, seconds: float, build_dir: Path
+) -> LimitProcess:
     """The in-process limit's child, loaded: it measures at ``batch_size`` when asked."""
-    limit = LimitProcess(model_dir, pixels, [batch_size], seconds, jpegs,
-                         build_dir / "bulk-limit.log")
+    limit = LimitProcess(
+        model_dir, pixels, [batch_size], seconds, jpegs, build_dir / "bulk-limit.log"
+    )
     try:
         limit.wait_loaded(LOAD_TIMEOUT_S)
     except BaseException:
@@ -123,36 +140,60 @@ def start_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_size: int, sec
 def limit_figures(passes: Sequence[dict[str, Any]], batch_size: int) -> dict[str, Any]:
     """The best pass at ``batch_size`` (the machine is shared: load only slows a pass down)
     and the per-image JPEG decode time the limit measured."""
-    throughputs = [p["throughput"] for result in passes for p in result["per_batch_size"]
-                   if p["batch_size"] == batch_size]
+    throughputs = [
+        p["throughput"]
+        for result in passes
+        for p in result["per_batch_size"]
+        if p["batch_size"] == batch_size
+    ]
     decode = next((r["decode"] for r in passes if r.get("decode")), None) or {}
-    return {"batch_size": batch_size, "images_per_s": max(throughputs),
-            "passes_images_per_s": throughputs, "decode_ms_per_image": decode.get("ms_per_image")}
+    return {
+        "batch_size": batch_size,
+        "images_per_s": max(throughputs),
+        "passes_images_per_s": throughputs,
+        "decode_ms_per_image": decode.get("ms_per_image"),
+    }
 
 
-def measure_served(target: str, data: Sequence[bytes], concurrency: int, batch_size: int,
-                   seconds: float) -> dict[str, Any]:
+def measure_served(
+    target: str, data: Sequence[bytes], concurrency: int, batch_size: int, seconds: float
+) -> dict[str, Any]:
     """``Client.predict_many`` throughput at ``concurrency`` requests of ``batch_size`` images."""
     from xception_client import Client
 
     with Client(target, timeout=120) as client:
-        for _ in client.predict_many(data[: concurrency * batch_size], concurrency=concurrency,
-                                     images_per_request=batch_size):
+        for _ in client.predict_many(
+            data[: concurrency * batch_size], concurrency=concurrency, images_per_request=batch_size
+        ):
             pass  # warm-up: the server's first calls at each batch size
         images, started = 0, time.perf_counter()
         while images == 0 or time.perf_counter() - started < seconds:
-            for _ in client.predict_many(data, concurrency=concurrency,
-                                         images_per_request=batch_size):
+            for _ in client.predict_many(
+                data, concurrency=concurrency, images_per_request=batch_size
+            ):
                 images += 1
         elapsed = time.perf_counter() - started
-    return {"concurrency": concurrency, "images_per_request": batch_size, "images": images,
-            "images_per_s": images / elapsed}
+    return {
+        "concurrency": concurrency,
+        "images_per_request": batch_size,
+        "images": images,
+        "images_per_s": images / elapsed,
+    }
 
 
-def measure_bulk(model_dir: Path, bench: image_cache.ImageSet, pixels: Path, build_dir: Path, *,
-                 batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = DEFAULT_CONCURRENCY,
-                 repeat: int = DEFAULT_REPEAT, seconds: float = 6.0,
-                 batching_config: Path | None = None, log: Log = log) -> dict[str, Any]:
+def measure_bulk(
+    model_dir: Path,
+    bench: image_cache.ImageSet,
+    pixels: Path,
+    build_dir: Path,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    repeat: int = DEFAULT_REPEAT,
+    seconds: float = 6.0,
+    batching_config: Path | None = None,
+    log: Log = log,
+) -> dict[str, Any]:
     """Every bulk figure and its ratios (see the module docstring); JSON-ready.
 
     The server runs without batching by default: the CPU config's one-batch queue refuses four
@@ -164,20 +205,40 @@ def measure_bulk(model_dir: Path, bench: image_cache.ImageSet, pixels: Path, bui
     limit_process = start_limit(model_dir, pixels, bench.folder, batch_size, seconds, build_dir)
     try:
         passes = [limit_process.measure(LOAD_TIMEOUT_S)]
-        local = measure_command(["--model", str(model_dir), "--batch-size", str(batch_size)],
-                                folder, build_dir, "in-process", log)
-        server = local_server.launch("bulk", model_name="xception",
-                                     model_base_path=model_dir.parent, log_dir=build_dir,
-                                     batching_config=batching_config)
+        local = measure_command(
+            ["--model", str(model_dir), "--batch-size", str(batch_size)],
+            folder,
+            build_dir,
+            "in-process",
+            log,
+        )
+        server = local_server.launch(
+            "bulk",
+            model_name="xception",
+            model_base_path=model_dir.parent,
+            log_dir=build_dir,
+            batching_config=batching_config,
+        )
         try:
             local_server.wait_ready(server, LOAD_TIMEOUT_S)
-            served = measure_served(server.grpc_target, bench.data, concurrency, batch_size,
-                                    seconds)
+            served = measure_served(
+                server.grpc_target, bench.data, concurrency, batch_size, seconds
+            )
             log(f"bulk: served {served['images_per_s']:.2f} img/s at concurrency {concurrency}")
             remote = measure_command(
-                ["--server", server.grpc_target, "--batch-size", str(batch_size),
-                 f"--direct_num_workers={concurrency}", "--direct_running_mode=multi_threading"],
-                folder, build_dir, "remote", log)
+                [
+                    "--server",
+                    server.grpc_target,
+                    "--batch-size",
+                    str(batch_size),
+                    f"--direct_num_workers={concurrency}",
+                    "--direct_running_mode=multi_threading",
+                ],
+                folder,
+                build_dir,
+                "remote",
+                log,
+            )
         finally:
             server.stop()
         passes.append(limit_process.measure(LOAD_TIMEOUT_S))
@@ -188,9 +249,12 @@ def measure_bulk(model_dir: Path, bench: image_cache.ImageSet, pixels: Path, bui
     decode_s = (limit["decode_ms_per_image"] or 0.0) / 1000
     with_decode = 1 / (1 / limit["images_per_s"] + decode_s)
     return {
-        "batch_size": batch_size, "concurrency": concurrency,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
         "limit": {**limit, "images_per_s_with_decode": with_decode},
-        "in_process": asdict(local), "served": served, "remote": asdict(remote),
+        "in_process": asdict(local),
+        "served": served,
+        "remote": asdict(remote),
         "ratios": {
             "in_process_steady_vs_limit": local.steady_images_per_s / limit["images_per_s"],
             "in_process_steady_vs_limit_with_decode": local.steady_images_per_s / with_decode,
@@ -211,16 +275,21 @@ def format_report(result: dict[str, Any]) -> str:
             f"{f['steady_images_per_s']:.2f} steady, first result after {f['startup_s']:.1f} s, "
             f"peak RSS {f['peak_rss_mb']:.0f} MB"
         )
-    lines.append(f"  limit      {result['limit']['images_per_s']:.2f} img/s "
-                 f"({result['limit']['images_per_s_with_decode']:.2f} with JPEG decode)")
+    lines.append(
+        f"  limit      {result['limit']['images_per_s']:.2f} img/s "
+        f"({result['limit']['images_per_s_with_decode']:.2f} with JPEG decode)"
+    )
     lines.append(f"  served     {result['served']['images_per_s']:.2f} img/s")
     lines += [f"  {name}: {value:.2f}" for name, value in ratios.items()]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bulk", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bulk",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--image-size", type=int, default=299)
     parser.add_argument("--images", type=int, default=48, help="benchmark JPEGs (default 48)")
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT)
@@ -236,10 +305,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = SOURCE_ROOT / "models" / "bench" / f"xception-{args.image_size}"
     model_dir = ensure_model(base, args.image_size, log)
     bench = image_cache.bench_images(build_dir, args.images, args.seed)
-    pixels = image_cache.write_pixels(bench.data, args.image_size,
-                                      build_dir / f"pixels-{args.image_size}.npy")
-    result = measure_bulk(model_dir, bench, pixels, build_dir, batch_size=args.batch_size,
-                          concurrency=args.concurrency, repeat=args.repeat, seconds=args.seconds)
+    pixels = image_cache.write_pixels(
+        bench.data, args.image_size, build_dir / f"pixels-{args.image_size}.npy"
+    )
+    result = measure_bulk(
+        model_dir,
+        bench,
+        pixels,
+        build_dir,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        repeat=args.repeat,
+        seconds=args.seconds,
+    )
     (build_dir / "bulk.json").write_text(json.dumps(result, indent=2))
     print(format_report(result))
     return 0

@@ -72,8 +72,9 @@ def calibrate_batch_norm(model: Any, x: np.ndarray) -> None:
         layer.momentum = momentum
 
 
-def softmax_regression(features: np.ndarray, labels: np.ndarray, steps: int = 400
-                       ) -> tuple[np.ndarray, np.ndarray, float]:
+def softmax_regression(
+    features: np.ndarray, labels: np.ndarray, steps: int = 400
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Weights and bias of a linear softmax classifier on standardized features, folded back so
     they apply to the raw features; plus the training accuracy."""
     mean = features.mean(axis=0)
@@ -115,8 +116,13 @@ def build(out_dir: Path, image_size: int) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "classifier.keras")
     (out_dir / "labels.txt").write_text("".join(f"texture-{k}\n" for k in range(CLASSES)))
-    return {"train_accuracy": accuracy, "train_images": len(labels), "classes": CLASSES,
-            "seed": SEED, "image_size": image_size}
+    return {
+        "train_accuracy": accuracy,
+        "train_images": len(labels),
+        "classes": CLASSES,
+        "seed": SEED,
+        "image_size": image_size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

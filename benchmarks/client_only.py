@@ -29,19 +29,29 @@ def capture_response(target: str, model_name: str, image: bytes) -> bytes:
         return bytes(response.SerializeToString())
 
 
-def measure_against_stub(response: bytes, data: Sequence[bytes], size: int, model_name: str,
-                         concurrency: int, build_dir: Path) -> Row:
+def measure_against_stub(
+    response: bytes,
+    data: Sequence[bytes],
+    size: int,
+    model_name: str,
+    concurrency: int,
+    build_dir: Path,
+) -> Row:
     """Both paths' streams against the stub answering ``response``; the results'
     ``client_side.against_stub`` object."""
     canned = build_dir / "canned-response.pb"
     canned.write_bytes(response)
-    stub = subprocess.Popen([sys.executable, "-m", STUB_MODULE, str(canned)],
-                            stdout=subprocess.PIPE, text=True, cwd=SOURCE_ROOT)
+    stub = subprocess.Popen(
+        [sys.executable, "-m", STUB_MODULE, str(canned)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=SOURCE_ROOT,
+    )
     try:
         assert stub.stdout is not None
         port = int(stub.stdout.readline())
         target = f"127.0.0.1:{port}"
-        repeated = (list(data) * 3)[:STREAM_IMAGES * 3]  # more images: each costs little
+        repeated = (list(data) * 3)[: STREAM_IMAGES * 3]  # more images: each costs little
         out: Row = {}
         ours = load.OursGrpc(target, model_name, repeated, 30.0)
         usual = usual_way.UsualGrpc(target, model_name, repeated, size, 30.0)
@@ -51,15 +61,17 @@ def measure_against_stub(response: bytes, data: Sequence[bytes], size: int, mode
                 driver.stream(concurrency, concurrency)  # connect and warm up
                 out[key] = measure_stream(driver, repeated, concurrency, count=len(repeated))
             out["ours_by_images_per_request"] = {
-                str(n): measure_stream(ours, repeated, concurrency, count=len(repeated),
-                                       images_per_request=n)
+                str(n): measure_stream(
+                    ours, repeated, concurrency, count=len(repeated), images_per_request=n
+                )
                 for n in IMAGES_PER_REQUEST_SWEEP
             }
         finally:
             ours.close()
             usual.close()
         out["client_cpu_usual_over_ours"] = stats.ratio(
-            out["usual"]["client_cpu_ms_per_image"], out["ours"]["client_cpu_ms_per_image"])
+            out["usual"]["client_cpu_ms_per_image"], out["ours"]["client_cpu_ms_per_image"]
+        )
         return out
     finally:
         stub.kill()

@@ -21,10 +21,15 @@ def ensure_export(base: Path, export_args: Sequence[str], log: Log, what: str) -
         return existing
     log(f"exporting {what} to {base} (one-off)")
     exporter = Path(sys.executable).with_name("xception-export")
-    command = [str(exporter) if exporter.exists() else "xception-export", *export_args,
-               "--model-base-path", str(base)]
-    subprocess.run(command, check=True, timeout=600,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    command = [
+        str(exporter) if exporter.exists() else "xception-export",
+        *export_args,
+        "--model-base-path",
+        str(base),
+    ]
+    subprocess.run(
+        command, check=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    )
     exported = layout.resolve_version_dir(base)
     if exported is None:
         raise RuntimeError(f"xception-export left no SavedModel version under {base}")
@@ -33,5 +38,9 @@ def ensure_export(base: Path, export_args: Sequence[str], log: Log, what: str) -
 
 def ensure_model(base: Path, image_size: int, log: Log) -> Path:
     """The random-weight Xception the served and limit measurements use."""
-    return ensure_export(base, ["--weights", "random", "--image-size", str(image_size)], log,
-                         f"a random-weight Xception {image_size}x{image_size}")
+    return ensure_export(
+        base,
+        ["--weights", "random", "--image-size", str(image_size)],
+        log,
+        f"a random-weight Xception {image_size}x{image_size}",
+    )

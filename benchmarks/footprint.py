@@ -45,8 +45,9 @@ print(time.perf_counter() - t0, cpu() - c0)
 """
 
 
-def import_time(module: str, *, repeats: int, python: str = sys.executable,
-                timeout: float = 120.0) -> dict[str, Any]:
+def import_time(
+    module: str, *, repeats: int, python: str = sys.executable, timeout: float = 120.0
+) -> dict[str, Any]:
     """Best-of-``repeats`` wall and CPU seconds of ``import module`` in fresh interpreters."""
     walls: list[float] = []
     cpus: list[float] = []
@@ -54,13 +55,22 @@ def import_time(module: str, *, repeats: int, python: str = sys.executable,
     for _ in range(repeats):
         out = subprocess.run(
             [python, "-c", IMPORT_PROBE.format(module=module)],
-            capture_output=True, text=True, timeout=timeout, env=env, check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=True,
         )
         wall, cpu = (float(v) for v in out.stdout.split()[-2:])
         walls.append(wall)
         cpus.append(cpu)
-    return {"module": module, "best_wall_s": min(walls), "best_cpu_s": min(cpus),
-            "samples_wall_s": walls, "samples_cpu_s": cpus}
+    return {
+        "module": module,
+        "best_wall_s": min(walls),
+        "best_cpu_s": min(cpus),
+        "samples_wall_s": walls,
+        "samples_cpu_s": cpus,
+    }
 
 
 def _requirement_names(dist: metadata.Distribution) -> list[str]:
@@ -139,9 +149,18 @@ def client_venv_size(repo: Path, cache_file: Path, *, timeout: float = 240.0) ->
         bare = du_bytes(venv)
         # A non-editable install: what a user of the client gets.
         install = subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-             "--disable-pip-version-check", str(repo)],
-            timeout=timeout, capture_output=True, text=True,
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                str(repo),
+            ],
+            timeout=timeout,
+            capture_output=True,
+            text=True,
         )
         if install.returncode != 0:
             raise RuntimeError(
@@ -149,8 +168,11 @@ def client_venv_size(repo: Path, cache_file: Path, *, timeout: float = 240.0) ->
             )
         full = du_bytes(venv)
         freeze = subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "freeze"], check=True,
-            capture_output=True, text=True, timeout=60,
+            [str(venv / "bin" / "python"), "-m", "pip", "freeze"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
         ).stdout.splitlines()
     result = {
         "key": key,
@@ -211,10 +233,11 @@ def measure(import_repeats: int, venv_result: Mapping[str, Any]) -> dict[str, An
             client_venv_total_bytes=venv_result["venv_bytes"],
         )
     else:
-        failed = (f" (venv build failed: {venv_result['error']})" if "error" in venv_result
-                  else "")
-        installed.update(client_bytes=client_records["bytes"],
-                         client_method="RECORD sizes of its dependency closure in .venv" + failed)
+        failed = f" (venv build failed: {venv_result['error']})" if "error" in venv_result else ""
+        installed.update(
+            client_bytes=client_records["bytes"],
+            client_method="RECORD sizes of its dependency closure in .venv" + failed,
+        )
     return {
         "import": {
             "repeats": import_repeats,
@@ -222,8 +245,10 @@ def measure(import_repeats: int, venv_result: Mapping[str, Any]) -> dict[str, An
             "tfs_api_s": tfs["best_wall_s"],
             "xception_client_cpu_s": ours["best_cpu_s"],
             "tfs_api_cpu_s": tfs["best_cpu_s"],
-            "samples": {"xception_client": ours["samples_wall_s"],
-                        "tfs_api": tfs["samples_wall_s"]},
+            "samples": {
+                "xception_client": ours["samples_wall_s"],
+                "tfs_api": tfs["samples_wall_s"],
+            },
         },
         "installed": installed,
     }

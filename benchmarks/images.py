@@ -82,7 +82,12 @@ def generate(
         out = io.BytesIO()
         photo_like(width, height, rng).save(out, format="JPEG", quality=quality)
         images.append(
-            BenchImage(f"photo{index:03d}_{width}x{height}_q{quality}.jpg", width, height,
-                       quality, out.getvalue())
+            BenchImage(
+                f"photo{index:03d}_{width}x{height}_q{quality}.jpg",
+                width,
+                height,
+                quality,
+                out.getvalue(),
+            )
         )
     return images

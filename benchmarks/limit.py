@@ -51,9 +51,12 @@ def time_decode(folder: Path) -> dict[str, float]:
         for blob in blobs:
             decode(blob)
     elapsed = (time.perf_counter() - started) / rounds
-    return {"images": len(blobs), "ms_per_image": 1000 * elapsed / len(blobs),
-            "megapixels_per_s": pixels / elapsed / 1e6,
-            "mean_megapixels": pixels / len(blobs) / 1e6}
+    return {
+        "images": len(blobs),
+        "ms_per_image": 1000 * elapsed / len(blobs),
+        "megapixels_per_s": pixels / elapsed / 1e6,
+        "mean_megapixels": pixels / len(blobs) / 1e6,
+    }
 
 
 def main() -> int:
@@ -99,8 +102,11 @@ def main() -> int:
     decode = None
     for request in read_requests(sys.stdin):  # ends when the parent closes stdin (or goes away)
         if request.parity:
-            send_event(PARITY, signature=contract.BYTES_SIGNATURE,
-                       probabilities=parity(servable, args.jpegs))
+            send_event(
+                PARITY,
+                signature=contract.BYTES_SIGNATURE,
+                probabilities=parity(servable, args.jpegs),
+            )
             continue
         sizes = request.batch_sizes or batch_sizes
         if decode is None and args.jpegs:  # timed with the first pass, on a quiet machine
@@ -129,7 +135,7 @@ def parity(servable: Any, folder: Path | None, batch: int = 4) -> list[list[floa
     blobs = [f.read_bytes() for f in sorted(folder.glob("*.jpg"))] if folder else []
     rows: list[list[float]] = []
     for start in range(0, len(blobs), batch):
-        chunk = np.array(blobs[start:start + batch], dtype=object)
+        chunk = np.array(blobs[start : start + batch], dtype=object)
         outputs = servable.run(contract.BYTES_SIGNATURE, {contract.IMAGE_BYTES_INPUT: chunk})
         rows += outputs[contract.PROBABILITIES_OUTPUT].astype(float).tolist()
     return rows
@@ -154,8 +160,13 @@ def measure(
             start_index += size
         elapsed = time.perf_counter() - started
         per_size.append(
-            {"batch_size": size, "calls": calls, "images": images, "seconds": elapsed,
-             "throughput": images / elapsed}
+            {
+                "batch_size": size,
+                "calls": calls,
+                "images": images,
+                "seconds": elapsed,
+                "throughput": images / elapsed,
+            }
         )
         if size == 1:
             single_latencies = latencies

@@ -58,19 +58,46 @@ def send_event(name: str, **fields: Any) -> None:
 class LimitProcess:
     """The limit as a child process: it loads the model at once, and measures on request."""
 
-    def __init__(self, model_dir: Path, pixels: Path, batch_sizes: Sequence[int], seconds: float,
-                 jpegs: Path, log_path: Path, *, session_args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        pixels: Path,
+        batch_sizes: Sequence[int],
+        seconds: float,
+        jpegs: Path,
+        log_path: Path,
+        *,
+        session_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         """``session_args`` are the child's Session flags (the server's, e.g. mixed precision)."""
-        command = [sys.executable, "-m", LIMIT_MODULE, "--model-dir", str(model_dir),
-                   "--pixels", str(pixels), "--batch-sizes", ",".join(map(str, batch_sizes)),
-                   "--seconds", str(seconds), "--jpegs", str(jpegs), *session_args]
+        command = [
+            sys.executable,
+            "-m",
+            LIMIT_MODULE,
+            "--model-dir",
+            str(model_dir),
+            "--pixels",
+            str(pixels),
+            "--batch-sizes",
+            ",".join(map(str, batch_sizes)),
+            "--seconds",
+            str(seconds),
+            "--jpegs",
+            str(jpegs),
+            *session_args,
+        ]
         self.stderr_path = log_path
         self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
         with self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-                cwd=SOURCE_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                cwd=SOURCE_ROOT,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
             )
 
     def _send(self, request: object) -> None:

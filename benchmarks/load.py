@@ -143,8 +143,9 @@ class OursGrpc:
 
     name = "grpc-bytes"
 
-    def __init__(self, target: str, model_name: str, images: Sequence[bytes],
-                 timeout: float) -> None:
+    def __init__(
+        self, target: str, model_name: str, images: Sequence[bytes], timeout: float
+    ) -> None:
         self._client = Client(target, model_name=model_name, timeout=timeout, retries=0)
         self._images = images
 
@@ -161,8 +162,9 @@ class OursGrpc:
         if images_per_request is None:
             answers = self._client.predict_many(images, concurrency=concurrency)
         else:
-            answers = self._client.predict_many(images, concurrency=concurrency,
-                                                images_per_request=images_per_request)
+            answers = self._client.predict_many(
+                images, concurrency=concurrency, images_per_request=images_per_request
+            )
         return sum(1 for _ in answers)
 
     def close(self) -> None:
@@ -175,8 +177,9 @@ class RestB64:
 
     name = "rest-b64"
 
-    def __init__(self, rest_url: str, model_name: str, images: Sequence[bytes],
-                 timeout: float) -> None:
+    def __init__(
+        self, rest_url: str, model_name: str, images: Sequence[bytes], timeout: float
+    ) -> None:
         parsed = urllib.parse.urlsplit(rest_url)
         self._host = parsed.hostname or "127.0.0.1"
         self._port = parsed.port or 8501

@@ -28,8 +28,13 @@ def launch(
     flags = ["--file_system_poll_wait_seconds=0"]
     if batching_config is not None:
         flags += ["--enable_batching=true", f"--batching_parameters_file={batching_config}"]
-    spec = process.ServerSpec(model_name=model_name, model_base_path=model_base_path, rest=rest,
-                              extra_args=[*flags, *extra_args], env=env)
+    spec = process.ServerSpec(
+        model_name=model_name,
+        model_base_path=model_base_path,
+        rest=rest,
+        extra_args=[*flags, *extra_args],
+        env=env,
+    )
     return process.launch(log_dir / f"server-{name}.log", spec)
 
 

@@ -15,12 +15,21 @@ MAX_REQUESTS = 100_000  # per point: a bound, never reached at the speeds measur
 
 
 def measure_point(
-    driver: load.Driver, *, batching: bool | None, concurrency: int, seconds: float,
+    driver: load.Driver,
+    *,
+    batching: bool | None,
+    concurrency: int,
+    seconds: float,
     bytes_per_image: float,
 ) -> Row:
     """One ``served`` row: ``concurrency`` closed-loop workers for ``seconds``."""
-    result = load.closed_loop(driver, concurrency=concurrency, duration_s=seconds,
-                              max_requests=MAX_REQUESTS, min_requests=concurrency)
+    result = load.closed_loop(
+        driver,
+        concurrency=concurrency,
+        duration_s=seconds,
+        max_requests=MAX_REQUESTS,
+        min_requests=concurrency,
+    )
     variant = driver.name
     if result.completed == 0:
         raise RuntimeError(f"{variant} c={concurrency}: every request failed: {result.first_error}")
@@ -38,16 +47,23 @@ def measure_point(
     }
     if result.first_error:
         row["first_error"] = result.first_error
-    log(f"  {variant:<14} batching={batching!s:<5} c={concurrency:<3} "
+    log(
+        f"  {variant:<14} batching={batching!s:<5} c={concurrency:<3} "
         f"{row['throughput']:6.2f} img/s  p50 {row['p50_ms']:7.1f} ms  p95 {row['p95_ms']:7.1f} ms"
         f"  cpu {row['client_cpu_ms_per_image']:.2f} ms/img  n={result.completed}"
-        + (f" errors={result.errors} ({result.first_error})" if result.errors else ""))
+        + (f" errors={result.errors} ({result.first_error})" if result.errors else "")
+    )
     return row
 
 
 def warm_up(driver: load.Driver, concurrency: int, seconds: float) -> None:
-    result = load.closed_loop(driver, concurrency=concurrency, duration_s=seconds,
-                              max_requests=4 * concurrency, min_requests=concurrency)
+    result = load.closed_loop(
+        driver,
+        concurrency=concurrency,
+        duration_s=seconds,
+        max_requests=4 * concurrency,
+        min_requests=concurrency,
+    )
     if result.completed == 0:
         raise RuntimeError(f"warm-up failed: {result.first_error}")
 
@@ -58,22 +74,32 @@ def mean_bytes(driver: load.Driver, data: Sequence[bytes]) -> float:
 
 
 def run_series(
-    driver: load.Driver, *, batching: bool | None, levels: Sequence[int], seconds: float,
-    data: Sequence[bytes], warm_seconds: float,
+    driver: load.Driver,
+    *,
+    batching: bool | None,
+    levels: Sequence[int],
+    seconds: float,
+    data: Sequence[bytes],
+    warm_seconds: float,
 ) -> list[Row]:
     """A warm-up at the highest level, then one row per concurrency level."""
     per_image = mean_bytes(driver, data)
     warm_up(driver, max(levels), warm_seconds)
     return [
-        measure_point(driver, batching=batching, concurrency=c, seconds=seconds,
-                      bytes_per_image=per_image)
+        measure_point(
+            driver, batching=batching, concurrency=c, seconds=seconds, bytes_per_image=per_image
+        )
         for c in levels
     ]
 
 
 def measure_stream(
-    driver: load.StreamDriver, data: Sequence[bytes], concurrency: int, *,
-    count: int | None = None, images_per_request: int | None = None,
+    driver: load.StreamDriver,
+    data: Sequence[bytes],
+    concurrency: int,
+    *,
+    count: int | None = None,
+    images_per_request: int | None = None,
 ) -> Row:
     """Client CPU and throughput of one stream of ``count`` images (default: the image set, at
     most STREAM_IMAGES) with ``concurrency`` requests in flight."""
@@ -89,7 +115,9 @@ def measure_stream(
         "request_bytes_per_image": mean_bytes(driver, data),
     }
     shown = f" ({packing})" if packing else ""
-    log(f"  {driver.name:<14} stream of {result.images} at {concurrency} in flight{shown}: "
+    log(
+        f"  {driver.name:<14} stream of {result.images} at {concurrency} in flight{shown}: "
         f"{figures['throughput']:.2f} img/s, client CPU {figures['client_cpu_ms_per_image']:.2f} "
-        f"ms/img, {figures['request_bytes_per_image'] / 1024:.1f} KB/img")
+        f"ms/img, {figures['request_bytes_per_image'] / 1024:.1f} KB/img"
+    )
     return figures

@@ -75,37 +75,70 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Measure the limit, the served paths and the usual way side by side.",
     )
-    parser.add_argument("--tfserving-target", metavar="HOST:PORT",
-                        help="measure a running TF Serving (gRPC) instead of the local server")
-    parser.add_argument("--tfserving-rest-url", metavar="URL",
-                        help="its REST address, e.g. http://host:8501 (REST rows skipped without)")
+    parser.add_argument(
+        "--tfserving-target",
+        metavar="HOST:PORT",
+        help="measure a running TF Serving (gRPC) instead of the local server",
+    )
+    parser.add_argument(
+        "--tfserving-rest-url",
+        metavar="URL",
+        help="its REST address, e.g. http://host:8501 (REST rows skipped without)",
+    )
     parser.add_argument("--model-name", default="xception", help="served model name")
     parser.add_argument("--image-size", type=int, default=299, help="export size (default 299)")
-    parser.add_argument("--model-base-path", type=Path,
-                        help="SavedModel base path (default REPO/models/bench/xception-<size>)")
+    parser.add_argument(
+        "--model-base-path",
+        type=Path,
+        help="SavedModel base path (default REPO/models/bench/xception-<size>)",
+    )
     parser.add_argument("--images", type=int, help="number of generated JPEGs (default 48)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--seconds", type=float, help="measured seconds per point (default 6)")
     parser.add_argument("--concurrency", type=_levels, default=stats.CONCURRENCY_LEVELS)
     parser.add_argument("--limit-batch-sizes", type=_levels, help="default 1,2,4,8")
-    parser.add_argument("--batching-config", type=Path,
-                        help="batching server config (default REPO/serving/batching-cpu.config)")
-    parser.add_argument("--tune", choices=("auto", "always", "never"), default="auto",
-                        help="first tune the batching config on this machine and serve with it: "
-                        "auto (default) when the config was not tuned on this CPU and core count")
+    parser.add_argument(
+        "--batching-config",
+        type=Path,
+        help="batching server config (default REPO/serving/batching-cpu.config)",
+    )
+    parser.add_argument(
+        "--tune",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="first tune the batching config on this machine and serve with it: "
+        "auto (default) when the config was not tuned on this CPU and core count",
+    )
     parser.add_argument("--import-repeats", type=int, help="fresh interpreters per module (3)")
-    parser.add_argument("--footprint", choices=("venv", "records"), default="venv",
-                        help="client size: a real client-only venv (cached) or RECORD sums")
-    parser.add_argument("--repo", type=Path, default=Path(),
-                        help="the repository root (default: the current directory)")
-    parser.add_argument("--build-dir", type=Path,
-                        help="cached images, pixels and logs (default REPO/build/bench)")
-    parser.add_argument("--output-dir", type=Path,
-                        help="where the results go (default REPO/benchmarks/results)")
-    parser.add_argument("--precision", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure fp32 / bfloat16 / XLA:CPU on the local server (default on)")
-    parser.add_argument("--quick", action="store_true",
-                        help="development run: 12 images, 2 s points, fewer batch sizes")
+    parser.add_argument(
+        "--footprint",
+        choices=("venv", "records"),
+        default="venv",
+        help="client size: a real client-only venv (cached) or RECORD sums",
+    )
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(),
+        help="the repository root (default: the current directory)",
+    )
+    parser.add_argument(
+        "--build-dir", type=Path, help="cached images, pixels and logs (default REPO/build/bench)"
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, help="where the results go (default REPO/benchmarks/results)"
+    )
+    parser.add_argument(
+        "--precision",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure fp32 / bfloat16 / XLA:CPU on the local server (default on)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="development run: 12 images, 2 s points, fewer batch sizes",
+    )
     return parser
 
 
@@ -131,8 +164,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         seconds=args.seconds or (2.0 if quick else 6.0),
         concurrency=tuple(args.concurrency),
         limit_batch_sizes=args.limit_batch_sizes or ((1, 4) if quick else (1, 2, 4, 8)),
-        batching_config=(args.batching_config
-                         or repo / "serving" / "batching-cpu.config").resolve(),
+        batching_config=(
+            args.batching_config or repo / "serving" / "batching-cpu.config"
+        ).resolve(),
         tune=args.tune,
         import_repeats=args.import_repeats or (1 if quick else 3),
         footprint=footprint,

@@ -72,17 +72,27 @@ def variants(build_dir: Path) -> list[Variant]:
     ]
 
 
-def ensure_classifier(base: Path, build_dir: Path, image_size: int, log: Log
-                      ) -> tuple[Path, dict[str, Any]]:
+def ensure_classifier(
+    base: Path, build_dir: Path, image_size: int, log: Log
+) -> tuple[Path, dict[str, Any]]:
     """The exported classifier version and how it was built (made once, then reused)."""
     folder = build_dir / "classifier"
     info_path = folder / "build.json"
     if layout.resolve_version_dir(base) is None or not info_path.exists():
         log(f"building the precision classifier ({image_size}x{image_size}, one-off)")
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.classifier", str(folder),
-             "--image-size", str(image_size)],
-            check=True, capture_output=True, text=True, timeout=1200,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.classifier",
+                str(folder),
+                "--image-size",
+                str(image_size),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=1200,
             cwd=SOURCE_ROOT,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
@@ -97,31 +107,40 @@ def ensure_classifier(base: Path, build_dir: Path, image_size: int, log: Log
     return version, info
 
 
-def compare(reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]]
-            ) -> dict[str, Any]:
+def compare(
+    reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]]
+) -> dict[str, Any]:
     """Top-1 agreement and probability differences of ``other`` against ``reference``."""
     if len(reference) != len(other) or not reference:
-        raise ValueError(f"parity needs the same non-empty image set: {len(reference)} vs "
-                         f"{len(other)} images")
+        raise ValueError(
+            f"parity needs the same non-empty image set: {len(reference)} vs {len(other)} images"
+        )
     agree = 0
     worst = total = 0.0
     count = 0
     for ref_row, row in zip(reference, other, strict=True):
         agree += max(range(len(ref_row)), key=ref_row.__getitem__) == max(
-            range(len(row)), key=row.__getitem__)
+            range(len(row)), key=row.__getitem__
+        )
         for a, b in zip(ref_row, row, strict=True):
             worst = max(worst, abs(a - b))
             total += abs(a - b)
             count += 1
-    return {"images": len(reference), "top1_agreement": agree / len(reference),
-            "max_abs_dp": worst, "mean_abs_dp": total / count}
+    return {
+        "images": len(reference),
+        "top1_agreement": agree / len(reference),
+        "max_abs_dp": worst,
+        "mean_abs_dp": total / count,
+    }
 
 
 def _confidence(probabilities: Sequence[Sequence[float]]) -> dict[str, float]:
     """How decided the reference answers are (uniform outputs would make parity meaningless)."""
     tops = [sorted(row, reverse=True) for row in probabilities]
-    return {"mean_top1_probability": sum(t[0] for t in tops) / len(tops),
-            "min_top1_margin": min(t[0] - t[1] for t in tops)}
+    return {
+        "mean_top1_probability": sum(t[0] for t in tops) / len(tops),
+        "min_top1_margin": min(t[0] - t[1] for t in tops),
+    }
 
 
 def run_phase(
@@ -143,8 +162,13 @@ def run_phase(
     for variant in variants(build_dir):
         log(f"precision {variant.name}: limit ({' '.join(variant.limit_args) or 'no flags'})")
         limit_proc = LimitProcess(
-            model_dir, pixels, LIMIT_BATCH_SIZES, seconds=max(1.0, seconds * 0.5), jpegs=jpegs,
-            log_path=build_dir / f"limit-{variant.name}.log", session_args=variant.limit_args,
+            model_dir,
+            pixels,
+            LIMIT_BATCH_SIZES,
+            seconds=max(1.0, seconds * 0.5),
+            jpegs=jpegs,
+            log_path=build_dir / f"limit-{variant.name}.log",
+            session_args=variant.limit_args,
             env=variant.env,
         )
         started = time.monotonic()
@@ -155,12 +179,18 @@ def run_phase(
             probabilities = limit_proc.parity(timeout=LOAD_TIMEOUT_S)
         finally:
             limit_proc.kill()
-        log(f"  limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']} "
-            f"(loaded and warmed up in {load_s:.0f} s)")
+        log(
+            f"  limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']} "
+            f"(loaded and warmed up in {load_s:.0f} s)"
+        )
         srv = local_server.launch(
-            f"precision-{variant.name}", model_name=model_name, model_base_path=model_dir.parent,
-            log_dir=build_dir / "logs", batching_config=batching_config,
-            extra_args=variant.server_flags, env=variant.env,
+            f"precision-{variant.name}",
+            model_name=model_name,
+            model_base_path=model_dir.parent,
+            log_dir=build_dir / "logs",
+            batching_config=batching_config,
+            extra_args=variant.server_flags,
+            env=variant.env,
         )
         try:
             local_server.wait_ready(srv, LOAD_TIMEOUT_S)
@@ -175,27 +205,32 @@ def run_phase(
             "name": variant.name,
             "server_flags": list(variant.server_flags),
             "env": dict(variant.env),
-            "limit": {k: limit[k] for k in ("throughput", "best_batch_size", "per_batch_size",
-                                            "latency_p50_ms")},
+            "limit": {
+                k: limit[k]
+                for k in ("throughput", "best_batch_size", "per_batch_size", "latency_p50_ms")
+            },
             "limit_load_seconds": load_s,
             "served": served,
             "served_best": max((r["throughput"] for r in served), default=None),
             "parity_vs_fp32": compare(reference, probabilities),
         }
-        log(f"  parity vs fp32: top-1 {entry['parity_vs_fp32']['top1_agreement']:.0%}, max |dp| "
-            f"{entry['parity_vs_fp32']['max_abs_dp']:.3g}")
+        log(
+            f"  parity vs fp32: top-1 {entry['parity_vs_fp32']['top1_agreement']:.0%}, max |dp| "
+            f"{entry['parity_vs_fp32']['max_abs_dp']:.3g}"
+        )
         results.append(entry)
     fp32 = results[0]
     for entry in results:
         entry["served_speedup_vs_fp32"] = _ratio(entry["served_best"], fp32["served_best"])
-        entry["limit_speedup_vs_fp32"] = _ratio(entry["limit"]["throughput"],
-                                                fp32["limit"]["throughput"])
+        entry["limit_speedup_vs_fp32"] = _ratio(
+            entry["limit"]["throughput"], fp32["limit"]["throughput"]
+        )
         entry["served_over_limit"] = _ratio(entry["served_best"], entry["limit"]["throughput"])
     bf16_flags = cpu_bfloat16_flags()
     assert reference is not None
     return {
         "what": "one classifier served and at its limit per variant; parity on the benchmark "
-                "JPEGs through the bytes signature against fp32",
+        "JPEGs through the bytes signature against fp32",
         "model": {**model_info, "version_dir": str(model_dir), **_confidence(reference)},
         "cpu_bf16_flags": bf16_flags,
         "bf16_supported": bool(bf16_flags),

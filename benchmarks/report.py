@@ -119,8 +119,9 @@ def _client_side_lines(side: Mapping[str, Any]) -> list[str]:
     if sweep:
         lines.append(
             "  client-only CPU ms per image by images_per_request (against the stub): "
-            + ", ".join(f"{n}: {_num(v.get('client_cpu_ms_per_image'), '.2f')}"
-                        for n, v in sweep.items())
+            + ", ".join(
+                f"{n}: {_num(v.get('client_cpu_ms_per_image'), '.2f')}" for n, v in sweep.items()
+            )
         )
     if stub:
         lines.append(
@@ -149,15 +150,18 @@ def _footprint_lines(foot: Mapping[str, Any]) -> list[str]:
 
 
 def _target_lines(doc: Mapping[str, Any]) -> list[str]:
-    lines = ["ratios: " + ", ".join(
-        f"{k} {_num(v, '.2f')}" for k, v in doc.get("ratios", {}).items()
-    ), "targets:"]
+    lines = [
+        "ratios: " + ", ".join(f"{k} {_num(v, '.2f')}" for k, v in doc.get("ratios", {}).items()),
+        "targets:",
+    ]
     for name, target in doc.get("targets", {}).items():
         holds = {True: "HOLDS", False: "FAILS", None: "not measured"}[target.get("holds")]
         if target.get("skipped"):
             holds = f"skipped: {target['skipped']}"
-        lines.append(f"  {name:<28} {_num(target.get('value'), '.2f'):>8}  "
-                     f"{target.get('threshold', '')}: {holds}")
+        lines.append(
+            f"  {name:<28} {_num(target.get('value'), '.2f'):>8}  "
+            f"{target.get('threshold', '')}: {holds}"
+        )
     return lines
 
 
@@ -173,8 +177,10 @@ def precision_lines(precision: Mapping[str, Any] | None) -> list[str]:
         f"classes, mean top-1 p {_num(model.get('mean_top1_probability'), '.2f')}; CPU bf16 "
         f"flags: {', '.join(precision.get('cpu_bf16_flags') or []) or 'none'}):",
     ]
-    header = (f"{'variant':<9}{'limit':>7}{'served c=1':>12}{'c=4':>7}{'p50/p95 c=1 ms':>17}"
-              f"{'p50/p95 c=4 ms':>17}{'x fp32':>8}{'top-1':>7}{'max |dp|':>10}")
+    header = (
+        f"{'variant':<9}{'limit':>7}{'served c=1':>12}{'c=4':>7}{'p50/p95 c=1 ms':>17}"
+        f"{'p50/p95 c=4 ms':>17}{'x fp32':>8}{'top-1':>7}{'max |dp|':>10}"
+    )
     lines += [header, "-" * len(header)]
     for entry in precision.get("variants", []):
         rows = {r["concurrency"]: r for r in entry.get("served", [])}
@@ -200,25 +206,45 @@ def _plot_precision(ax: Any, precision: Mapping[str, Any]) -> None:
     width = 0.8 / len(levels)
     for i, level in enumerate(levels):
         values = [
-            next((r.get("throughput") or 0.0 for r in e.get("served", [])
-                  if r["concurrency"] == level), 0.0)
+            next(
+                (
+                    r.get("throughput") or 0.0
+                    for r in e.get("served", [])
+                    if r["concurrency"] == level
+                ),
+                0.0,
+            )
             for e in entries
         ]
-        ax.bar([x + (i - (len(levels) - 1) / 2) * width for x in range(len(entries))], values,
-               width, label=f"served, concurrency {level}")
+        ax.bar(
+            [x + (i - (len(levels) - 1) / 2) * width for x in range(len(entries))],
+            values,
+            width,
+            label=f"served, concurrency {level}",
+        )
     limits = [e.get("limit", {}).get("throughput") or math.nan for e in entries]
-    tallest = max([v for v in limits if math.isfinite(v)]
-                  + [r.get("throughput") or 0.0 for e in entries for r in e.get("served", [])]
-                  + [1.0])
+    tallest = max(
+        [v for v in limits if math.isfinite(v)]
+        + [r.get("throughput") or 0.0 for e in entries for r in e.get("served", [])]
+        + [1.0]
+    )
     ax.set_ylim(0, tallest * 1.4)  # room for the legend above the bars
-    ax.scatter(range(len(entries)), limits, marker="_", s=900, color="black", zorder=3,
-               label="limit (in-process)")
+    ax.scatter(
+        range(len(entries)),
+        limits,
+        marker="_",
+        s=900,
+        color="black",
+        zorder=3,
+        label="limit (in-process)",
+    )
     names = []
     for e in entries:
         parity = e.get("parity_vs_fp32") or {}
         agreement = _num(100 * parity.get("top1_agreement", math.nan), ".0f")
-        names.append(f"{e['name']}\ntop-1 {agreement}%\nmax|dp| "
-                     f"{_num(parity.get('max_abs_dp'), '.1g')}")
+        names.append(
+            f"{e['name']}\ntop-1 {agreement}%\nmax|dp| {_num(parity.get('max_abs_dp'), '.1g')}"
+        )
     ax.set_xticks(range(len(entries)), names, fontsize=8)
     ax.set_ylabel("images/s")
     flags = ", ".join(precision.get("cpu_bf16_flags") or []) or "no bf16"
@@ -253,11 +279,16 @@ def plot(doc: Mapping[str, Any], path: Path) -> Path:
         ax_lat.plot(xs, [r.get("p95_ms") or math.nan for r in rows], marker="o", label=label)
     limit = doc.get("limit", {})
     if limit.get("throughput"):
-        ax_tp.axhline(limit["throughput"], color="grey", linestyle="--",
-                      label=f"limit (in-process, batch {limit.get('best_batch_size')})")
+        ax_tp.axhline(
+            limit["throughput"],
+            color="grey",
+            linestyle="--",
+            label=f"limit (in-process, batch {limit.get('best_batch_size')})",
+        )
     if limit.get("latency_p50_ms"):
-        ax_lat.axhline(limit["latency_p50_ms"], color="grey", linestyle="--",
-                       label="limit single-image p50")
+        ax_lat.axhline(
+            limit["latency_p50_ms"], color="grey", linestyle="--", label="limit single-image p50"
+        )
     levels = sorted({int(r["concurrency"]) for r in doc.get("served", [])})
     for ax, title, unit in ((ax_tp, "throughput", "images/s"), (ax_lat, "p95 latency", "ms")):
         ax.set_xscale("log", base=2)

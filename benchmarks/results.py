@@ -24,14 +24,16 @@ def client_side(served: Sequence[Row], streams: Mapping[str, Row], concurrency: 
     out: Row = {
         "concurrency": concurrency,
         "method": "one thread keeps `concurrency` requests in flight (Client.predict_many for "
-                  "ours, the same futures window for the usual way); process CPU time of the "
-                  "benchmark process / images",
+        "ours, the same futures window for the usual way); process CPU time of the "
+        "benchmark process / images",
     }
     out.update(streams)
     rest = stats.served_row(served, load.RestB64.name, concurrency, None)
     if rest:
-        out["rest"] = {k: rest[k] for k in ("variant", "throughput", "request_bytes_per_image",
-                                            "client_cpu_ms_per_image")}
+        out["rest"] = {
+            k: rest[k]
+            for k in ("variant", "throughput", "request_bytes_per_image", "client_cpu_ms_per_image")
+        }
         out["rest"]["note"] = "threaded closed loop (blocking http.client), not a stream"
     return out
 
@@ -52,12 +54,16 @@ def results_document(
 ) -> dict[str, Any]:
     """The whole document, strict JSON (NaN as null); RuntimeError if it misses the schema."""
     ratios = stats.compute_ratios(
-        limit=limit, served=served, usual=side.get("usual"), ours=side.get("ours"),
-        imports=footprint["import"], bytes_variant=BYTES_VARIANT,
+        limit=limit,
+        served=served,
+        usual=side.get("usual"),
+        ours=side.get("ours"),
+        imports=footprint["import"],
+        bytes_variant=BYTES_VARIANT,
     )
     doc: dict[str, Any] = {
         "note": "compare figures within this run only; the load averages before and after "
-                "say whether anything else was running on the machine",
+        "say whether anything else was running on the machine",
         "schema_version": stats.SCHEMA_VERSION,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": options.command,
@@ -66,8 +72,11 @@ def results_document(
         "setup": {
             "image_size": options.image_size,
             "served_image_size": served_image_size,
-            "model_dir": str(model_dir.relative_to(options.repo)
-                             if model_dir.is_relative_to(options.repo) else model_dir),
+            "model_dir": str(
+                model_dir.relative_to(options.repo)
+                if model_dir.is_relative_to(options.repo)
+                else model_dir
+            ),
             "weights": "random (compute identical to ImageNet weights)",
             "images": len(bench.images),
             "image_sizes": sorted({f"{b.width}x{b.height}" for b in bench.images}),
@@ -87,8 +96,9 @@ def results_document(
         "ratios": ratios,
         "precision": precision,
         "targets": {
-            **stats.evaluate_targets(limit=limit, served=served, ratios=ratios,
-                                     bytes_variant=BYTES_VARIANT),
+            **stats.evaluate_targets(
+                limit=limit, served=served, ratios=ratios, bytes_variant=BYTES_VARIANT
+            ),
             **stats.precision_targets(precision),
         },
         "duration_s": duration_s,

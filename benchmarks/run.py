@@ -118,18 +118,27 @@ def tune_phase(options: Options, inputs: Inputs) -> Options:
     the tuner writes to the build directory after measuring this machine's limit (before any
     other process starts, so nothing else runs while it measures)."""
     here = (machine.cpu_model(), tune_batching.host_cores())
-    tune, why = tune_batching.wants_tuning(options.tune, options.local,
-                                           batching_file.tuned_host(options.batching_config), here)
+    tune, why = tune_batching.wants_tuning(
+        options.tune, options.local, batching_file.tuned_host(options.batching_config), here
+    )
     if not tune:
         log(f"batching config {options.batching_config} ({why})")
         return options
     output = options.build_dir / "batching-tuned.config"
     log(f"tuning batching first ({why}) into {output}")
-    settings = tune_batching.default_settings(seconds=options.limit_seconds,
-                                              passes=2 if options.quick else 3)
-    tune_batching.tune_at_limit(inputs.model_dir, inputs.pixels, inputs.bench.folder,
-                                options.build_dir, output, settings,
-                                f"{options.command} (tune phase)", show=log)
+    settings = tune_batching.default_settings(
+        seconds=options.limit_seconds, passes=2 if options.quick else 3
+    )
+    tune_batching.tune_at_limit(
+        inputs.model_dir,
+        inputs.pixels,
+        inputs.bench.folder,
+        options.build_dir,
+        output,
+        settings,
+        f"{options.command} (tune phase)",
+        show=log,
+    )
     return dataclasses.replace(options, batching_config=output)
 
 
@@ -138,9 +147,14 @@ def tune_phase(options: Options, inputs: Inputs) -> Options:
 
 def start_limit(options: Options, inputs: Inputs) -> LimitProcess:
     """The limit process, loading the model now (it measures when asked)."""
-    return LimitProcess(inputs.model_dir, inputs.pixels, options.limit_batch_sizes,
-                        seconds=options.limit_seconds, jpegs=inputs.bench.folder,
-                        log_path=options.build_dir / "limit.log")
+    return LimitProcess(
+        inputs.model_dir,
+        inputs.pixels,
+        options.limit_batch_sizes,
+        seconds=options.limit_seconds,
+        jpegs=inputs.bench.folder,
+        log_path=options.build_dir / "limit.log",
+    )
 
 
 def start_servers(options: Options, servers: dict[bool, ServerProcess]) -> None:
@@ -150,14 +164,18 @@ def start_servers(options: Options, servers: dict[bool, ServerProcess]) -> None:
         return
     for batching, name in ((True, "batching"), (False, "no-batching")):
         servers[batching] = local_server.launch(
-            name, model_name=options.model_name, model_base_path=options.model_base_path,
+            name,
+            model_name=options.model_name,
+            model_base_path=options.model_base_path,
             log_dir=options.build_dir / "logs",
-            batching_config=options.batching_config if batching else None, rest=batching,
+            batching_config=options.batching_config if batching else None,
+            rest=batching,
         )
 
 
-def wait_until_ready(limit: LimitProcess, servers: dict[bool, ServerProcess],
-                     venv: footprint.VenvBuild | None) -> None:
+def wait_until_ready(
+    limit: LimitProcess, servers: dict[bool, ServerProcess], venv: footprint.VenvBuild | None
+) -> None:
     """Until the limit has loaded, every server is ready and the venv build is done: nothing may
     still be loading or building when the measurements start."""
     ready_by = time.monotonic() + LOAD_TIMEOUT_S
@@ -176,8 +194,10 @@ def stop_servers(servers: dict[bool, ServerProcess]) -> None:
 def serving_targets(options: Options, servers: dict[bool, ServerProcess]) -> list[Target]:
     if options.tfserving_target is not None:
         return [Target(None, options.tfserving_target, options.tfserving_rest_url)]
-    return [Target(True, servers[True].grpc_target, servers[True].rest_url),
-            Target(False, servers[False].grpc_target, None)]
+    return [
+        Target(True, servers[True].grpc_target, servers[True].rest_url),
+        Target(False, servers[False].grpc_target, None),
+    ]
 
 
 # -- 3. the limit ----------------------------------------------------------------------------------
@@ -187,8 +207,10 @@ def measure_limit(limit: LimitProcess) -> dict[str, Any]:
     """The first limit pass, every configured batch size."""
     first = limit.measure(timeout=LOAD_TIMEOUT_S)
     summary = summarize_limit(first)
-    log(f"limit {summary['throughput']:.2f} img/s at batch {summary['best_batch_size']}, "
-        f"single-image p50 {summary['latency_p50_ms']:.1f} ms")
+    log(
+        f"limit {summary['throughput']:.2f} img/s at batch {summary['best_batch_size']}, "
+        f"single-image p50 {summary['latency_p50_ms']:.1f} ms"
+    )
     return first
 
 
@@ -197,8 +219,9 @@ def recheck_batch_sizes(first_pass: dict[str, Any]) -> list[int]:
     return sorted({1, summarize_limit(first_pass)["best_batch_size"]})
 
 
-def measure_limit_again(limit: LimitProcess, batch_sizes: Sequence[int], when: str
-                        ) -> dict[str, Any]:
+def measure_limit_again(
+    limit: LimitProcess, batch_sizes: Sequence[int], when: str
+) -> dict[str, Any]:
     log(f"limit, {when} (batch {' and '.join(map(str, batch_sizes))})")
     return limit.measure(timeout=LOAD_TIMEOUT_S, batch_sizes=batch_sizes)
 
@@ -210,9 +233,11 @@ def summarize_limit_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
         {str(e["batch_size"]): round(e["throughput"], 3) for e in one["per_batch_size"]}
         for one in passes
     ]
-    log(f"limit {summary['throughput']:.2f} img/s at batch {summary['best_batch_size']}, "
+    log(
+        f"limit {summary['throughput']:.2f} img/s at batch {summary['best_batch_size']}, "
         f"single-image p50 {summary['latency_p50_ms']:.1f} ms (best of "
-        f"{len(passes)} passes: {summary['pass_throughputs']})")
+        f"{len(passes)} passes: {summary['pass_throughputs']})"
+    )
     return summary
 
 
@@ -244,33 +269,45 @@ def measure_ours(options: Options, target: Target, data: Sequence[bytes]) -> Ser
     out = Served()
     ours = load.OursGrpc(target.grpc_target, options.model_name, data, REQUEST_TIMEOUT_S)
     try:
-        out.rows = run_series(ours, batching=target.batching, levels=options.concurrency,
-                              seconds=options.seconds, data=data,
-                              warm_seconds=options.warm_seconds)
+        out.rows = run_series(
+            ours,
+            batching=target.batching,
+            levels=options.concurrency,
+            seconds=options.seconds,
+            data=data,
+            warm_seconds=options.warm_seconds,
+        )
         if target.side_runs:
             concurrency = side_concurrency(options)
             out.streams["ours"] = measure_stream(ours, data, concurrency)
-            out.streams["ours_one_per_request"] = measure_stream(ours, data, concurrency,
-                                                                 images_per_request=1)
+            out.streams["ours_one_per_request"] = measure_stream(
+                ours, data, concurrency, images_per_request=1
+            )
             # TF Serving's own Python API: TensorFlow loads into this process here.
             from benchmarks.client_only import capture_response
 
-            out.canned_response = capture_response(target.grpc_target, options.model_name,
-                                                   data[0])
+            out.canned_response = capture_response(target.grpc_target, options.model_name, data[0])
     finally:
         ours.close()
     return out
 
 
-def measure_usual_way(options: Options, target: Target, data: Sequence[bytes], size: int
-                      ) -> tuple[list[Row], Row]:
+def measure_usual_way(
+    options: Options, target: Target, data: Sequence[bytes], size: int
+) -> tuple[list[Row], Row]:
     """The usual way's rows and its side-by-side stream."""
     from benchmarks.usual_way import UsualGrpc  # TF Serving's own Python API, with TensorFlow
 
     usual = UsualGrpc(target.grpc_target, options.model_name, data, size, REQUEST_TIMEOUT_S)
     try:
-        rows = run_series(usual, batching=target.batching, levels=options.concurrency,
-                          seconds=options.seconds, data=data, warm_seconds=options.warm_seconds)
+        rows = run_series(
+            usual,
+            batching=target.batching,
+            levels=options.concurrency,
+            seconds=options.seconds,
+            data=data,
+            warm_seconds=options.warm_seconds,
+        )
         return rows, measure_stream(usual, data, side_concurrency(options))
     finally:
         usual.close()
@@ -282,14 +319,26 @@ def measure_rest(options: Options, target: Target, data: Sequence[bytes]) -> lis
         return []
     rest = load.RestB64(target.rest_url, options.model_name, data, REQUEST_TIMEOUT_S)
     try:
-        return run_series(rest, batching=target.batching, levels=options.concurrency,
-                          seconds=options.seconds, data=data, warm_seconds=options.warm_seconds)
+        return run_series(
+            rest,
+            batching=target.batching,
+            levels=options.concurrency,
+            seconds=options.seconds,
+            data=data,
+            warm_seconds=options.warm_seconds,
+        )
     finally:
         rest.close()
 
 
-def measure_served(options: Options, targets: Sequence[Target], data: Sequence[bytes], size: int,
-                   limit: LimitProcess, limit_passes: list[dict[str, Any]]) -> Served:
+def measure_served(
+    options: Options,
+    targets: Sequence[Target],
+    data: Sequence[bytes],
+    size: int,
+    limit: LimitProcess,
+    limit_passes: list[dict[str, Any]],
+) -> Served:
     """Every server in turn, with a limit pass (appended to ``limit_passes``) between two."""
     served = Served()
     recheck = recheck_batch_sizes(limit_passes[0])
@@ -320,26 +369,38 @@ def measure_precision(options: Options, inputs: Inputs) -> dict[str, Any]:
     def served(target: str) -> list[Row]:
         driver = load.OursGrpc(target, options.model_name, data, REQUEST_TIMEOUT_S)
         try:
-            return run_series(driver, batching=True, levels=precision.LEVELS,
-                              seconds=options.seconds, data=data,
-                              warm_seconds=options.warm_seconds)
+            return run_series(
+                driver,
+                batching=True,
+                levels=precision.LEVELS,
+                seconds=options.seconds,
+                data=data,
+                warm_seconds=options.warm_seconds,
+            )
         finally:
             driver.close()
 
     return precision.run_phase(
-        model_dir=model_dir, model_info=info, pixels=inputs.pixels, jpegs=inputs.bench.folder,
-        model_name=options.model_name, batching_config=options.batching_config,
-        seconds=options.seconds, build_dir=options.build_dir, measure_served=served, log=log,
+        model_dir=model_dir,
+        model_info=info,
+        pixels=inputs.pixels,
+        jpegs=inputs.bench.folder,
+        model_name=options.model_name,
+        batching_config=options.batching_config,
+        seconds=options.seconds,
+        build_dir=options.build_dir,
+        measure_served=served,
+        log=log,
     )
 
 
-def measure_client_only(options: Options, response: bytes, data: Sequence[bytes], size: int
-                        ) -> Row:
+def measure_client_only(options: Options, response: bytes, data: Sequence[bytes], size: int) -> Row:
     from benchmarks.client_only import measure_against_stub  # imports TF Serving's Python API
 
     log("client-only cost against a stub server that answers at once")
-    return measure_against_stub(response, data, size, options.model_name,
-                                side_concurrency(options), options.build_dir)
+    return measure_against_stub(
+        response, data, size, options.model_name, side_concurrency(options), options.build_dir
+    )
 
 
 def measure_footprint(options: Options, venv: footprint.VenvBuild | None) -> dict[str, Any]:
@@ -393,10 +454,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = results.results_document(
         options,
         machine={**host, "load_before": load_before, "load_after": machine.load_average()},
-        model_dir=inputs.model_dir, bench=inputs.bench, served_image_size=size,
-        limit=limit_summary, served=served.rows,
+        model_dir=inputs.model_dir,
+        bench=inputs.bench,
+        served_image_size=size,
+        limit=limit_summary,
+        served=served.rows,
         side=results.client_side(served.rows, served.streams, side_concurrency(options)),
-        footprint=foot, precision=precision_doc, duration_s=time.monotonic() - started,
+        footprint=foot,
+        precision=precision_doc,
+        duration_s=time.monotonic() - started,
     )
     out, png = results.write_results(doc, options.output_dir, quick=options.quick)
     log(f"wrote {out} and {png} in {doc['duration_s']:.0f} s")

@@ -77,9 +77,12 @@ def summarize_limit(*passes: Mapping[str, Any]) -> dict[str, Any]:
     per = [best_by_size[s] for s in sorted(best_by_size)]
     best = max(per, key=lambda p: float(p["throughput"]))
     p50s = [
-        (percentile([1000 * v for v in one["single_image_latencies_s"]], 50),
-         len(one["single_image_latencies_s"]))
-        for one in passes if one.get("single_image_latencies_s")
+        (
+            percentile([1000 * v for v in one["single_image_latencies_s"]], 50),
+            len(one["single_image_latencies_s"]),
+        )
+        for one in passes
+        if one.get("single_image_latencies_s")
     ]
     p50, samples = min(p50s) if p50s else (None, 0)
     return {
@@ -91,11 +94,13 @@ def summarize_limit(*passes: Mapping[str, Any]) -> dict[str, Any]:
         "per_batch_size": per,
         "signature": raw["signature"],
         "what": "SavedModel loaded in-process, called on uint8 pixels already decoded and resized "
-                "with Pillow (nearest) to the model size; same weights/top-k as served",
+        "with Pillow (nearest) to the model size; same weights/top-k as served",
         "tensorflow": raw.get("tensorflow"),
         "server_side_jpeg_decode": raw.get("decode"),
-        "threads": {"intra_op": raw.get("intra_op_threads"),
-                    "inter_op": raw.get("inter_op_threads")},
+        "threads": {
+            "intra_op": raw.get("intra_op_threads"),
+            "inter_op": raw.get("inter_op_threads"),
+        },
     }
 
 
@@ -172,7 +177,8 @@ def evaluate_targets(
     limit_p50 = limit.get("latency_p50_ms")
     p50_bound = (
         float(limit_p50) + P50_OVER_LIMIT_MAX_MS
-        if limit_p50 is not None and _finite(limit_p50) else None
+        if limit_p50 is not None and _finite(limit_p50)
+        else None
     )
     return {
         "served_throughput_vs_limit": {
@@ -227,9 +233,7 @@ def precision_targets(precision: Mapping[str, Any] | None) -> dict[str, dict[str
         "bf16_top1_agreement": {
             "value": agreement,
             "threshold": "100% top-1 agreement with fp32 on the bench set",
-            "holds": None
-            if skipped or agreement is None
-            else agreement >= BF16_TOP1_AGREEMENT_MIN,
+            "holds": None if skipped or agreement is None else agreement >= BF16_TOP1_AGREEMENT_MIN,
             "skipped": skipped,
         },
     }
@@ -252,8 +256,9 @@ def schema_problems(doc: Mapping[str, Any]) -> list[str]:
     if not isinstance(limit, Mapping):
         problems.append("limit: missing or not an object")
     else:
-        problems += [f"limit.{k}: missing" for k in ("throughput", "latency_p50_ms")
-                     if k not in limit]
+        problems += [
+            f"limit.{k}: missing" for k in ("throughput", "latency_p50_ms") if k not in limit
+        ]
     served = doc.get("served")
     if not isinstance(served, list) or not served:
         problems.append("served: missing, empty or not a list")

@@ -55,8 +55,11 @@ def main() -> int:
 
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
-        {"Predict": grpc.unary_unary_rpc_method_handler(
-            predict, request_deserializer=lambda b: b, response_serializer=lambda b: b)},
+        {
+            "Predict": grpc.unary_unary_rpc_method_handler(
+                predict, request_deserializer=lambda b: b, response_serializer=lambda b: b
+            )
+        },
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32),

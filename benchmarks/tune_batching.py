@@ -78,9 +78,11 @@ class Measured:
         """A warning when passes disagree by more than NOISY (a shared or throttled machine)."""
         if self.spread <= NOISY:
             return None
-        return (f"NOISY: a batch size's throughput varied by up to {self.spread:.0%} between "
-                f"passes (each size is its best pass); re-run on a quiet machine to trust "
-                f"differences of a few %")
+        return (
+            f"NOISY: a batch size's throughput varied by up to {self.spread:.0%} between "
+            f"passes (each size is its best pass); re-run on a quiet machine to trust "
+            f"differences of a few %"
+        )
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -116,31 +118,47 @@ def pass_spread(passes: Sequence[Mapping[str, Any]]) -> float:
     return max((max(v) / min(v) - 1 for v in seen.values() if min(v) > 0), default=0.0)
 
 
-def measure_limit(model_dir: Path, pixels: Path, jpegs: Path, batch_sizes: Sequence[int],
-                  seconds: float, passes: int, log_path: Path) -> Measured:
+def measure_limit(
+    model_dir: Path,
+    pixels: Path,
+    jpegs: Path,
+    batch_sizes: Sequence[int],
+    seconds: float,
+    passes: int,
+    log_path: Path,
+) -> Measured:
     from benchmarks.limit_process import LimitProcess
 
-    limit = LimitProcess(model_dir, pixels, batch_sizes, seconds=seconds, jpegs=jpegs,
-                         log_path=log_path)
+    limit = LimitProcess(
+        model_dir, pixels, batch_sizes, seconds=seconds, jpegs=jpegs, log_path=log_path
+    )
     try:
         limit.wait_loaded(timeout=LOAD_TIMEOUT_S)
         load_before = machine.load_average()
         results = []
         for index in range(passes):
             order = rotated(batch_sizes, index)
-            log(f"limit pass {index + 1}/{passes}: batch {','.join(map(str, order))}, "
-                f"{seconds:g} s each")
+            log(
+                f"limit pass {index + 1}/{passes}: batch {','.join(map(str, order))}, "
+                f"{seconds:g} s each"
+            )
             results.append(limit.measure(timeout=LOAD_TIMEOUT_S, batch_sizes=order))
     finally:
         limit.kill()
     threads = int(results[0].get("intra_op_threads") or 0)
-    return Measured(best_per_size(results), f"in-process limit of {_shown(model_dir)}, best of "
-                    f"{passes} passes of {seconds:g} s per size", threads, load_before,
-                    pass_spread(results))
+    return Measured(
+        best_per_size(results),
+        f"in-process limit of {_shown(model_dir)}, best of "
+        f"{passes} passes of {seconds:g} s per size",
+        threads,
+        load_before,
+        pass_spread(results),
+    )
 
 
-def measure_live(target: str, model_name: str, data: Sequence[bytes],
-                 batch_sizes: Sequence[int], seconds: float) -> Measured:
+def measure_live(
+    target: str, model_name: str, data: Sequence[bytes], batch_sizes: Sequence[int], seconds: float
+) -> Measured:
     """Each batch size B as B closed-loop callers of one image each, after a short warm-up."""
     from benchmarks import load
     from benchmarks.measure import measure_point, warm_up
@@ -151,31 +169,43 @@ def measure_live(target: str, model_name: str, data: Sequence[bytes],
     try:
         for size in batch_sizes:
             warm_up(driver, size, 1.0)
-            row = measure_point(driver, batching=None, concurrency=size, seconds=seconds,
-                                bytes_per_image=0.0)
+            row = measure_point(
+                driver, batching=None, concurrency=size, seconds=seconds, bytes_per_image=0.0
+            )
             if row["errors"]:
-                raise RuntimeError(f"batch {size}: {row['errors']} requests failed "
-                                   f"({row['first_error']}); is the server on the probe config?")
+                raise RuntimeError(
+                    f"batch {size}: {row['errors']} requests failed "
+                    f"({row['first_error']}); is the server on the probe config?"
+                )
             points.append(Point(size, row["throughput"], row["p50_ms"], row["p99_ms"]))
     finally:
         driver.close()
-    return Measured(points, f"TF Serving at {target} (model {model_name}), concurrency = batch, "
-                    f"{seconds:g} s per size", 0, load_before, remote=True)
+    return Measured(
+        points,
+        f"TF Serving at {target} (model {model_name}), concurrency = batch, {seconds:g} s per size",
+        0,
+        load_before,
+        remote=True,
+    )
 
 
 # -- deciding and writing --------------------------------------------------------------------------
 
 
-def header(decision: Decision, measured: Measured, hardware: Hardware, command: str,
-           cpu_model: str) -> list[str]:
+def header(
+    decision: Decision, measured: Measured, hardware: Hardware, command: str, cpu_model: str
+) -> list[str]:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# TF Serving BatchingParameters (text proto) for --enable_batching and "
         "--batching_parameters_file.",
         f"# Written by the batching tuner ({PROG}): re-run it, do not edit.",
         # A server elsewhere: no "# host:" line, so make bench never takes it for this host's.
-        (f"# server's CPU cores: {hardware.cores} (as given); measured from {cpu_model}"
-         if measured.remote else batching_file.host_line(cpu_model, hardware.cores)),
+        (
+            f"# server's CPU cores: {hardware.cores} (as given); measured from {cpu_model}"
+            if measured.remote
+            else batching_file.host_line(cpu_model, hardware.cores)
+        ),
         f"# device: {hardware.device}; date: {now}",
         f"# command: {command}",
         f"# measured: {measured.what}",
@@ -185,8 +215,11 @@ def header(decision: Decision, measured: Measured, hardware: Hardware, command: 
         f"# [{GUIDE}]: {GUIDE_SOURCE}",
         "# throughput (img/s) and latency (ms) per batch size:",
     ]
-    lines += [f"#   batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f}  "
-              f"p99 {p.p99_ms:8.1f}" for p in measured.points]
+    lines += [
+        f"#   batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f}  "
+        f"p99 {p.p99_ms:8.1f}"
+        for p in measured.points
+    ]
     note = measured.noise_note()
     if note:
         lines += [f"# {line}" for line in textwrap.wrap(note, 98)]
@@ -195,16 +228,25 @@ def header(decision: Decision, measured: Measured, hardware: Hardware, command: 
 
 def report(decision: Decision, measured: Measured) -> str:
     """What the tuner prints: the table, then each value and why."""
-    lines = [f"measured: {measured.what}",
-             *(f"  batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f} ms  "
-               f"p99 {p.p99_ms:8.1f} ms" for p in measured.points),
-             *([note] if (note := measured.noise_note()) else []),
-             f"goal: {decision.goal}" + ("" if decision.goal_met else "  ** NOT MET **"),
-             f"[{GUIDE}]: {GUIDE_SOURCE}"]
+    lines = [
+        f"measured: {measured.what}",
+        *(
+            f"  batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f} ms  "
+            f"p99 {p.p99_ms:8.1f} ms"
+            for p in measured.points
+        ),
+        *([note] if (note := measured.noise_note()) else []),
+        f"goal: {decision.goal}" + ("" if decision.goal_met else "  ** NOT MET **"),
+        f"[{GUIDE}]: {GUIDE_SOURCE}",
+    ]
     for setting in decision.settings:
-        value = ("unset" if setting.value is None else
-                 ",".join(map(str, setting.value)) if isinstance(setting.value, tuple)
-                 else str(setting.value))
+        value = (
+            "unset"
+            if setting.value is None
+            else ",".join(map(str, setting.value))
+            if isinstance(setting.value, tuple)
+            else str(setting.value)
+        )
         lines.append(f"{setting.name} = {value}\n    {setting.reason}")
     return "\n".join(lines)
 
@@ -214,11 +256,13 @@ def probe_config(batch_sizes: Sequence[int], peak: int) -> str:
     and merge while it runs), a cap at the largest size, a 2 ms timeout so B callers form one
     batch, and room for every caller (the guide: a really high max_enqueued_batches while
     experimenting)."""
-    return (f"# Probe config for {PROG} --target: not for production.\n"
-            f"max_batch_size {{ value: {max(batch_sizes)} }}\n"
-            f"batch_timeout_micros {{ value: 2000 }}\n"
-            f"num_batch_threads {{ value: 1 }}\n"
-            f"max_enqueued_batches {{ value: {max(1000, peak, max(batch_sizes))} }}\n")
+    return (
+        f"# Probe config for {PROG} --target: not for production.\n"
+        f"max_batch_size {{ value: {max(batch_sizes)} }}\n"
+        f"batch_timeout_micros {{ value: 2000 }}\n"
+        f"num_batch_threads {{ value: 1 }}\n"
+        f"max_enqueued_batches {{ value: {max(1000, peak, max(batch_sizes))} }}\n"
+    )
 
 
 def _shown(path: Path) -> str:
@@ -259,8 +303,9 @@ def default_settings(seconds: float, passes: int) -> Settings:
     return Settings(Goal(p99_ms=P99_GOAL_MS), seconds=seconds, passes=passes)
 
 
-def wants_tuning(mode: str, local: bool, tuned_on: tuple[str, int] | None,
-                 here: tuple[str, int]) -> tuple[bool, str]:
+def wants_tuning(
+    mode: str, local: bool, tuned_on: tuple[str, int] | None, here: tuple[str, int]
+) -> tuple[bool, str]:
     """Whether ``make bench`` tunes before serving (``--tune``), and why: ``auto`` tunes when the
     config was not written by the tuner on this CPU model and core count. Never for a TF Serving
     target, which runs its own config."""
@@ -272,32 +317,62 @@ def wants_tuning(mode: str, local: bool, tuned_on: tuple[str, int] | None,
         return False, f"the config was tuned on this host ({here[0]}, {here[1]} cores)"
     if tuned_on is None:
         return True, "the config was not written by the tuner"
-    return True, (f"the config was tuned on {tuned_on[0]} with {tuned_on[1]} cores, this host is "
-                  f"{here[0]} with {here[1]}")
+    return True, (
+        f"the config was tuned on {tuned_on[0]} with {tuned_on[1]} cores, this host is "
+        f"{here[0]} with {here[1]}"
+    )
 
 
-def conclude(measured: Measured, settings: Settings, output: Path, command: str,
-             show: Callable[[str], None] = print) -> Decision:
+def conclude(
+    measured: Measured,
+    settings: Settings,
+    output: Path,
+    command: str,
+    show: Callable[[str], None] = print,
+) -> Decision:
     """Decide, show why (stdout by default), and write ``output``."""
-    hardware = Hardware(settings.device or detect_device(), settings.cores or host_cores(),
-                        measured.intra_op_threads)
-    decision = decide(measured.points, settings.goal, hardware,
-                      peak_concurrency=settings.peak_concurrency, min_gain=settings.min_gain,
-                      largest_request=settings.largest_request)
+    hardware = Hardware(
+        settings.device or detect_device(),
+        settings.cores or host_cores(),
+        measured.intra_op_threads,
+    )
+    decision = decide(
+        measured.points,
+        settings.goal,
+        hardware,
+        peak_concurrency=settings.peak_concurrency,
+        min_gain=settings.min_gain,
+        largest_request=settings.largest_request,
+    )
     show(report(decision, measured))
     text = batching_file.render(
-        decision, header(decision, measured, hardware, command, machine.cpu_model()))
+        decision, header(decision, measured, hardware, command, machine.cpu_model())
+    )
     batching_file.write(output, text)
     log(f"wrote {output}")
     return decision
 
 
-def tune_at_limit(model_dir: Path, pixels: Path, jpegs: Path, build_dir: Path, output: Path,
-                  settings: Settings, command: str, show: Callable[[str], None] = print
-                  ) -> Decision:
+def tune_at_limit(
+    model_dir: Path,
+    pixels: Path,
+    jpegs: Path,
+    build_dir: Path,
+    output: Path,
+    settings: Settings,
+    command: str,
+    show: Callable[[str], None] = print,
+) -> Decision:
     """Measure the in-process limit, then conclude (``make bench``'s tune phase calls this)."""
-    measured = measure_limit(model_dir, pixels, jpegs, settings.batch_sizes, settings.seconds,
-                             settings.passes, build_dir / "logs" / "tune-limit.log")
+    measured = measure_limit(
+        model_dir,
+        pixels,
+        jpegs,
+        settings.batch_sizes,
+        settings.seconds,
+        settings.passes,
+        build_dir / "logs" / "tune-limit.log",
+    )
     return conclude(measured, settings, output, command, show)
 
 
@@ -335,42 +410,88 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Measure batch sizes, write the "
-                                "batching.config that meets a latency goal, and say why.")
-    p.add_argument("--target", metavar="HOST:PORT", default=os.environ.get("TFS_TARGET") or None,
-                   help="a live TF Serving (gRPC; default $TFS_TARGET); without: the in-process "
-                   "limit on this host")
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Measure batch sizes, write the "
+        "batching.config that meets a latency goal, and say why.",
+    )
+    p.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        default=os.environ.get("TFS_TARGET") or None,
+        help="a live TF Serving (gRPC; default $TFS_TARGET); without: the in-process "
+        "limit on this host",
+    )
     p.add_argument("--model-name", default="xception", help="served model name (with --target)")
     p.add_argument("--p50-goal-ms", type=_positive_float, help="p50 latency bound")
-    p.add_argument("--p99-goal-ms", type=_positive_float,
-                   help=f"p99 latency bound (default {P99_GOAL_MS:g} when no goal is given)")
+    p.add_argument(
+        "--p99-goal-ms",
+        type=_positive_float,
+        help=f"p99 latency bound (default {P99_GOAL_MS:g} when no goal is given)",
+    )
     p.add_argument("--batch-sizes", type=_sizes, default=BATCH_SIZES, help="default 1,2,4,8,16")
-    p.add_argument("--seconds", type=_positive_float, default=3.0,
-                   help="measured seconds per batch size and pass (default 3)")
-    p.add_argument("--passes", type=_positive_int, default=3,
-                   help="limit passes, each in another order; best per size (default 3)")
-    p.add_argument("--images", type=_positive_int, default=16,
-                   help="generated JPEGs to cycle through (default 16)")
-    p.add_argument("--min-gain", type=float, default=MIN_GAIN,
-                   help=f"throughput a bigger batch must add (default {MIN_GAIN})")
-    p.add_argument("--peak-concurrency", type=_positive_int, default=PEAK_CONCURRENCY,
-                   help=f"concurrent callers the queue must hold (default {PEAK_CONCURRENCY})")
-    p.add_argument("--largest-request", type=_positive_int, default=LARGEST_REQUEST,
-                   help=f"most images one request carries; max_batch_size holds it (default "
-                   f"{LARGEST_REQUEST}: the client's packing and the export's warmup)")
-    p.add_argument("--device", choices=("cpu", "gpu"),
-                   help="where the server computes (default: this host's; required with --target)")
-    p.add_argument("--cores", type=_positive_int,
-                   help="the server's CPU cores (default: this host's)")
+    p.add_argument(
+        "--seconds",
+        type=_positive_float,
+        default=3.0,
+        help="measured seconds per batch size and pass (default 3)",
+    )
+    p.add_argument(
+        "--passes",
+        type=_positive_int,
+        default=3,
+        help="limit passes, each in another order; best per size (default 3)",
+    )
+    p.add_argument(
+        "--images",
+        type=_positive_int,
+        default=16,
+        help="generated JPEGs to cycle through (default 16)",
+    )
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        default=MIN_GAIN,
+        help=f"throughput a bigger batch must add (default {MIN_GAIN})",
+    )
+    p.add_argument(
+        "--peak-concurrency",
+        type=_positive_int,
+        default=PEAK_CONCURRENCY,
+        help=f"concurrent callers the queue must hold (default {PEAK_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--largest-request",
+        type=_positive_int,
+        default=LARGEST_REQUEST,
+        help=f"most images one request carries; max_batch_size holds it (default "
+        f"{LARGEST_REQUEST}: the client's packing and the export's warmup)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        help="where the server computes (default: this host's; required with --target)",
+    )
+    p.add_argument(
+        "--cores", type=_positive_int, help="the server's CPU cores (default: this host's)"
+    )
     p.add_argument("--image-size", type=_positive_int, default=299)
     p.add_argument("--repo", type=Path, default=Path(), help="repository root (default: .)")
-    p.add_argument("--model-base-path", type=Path,
-                   help="SavedModel base path (default REPO/models/bench/xception-<size>)")
+    p.add_argument(
+        "--model-base-path",
+        type=Path,
+        help="SavedModel base path (default REPO/models/bench/xception-<size>)",
+    )
     p.add_argument("--build-dir", type=Path, help="default REPO/build/bench")
-    p.add_argument("--output", type=Path,
-                   help="the config to write (default BUILD_DIR/batching-tuned.config)")
-    p.add_argument("--probe-config", type=Path, metavar="PATH",
-                   help="only write the config a live TF Serving should run while measured")
+    p.add_argument(
+        "--output", type=Path, help="the config to write (default BUILD_DIR/batching-tuned.config)"
+    )
+    p.add_argument(
+        "--probe-config",
+        type=Path,
+        metavar="PATH",
+        help="only write the config a live TF Serving should run while measured",
+    )
     return p
 
 
@@ -379,26 +500,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(given)
     if args.probe_config:
-        batching_file.write(args.probe_config,
-                            probe_config(args.batch_sizes, args.peak_concurrency))
+        batching_file.write(
+            args.probe_config, probe_config(args.batch_sizes, args.peak_concurrency)
+        )
         log(f"wrote {args.probe_config}: start TF Serving with it, then run with --target")
         return 0
     if args.target and not args.device:
-        parser.error("--target needs --device cpu or gpu: the tuner cannot see the server's "
-                     "hardware")
-    goal = Goal(args.p50_goal_ms, args.p99_goal_ms if args.p99_goal_ms or args.p50_goal_ms
-                else P99_GOAL_MS)
-    settings = Settings(goal, args.batch_sizes, args.seconds, args.passes,
-                        args.peak_concurrency, args.min_gain, args.largest_request, args.device,
-                        args.cores)
+        parser.error(
+            "--target needs --device cpu or gpu: the tuner cannot see the server's hardware"
+        )
+    goal = Goal(
+        args.p50_goal_ms, args.p99_goal_ms if args.p99_goal_ms or args.p50_goal_ms else P99_GOAL_MS
+    )
+    settings = Settings(
+        goal,
+        args.batch_sizes,
+        args.seconds,
+        args.passes,
+        args.peak_concurrency,
+        args.min_gain,
+        args.largest_request,
+        args.device,
+        args.cores,
+    )
     repo = args.repo.resolve()
     build_dir = (args.build_dir or repo / "build" / "bench").resolve()
     output = (args.output or build_dir / "batching-tuned.config").resolve()
     command = " ".join([PROG, *map(shlex.quote, given)])
     bench = image_cache.bench_images(build_dir, args.images, seed=5)
     if args.target:
-        measured = measure_live(args.target, args.model_name, bench.data, args.batch_sizes,
-                                args.seconds)
+        measured = measure_live(
+            args.target, args.model_name, bench.data, args.batch_sizes, args.seconds
+        )
         decision = conclude(measured, settings, output, command)
     else:
         from xception_contract import tf_startup
@@ -407,9 +540,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = args.model_base_path or repo / "models" / "bench" / f"xception-{args.image_size}"
         model_dir = ensure_model(base.resolve(), args.image_size, log)
         pixels = image_cache.write_pixels(
-            bench.data, args.image_size, build_dir / f"pixels-{args.image_size}-n{args.images}.npy")
-        decision = tune_at_limit(model_dir, pixels, bench.folder, build_dir, output, settings,
-                                 command)
+            bench.data, args.image_size, build_dir / f"pixels-{args.image_size}-n{args.images}.npy"
+        )
+        decision = tune_at_limit(
+            model_dir, pixels, bench.folder, build_dir, output, settings, command
+        )
     return 0 if decision.goal_met else GOAL_NOT_MET
 
 

@@ -71,8 +71,10 @@ def top_k(response: Any, k: int) -> list[list[tuple[int, str, float]]]:
     ids = tf.make_ndarray(outputs[contract.TOP_K_CLASS_IDS_OUTPUT])
     labels = tf.make_ndarray(outputs[contract.TOP_K_LABELS_OUTPUT])
     return [
-        [(int(i), label.decode(), float(score))
-         for i, label, score in zip(id_row[:k], label_row[:k], score_row[:k], strict=True)]
+        [
+            (int(i), label.decode(), float(score))
+            for i, label, score in zip(id_row[:k], label_row[:k], score_row[:k], strict=True)
+        ]
         for id_row, label_row, score_row in zip(ids, labels, scores, strict=True)
     ]
 
@@ -81,8 +83,10 @@ def channel(target: str) -> grpc.Channel:
     """An insecure channel with room for large messages (float tensors are ~1 MB per image)."""
     return grpc.insecure_channel(
         target,
-        options=[("grpc.max_send_message_length", MAX_MESSAGE),
-                 ("grpc.max_receive_message_length", MAX_MESSAGE)],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ],
     )
 
 
@@ -91,8 +95,9 @@ class UsualGrpc:
 
     name = "usual-float32"
 
-    def __init__(self, target: str, model_name: str, images: Sequence[bytes], size: int,
-                 timeout: float) -> None:
+    def __init__(
+        self, target: str, model_name: str, images: Sequence[bytes], size: int, timeout: float
+    ) -> None:
         self._channel = channel(target)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
         self._model_name = model_name

@@ -40,14 +40,19 @@ def describe_version(version_dir: Path, requested_weights: str) -> list[str]:
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return [f"demo: serving {version_dir} (no readable {EXPORT_METADATA}: not made by "
-                "xception-export, so its weights are unknown)"]
+        return [
+            f"demo: serving {version_dir} (no readable {EXPORT_METADATA}: not made by "
+            "xception-export, so its weights are unknown)"
+        ]
     weights = str(metadata.get("weights", "unknown"))
-    lines = [f"demo: serving {version_dir} (weights: {weights}, exported "
-             f"{metadata.get('created', '?')})"]
+    lines = [
+        f"demo: serving {version_dir} (weights: {weights}, exported {metadata.get('created', '?')})"
+    ]
     if metadata.get("untrained"):
-        lines.append("demo: WARNING: this version has untrained --weights random: its "
-                     "predictions are meaningless (plumbing only)")
+        lines.append(
+            "demo: WARNING: this version has untrained --weights random: its "
+            "predictions are meaningless (plumbing only)"
+        )
     asked = requested_weights
     if asked not in ("imagenet", "random"):
         asked = str(Path(asked).resolve())

@@ -25,9 +25,20 @@ def test_bulk_command_classifies_a_folder_into_parquet_and_errors(
     (tmp_path / "images" / "not_an_image.jpg").write_bytes(Path(bad[0].path).read_bytes())
     out = tmp_path / "out"
     result = run_command(
-        [console_script("xception-bulk"), "--input", str(tmp_path / "images" / "*"),
-         "--output", str(out), "--model", str(small_xception_model.base_path),
-         "--format", "parquet", "--top-k", "3", "--runner=DirectRunner"],
+        [
+            console_script("xception-bulk"),
+            "--input",
+            str(tmp_path / "images" / "*"),
+            "--output",
+            str(out),
+            "--model",
+            str(small_xception_model.base_path),
+            "--format",
+            "parquet",
+            "--top-k",
+            "3",
+            "--runner=DirectRunner",
+        ],
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

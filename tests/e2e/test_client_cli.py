@@ -18,7 +18,8 @@ from tests.fixtures.commands import console_script, run_command
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """xception-client with `args`, `env` added to this process's environment."""
     return run_command(
-        [console_script("xception-client"), *args], timeout=120,
+        [console_script("xception-client"), *args],
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
 
@@ -35,8 +36,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_predict_prints_a_table_and_exits_0(xception_server: Any, images: Path) -> None:
-    result = _run("predict", str(images / "img0.jpg"), "--server", xception_server.grpc_target,
-                  "--top-k", "3")
+    result = _run(
+        "predict", str(images / "img0.jpg"), "--server", xception_server.grpc_target, "--top-k", "3"
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].endswith("img0.jpg") and lines[1].split() == ["rank", "score", "label"]
@@ -46,8 +48,9 @@ def test_predict_prints_a_table_and_exits_0(xception_server: Any, images: Path) 
 def test_predict_directory_streams_json_lines_with_summary_on_stderr(
     xception_server: Any, images: Path
 ) -> None:
-    result = _run("predict", str(images), "--json", env={"XCEPTION_SERVER":
-                                                         xception_server.grpc_target})
+    result = _run(
+        "predict", str(images), "--json", env={"XCEPTION_SERVER": xception_server.grpc_target}
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [Path(r["image"]).name for r in records] == ["img0.jpg", "img1.png", "img2.gif"]
@@ -76,8 +79,9 @@ def test_status_and_metadata_commands_print_the_served_model(xception_server: An
 def test_errors_exit_1_with_one_clear_line(
     xception_server: Any, images: Path, args: list[str], message: str
 ) -> None:
-    result = _run("predict", str(images / "img1.png"), "--server", xception_server.grpc_target,
-                  *args)
+    result = _run(
+        "predict", str(images / "img1.png"), "--server", xception_server.grpc_target, *args
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and message in result.stderr

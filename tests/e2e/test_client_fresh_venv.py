@@ -20,8 +20,16 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-SERVER_SIDE = {"tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "keras", "tf-keras",
-               "apache-beam", "waitress", "fastapi"}
+SERVER_SIDE = {
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorflow-serving-api",
+    "keras",
+    "tf-keras",
+    "apache-beam",
+    "waitress",
+    "fastapi",
+}
 
 
 def _run(
@@ -55,8 +63,12 @@ def _requirement(form: str, tmp_path: Path, wheel: Path) -> str:
     [("path", "protobuf==6.31.1"), ("git", "protobuf>=7"), ("wheel", "protobuf<7")],
 )
 def test_client_installs_alone_with_one_pip_command_without_tensorflow_and_predicts(
-    form: str, protobuf: str, wheel: Path,
-    xception_server: Any, small_xception_model: Any, tmp_path: Path,
+    form: str,
+    protobuf: str,
+    wheel: Path,
+    xception_server: Any,
+    small_xception_model: Any,
+    tmp_path: Path,
 ) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -64,11 +76,16 @@ def test_client_installs_alone_with_one_pip_command_without_tensorflow_and_predi
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
     requirement = _requirement(form, tmp_path, wheel)
-    install = _run([str(python), "-m", "pip", "install", "--quiet", requirement, protobuf],
-                   env, tmp_path, timeout=600)
+    install = _run(
+        [str(python), "-m", "pip", "install", "--quiet", requirement, protobuf],
+        env,
+        tmp_path,
+        timeout=600,
+    )
     assert install.returncode == 0, (
         f"pip install {requirement} failed (it needs the package registry or a warm pip cache):\n"
-        + install.stdout[-2000:] + install.stderr[-2000:]
+        + install.stdout[-2000:]
+        + install.stderr[-2000:]
     )
 
     freeze = _run([str(python), "-m", "pip", "list", "--format=freeze"], env, tmp_path)
@@ -85,8 +102,18 @@ def test_client_installs_alone_with_one_pip_command_without_tensorflow_and_predi
     image = tmp_path / "picture.jpg"
     pixels = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(image, quality=90)
-    result = _run([str(venv / "bin" / "xception-client"), "predict", str(image), "--json",
-                   "--server", xception_server.grpc_target], env, tmp_path)
+    result = _run(
+        [
+            str(venv / "bin" / "xception-client"),
+            "predict",
+            str(image),
+            "--json",
+            "--server",
+            xception_server.grpc_target,
+        ],
+        env,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert '"predictions"' in result.stdout
 
@@ -103,9 +130,17 @@ def test_client_installs_alone_with_one_pip_command_without_tensorflow_and_predi
     assert library.returncode == 0, library.stderr
 
     # verify reads the artifact (TFRecord, CRC32C, saved_model.pb) with the client alone too.
-    verify = _run([str(venv / "bin" / "xception-client"), "verify",
-                   str(small_xception_model.base_path), "--server", xception_server.grpc_target],
-                  env, tmp_path)
+    verify = _run(
+        [
+            str(venv / "bin" / "xception-client"),
+            "verify",
+            str(small_xception_model.base_path),
+            "--server",
+            xception_server.grpc_target,
+        ],
+        env,
+        tmp_path,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "PASS: " in verify.stdout.splitlines()[-1], verify.stdout
 

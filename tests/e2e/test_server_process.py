@@ -161,9 +161,16 @@ def test_a_port_another_process_holds_fails_the_start_at_once_naming_it(
         ports = {"--port": free_port(), "--rest_api_port": free_port(), taken: busy}
         started = time.monotonic()
         result = subprocess.run(
-            [xception_serve(), *(f"{flag}={port}" for flag, port in ports.items()),
-             "--model_name=m", f"--model_base_path={half_plus_two_base}"],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                xception_serve(),
+                *(f"{flag}={port}" for flag, port in ports.items()),
+                "--model_name=m",
+                f"--model_base_path={half_plus_two_base}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         elapsed = time.monotonic() - started
     what = "gRPC" if taken == "--port" else "REST"

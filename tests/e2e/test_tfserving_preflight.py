@@ -34,6 +34,7 @@ def test_check_prints_ok_for_every_signature_of_an_export_and_exits_zero(
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"checking {small_xception_model.version_dir} as TF Serving ")
+    assert " as TF Serving's Session path on this environment's TensorFlow " in lines[0]
     assert "load (saver restore + init op): OK" in lines[1]
     for signature in ("classify", "serving_default", "serving_pixels", "serving_preprocessed"):
         row = next(line for line in lines if line.split()[:1] == [signature])

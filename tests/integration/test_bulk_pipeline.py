@@ -51,19 +51,29 @@ def good_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def parity_runs(
-    good_images: dict[str, bytes], small_xception_model: ExportedModel,
-    xception_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory,
+    good_images: dict[str, bytes],
+    small_xception_model: ExportedModel,
+    xception_server: ServerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, BulkOutput]:
     folder = Path(next(iter(good_images))).parent
     outputs = {}
     for mode in MODES:
         out = tmp_path_factory.mktemp(f"parity-{mode}") / "out"
-        status = run_bulk([
-            # One image a call, as Client.predict sends: TensorFlow's CPU kernels depend on the
-            # batch's shape (scores 3.4e-6 apart between 1 and 8 rows, measured).
-            "--input", str(folder / "*"), "--output", str(out), "--probabilities",
-            "--batch-size", "1", *mode_args(mode, small_xception_model, xception_server),
-        ])
+        status = run_bulk(
+            [
+                # One image a call, as Client.predict sends: TensorFlow's CPU kernels depend on the
+                # batch's shape (scores 3.4e-6 apart between 1 and 8 rows, measured).
+                "--input",
+                str(folder / "*"),
+                "--output",
+                str(out),
+                "--probabilities",
+                "--batch-size",
+                "1",
+                *mode_args(mode, small_xception_model, xception_server),
+            ]
+        )
         assert status == 0
         outputs[mode] = read_output(out)
     return outputs
@@ -81,8 +91,10 @@ def served_answers(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_top_k_equals_client_predict_for_every_format(
-    mode: str, parity_runs: dict[str, BulkOutput],
-    served_answers: dict[str, tuple[list[Any], np.ndarray]], small_xception_model: ExportedModel,
+    mode: str,
+    parity_runs: dict[str, BulkOutput],
+    served_answers: dict[str, tuple[list[Any], np.ndarray]],
+    small_xception_model: ExportedModel,
 ) -> None:
     output = parity_runs[mode]
     assert output.errors == []
@@ -91,19 +103,24 @@ def test_top_k_equals_client_predict_for_every_format(
     for path, (served, _probabilities) in served_answers.items():
         record = records[path]
         assert (record["model"], record["version"], record["id"]) == (
-            contract.DEFAULT_MODEL_NAME, small_xception_model.version, None
+            contract.DEFAULT_MODEL_NAME,
+            small_xception_model.version,
+            None,
         )
         got = [(p["label"], p["class_id"], p["key"]) for p in record["top_k"]]
         assert got == [(p.label, p.class_id, p.key) for p in served], path
         np.testing.assert_allclose(
-            [p["score"] for p in record["top_k"]], [p.score for p in served],
-            atol=PROBABILITY_TOLERANCE, rtol=0,
+            [p["score"] for p in record["top_k"]],
+            [p.score for p in served],
+            atol=PROBABILITY_TOLERANCE,
+            rtol=0,
         )
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_probabilities_agree_with_the_server_within_1e_6(
-    mode: str, parity_runs: dict[str, BulkOutput],
+    mode: str,
+    parity_runs: dict[str, BulkOutput],
     served_answers: dict[str, tuple[list[Any], np.ndarray]],
 ) -> None:
     records = parity_runs[mode].by_path()
@@ -149,11 +166,21 @@ def test_in_process_answers_equal_the_artifact_warmup_references(
                 outputs[contract.TOP_K_CLASS_IDS_OUTPUT][i],
                 outputs[contract.PROBABILITIES_OUTPUT][i],
             )
-    status = run_bulk([
-        "--input", str(tmp_path / "images" / "*"), "--output", str(tmp_path / "out"),
-        "--model", str(small_xception_model.version_dir), "--probabilities", "--batch-size", "1",
-        "--top-k", str(small_xception_model.top_k),
-    ])
+    status = run_bulk(
+        [
+            "--input",
+            str(tmp_path / "images" / "*"),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(small_xception_model.version_dir),
+            "--probabilities",
+            "--batch-size",
+            "1",
+            "--top-k",
+            str(small_xception_model.top_k),
+        ]
+    )
     assert status == 0
     output = read_output(tmp_path / "out")
     assert output.errors == []
@@ -204,49 +231,89 @@ def assert_isolated(output: BulkOutput, expect: dict[str, Any]) -> None:
 @pytest.mark.parametrize("batch_size", [1, 8])
 @pytest.mark.parametrize("mode", MODES)
 def test_bad_inputs_fail_alone_at_their_stage(
-    mode: str, batch_size: int, mixed_folder: tuple[Path, Path, dict[str, Any]],
-    small_xception_model: ExportedModel, xception_server: ServerProcess, tmp_path: Path,
+    mode: str,
+    batch_size: int,
+    mixed_folder: tuple[Path, Path, dict[str, Any]],
+    small_xception_model: ExportedModel,
+    xception_server: ServerProcess,
+    tmp_path: Path,
 ) -> None:
     folder, manifest, expect = mixed_folder
-    status = run_bulk([
-        "--input", str(folder / "*"), "--input-manifest", str(manifest),
-        "--output", str(tmp_path / "out"), "--batch-size", str(batch_size),
-        "--max-image-bytes", str(BAD_MAX_IMAGE_BYTES),
-        *mode_args(mode, small_xception_model, xception_server),
-    ])
+    status = run_bulk(
+        [
+            "--input",
+            str(folder / "*"),
+            "--input-manifest",
+            str(manifest),
+            "--output",
+            str(tmp_path / "out"),
+            "--batch-size",
+            str(batch_size),
+            "--max-image-bytes",
+            str(BAD_MAX_IMAGE_BYTES),
+            *mode_args(mode, small_xception_model, xception_server),
+        ]
+    )
     assert status == 0
     assert_isolated(read_output(tmp_path / "out"), expect)
 
 
 def test_multi_process_runner_isolates_bad_inputs(
-    mixed_folder: tuple[Path, Path, dict[str, Any]], xception_server: ServerProcess,
+    mixed_folder: tuple[Path, Path, dict[str, Any]],
+    xception_server: ServerProcess,
     tmp_path: Path,
 ) -> None:
     folder, manifest, expect = mixed_folder
-    status = run_bulk([
-        "--input", str(folder / "*"), "--input-manifest", str(manifest),
-        "--output", str(tmp_path / "out"), "--batch-size", "8",
-        "--max-image-bytes", str(BAD_MAX_IMAGE_BYTES), "--server", xception_server.grpc_target,
-        "--direct_num_workers=2", "--direct_running_mode=multi_processing",
-    ])
+    status = run_bulk(
+        [
+            "--input",
+            str(folder / "*"),
+            "--input-manifest",
+            str(manifest),
+            "--output",
+            str(tmp_path / "out"),
+            "--batch-size",
+            "8",
+            "--max-image-bytes",
+            str(BAD_MAX_IMAGE_BYTES),
+            "--server",
+            xception_server.grpc_target,
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        ]
+    )
     assert status == 0
     assert_isolated(read_output(tmp_path / "out"), expect)
 
 
 def test_one_model_copy_shared_by_the_worker_processes_isolates_bad_inputs(
-    mixed_folder: tuple[Path, Path, dict[str, Any]], small_xception_model: ExportedModel,
+    mixed_folder: tuple[Path, Path, dict[str, Any]],
+    small_xception_model: ExportedModel,
     tmp_path: Path,
 ) -> None:
     """--model-copies: the worker processes call one model through Beam's cross-process proxy;
     the graph's refusal still reaches the bisection with its status code."""
     folder, manifest, expect = mixed_folder
-    status = run_bulk([
-        "--input", str(folder / "*"), "--input-manifest", str(manifest),
-        "--output", str(tmp_path / "out"), "--batch-size", "8",
-        "--max-image-bytes", str(BAD_MAX_IMAGE_BYTES),
-        "--model", str(small_xception_model.base_path), "--model-copies", "1",
-        "--direct_num_workers=2", "--direct_running_mode=multi_processing",
-    ])
+    status = run_bulk(
+        [
+            "--input",
+            str(folder / "*"),
+            "--input-manifest",
+            str(manifest),
+            "--output",
+            str(tmp_path / "out"),
+            "--batch-size",
+            "8",
+            "--max-image-bytes",
+            str(BAD_MAX_IMAGE_BYTES),
+            "--model",
+            str(small_xception_model.base_path),
+            "--model-copies",
+            "1",
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        ]
+    )
     assert status == 0
     assert_isolated(read_output(tmp_path / "out"), expect)
 
@@ -273,10 +340,22 @@ def test_remote_run_survives_a_server_restart(
     progress = Progress.shared()
     before = progress.classified
     status: list[int] = []
-    job = threading.Thread(target=lambda: status.append(run_bulk([
-        "--input", str(images / "*" / "*"), "--output", str(tmp_path / "out"),
-        "--server", own_server.grpc_target, "--batch-size", "1",
-    ])))
+    job = threading.Thread(
+        target=lambda: status.append(
+            run_bulk(
+                [
+                    "--input",
+                    str(images / "*" / "*"),
+                    "--output",
+                    str(tmp_path / "out"),
+                    "--server",
+                    own_server.grpc_target,
+                    "--batch-size",
+                    "1",
+                ]
+            )
+        )
+    )
     job.start()
     deadline = time.monotonic() + 120
     while progress.classified < before + 3 and job.is_alive() and time.monotonic() < deadline:
@@ -297,7 +376,9 @@ def test_remote_run_survives_a_server_restart(
 
 
 def test_remote_mode_speaks_mutual_tls_with_the_client_clis_flags(
-    small_xception_model: ExportedModel, good_images: dict[str, bytes], tmp_path: Path,
+    small_xception_model: ExportedModel,
+    good_images: dict[str, bytes],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from xception_serving.config.files import SSLConfig
@@ -306,15 +387,30 @@ def test_remote_mode_speaks_mutual_tls_with_the_client_clis_flags(
     from tests.fixtures.servers import in_process_server
 
     pem = make_pki().write(tmp_path)
-    ssl = SSLConfig(server_key=pem["server_key"].read_text(),
-                    server_cert=pem["server_cert"].read_text(),
-                    custom_ca=pem["ca"].read_text(), client_verify=True)
+    ssl = SSLConfig(
+        server_key=pem["server_key"].read_text(),
+        server_cert=pem["server_cert"].read_text(),
+        custom_ca=pem["ca"].read_text(),
+        client_verify=True,
+    )
     folder = Path(next(iter(good_images))).parent
     images = ["--input", str(folder / "0[0-2]_*")]
     with in_process_server({"xception": small_xception_model.base_path}, ssl=ssl) as (_, target):
-        status = run_bulk([*images, "--output", str(tmp_path / "out"), "--server", target,
-                           "--ca-cert", str(pem["ca"]), "--client-cert", str(pem["client_cert"]),
-                           "--client-key", str(pem["client_key"])])
+        status = run_bulk(
+            [
+                *images,
+                "--output",
+                str(tmp_path / "out"),
+                "--server",
+                target,
+                "--ca-cert",
+                str(pem["ca"]),
+                "--client-cert",
+                str(pem["client_cert"]),
+                "--client-key",
+                str(pem["client_key"]),
+            ]
+        )
         assert status == 0
         assert len(read_output(tmp_path / "out").predictions) == 3
         capsys.readouterr()

@@ -50,16 +50,19 @@ class FakeState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _predict(state: FakeState, request: predict_pb2.PredictRequest,
-             context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
+def _predict(
+    state: FakeState, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+) -> predict_pb2.PredictResponse:
     with state.lock:
         state.calls += 1
         if state.fail_unavailable > 0:
             state.fail_unavailable -= 1
             context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
     if request.model_spec.name != contract.DEFAULT_MODEL_NAME:
-        context.abort(grpc.StatusCode.NOT_FOUND,
-                      f"Servable not found for request: Latest({request.model_spec.name})")
+        context.abort(
+            grpc.StatusCode.NOT_FOUND,
+            f"Servable not found for request: Latest({request.model_spec.name})",
+        )
     images = list(request.inputs[contract.IMAGE_BYTES_INPUT].string_val)
     if any(b"BAD" in image for image in images):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_PNG)
@@ -73,10 +76,16 @@ def _predict(state: FakeState, request: predict_pb2.PredictRequest,
     for alias, values, kind in (
         (contract.TOP_K_SCORES_OUTPUT, scores, "float_val"),
         (contract.TOP_K_CLASS_IDS_OUTPUT, ids, "int_val"),
-        (contract.TOP_K_LABELS_OUTPUT, [[f"class{i}".encode() for i in row] for row in ids],
-         "string_val"),
-        (contract.TOP_K_KEYS_OUTPUT, [[f"n{i:08d}".encode() for i in row] for row in ids],
-         "string_val"),
+        (
+            contract.TOP_K_LABELS_OUTPUT,
+            [[f"class{i}".encode() for i in row] for row in ids],
+            "string_val",
+        ),
+        (
+            contract.TOP_K_KEYS_OUTPUT,
+            [[f"n{i:08d}".encode() for i in row] for row in ids],
+            "string_val",
+        ),
     ):
         tensor = response.outputs[alias]
         tensor.dtype = {"float_val": 1, "int_val": 3, "string_val": 7}[kind]
@@ -87,8 +96,11 @@ def _predict(state: FakeState, request: predict_pb2.PredictRequest,
     return response
 
 
-def _status(state: FakeState, request: get_model_status_pb2.GetModelStatusRequest,
-            context: grpc.ServicerContext) -> get_model_status_pb2.GetModelStatusResponse:
+def _status(
+    state: FakeState,
+    request: get_model_status_pb2.GetModelStatusRequest,
+    context: grpc.ServicerContext,
+) -> get_model_status_pb2.GetModelStatusResponse:
     response = get_model_status_pb2.GetModelStatusResponse()
     response.model_version_status.add(version=3, state=30)
     return response
@@ -104,22 +116,30 @@ class FakeServer:
 def _start(state: FakeState, credentials: grpc.ServerCredentials | None = None) -> FakeServer:
     """The fake on a free loopback port: Predict and GetModelStatus, plaintext or with TLS."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers([
-        grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-            "Predict": grpc.unary_unary_rpc_method_handler(
-                lambda r, c: _predict(state, r, c),
-                request_deserializer=predict_pb2.PredictRequest.FromString,
-                response_serializer=predict_pb2.PredictResponse.SerializeToString,
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "tensorflow.serving.PredictionService",
+                {
+                    "Predict": grpc.unary_unary_rpc_method_handler(
+                        lambda r, c: _predict(state, r, c),
+                        request_deserializer=predict_pb2.PredictRequest.FromString,
+                        response_serializer=predict_pb2.PredictResponse.SerializeToString,
+                    ),
+                },
             ),
-        }),
-        grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", {
-            "GetModelStatus": grpc.unary_unary_rpc_method_handler(
-                lambda r, c: _status(state, r, c),
-                request_deserializer=get_model_status_pb2.GetModelStatusRequest.FromString,
-                response_serializer=get_model_status_pb2.GetModelStatusResponse.SerializeToString,
+            grpc.method_handlers_generic_handler(
+                "tensorflow.serving.ModelService",
+                {
+                    "GetModelStatus": grpc.unary_unary_rpc_method_handler(
+                        lambda r, c: _status(state, r, c),
+                        request_deserializer=get_model_status_pb2.GetModelStatusRequest.FromString,
+                        response_serializer=get_model_status_pb2.GetModelStatusResponse.SerializeToString,
+                    ),
+                },
             ),
-        }),
-    ])
+        ]
+    )
     if credentials is None:
         port = server.add_insecure_port("127.0.0.1:0")
     else:
@@ -231,7 +251,8 @@ def test_predict_many_reports_bad_images_in_place_when_asked(fake: FakeServer) -
         assert isinstance(rejected, InvalidImage)
         assert (rejected.code, rejected.details) == (None, NOT_AN_IMAGE_DETAILS)  # never sent
         assert [r[0].class_id for r in (results[0], results[3])] == [  # type: ignore[index]
-            len(_image(1)), len(_image(2))
+            len(_image(1)),
+            len(_image(2)),
         ]
         with pytest.raises(InvalidImage) as info:
             list(client.predict_many(inputs, top_k=1))
@@ -273,7 +294,8 @@ def test_deadline_fires_on_time(fake: FakeServer) -> None:
             client.predict(_image(1))
         assert time.monotonic() - started < 1.5
     assert (info.value.code, info.value.details) == (
-        grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"  # gRPC's own words
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "Deadline Exceeded",  # gRPC's own words
     )
 
 
@@ -413,19 +435,28 @@ def test_tls_and_mutual_tls_with_a_private_ca(tmp_path: Path) -> None:
     try:
         with Client(tls.target, tls=TLS(root_certificates=paths["ca"])) as client:
             assert client.status()[0].state == "AVAILABLE"
-        with Client(tls.target, timeout=5.0, retries=0) as plaintext, \
-                pytest.raises(ServerUnavailable) as refused:
+        with (
+            Client(tls.target, timeout=5.0, retries=0) as plaintext,
+            pytest.raises(ServerUnavailable) as refused,
+        ):
             plaintext.status()  # plaintext client against a TLS server: refused, no hang
         assert refused.value.details.startswith(
             f"{tls.target} closed the connection without answering. A TLS server does this to a "
             "plaintext client"
         ), refused.value.details
-        client_tls = TLS(root_certificates=paths["ca"],
-                         certificate_chain=paths["client_cert"], private_key=paths["client_key"])
+        client_tls = TLS(
+            root_certificates=paths["ca"],
+            certificate_chain=paths["client_cert"],
+            private_key=paths["client_key"],
+        )
         with Client(mtls.target, tls=client_tls) as client:
             assert client.status()[0].state == "AVAILABLE"
-        with Client(mtls.target, tls=TLS(root_certificates=paths["ca"]), timeout=5.0,
-                    retries=0) as anonymous, pytest.raises(ServerUnavailable) as refused:
+        with (
+            Client(
+                mtls.target, tls=TLS(root_certificates=paths["ca"]), timeout=5.0, retries=0
+            ) as anonymous,
+            pytest.raises(ServerUnavailable) as refused,
+        ):
             anonymous.status()  # no client certificate under mutual TLS: refused
         assert refused.value.details.startswith(f"{mtls.target} closed the connection"), (
             refused.value.details
@@ -454,7 +485,8 @@ async def test_the_async_twin_packs_requests_and_isolates_a_bad_image(fake: Fake
     inputs = [_image(1), _image(2), _image(3) + b"BAD", _image(4)]
     async with AsyncClient(fake.target) as client:
         results = [
-            r async for r in client.predict_many(
+            r
+            async for r in client.predict_many(
                 inputs, top_k=1, images_per_request=4, return_exceptions=True
             )
         ]
@@ -464,4 +496,3 @@ async def test_the_async_twin_packs_requests_and_isolates_a_bad_image(fake: Fake
     assert_refused_by_the_server(results[2])
     good = [results[i][0].class_id for i in (0, 1, 3)]  # type: ignore[index]
     assert good == [len(inputs[i]) for i in (0, 1, 3)]
-

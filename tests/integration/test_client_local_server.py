@@ -41,8 +41,10 @@ def _picture(seed: int, width: int = 120, height: int = 90) -> Image.Image:
     """Smooth, seeded pictures: different seeds give visibly different images."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [np.sin(x * rng.uniform(2, 12) + y * rng.uniform(2, 12) + rng.uniform(0, 6))
-                for _ in range(3)]
+    channels = [
+        np.sin(x * rng.uniform(2, 12) + y * rng.uniform(2, 12) + rng.uniform(0, 6))
+        for _ in range(3)
+    ]
     return Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8))
 
 
@@ -58,8 +60,9 @@ def _model_name(server: Any) -> str:
 
 @pytest.fixture
 def client(xception_server: Any) -> Iterator[Client]:
-    with Client(xception_server.grpc_target, model_name=_model_name(xception_server),
-                timeout=30.0) as c:
+    with Client(
+        xception_server.grpc_target, model_name=_model_name(xception_server), timeout=30.0
+    ) as c:
         yield c
 
 
@@ -133,8 +136,9 @@ def test_pixel_signature_agrees_with_bytes_signature_at_model_size(xception_serv
 async def test_async_client_matches_sync_client(client: Client, xception_server: Any) -> None:
     images = [_encoded(_picture(seed), "JPEG") for seed in (30, 31, 32)]
     expected = [_ids(r) for r in client.predict_batch(images)]
-    async with AsyncClient(xception_server.grpc_target,
-                           model_name=_model_name(xception_server), timeout=30.0) as aclient:
+    async with AsyncClient(
+        xception_server.grpc_target, model_name=_model_name(xception_server), timeout=30.0
+    ) as aclient:
         one = await aclient.predict(images[0])
         batch = await aclient.predict_batch(images)
         many = [r async for r in aclient.predict_many(images, concurrency=2)]
@@ -199,7 +203,8 @@ def test_tiny_deadline_raises_deadline_exceeded(client: Client) -> None:
     with pytest.raises(DeadlineExceeded) as info:
         client.predict(_encoded(_picture(43, 640, 480), "JPEG"), timeout=0.001)
     assert (info.value.code, info.value.details) == (
-        grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "Deadline Exceeded",
     )
 
 
@@ -220,8 +225,10 @@ def test_same_client_recovers_after_the_server_is_killed_and_restarted(
     target = f"127.0.0.1:{port}"
     image = _encoded(_picture(50), "JPEG")
     base = small_xception_model.base_path
-    with Client(target, timeout=20.0, retries=4) as client, \
-            Client(target, timeout=120.0, wait_for_ready=True) as patient:
+    with (
+        Client(target, timeout=20.0, retries=4) as client,
+        Client(target, timeout=120.0, wait_for_ready=True) as patient,
+    ):
         with start_local_server(model_base_path=base, grpc_port=port) as first:
             before = client.predict(image)
             first.stop(signal.SIGKILL)

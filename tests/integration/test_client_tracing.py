@@ -39,8 +39,10 @@ def test_call_span_sends_traceparent_and_image_span_has_the_attributes(
     handler.calls.clear()
     with traced_grpc() as exporter, Client(target, model_name="xception") as client:
         tracer = trace.get_tracer("test")
-        with tracer.start_as_current_span("request") as root, \
-                pytest.raises(ModelNotFound, match=re.escape(RECORDER_ANSWER)):
+        with (
+            tracer.start_as_current_span("request") as root,
+            pytest.raises(ModelNotFound, match=re.escape(RECORDER_ANSWER)),
+        ):
             client.predict(sample_jpeg)
         spans = exporter.get_finished_spans()
     trace_id = root.get_span_context().trace_id
@@ -93,8 +95,10 @@ async def test_async_client_calls_carry_traceparent(
     with traced_grpc() as exporter:
         async with AsyncClient(target) as client:
             tracer = trace.get_tracer("test")
-            with tracer.start_as_current_span("request") as root, \
-                    pytest.raises(ModelNotFound, match=re.escape(RECORDER_ANSWER)):
+            with (
+                tracer.start_as_current_span("request") as root,
+                pytest.raises(ModelNotFound, match=re.escape(RECORDER_ANSWER)),
+            ):
                 await client.predict(sample_jpeg)
         spans = exporter.get_finished_spans()
     call = _span(spans, PREDICT)
@@ -118,8 +122,10 @@ def test_without_opentelemetry_the_client_runs_and_imports_none_of_it(
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import now raises ImportError
     tracing._tracer.cache_clear()
     try:
-        with Client(target) as client, \
-                pytest.raises(ModelNotFound, match=re.escape(RECORDER_ANSWER)):
+        with (
+            Client(target) as client,
+            pytest.raises(ModelNotFound, match=re.escape(RECORDER_ANSWER)),
+        ):
             client.predict(sample_jpeg)
         with pytest.raises(ImportError, match=r"xception-client\[tracing\]"):
             tracing.instrument_grpc()

@@ -70,15 +70,19 @@ def test_bytes_signature_rejects_webp_and_tiff_as_unsupported_format(bytes_signa
 def test_bytes_signature_rejects_truncated_jpeg(bytes_signature: Any) -> None:
     data = image_bytes("jpeg_baseline", 80, 80)
     _expect_invalid(
-        bytes_signature, [data[: len(data) // 2]],
-        "jpeg::Uncompress failed. Invalid JPEG data or crop window.", "DecodeJpeg",
+        bytes_signature,
+        [data[: len(data) // 2]],
+        "jpeg::Uncompress failed. Invalid JPEG data or crop window.",
+        "DecodeJpeg",
     )
 
 
 def test_bytes_signature_rejects_header_only_png(bytes_signature: Any) -> None:
     _expect_invalid(
-        bytes_signature, [png_declaring(20, 20)],
-        "Invalid PNG. Failed to initialize decoder.", "DecodePng",
+        bytes_signature,
+        [png_declaring(20, 20)],
+        "Invalid PNG. Failed to initialize decoder.",
+        "DecodePng",
     )
 
 

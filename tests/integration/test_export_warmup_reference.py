@@ -36,8 +36,7 @@ def keras_model(small_xception_weights: Path) -> Any:
 
 def _imagenet() -> tuple[list[str], list[str]]:
     index = json.loads(
-        resources.files("xception_export").joinpath("data", "imagenet_class_index.json")
-        .read_text()
+        resources.files("xception_export").joinpath("data", "imagenet_class_index.json").read_text()
     )
     return [index[str(i)][1] for i in range(1000)], [index[str(i)][0] for i in range(1000)]
 
@@ -105,8 +104,10 @@ def test_reference_answers_equal_an_independent_keras_pipeline(
             ids = out[contract.TOP_K_CLASS_IDS_OUTPUT]
             np.testing.assert_array_equal(ids, np.argsort(-expected, axis=1)[:, : ids.shape[1]])
             np.testing.assert_allclose(
-                out[contract.TOP_K_SCORES_OUTPUT], np.take_along_axis(expected, ids, 1),
-                atol=TOLERANCE, rtol=0,
+                out[contract.TOP_K_SCORES_OUTPUT],
+                np.take_along_axis(expected, ids, 1),
+                atol=TOLERANCE,
+                rtol=0,
             )
             assert out[contract.TOP_K_LABELS_OUTPUT].tolist() == [
                 [names[i].encode() for i in row] for row in ids

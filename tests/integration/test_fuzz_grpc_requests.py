@@ -51,7 +51,9 @@ FUZZ = settings(
     max_examples=300,
     deadline=None,  # a slow example on a shared machine is not a failure; a hang is (timeouts)
     suppress_health_check=[
-        HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
         HealthCheck.filter_too_much,
     ],
     database=None,
@@ -69,15 +71,17 @@ METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
 MESSAGES = {  # method -> (request type, response type)
     PREDICT: (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
-    CLASSIFY: (classification_pb2.ClassificationRequest,
-               classification_pb2.ClassificationResponse),
+    CLASSIFY: (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
     REGRESS: (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
-    MULTI_INFERENCE: (inference_pb2.MultiInferenceRequest,
-                      inference_pb2.MultiInferenceResponse),
-    METADATA: (get_model_metadata_pb2.GetModelMetadataRequest,
-               get_model_metadata_pb2.GetModelMetadataResponse),
-    STATUS: (get_model_status_pb2.GetModelStatusRequest,
-             get_model_status_pb2.GetModelStatusResponse),
+    MULTI_INFERENCE: (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+    METADATA: (
+        get_model_metadata_pb2.GetModelMetadataRequest,
+        get_model_metadata_pb2.GetModelMetadataResponse,
+    ),
+    STATUS: (
+        get_model_status_pb2.GetModelStatusRequest,
+        get_model_status_pb2.GetModelStatusResponse,
+    ),
 }
 # What a request can legitimately be refused with. INTERNAL / UNKNOWN would be an unhandled
 # exception in the server, DEADLINE_EXCEEDED a hang.
@@ -144,8 +148,7 @@ def _examples(draw: st.DrawFn, request: Any) -> None:
     """One to three tf.Examples with x (and x2, now and then), or the same with a context
     (holding x2, now and then)."""
     with_context = draw(st.booleans())
-    target = (request.input.example_list_with_context if with_context
-              else request.input.example_list)
+    target = request.input.example_list_with_context if with_context else request.input.example_list
     x2_in_context = with_context and draw(st.booleans())
     if x2_in_context:
         target.context.features.feature["x2"].float_list.value.append(draw(_X))
@@ -196,8 +199,11 @@ def valid_requests(draw: st.DrawFn) -> tuple[str, Any]:
         _spec(draw, request.model_spec, draw(st.sampled_from(names)))
         _examples(draw, request)
     elif method == MULTI_INFERENCE:
-        for signature in draw(st.lists(st.sampled_from(sorted(EXAMPLE_SIGNATURES)), min_size=1,
-                                       max_size=3, unique=True)):
+        for signature in draw(
+            st.lists(
+                st.sampled_from(sorted(EXAMPLE_SIGNATURES)), min_size=1, max_size=3, unique=True
+            )
+        ):
             task = request.tasks.add()
             _spec(draw, task.model_spec, signature)
             task.method_name = EXAMPLE_SIGNATURES[signature][0]
@@ -239,18 +245,32 @@ def assert_right_answer(method: str, request: Any, answer: bytes) -> None:
         (status,) = response.model_version_status
         assert (status.version, status.state) == (VERSION, ModelVersionStatus.AVAILABLE)
     if method != STATUS:  # every other answer names the version that answered
-        specs = ([r.model_spec for r in response.results] if method == MULTI_INFERENCE
-                 else [response.model_spec])
+        specs = (
+            [r.model_spec for r in response.results]
+            if method == MULTI_INFERENCE
+            else [response.model_spec]
+        )
         assert all((s.name, s.version.value) == (MODEL, VERSION) for s in specs)
 
 
 # -- mutations of a valid request
 
+
 @st.composite
 def _tensors(draw: st.DrawFn) -> tensor_pb2.TensorProto:
     proto = tensor_pb2.TensorProto(
-        dtype=draw(st.sampled_from([types_pb2.DT_FLOAT, types_pb2.DT_STRING, types_pb2.DT_INT64,
-                                    types_pb2.DT_UINT8, types_pb2.DT_INVALID, 77]))
+        dtype=draw(
+            st.sampled_from(
+                [
+                    types_pb2.DT_FLOAT,
+                    types_pb2.DT_STRING,
+                    types_pb2.DT_INT64,
+                    types_pb2.DT_UINT8,
+                    types_pb2.DT_INVALID,
+                    77,
+                ]
+            )
+        )
     )
     # Tiny or absurd sizes only (see tests/unit/test_fuzz_tensors.py).
     dims = st.one_of(st.integers(0, 3), st.integers(2**45, 2**62), st.just(-1))
@@ -263,10 +283,13 @@ def _tensors(draw: st.DrawFn) -> tensor_pb2.TensorProto:
     return proto
 
 
-_NAMES = st.one_of(st.sampled_from([MODEL, "", "../default", MODEL + "\x00", "half_plus_three"]),
-                   st.text(max_size=12))
-_SIGNATURES = st.one_of(st.sampled_from(["", "serving_default", *EXAMPLE_SIGNATURES]),
-                        st.text(max_size=12))
+_NAMES = st.one_of(
+    st.sampled_from([MODEL, "", "../default", MODEL + "\x00", "half_plus_three"]),
+    st.text(max_size=12),
+)
+_SIGNATURES = st.one_of(
+    st.sampled_from(["", "serving_default", *EXAMPLE_SIGNATURES]), st.text(max_size=12)
+)
 
 
 def _mutate_spec(draw: st.DrawFn, spec: Any) -> None:
@@ -276,8 +299,11 @@ def _mutate_spec(draw: st.DrawFn, spec: Any) -> None:
     elif edit == "signature":
         spec.signature_name = draw(_SIGNATURES)
     elif edit == "version":
-        spec.version.value = draw(st.one_of(st.sampled_from([0, VERSION - 1, VERSION + 1]),
-                                            st.integers(-(2**63), 2**63 - 1)))
+        spec.version.value = draw(
+            st.one_of(
+                st.sampled_from([0, VERSION - 1, VERSION + 1]), st.integers(-(2**63), 2**63 - 1)
+            )
+        )
     elif edit == "label":
         spec.version_label = draw(st.one_of(st.just("stable"), st.text(max_size=8)))
     else:
@@ -310,14 +336,22 @@ def _mutate(draw: st.DrawFn, method: str, request: Any) -> None:
     target = draw(st.sampled_from(["spec", "payload"]))
     if method == MULTI_INFERENCE:
         if target == "spec" or not request.tasks:
-            _mutate_spec(draw, request.tasks[draw(st.integers(0, len(request.tasks) - 1))]
-                         .model_spec)
+            _mutate_spec(
+                draw, request.tasks[draw(st.integers(0, len(request.tasks) - 1))].model_spec
+            )
         else:
             edit = draw(st.sampled_from(["method", "repeat", "examples"]))
             if edit == "method":
-                request.tasks[0].method_name = draw(st.sampled_from(
-                    ["tensorflow/serving/classify", "tensorflow/serving/regress",
-                     "tensorflow/serving/predict", "nope"]))
+                request.tasks[0].method_name = draw(
+                    st.sampled_from(
+                        [
+                            "tensorflow/serving/classify",
+                            "tensorflow/serving/regress",
+                            "tensorflow/serving/predict",
+                            "nope",
+                        ]
+                    )
+                )
             elif edit == "repeat":
                 request.tasks.add().CopyFrom(request.tasks[0])
             else:
@@ -336,13 +370,17 @@ def _mutate(draw: st.DrawFn, method: str, request: Any) -> None:
         elif edit == "filter":
             request.output_filter.append(draw(st.sampled_from(["y", "scores", "z", ""])))
         else:
-            request.inputs["x"].dtype = draw(st.sampled_from(
-                [types_pb2.DT_DOUBLE, types_pb2.DT_STRING, types_pb2.DT_HALF, 0, 77]))
+            request.inputs["x"].dtype = draw(
+                st.sampled_from(
+                    [types_pb2.DT_DOUBLE, types_pb2.DT_STRING, types_pb2.DT_HALF, 0, 77]
+                )
+            )
     elif method in (CLASSIFY, REGRESS):
         _mutate_examples(draw, request)
     elif method == METADATA:
-        request.metadata_field[:] = draw(st.lists(
-            st.sampled_from(["signature_def", "bogus", ""]), max_size=2))
+        request.metadata_field[:] = draw(
+            st.lists(st.sampled_from(["signature_def", "bogus", ""]), max_size=2)
+        )
     else:
         _mutate_spec(draw, request.model_spec)
 
@@ -387,48 +425,51 @@ def request_bytes(draw: st.DrawFn) -> tuple[str, bytes, bool]:
 # The request checks' messages, in TF Serving's words (predict_util.cc, classifier.cc,
 # regressor.cc, multi_inference.cc, get_model_metadata_impl.cc, server_core.cc), and a
 # TensorFlow kernel's own error, which names its graph node as a Session reports it.
-GRPC_MESSAGES = tuple(re.compile(pattern, re.DOTALL) for pattern in (
-    r"Missing ModelSpec",
-    r"ModelSpec has no name specified\.",
-    r"Found ModelSpec with an empty model name\.",
-    r"GetModelMetadataRequest must specify at least one metadata_field",
-    r"Metadata field .* is not supported",
-    r"Servable not found for request: (?:Latest\(.*\)|Specific\(.*, -?\d+\))",
-    r"Could not find version -?\d+ of model .*",
-    r"Could not find any versions of model .*",
-    r"Unrecognized servable version label: .*",
-    r'Serving signature key ".*" not found\.',
-    r"input size does not match signature: \d+!=\d+ len\(\{.*\}\) != len\(\{.*\}\)\. "
-    r"Sent extra: \{.*\}\. Missing but required: \{.*\}\.",
-    r"Signature input alias: .+\(feed name: .+\) not found in request and no default value "
-    r"provided\. Inputs expected to be in the request \{.*\}, or default input alias set: .*",
-    r"tensor parsing error: .*",
-    r"Inputs contains invalid name\. Used request inputs: .*, request input: .*",
-    r"Expects arg\[\d+\] to be \w+ but \w+ is provided",
-    r"output tensor alias not found in signature: .* Outputs expected to be in the set "
-    r"\{.*\}\.",
-    r"duplicate output tensor alias: .*",
-    r"Input is empty\.",
-    r"No (?:classification|regression) inputs found in SignatureDef: .+",
-    r"No regression outputs found in SignatureDef: .+",
-    r"Expected classification signature outputs to contain classes or scores: .+",
-    r"Expected one (?:input|output) Tensor\.",
-    r"Expected one or two output Tensors, found \d+",
-    r"Expected (?:classes|scores|output) Tensor of DT_\w+\.  Got: DT_\w+",
-    r"Expected Tensor shape: \[batch_size num_classes\] but got \[[\d,]*\] \(.+\)",
-    r"Expected output Tensor shape to be either \[batch_size\] or \[batch_size, 1\] but got "
-    r"\[[\d,]*\]",
-    r"Input batch size did not match output batch size: \d+ vs\. \d+",
-    r"Tensors class and score should match in dim_size\(1\)\. Got \d+ vs\. \d+",
-    r"No signature was found with the name: .*",
-    r"All ModelSpecs in a MultiInferenceRequest must access the same model name\.",
-    r"Duplicate evaluation of signature: .*",
-    r"Requested signature not found in model graph: .*",
-    r"Unsupported signature method_name: .*",
-    r"Input tensor must be the same for all Signatures\.",
-    r".*\[\[\{\{node [^}]+\}\}\]\].*",
-    r"Could not parse example input, value: '.*",  # quoting bytes (Latin-1 on the client)
-))
+GRPC_MESSAGES = tuple(
+    re.compile(pattern, re.DOTALL)
+    for pattern in (
+        r"Missing ModelSpec",
+        r"ModelSpec has no name specified\.",
+        r"Found ModelSpec with an empty model name\.",
+        r"GetModelMetadataRequest must specify at least one metadata_field",
+        r"Metadata field .* is not supported",
+        r"Servable not found for request: (?:Latest\(.*\)|Specific\(.*, -?\d+\))",
+        r"Could not find version -?\d+ of model .*",
+        r"Could not find any versions of model .*",
+        r"Unrecognized servable version label: .*",
+        r'Serving signature key ".*" not found\.',
+        r"input size does not match signature: \d+!=\d+ len\(\{.*\}\) != len\(\{.*\}\)\. "
+        r"Sent extra: \{.*\}\. Missing but required: \{.*\}\.",
+        r"Signature input alias: .+\(feed name: .+\) not found in request and no default value "
+        r"provided\. Inputs expected to be in the request \{.*\}, or default input alias set: .*",
+        r"tensor parsing error: .*",
+        r"Inputs contains invalid name\. Used request inputs: .*, request input: .*",
+        r"Expects arg\[\d+\] to be \w+ but \w+ is provided",
+        r"output tensor alias not found in signature: .* Outputs expected to be in the set "
+        r"\{.*\}\.",
+        r"duplicate output tensor alias: .*",
+        r"Input is empty\.",
+        r"No (?:classification|regression) inputs found in SignatureDef: .+",
+        r"No regression outputs found in SignatureDef: .+",
+        r"Expected classification signature outputs to contain classes or scores: .+",
+        r"Expected one (?:input|output) Tensor\.",
+        r"Expected one or two output Tensors, found \d+",
+        r"Expected (?:classes|scores|output) Tensor of DT_\w+\.  Got: DT_\w+",
+        r"Expected Tensor shape: \[batch_size num_classes\] but got \[[\d,]*\] \(.+\)",
+        r"Expected output Tensor shape to be either \[batch_size\] or \[batch_size, 1\] but got "
+        r"\[[\d,]*\]",
+        r"Input batch size did not match output batch size: \d+ vs\. \d+",
+        r"Tensors class and score should match in dim_size\(1\)\. Got \d+ vs\. \d+",
+        r"No signature was found with the name: .*",
+        r"All ModelSpecs in a MultiInferenceRequest must access the same model name\.",
+        r"Duplicate evaluation of signature: .*",
+        r"Requested signature not found in model graph: .*",
+        r"Unsupported signature method_name: .*",
+        r"Input tensor must be the same for all Signatures\.",
+        r".*\[\[\{\{node [^}]+\}\}\]\].*",
+        r"Could not parse example input, value: '.*",  # quoting bytes (Latin-1 on the client)
+    )
+)
 
 
 def is_grpc_message(details: str) -> bool:
@@ -436,6 +477,7 @@ def is_grpc_message(details: str) -> bool:
 
 
 # -- the two fuzzers
+
 
 def _check_answer(
     call: Any, method: str, payload: bytes, valid: bool, run: FuzzRun, request: Any = None

@@ -105,8 +105,6 @@ def _animated_gif() -> tuple[bytes, bytes]:
     return animated, _save(frames[0], "GIF")
 
 
-
-
 _JPEG = _good_jpeg(7)
 _NOISE = np.random.default_rng(0).integers(0, 256, size=3000, dtype=np.uint8).tobytes()
 
@@ -313,9 +311,9 @@ def test_unusual_but_valid_image_is_classified(stub: Any, case: str) -> None:
 
 def test_animated_gif_is_classified_by_its_first_frame(stub: Any) -> None:
     response = stub.Predict(bytes_request([_ANIMATED, _FIRST_FRAME]), timeout=60)
-    probabilities = np.asarray(
-        response.outputs[contract.PROBABILITIES_OUTPUT].float_val
-    ).reshape(2, -1)
+    probabilities = np.asarray(response.outputs[contract.PROBABILITIES_OUTPUT].float_val).reshape(
+        2, -1
+    )
     np.testing.assert_allclose(probabilities[0], probabilities[1], atol=1e-6)
 
 
@@ -349,15 +347,30 @@ def _shape_refusal(shape: tuple[int, ...]) -> str:
 @pytest.mark.parametrize(
     ("array", "dtype", "message"),
     [
-        pytest.param(np.zeros((1, SIZE, SIZE, 3), np.float32), types_pb2.DT_FLOAT,
-                     re.escape("Expects arg[0] to be uint8 but float is provided"),
-                     id="float_for_uint8"),
-        pytest.param(np.zeros((1, SIZE, SIZE, 4), np.uint8), types_pb2.DT_UINT8,
-                     _shape_refusal((1, SIZE, SIZE, 4)), id="four_channels"),
-        pytest.param(np.zeros((1, SIZE - 1, SIZE - 1, 3), np.uint8), types_pb2.DT_UINT8,
-                     _shape_refusal((1, SIZE - 1, SIZE - 1, 3)), id="wrong_image_size"),
-        pytest.param(np.zeros((1, SIZE, SIZE), np.uint8), types_pb2.DT_UINT8,
-                     _shape_refusal((1, SIZE, SIZE)), id="missing_channel_axis"),
+        pytest.param(
+            np.zeros((1, SIZE, SIZE, 3), np.float32),
+            types_pb2.DT_FLOAT,
+            re.escape("Expects arg[0] to be uint8 but float is provided"),
+            id="float_for_uint8",
+        ),
+        pytest.param(
+            np.zeros((1, SIZE, SIZE, 4), np.uint8),
+            types_pb2.DT_UINT8,
+            _shape_refusal((1, SIZE, SIZE, 4)),
+            id="four_channels",
+        ),
+        pytest.param(
+            np.zeros((1, SIZE - 1, SIZE - 1, 3), np.uint8),
+            types_pb2.DT_UINT8,
+            _shape_refusal((1, SIZE - 1, SIZE - 1, 3)),
+            id="wrong_image_size",
+        ),
+        pytest.param(
+            np.zeros((1, SIZE, SIZE), np.uint8),
+            types_pb2.DT_UINT8,
+            _shape_refusal((1, SIZE, SIZE)),
+            id="missing_channel_axis",
+        ),
     ],
 )
 def test_pixel_tensor_of_wrong_dtype_or_shape_is_invalid_argument(
@@ -423,8 +436,17 @@ def test_malformed_protobuf_bytes_are_refused_and_the_server_keeps_serving(
 
 @pytest.mark.parametrize(
     "case",
-    ["empty", "random_bytes", "text_file", "jpeg_sos_marker_broken", "jpeg_sof_nine_components",
-     "png_bomb", "jpeg_bomb", "gif_bomb", "file_path_not_image"],
+    [
+        "empty",
+        "random_bytes",
+        "text_file",
+        "jpeg_sos_marker_broken",
+        "jpeg_sof_nine_components",
+        "png_bomb",
+        "jpeg_bomb",
+        "gif_bomb",
+        "file_path_not_image",
+    ],
 )
 def test_client_rejects_bad_images_before_sending(case: str) -> None:
     # Nothing listens on port 1: a request that left the client would fail as unavailable.
@@ -469,8 +491,9 @@ def test_request_above_the_message_limit_is_refused_by_the_client_with_a_clear_e
     noise = np.random.default_rng(3).integers(0, 256, size=(400, 400, 3), dtype=np.uint8)
     large = _save(Image.fromarray(noise), "PNG")  # ~480 KB, incompressible
     limit = 256 * 1024
-    with Client(server.grpc_target, timeout=30,
-                channel_options=[("grpc.max_send_message_length", limit)]) as client:
+    with Client(
+        server.grpc_target, timeout=30, channel_options=[("grpc.max_send_message_length", limit)]
+    ) as client:
         with pytest.raises(ResourceExhausted) as info:
             client.predict(large)
         assert "larger than max" in info.value.details

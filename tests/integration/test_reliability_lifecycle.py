@@ -248,8 +248,11 @@ def test_new_version_rolls_out_under_traffic_and_a_corrupt_one_never_serves(
         wait_for(lambda: answered() >= 5, "first answers", WAIT_S)
         _copy_version(life.base_path, 2)
         wait_for(
-            lambda: (s := model_statuses(models, MODEL)).get(2) is not None
-            and s[2].state == State.AVAILABLE and s[1].state == State.END,
+            lambda: (
+                (s := model_statuses(models, MODEL)).get(2) is not None
+                and s[2].state == State.AVAILABLE
+                and s[1].state == State.END
+            ),
             "version 2 serving and version 1 unloaded",
             WAIT_S,
         )

@@ -86,8 +86,9 @@ def test_project_client_talks_to_the_server_over_tls(
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(pki.ca)
     for roots in (pki.ca, ca_file):  # PEM bytes or a path
-        with Client(tls_server.grpc_target, model_name=MODEL, tls=TLS(root_certificates=roots),
-                    timeout=30) as client:
+        with Client(
+            tls_server.grpc_target, model_name=MODEL, tls=TLS(root_certificates=roots), timeout=30
+        ) as client:
             (status,) = client.status()
             assert status.state == "AVAILABLE"
             assert "serving_default" in client.metadata().signatures
@@ -97,8 +98,10 @@ def test_plaintext_client_against_a_tls_server_fails_fast_with_a_clear_error(
     tls_server: ServerProcess,
 ) -> None:
     started = time.monotonic()
-    with Client(tls_server.grpc_target, model_name=MODEL, retries=0, timeout=20) as client, \
-            pytest.raises(ServerUnavailable) as info:
+    with (
+        Client(tls_server.grpc_target, model_name=MODEL, retries=0, timeout=20) as client,
+        pytest.raises(ServerUnavailable) as info,
+    ):
         client.status()
     assert time.monotonic() - started < 10  # refused, not left waiting for the deadline
     assert "A TLS server does this to a plaintext client" in str(info.value)
@@ -108,9 +111,16 @@ def test_plaintext_client_against_a_tls_server_fails_fast_with_a_clear_error(
 def test_client_that_does_not_trust_the_server_certificate_is_refused(
     tls_server: ServerProcess, pki: Pki
 ) -> None:
-    with Client(tls_server.grpc_target, model_name=MODEL, retries=0, timeout=20,
-                tls=TLS(root_certificates=pki.stranger_ca)) as client, \
-            pytest.raises(ServerUnavailable) as info:
+    with (
+        Client(
+            tls_server.grpc_target,
+            model_name=MODEL,
+            retries=0,
+            timeout=20,
+            tls=TLS(root_certificates=pki.stranger_ca),
+        ) as client,
+        pytest.raises(ServerUnavailable) as info,
+    ):
         client.status()
     assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
 
@@ -176,8 +186,9 @@ def mtls_target(pki: Pki, half_plus_two_base: Path) -> Iterator[str]:
 def test_mutual_tls_admits_a_client_with_a_certificate_from_the_trusted_ca(
     mtls_target: str, pki: Pki
 ) -> None:
-    tls = TLS(root_certificates=pki.ca, certificate_chain=pki.client_cert,
-              private_key=pki.client_key)
+    tls = TLS(
+        root_certificates=pki.ca, certificate_chain=pki.client_cert, private_key=pki.client_key
+    )
     with Client(mtls_target, model_name=MODEL, tls=tls, timeout=30) as client:
         assert client.status()[0].state == "AVAILABLE"
 
@@ -189,11 +200,16 @@ def test_mutual_tls_refuses_a_client_without_an_accepted_certificate(
     tls = (
         TLS(root_certificates=pki.ca)
         if credentials == "none"
-        else TLS(root_certificates=pki.ca, certificate_chain=pki.stranger_cert,
-                 private_key=pki.stranger_key)
+        else TLS(
+            root_certificates=pki.ca,
+            certificate_chain=pki.stranger_cert,
+            private_key=pki.stranger_key,
+        )
     )
-    with Client(mtls_target, model_name=MODEL, tls=tls, retries=0, timeout=20) as client, \
-            pytest.raises(ServerUnavailable) as info:
+    with (
+        Client(mtls_target, model_name=MODEL, tls=tls, retries=0, timeout=20) as client,
+        pytest.raises(ServerUnavailable) as info,
+    ):
         client.status()
     assert "without an accepted certificate" in str(info.value)
 
@@ -239,8 +255,11 @@ def test_model_names_that_are_paths_are_not_found_and_never_load_anything(path_t
             for call, sent, message in (
                 (predict.Predict, request, f"Servable not found for request: Latest({name})"),
                 (models.GetModelStatus, status, f"Could not find any versions of model {name}"),
-                (predict.GetModelMetadata, metadata,
-                 f"Servable not found for request: Latest({name})"),
+                (
+                    predict.GetModelMetadata,
+                    metadata,
+                    f"Servable not found for request: Latest({name})",
+                ),
             ):
                 error = rpc_error(call, sent, timeout=10)
                 assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, message)
@@ -250,7 +269,8 @@ def test_model_names_that_are_paths_are_not_found_and_never_load_anything(path_t
         request.model_spec.version_label = "../trap"
         error = rpc_error(predict.Predict, request, timeout=10)
         assert (error.code(), error.details()) == (
-            grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: ../trap"
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: ../trap",
         )
         request.model_spec.ClearField("version_label")
         request.model_spec.signature_name = "../../trap/1/saved_model.pb"
@@ -273,10 +293,18 @@ def test_rest_paths_that_name_files_are_refused(path_trap: Any) -> None:
         ("POST", "/v1/models/..%2Ftrap:predict", 404, not_found.format("../trap")),
         ("POST", "/v1/models/%2E%2E%2F%2E%2E%2Ftrap:predict", 404, not_found.format("../../trap")),
         ("POST", f"/v1/models/{'%2F'.join(trap.split('/'))}:predict", 404, not_found.format(trap)),
-        ("POST", "/v1/models/../trap:predict", 400,
-         "Malformed request: POST /v1/models/../trap:predict"),
-        ("POST", f"/v1/models/{MODEL}/labels/..%2Ftrap:predict", 400,
-         "Unrecognized servable version label: ../trap"),
+        (
+            "POST",
+            "/v1/models/../trap:predict",
+            400,
+            "Malformed request: POST /v1/models/../trap:predict",
+        ),
+        (
+            "POST",
+            f"/v1/models/{MODEL}/labels/..%2Ftrap:predict",
+            400,
+            "Unrecognized servable version label: ../trap",
+        ),
         ("GET", "/v1/models/..%2Ftrap", 404, "Could not find any versions of model ../trap"),
         ("GET", "/v1/models/%2Fetc%2Fpasswd/metadata", 404, not_found.format("/etc/passwd")),
         ("GET", "/v1/../../etc/passwd", 400, "Malformed request: GET /v1/../../etc/passwd"),

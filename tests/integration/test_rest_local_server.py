@@ -46,8 +46,9 @@ def write_half_plus_two_tf2(base: Path, version: int = 1) -> Path:
     return path
 
 
-def http_call(server: ServerProcess, method: str, path: str, body: bytes | str | None = None
-              ) -> tuple[int, str, bytes]:
+def http_call(
+    server: ServerProcess, method: str, path: str, body: bytes | str | None = None
+) -> tuple[int, str, bytes]:
     assert server.rest_url is not None
     data = body.encode() if isinstance(body, str) else body
     req = urllib.request.Request(server.rest_url + path, data=data, method=method)
@@ -163,8 +164,11 @@ def test_rest_get_status_is_exact(rest_server: ServerProcess) -> None:
     assert (status, content_type) == (200, "application/json")
     assert json.loads(body) == {
         "model_version_status": [
-            {"version": "1", "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
         ]
     }
 
@@ -191,7 +195,8 @@ def test_rest_prometheus_endpoint_exports_tf_serving_metrics(rest_server: Server
     assert 'API="predict",entrypoint="REST"' in text
     status, _, body = http_call(rest_server, "GET", PROMETHEUS + "?format=x")
     assert (status, body.decode()) == (
-        400, f"Unexpected path: {PROMETHEUS}?format=x. Should be {PROMETHEUS}"
+        400,
+        f"Unexpected path: {PROMETHEUS}?format=x. Should be {PROMETHEUS}",
     )
 
 
@@ -228,7 +233,9 @@ def test_rest_xception_predict_labels_b64_images(
 ) -> None:
     image = {"b64": base64.b64encode(sample_jpeg).decode()}
     status, _, body = http_call(
-        xception_server, "POST", f"/v1/models/{contract.DEFAULT_MODEL_NAME}:predict",
+        xception_server,
+        "POST",
+        f"/v1/models/{contract.DEFAULT_MODEL_NAME}:predict",
         json.dumps({"instances": [image, image]}),
     )
     assert status == 200, body[:500]
@@ -247,11 +254,13 @@ def test_rest_xception_predict_labels_b64_images(
 def test_rest_xception_columnar_and_bad_image(
     xception_server: ServerProcess, sample_jpeg: bytes
 ) -> None:
-    request = {"inputs": {contract.IMAGE_BYTES_INPUT: [
-        {"b64": base64.b64encode(sample_jpeg).decode()}
-    ]}}
+    request = {
+        "inputs": {contract.IMAGE_BYTES_INPUT: [{"b64": base64.b64encode(sample_jpeg).decode()}]}
+    }
     status, _, body = http_call(
-        xception_server, "POST", f"/v1/models/{contract.DEFAULT_MODEL_NAME}:predict",
+        xception_server,
+        "POST",
+        f"/v1/models/{contract.DEFAULT_MODEL_NAME}:predict",
         json.dumps(request),
     )
     assert status == 200, body[:500]
@@ -259,7 +268,9 @@ def test_rest_xception_columnar_and_bad_image(
     assert len(outputs[contract.TOP_K_LABELS_OUTPUT]) == 1
     bad = {"instances": [{"b64": base64.b64encode(b"not an image").decode()}]}
     status, content_type, body = http_call(
-        xception_server, "POST", f"/v1/models/{contract.DEFAULT_MODEL_NAME}:predict",
+        xception_server,
+        "POST",
+        f"/v1/models/{contract.DEFAULT_MODEL_NAME}:predict",
         json.dumps(bad),
     )
     assert (status, content_type) == (400, "application/json"), body[:500]
@@ -283,7 +294,9 @@ def test_rest_xception_classify_takes_b64_image_feature(
         ],
     }
     status, _, body = http_call(
-        xception_server, "POST", f"/v1/models/{contract.DEFAULT_MODEL_NAME}:classify",
+        xception_server,
+        "POST",
+        f"/v1/models/{contract.DEFAULT_MODEL_NAME}:classify",
         json.dumps(request),
     )
     assert status == 200, body[:500]

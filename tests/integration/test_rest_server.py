@@ -18,8 +18,15 @@ from tests.unit.test_rest_api import PROMETHEUS, HalfPlusTwoCore
 
 @pytest.fixture
 def server() -> Iterator[RestServer]:
-    rest = RestServer(HalfPlusTwoCore(delay_s=0.0), Metrics(), host="127.0.0.1", port=0,
-                      monitoring_path=PROMETHEUS, num_threads=2, max_body_bytes=64 * 1024)
+    rest = RestServer(
+        HalfPlusTwoCore(delay_s=0.0),
+        Metrics(),
+        host="127.0.0.1",
+        port=0,
+        monitoring_path=PROMETHEUS,
+        num_threads=2,
+        max_body_bytes=64 * 1024,
+    )
     rest.start()
     try:
         yield rest
@@ -27,8 +34,9 @@ def server() -> Iterator[RestServer]:
         rest.stop(grace=1)
 
 
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
-            ) -> tuple[int, dict[str, str], bytes]:
+def request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
     conn.request(method, path, body=body)
     response = conn.getresponse()
     return response.status, dict(response.getheaders()), response.read()
@@ -57,8 +65,9 @@ def test_server_binds_an_ephemeral_loopback_port_and_keeps_connections_alive(
 def test_oversized_body_is_refused_with_413_before_it_is_read(server: RestServer) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        status, _, out = request(conn, "POST", "/v1/models/half_plus_two:predict",
-                                 b"[" * (128 * 1024))
+        status, _, out = request(
+            conn, "POST", "/v1/models/half_plus_two:predict", b"[" * (128 * 1024)
+        )
         assert status == 413
         assert b"exceeds max_body of 65536" in out
     finally:
@@ -67,15 +76,17 @@ def test_oversized_body_is_refused_with_413_before_it_is_read(server: RestServer
 
 def test_stop_finishes_in_flight_request_then_refuses_connections() -> None:
     core = HalfPlusTwoCore(delay_s=0.8)
-    rest = RestServer(core, Metrics(), host="127.0.0.1", port=0, monitoring_path=None,
-                      num_threads=2)
+    rest = RestServer(
+        core, Metrics(), host="127.0.0.1", port=0, monitoring_path=None, num_threads=2
+    )
     rest.start()
     results: list[tuple[int, bytes]] = []
 
     def slow_call() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", rest.port, timeout=10)
-        status, _, out = request(conn, "POST", "/v1/models/half_plus_two:predict",
-                                 b'{"instances": [2.0]}')
+        status, _, out = request(
+            conn, "POST", "/v1/models/half_plus_two:predict", b'{"instances": [2.0]}'
+        )
         results.append((status, out))
         conn.close()
 

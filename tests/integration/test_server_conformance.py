@@ -297,13 +297,22 @@ def test_predict_without_model_spec_is_invalid(predict_stub) -> None:
 @pytest.mark.parametrize(
     ("sent", "message"),
     [
-        ((), "input size does not match signature: 0!=1 len({}) != len({x}). Sent extra: {}. "
-             "Missing but required: {x}."),
-        (("x", "z"), "input size does not match signature: 2!=1 len({x,z}) != len({x}). Sent "
-                     "extra: {z}. Missing but required: {}."),
-        (("z",), "Signature input alias: x(feed name: x:0) not found in request and no default "
-                 "value provided. Inputs expected to be in the request {z}, or default input "
-                 "alias set: "),
+        (
+            (),
+            "input size does not match signature: 0!=1 len({}) != len({x}). Sent extra: {}. "
+            "Missing but required: {x}.",
+        ),
+        (
+            ("x", "z"),
+            "input size does not match signature: 2!=1 len({x,z}) != len({x}). Sent "
+            "extra: {z}. Missing but required: {}.",
+        ),
+        (
+            ("z",),
+            "Signature input alias: x(feed name: x:0) not found in request and no default "
+            "value provided. Inputs expected to be in the request {z}, or default input "
+            "alias set: ",
+        ),
     ],
     ids=["missing", "extra", "wrong key"],
 )
@@ -453,7 +462,8 @@ def test_classify_on_a_predict_signature_is_invalid(predict_stub) -> None:
     # TF Serving prints the SignatureDef it found (its DebugString, protobuf's text format).
     found = signature_def(predict_stub, "serving_default")
     assert (err.code(), err.details()) == (
-        grpc.StatusCode.INVALID_ARGUMENT, f"No classification inputs found in SignatureDef: {found}"
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"No classification inputs found in SignatureDef: {found}",
     )
 
 
@@ -474,7 +484,8 @@ def test_regress_without_regression_signature_answers_as_tf_serving(predict_stub
     err = rpc_error(predict_stub.Regress, request)
     found = signature_def(predict_stub, "serving_default")
     assert (err.code(), err.details()) == (
-        grpc.StatusCode.INVALID_ARGUMENT, f"No regression inputs found in SignatureDef: {found}"
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"No regression inputs found in SignatureDef: {found}",
     )
 
 

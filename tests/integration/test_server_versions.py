@@ -255,7 +255,8 @@ def test_version_policies_labels_and_config_reload(
         with pytest.raises(grpc.RpcError) as info:
             predict.Predict(predict_request("half_plus_three"), timeout=10)
         assert (info.value.code(), info.value.details()) == (
-            grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(half_plus_three)"
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Latest(half_plus_three)",
         )
 
         # A deleted version directory unloads.

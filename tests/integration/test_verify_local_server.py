@@ -70,16 +70,22 @@ def variants(
     bases = {}
     for name, kwargs in options.items():
         bases[name] = root / name
-        export(bases[name], image_size=SMALL_IMAGE_SIZE, model_version=1,
-               log=lambda _m: None, **kwargs)
+        export(
+            bases[name], image_size=SMALL_IMAGE_SIZE, model_version=1, log=lambda _m: None, **kwargs
+        )
     return bases
 
 
 @pytest.fixture(scope="module")
-def variant_server(variants: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-                   ) -> Iterator[ServerProcess]:
-    names = {contract.DEFAULT_MODEL_NAME: "other_weights", "bilinear": "bilinear", "top3": "top3",
-             "random": "random"}
+def variant_server(
+    variants: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    names = {
+        contract.DEFAULT_MODEL_NAME: "other_weights",
+        "bilinear": "bilinear",
+        "top3": "top3",
+        "random": "random",
+    }
     config = tmp_path_factory.mktemp("variant-config") / "models.config"
     config.write_text(
         "model_config_list {\n"
@@ -95,7 +101,8 @@ def variant_server(variants: dict[str, Path], tmp_path_factory: pytest.TempPathF
 
 
 def test_verify_passes_against_the_local_server(
-    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess,
+    capsys: pytest.CaptureFixture[str],
+    xception_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
     # A base path: verify picks its latest version.
@@ -111,7 +118,10 @@ def test_verify_passes_against_the_local_server(
     assert lines[-1].startswith("PASS: xception version 1 at ")
 
     code, out, _ = _verify(
-        capsys, str(small_xception_model.version_dir), "--server", xception_server.grpc_target,
+        capsys,
+        str(small_xception_model.version_dir),
+        "--server",
+        xception_server.grpc_target,
         "--json",
     )
     report = json.loads(out)
@@ -151,7 +161,8 @@ def _verify_variant(
 
 
 def test_other_weights_under_the_same_name_fail(
-    capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
+    capsys: pytest.CaptureFixture[str],
+    variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
     code, out, err = _verify_variant(capsys, variant_server, small_xception_model)
@@ -161,7 +172,8 @@ def test_other_weights_under_the_same_name_fail(
 
 
 def test_bilinear_resize_of_the_same_weights_fails_on_encoded_images_only(
-    capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
+    capsys: pytest.CaptureFixture[str],
+    variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
     code, out, err = _verify_variant(
@@ -178,7 +190,8 @@ def test_bilinear_resize_of_the_same_weights_fails_on_encoded_images_only(
 
 
 def test_other_output_shapes_fail_on_the_signature_check(
-    capsys: pytest.CaptureFixture[str], variant_server: ServerProcess,
+    capsys: pytest.CaptureFixture[str],
+    variant_server: ServerProcess,
     small_xception_model: ExportedModel,
 ) -> None:
     code, out, err = _verify_variant(
@@ -199,8 +212,10 @@ def _copy_artifact(small_xception_model: ExportedModel, tmp_path: Path) -> Path:
 
 
 def test_corrupt_warmup_file_fails_naming_the_record(
-    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess,
-    small_xception_model: ExportedModel, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    xception_server: ServerProcess,
+    small_xception_model: ExportedModel,
+    tmp_path: Path,
 ) -> None:
     copy = _copy_artifact(small_xception_model, tmp_path)
     data = bytearray((copy / WARMUP).read_bytes())
@@ -226,8 +241,10 @@ def _record_starts(data: bytes) -> list[int]:
 
 
 def test_artifact_without_reference_answers_fails_clearly(
-    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess,
-    small_xception_model: ExportedModel, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    xception_server: ServerProcess,
+    small_xception_model: ExportedModel,
+    tmp_path: Path,
 ) -> None:
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
@@ -256,7 +273,8 @@ def test_usage_errors_exit_2(
     missing = tmp_path / "missing"
     code, _, err = _verify(capsys, str(missing), "--server", xception_server.grpc_target)
     assert (code, err) == (
-        2, f"xception-client: error: ARTIFACT {str(missing)!r} is not a directory\n"
+        2,
+        f"xception-client: error: ARTIFACT {str(missing)!r} is not a directory\n",
     )
     code, _, err = _verify(capsys, str(tmp_path), "--server", xception_server.grpc_target)
     assert (code, err) == (
@@ -273,8 +291,10 @@ def test_usage_errors_exit_2(
 
 
 def test_an_artifact_of_another_version_than_the_served_one_passes_with_a_warning(
-    capsys: pytest.CaptureFixture[str], xception_server: ServerProcess,
-    small_xception_model: ExportedModel, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    xception_server: ServerProcess,
+    small_xception_model: ExportedModel,
+    tmp_path: Path,
 ) -> None:
     newer = tmp_path / "base" / "7"  # the same model, published as version 7; 1 is served
     shutil.copytree(small_xception_model.version_dir, newer)
@@ -288,7 +308,9 @@ def test_an_artifact_of_another_version_than_the_served_one_passes_with_a_warnin
 
 
 def test_an_untrained_artifact_passes_with_a_warning_that_its_answers_rank_nothing(
-    capsys: pytest.CaptureFixture[str], variant_server: ServerProcess, variants: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    variant_server: ServerProcess,
+    variants: dict[str, Path],
 ) -> None:
     artifact = variants["random"] / "1"
     code, out, err = _verify(

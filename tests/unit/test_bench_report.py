@@ -18,17 +18,31 @@ from PIL import Image
 from benchmarks import images, load, report, stats
 
 ROWS = [
-    {"variant": "grpc-bytes", "concurrency": c, "batching": b, "throughput": t, "p50_ms": 100.0,
-     "p95_ms": 150.0, "p99_ms": 200.0, "requests": 40, "errors": 0,
-     "request_bytes_per_image": 60_000.0, "client_cpu_ms_per_image": 0.9}
+    {
+        "variant": "grpc-bytes",
+        "concurrency": c,
+        "batching": b,
+        "throughput": t,
+        "p50_ms": 100.0,
+        "p95_ms": 150.0,
+        "p99_ms": 200.0,
+        "requests": 40,
+        "errors": 0,
+        "request_bytes_per_image": 60_000.0,
+        "client_cpu_ms_per_image": 0.9,
+    }
     for c, b, t in [(1, True, 6.0), (4, True, 8.5), (1, False, 6.1), (4, False, 7.0)]
 ]
 
 
 def _doc() -> dict[str, Any]:
-    limit = {"throughput": 9.0, "latency_p50_ms": 95.0, "best_batch_size": 8,
-             "signature": "serving_pixels",
-             "per_batch_size": [{"batch_size": 8, "throughput": 9.0}]}
+    limit = {
+        "throughput": 9.0,
+        "latency_p50_ms": 95.0,
+        "best_batch_size": 8,
+        "signature": "serving_pixels",
+        "per_batch_size": [{"batch_size": 8, "throughput": 9.0}],
+    }
     ratios = dict.fromkeys(stats.RATIO_KEYS, 2.0)
     return {
         "date": "2026-01-01T00:00:00+00:00",
@@ -37,8 +51,9 @@ def _doc() -> dict[str, Any]:
         "limit": limit,
         "served": ROWS,
         "ratios": ratios,
-        "targets": stats.evaluate_targets(limit=limit, served=ROWS, ratios=ratios,
-                                          bytes_variant="grpc-bytes"),
+        "targets": stats.evaluate_targets(
+            limit=limit, served=ROWS, ratios=ratios, bytes_variant="grpc-bytes"
+        ),
     }
 
 
@@ -140,8 +155,13 @@ def test_closed_loop_runs_each_request_once_and_counts_errors() -> None:
 def test_closed_loop_stops_at_the_duration() -> None:
     started = time.perf_counter()
     # min_requests: on a loaded machine the threads may only start after the 0.2 s deadline
-    result = load.closed_loop(lambda _w, _i: time.sleep(0.01), concurrency=2, duration_s=0.2,
-                              max_requests=10_000, min_requests=2)
+    result = load.closed_loop(
+        lambda _w, _i: time.sleep(0.01),
+        concurrency=2,
+        duration_s=0.2,
+        max_requests=10_000,
+        min_requests=2,
+    )
     assert time.perf_counter() - started < 5.0
     assert 2 <= result.completed < 200
 

@@ -27,8 +27,18 @@ def test_paths_default_to_places_in_the_repository(tmp_path: Path) -> None:
 
 
 def test_paths_given_on_the_command_line_win(tmp_path: Path) -> None:
-    options = parse_options(["--repo", str(tmp_path), "--build-dir", str(tmp_path / "b"),
-                             "--output-dir", str(tmp_path / "o"), "--tfserving-target", "h:1"])
+    options = parse_options(
+        [
+            "--repo",
+            str(tmp_path),
+            "--build-dir",
+            str(tmp_path / "b"),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--tfserving-target",
+            "h:1",
+        ]
+    )
     assert (options.build_dir, options.output_dir) == (tmp_path / "b", tmp_path / "o")
     assert not options.local
 
@@ -94,18 +104,34 @@ def test_benchmark_servers_do_not_poll_and_batch_only_with_a_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     launched: list[tuple[Path, ServerSpec]] = []
-    monkeypatch.setattr(server_process, "launch",
-                        lambda log_path, spec: launched.append((log_path, spec)))
+    monkeypatch.setattr(
+        server_process, "launch", lambda log_path, spec: launched.append((log_path, spec))
+    )
     config = tmp_path / "batching.config"
-    local_server.launch("on", model_name="m", model_base_path=tmp_path, log_dir=tmp_path,
-                        batching_config=config, extra_args=("--mixed_precision=bfloat16",))
-    local_server.launch("off", model_name="m", model_base_path=tmp_path, log_dir=tmp_path,
-                        batching_config=None, rest=True)
+    local_server.launch(
+        "on",
+        model_name="m",
+        model_base_path=tmp_path,
+        log_dir=tmp_path,
+        batching_config=config,
+        extra_args=("--mixed_precision=bfloat16",),
+    )
+    local_server.launch(
+        "off",
+        model_name="m",
+        model_base_path=tmp_path,
+        log_dir=tmp_path,
+        batching_config=None,
+        rest=True,
+    )
     (on_log, on), (off_log, off) = launched
     assert (on_log, off_log) == (tmp_path / "server-on.log", tmp_path / "server-off.log")
-    assert on.extra_args == ["--file_system_poll_wait_seconds=0", "--enable_batching=true",
-                             f"--batching_parameters_file={config}",
-                             "--mixed_precision=bfloat16"]
+    assert on.extra_args == [
+        "--file_system_poll_wait_seconds=0",
+        "--enable_batching=true",
+        f"--batching_parameters_file={config}",
+        "--mixed_precision=bfloat16",
+    ]
     assert off.extra_args == ["--file_system_poll_wait_seconds=0"]
     assert (on.rest, off.rest) == (False, True)
     assert on.model_name == "m" and on.model_base_path == tmp_path

@@ -48,10 +48,18 @@ def test_ratio_is_none_when_undefined(num: Any, den: Any, expected: Any) -> None
     assert stats.ratio(num, den) == expected
 
 
-def _row(variant: str, concurrency: int, batching: bool | None, throughput: float,
-         p50: float = 100.0) -> dict[str, Any]:
-    return {"variant": variant, "concurrency": concurrency, "batching": batching,
-            "throughput": throughput, "p50_ms": p50, "p95_ms": p50 * 1.5, "p99_ms": p50 * 2}
+def _row(
+    variant: str, concurrency: int, batching: bool | None, throughput: float, p50: float = 100.0
+) -> dict[str, Any]:
+    return {
+        "variant": variant,
+        "concurrency": concurrency,
+        "batching": batching,
+        "throughput": throughput,
+        "p50_ms": p50,
+        "p95_ms": p50 * 1.5,
+        "p99_ms": p50 * 2,
+    }
 
 
 SERVED = [
@@ -79,18 +87,29 @@ def test_compute_ratios_uses_best_bytes_row_and_side_by_side_client_figures() ->
 
 
 def test_compute_ratios_leaves_unmeasured_ratios_none() -> None:
-    ratios = stats.compute_ratios(limit={"throughput": 10.0}, served=[], usual=None, ours=None,
-                                  imports=None, bytes_variant="grpc-bytes")
+    ratios = stats.compute_ratios(
+        limit={"throughput": 10.0},
+        served=[],
+        usual=None,
+        ours=None,
+        imports=None,
+        bytes_variant="grpc-bytes",
+    )
     assert set(ratios) == set(stats.RATIO_KEYS)
     assert all(v is None for v in ratios.values())
 
 
 def test_evaluate_targets_holds_at_thresholds_and_fails_below() -> None:
     limit = {"throughput": 10.0, "latency_p50_ms": 105.0}
-    ratios = {"served_over_limit": 0.9, "request_bytes_usual_over_ours": 19.9,
-              "client_cpu_usual_over_ours": 10.0, "import_time_tfs_api_over_ours": None}
-    targets = stats.evaluate_targets(limit=limit, served=SERVED, ratios=ratios,
-                                     bytes_variant="grpc-bytes")
+    ratios = {
+        "served_over_limit": 0.9,
+        "request_bytes_usual_over_ours": 19.9,
+        "client_cpu_usual_over_ours": 10.0,
+        "import_time_tfs_api_over_ours": None,
+    }
+    targets = stats.evaluate_targets(
+        limit=limit, served=SERVED, ratios=ratios, bytes_variant="grpc-bytes"
+    )
     assert targets["served_throughput_vs_limit"]["holds"] is True
     assert targets["request_bytes"]["holds"] is False
     assert targets["client_cpu"]["holds"] is True
@@ -102,8 +121,10 @@ def test_evaluate_targets_holds_at_thresholds_and_fails_below() -> None:
 
 def test_evaluate_targets_p50_fails_when_over_limit_plus_15_ms() -> None:
     targets = stats.evaluate_targets(
-        limit={"throughput": 10.0, "latency_p50_ms": 100.0}, served=SERVED,
-        ratios=dict.fromkeys(stats.RATIO_KEYS), bytes_variant="grpc-bytes",
+        limit={"throughput": 10.0, "latency_p50_ms": 100.0},
+        served=SERVED,
+        ratios=dict.fromkeys(stats.RATIO_KEYS),
+        bytes_variant="grpc-bytes",
     )
     assert targets["p50_at_concurrency_1"]["holds"] is False
 
@@ -138,8 +159,11 @@ def test_schema_problems_names_each_missing_field() -> None:
 
 def test_json_safe_turns_non_finite_floats_into_null_for_strict_json() -> None:
     doc = stats.json_safe({"a": math.nan, "b": [math.inf, 1.5], "c": {"d": -math.inf}})
-    assert json.loads(json.dumps(doc, allow_nan=False)) == {"a": None, "b": [None, 1.5],
-                                                           "c": {"d": None}}
+    assert json.loads(json.dumps(doc, allow_nan=False)) == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": {"d": None},
+    }
 
 
 def test_summarize_limit_picks_the_best_batch_size_and_batch_1_latency_p50() -> None:
@@ -159,14 +183,18 @@ def test_summarize_limit_picks_the_best_batch_size_and_batch_1_latency_p50() -> 
 
 def test_summarize_limit_takes_the_better_of_two_passes_per_batch_size() -> None:
     first = {
-        "per_batch_size": [{"batch_size": 1, "throughput": 8.0},
-                           {"batch_size": 4, "throughput": 9.0}],
+        "per_batch_size": [
+            {"batch_size": 1, "throughput": 8.0},
+            {"batch_size": 4, "throughput": 9.0},
+        ],
         "single_image_latencies_s": [0.130, 0.120, 0.140],
         "signature": "serving_pixels",
     }
     second = {
-        "per_batch_size": [{"batch_size": 1, "throughput": 9.8},
-                           {"batch_size": 4, "throughput": 8.5}],
+        "per_batch_size": [
+            {"batch_size": 1, "throughput": 9.8},
+            {"batch_size": 4, "throughput": 8.5},
+        ],
         "single_image_latencies_s": [0.100, 0.105],
         "signature": "serving_pixels",
     }

@@ -56,8 +56,17 @@ def test_a_literal_input_that_does_not_exist_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "nope.jpg"
-    status, err = run(["--input", str(missing), "--output", str(tmp_path / "out"),
-                       "--model", str(version_dir(tmp_path))], capsys)
+    status, err = run(
+        [
+            "--input",
+            str(missing),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(version_dir(tmp_path)),
+        ],
+        capsys,
+    )
     assert (status, err) == (2, f"xception-bulk: error: --input {missing} does not exist\n")
 
 
@@ -67,8 +76,17 @@ def test_an_output_folder_holding_results_is_refused(
     out = tmp_path / "out"
     out.mkdir()
     (out / "errors-00000-of-00001.jsonl").write_text("")
-    status, err = run(["--input", str(tmp_path / "*.jpg"), "--output", str(out),
-                       "--model", str(version_dir(tmp_path))], capsys)
+    status, err = run(
+        [
+            "--input",
+            str(tmp_path / "*.jpg"),
+            "--output",
+            str(out),
+            "--model",
+            str(version_dir(tmp_path)),
+        ],
+        capsys,
+    )
     assert status == 2
     assert f"--output {out} already holds results" in err and "give a new folder" in err
 
@@ -76,8 +94,17 @@ def test_an_output_folder_holding_results_is_refused(
 def test_a_model_path_without_a_saved_model_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, err = run(["--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "out"),
-                       "--model", str(tmp_path)], capsys)
+    status, err = run(
+        [
+            "--input",
+            str(tmp_path / "*.jpg"),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert status == 2
     assert f"--model {tmp_path} is neither a version directory holding a SavedModel" in err
 
@@ -87,8 +114,17 @@ def test_a_manifest_with_an_unknown_suffix_is_refused(
 ) -> None:
     manifest = tmp_path / "list.tsv"
     manifest.write_text("a.jpg\n")
-    status, err = run(["--input-manifest", str(manifest), "--output", str(tmp_path / "out"),
-                       "--model", str(version_dir(tmp_path))], capsys)
+    status, err = run(
+        [
+            "--input-manifest",
+            str(manifest),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(version_dir(tmp_path)),
+        ],
+        capsys,
+    )
     assert status == 2
     assert "suffix '.tsv'; use one of .csv, .jsonl, .txt" in err
 
@@ -97,8 +133,17 @@ def test_in_process_mode_without_tensorflow_names_the_extra(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(launch, "tensorflow_available", lambda: False)
-    status, err = run(["--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "out"),
-                       "--model", str(version_dir(tmp_path))], capsys)
+    status, err = run(
+        [
+            "--input",
+            str(tmp_path / "*.jpg"),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(version_dir(tmp_path)),
+        ],
+        capsys,
+    )
     assert status == 1
     assert "in-process mode (--model) needs TensorFlow" in err
     assert "'export' extra" in err and "--server HOST:PORT" in err
@@ -107,8 +152,19 @@ def test_in_process_mode_without_tensorflow_names_the_extra(
 def test_a_server_that_does_not_answer_fails_before_the_pipeline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, err = run(["--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "out"),
-                       "--server", "127.0.0.1:1", "--timeout", "5"], capsys)
+    status, err = run(
+        [
+            "--input",
+            str(tmp_path / "*.jpg"),
+            "--output",
+            str(tmp_path / "out"),
+            "--server",
+            "127.0.0.1:1",
+            "--timeout",
+            "5",
+        ],
+        capsys,
+    )
     assert status == 1
     assert err.startswith("xception-bulk: error: cannot use xception at 127.0.0.1:1: ")
     assert "UNAVAILABLE" in err
@@ -126,7 +182,7 @@ def test_the_local_runner_is_never_prism() -> None:
 
 
 def test_a_local_run_builds_its_pipeline_on_the_fnapi_runner(
-    monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
@@ -151,7 +207,18 @@ def test_an_unreadable_certificate_is_named_before_any_connection(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "ca.pem"
-    status, err = run(["--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "out"),
-                       "--server", "127.0.0.1:1", "--ca-cert", str(missing)], capsys)
+    status, err = run(
+        [
+            "--input",
+            str(tmp_path / "*.jpg"),
+            "--output",
+            str(tmp_path / "out"),
+            "--server",
+            "127.0.0.1:1",
+            "--ca-cert",
+            str(missing),
+        ],
+        capsys,
+    )
     assert status == 2
     assert err.startswith(f"xception-bulk: error: --ca-cert {missing} cannot be read: ")

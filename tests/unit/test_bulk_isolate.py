@@ -70,7 +70,11 @@ def test_every_bad_image_fails_and_no_image_is_lost_or_repeated() -> None:
     outcomes = isolate(batch_of("bad", "ok", "bad", "bad", "ok"), FakeModel(), refused)
     assert [o.ref.path for o in outcomes] == [f"{n}.jpg" for n in range(5)]
     assert [type(o).__name__ for o in outcomes] == [
-        "Failure", "Classified", "Failure", "Failure", "Classified"
+        "Failure",
+        "Classified",
+        "Failure",
+        "Failure",
+        "Classified",
     ]
 
 
@@ -89,11 +93,13 @@ def test_a_model_answering_the_wrong_number_of_images_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("error", "transient"),
-    [(ServerUnavailable("down", code=grpc.StatusCode.UNAVAILABLE), True),
-     (ResourceExhausted("queue full", code=grpc.StatusCode.RESOURCE_EXHAUSTED), True),
-     (NotAGrpcServer("a REST port", code=grpc.StatusCode.UNAVAILABLE), False),
-     (InvalidImage("bad", code=grpc.StatusCode.INVALID_ARGUMENT), False),
-     (RuntimeError("bug"), False)],
+    [
+        (ServerUnavailable("down", code=grpc.StatusCode.UNAVAILABLE), True),
+        (ResourceExhausted("queue full", code=grpc.StatusCode.RESOURCE_EXHAUSTED), True),
+        (NotAGrpcServer("a REST port", code=grpc.StatusCode.UNAVAILABLE), False),
+        (InvalidImage("bad", code=grpc.StatusCode.INVALID_ARGUMENT), False),
+        (RuntimeError("bug"), False),
+    ],
 )
 def test_only_unavailable_and_resource_exhausted_are_retried(
     error: Exception, transient: bool

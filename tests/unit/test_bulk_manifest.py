@@ -48,9 +48,12 @@ def test_jsonl_reads_path_and_numeric_id() -> None:
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("not json", "line is not JSON"), ("[1, 2]", "line is not a JSON object"),
-     ('{"id": 3}', "line has no 'path' or 'uri' string"),
-     ('{"path": 3}', "line has no 'path' or 'uri' string")],
+    [
+        ("not json", "line is not JSON"),
+        ("[1, 2]", "line is not a JSON object"),
+        ('{"id": 3}', "line has no 'path' or 'uri' string"),
+        ('{"path": 3}', "line has no 'path' or 'uri' string"),
+    ],
 )
 def test_bad_jsonl_lines_are_refused_naming_the_manifest(line: str, message: str) -> None:
     fmt = manifest_format("list.jsonl", None)
@@ -65,9 +68,13 @@ def test_unknown_suffix_is_refused_naming_the_known_ones() -> None:
 
 @pytest.mark.parametrize(
     ("base", "uri", "expected"),
-    [("/data", "a/../b.jpg", "/data/b.jpg"), (".", "b.jpg", "b.jpg"),
-     ("gs://bucket/dir", "x.jpg", "gs://bucket/dir/x.jpg"), ("/data", "/abs.jpg", "/abs.jpg"),
-     ("/data", "s3://b/k.jpg", "s3://b/k.jpg")],
+    [
+        ("/data", "a/../b.jpg", "/data/b.jpg"),
+        (".", "b.jpg", "b.jpg"),
+        ("gs://bucket/dir", "x.jpg", "gs://bucket/dir/x.jpg"),
+        ("/data", "/abs.jpg", "/abs.jpg"),
+        ("/data", "s3://b/k.jpg", "s3://b/k.jpg"),
+    ],
 )
 def test_relative_uris_resolve_against_the_manifest_folder(
     base: str, uri: str, expected: str

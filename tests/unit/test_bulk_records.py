@@ -29,11 +29,16 @@ TOP = (
 
 def test_prediction_record_has_path_id_model_version_and_top_k() -> None:
     record = prediction_record(
-        Classified(ImageRef("gs://b/cat.jpg", "42"), TOP), model="xception", version=3,
+        Classified(ImageRef("gs://b/cat.jpg", "42"), TOP),
+        model="xception",
+        version=3,
         with_probabilities=False,
     )
     assert record == {
-        "path": "gs://b/cat.jpg", "id": "42", "model": "xception", "version": 3,
+        "path": "gs://b/cat.jpg",
+        "id": "42",
+        "model": "xception",
+        "version": 3,
         "top_k": [
             {"label": "tabby", "class_id": 281, "score": 0.71, "key": "n02123045"},
             {"label": "café", "class_id": 3, "score": 1e-7, "key": None},
@@ -60,7 +65,10 @@ def test_prediction_record_refuses_missing_probabilities_when_asked() -> None:
 def test_error_record_names_path_stage_code_and_message() -> None:
     failure = Failure(ImageRef("x.jpg"), "decode", "INVALID_ARGUMENT", "image x.jpg is empty")
     assert error_record(failure) == {
-        "path": "x.jpg", "id": None, "stage": "decode", "code": "INVALID_ARGUMENT",
+        "path": "x.jpg",
+        "id": None,
+        "stage": "decode",
+        "code": "INVALID_ARGUMENT",
         "message": "image x.jpg is empty",
     }
 
@@ -79,8 +87,16 @@ def test_json_line_refuses_nan() -> None:
 
 @pytest.mark.parametrize(
     ("number", "name"),
-    [(0, "OK"), (3, "INVALID_ARGUMENT"), (8, "RESOURCE_EXHAUSTED"), (14, "UNAVAILABLE"),
-     (16, "UNAUTHENTICATED"), (17, "UNKNOWN"), (-1, "UNKNOWN"), (None, "UNKNOWN")],
+    [
+        (0, "OK"),
+        (3, "INVALID_ARGUMENT"),
+        (8, "RESOURCE_EXHAUSTED"),
+        (14, "UNAVAILABLE"),
+        (16, "UNAUTHENTICATED"),
+        (17, "UNKNOWN"),
+        (-1, "UNKNOWN"),
+        (None, "UNKNOWN"),
+    ],
 )
 def test_code_name_is_the_canonical_status_name(number: int | None, name: str) -> None:
     assert code_name(number) == name
@@ -106,10 +122,18 @@ def test_dead_lettered_batch_becomes_one_inference_error_per_image() -> None:
     batch = [(ImageRef("a.jpg"), b"1"), (ImageRef("b.jpg", "7"), b"2")]
     failures = list(dead_letter((batch, error)))
     assert failures == [
-        Failure(ImageRef("a.jpg"), "inference", "UNAVAILABLE",
-                "ServerUnavailable: UNAVAILABLE: connection refused"),
-        Failure(ImageRef("b.jpg", "7"), "inference", "UNAVAILABLE",
-                "ServerUnavailable: UNAVAILABLE: connection refused"),
+        Failure(
+            ImageRef("a.jpg"),
+            "inference",
+            "UNAVAILABLE",
+            "ServerUnavailable: UNAVAILABLE: connection refused",
+        ),
+        Failure(
+            ImageRef("b.jpg", "7"),
+            "inference",
+            "UNAVAILABLE",
+            "ServerUnavailable: UNAVAILABLE: connection refused",
+        ),
     ]
 
 

@@ -25,12 +25,35 @@ PACKAGE = Path(xception_client.__file__).parent
 
 def test_public_names_are_pinned() -> None:
     assert sorted(xception_client.__all__) == [
-        "ArtifactError", "ArtifactNotFound", "AsyncClient", "AuthenticationError", "Client",
-        "DeadlineExceeded", "EncodedImage", "InvalidArgument", "InvalidImage", "ModelMetadata",
-        "ModelMismatch", "ModelNotFound", "ModelVersionStatus", "NotAGrpcServer", "Prediction",
-        "RecordResult", "ResourceExhausted", "ServerError", "ServerUnavailable", "Signature",
-        "SignatureNotFound", "SignatureResult", "TLS", "TensorSpec", "TopKTooLarge",
-        "VerifyReport", "XceptionClientError", "decode_predictions", "load_image",
+        "ArtifactError",
+        "ArtifactNotFound",
+        "AsyncClient",
+        "AuthenticationError",
+        "Client",
+        "DeadlineExceeded",
+        "EncodedImage",
+        "InvalidArgument",
+        "InvalidImage",
+        "ModelMetadata",
+        "ModelMismatch",
+        "ModelNotFound",
+        "ModelVersionStatus",
+        "NotAGrpcServer",
+        "Prediction",
+        "RecordResult",
+        "ResourceExhausted",
+        "ServerError",
+        "ServerUnavailable",
+        "Signature",
+        "SignatureNotFound",
+        "SignatureResult",
+        "TLS",
+        "TensorSpec",
+        "TopKTooLarge",
+        "VerifyReport",
+        "XceptionClientError",
+        "decode_predictions",
+        "load_image",
     ]
     for name in xception_client.__all__:
         assert hasattr(xception_client, name), name
@@ -39,7 +62,8 @@ def test_public_names_are_pinned() -> None:
 def test_package_ships_py_typed_and_protos() -> None:
     assert (PACKAGE / "py.typed").is_file()
     assert {p.name for p in (PACKAGE / "_proto").glob("*.proto")} == {
-        "serving.proto", "tensorflow.proto"
+        "serving.proto",
+        "tensorflow.proto",
     }
 
 
@@ -89,22 +113,50 @@ class _FakeRpcError(grpc.RpcError):
 @pytest.mark.parametrize(
     ("code", "details", "image_call", "expected"),
     [
-        (grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(x)", False,
-         errors.ModelNotFound),
-        (grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: canary", True,
-         errors.ModelNotFound),
+        (
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Latest(x)",
+            False,
+            errors.ModelNotFound,
+        ),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: canary",
+            True,
+            errors.ModelNotFound,
+        ),
         (grpc.StatusCode.INVALID_ARGUMENT, "Invalid JPEG data", True, errors.InvalidImage),
-        (grpc.StatusCode.INVALID_ARGUMENT, "Metadata field x is not supported", False,
-         errors.InvalidArgument),
-        (grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "x" not found.', True,
-         errors.SignatureNotFound),
-        (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses", False,
-         errors.ServerUnavailable),
-        (grpc.StatusCode.UNAVAILABLE, "Trying to connect an http1.x server (HTTP status 400)",
-         False, errors.NotAGrpcServer),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Metadata field x is not supported",
+            False,
+            errors.InvalidArgument,
+        ),
+        (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            'Serving signature key "x" not found.',
+            True,
+            errors.SignatureNotFound,
+        ),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses",
+            False,
+            errors.ServerUnavailable,
+        ),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "Trying to connect an http1.x server (HTTP status 400)",
+            False,
+            errors.NotAGrpcServer,
+        ),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", True, errors.DeadlineExceeded),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max", False,
-         errors.ResourceExhausted),
+        (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "Received message larger than max",
+            False,
+            errors.ResourceExhausted,
+        ),
         (grpc.StatusCode.UNAUTHENTICATED, "no cert", False, errors.AuthenticationError),
         (grpc.StatusCode.PERMISSION_DENIED, "denied", False, errors.AuthenticationError),
         (grpc.StatusCode.INTERNAL, "boom", True, errors.ServerError),
@@ -114,9 +166,7 @@ class _FakeRpcError(grpc.RpcError):
 def test_rpc_errors_map_to_the_typed_tree_with_the_server_message(
     code: grpc.StatusCode, details: str, image_call: bool, expected: type
 ) -> None:
-    error = errors.from_rpc_error(
-        _FakeRpcError(code, details), target="h:1", image_call=image_call
-    )
+    error = errors.from_rpc_error(_FakeRpcError(code, details), target="h:1", image_call=image_call)
     assert type(error) is expected
     assert error.code == code
     assert details in error.details
@@ -178,12 +228,15 @@ def test_service_config_retries_unavailable_only_and_balances_round_robin() -> N
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     (method,) = config["methodConfig"]
     assert {n["service"] for n in method["name"]} == {
-        "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
     }
     assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert method["retryPolicy"]["maxAttempts"] == 4
-    assert json.loads(_channel.service_config(50))["methodConfig"][0]["retryPolicy"][
-        "maxAttempts"] == 5
+    assert (
+        json.loads(_channel.service_config(50))["methodConfig"][0]["retryPolicy"]["maxAttempts"]
+        == 5
+    )
     assert "methodConfig" not in json.loads(_channel.service_config(0))
 
 
@@ -238,8 +291,17 @@ def test_signature_check_accepts_the_contract_and_explains_mismatches() -> None:
     assert "no signature 'serving_pixels' (it has: serving_default)" in missing
     wrong_input = _metadata()
     sig = wrong_input.signatures[contract.BYTES_SIGNATURE]
-    bad = ModelMetadata("xception", 1, {contract.BYTES_SIGNATURE: Signature(
-        sig.method_name, {"input_8": TensorSpec("DT_FLOAT", (None, 299, 299, 3))}, sig.outputs)})
+    bad = ModelMetadata(
+        "xception",
+        1,
+        {
+            contract.BYTES_SIGNATURE: Signature(
+                sig.method_name,
+                {"input_8": TensorSpec("DT_FLOAT", (None, 299, 299, 3))},
+                sig.outputs,
+            )
+        },
+    )
     (problem,) = signature_problems(bad, contract.BYTES_SIGNATURE)
     assert "expected input 'image_bytes' DT_STRING, server has inputs 'input_8' DT_FLOAT" in problem
 
@@ -253,8 +315,16 @@ def test_async_client_takes_exactly_the_client_constructor_arguments() -> None:
     assert "timeout" in inspect.signature(Client).parameters
 
 
-_PUBLIC_CALLS = ("predict", "predict_batch", "predict_many", "probabilities", "metadata", "status",
-                 "check_model", "verify")
+_PUBLIC_CALLS = (
+    "predict",
+    "predict_batch",
+    "predict_many",
+    "probabilities",
+    "metadata",
+    "status",
+    "check_model",
+    "verify",
+)
 
 
 def _raises_section(doc: str) -> list[str]:

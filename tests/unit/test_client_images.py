@@ -46,8 +46,9 @@ def test_decodable_format_in_any_mode_is_not_reencoded(mode: str) -> None:
 @pytest.mark.parametrize("fmt", ["WEBP", "TIFF"])
 def test_format_the_graph_cannot_decode_is_reencoded_losslessly_as_png(fmt: str) -> None:
     original = _rgb()
-    encoded = load_image(_encode(original, fmt, lossless=True) if fmt == "WEBP" else
-                         _encode(original, fmt))
+    encoded = load_image(
+        _encode(original, fmt, lossless=True) if fmt == "WEBP" else _encode(original, fmt)
+    )
     assert (encoded.format, encoded.reencoded) == ("PNG", True)
     decoded = np.asarray(Image.open(io.BytesIO(encoded.data)))
     np.testing.assert_array_equal(decoded, np.asarray(original))
@@ -68,7 +69,10 @@ def test_uint8_array_is_encoded_losslessly_as_png(shape: tuple[int, ...]) -> Non
     array = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     encoded = load_image(array)
     assert (encoded.format, encoded.reencoded, encoded.width, encoded.height) == (
-        "PNG", True, 30, 20
+        "PNG",
+        True,
+        30,
+        20,
     )
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encoded.data))), array)
 
@@ -98,8 +102,11 @@ def test_bad_array_is_rejected_with_the_received_value(array: np.ndarray, messag
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"", "empty"), (b"hello, this is text", "not in a known image format"),
-     (b"\xff\xd8\xff", "not in a known image format|broken header")],
+    [
+        (b"", "empty"),
+        (b"hello, this is text", "not in a known image format"),
+        (b"\xff\xd8\xff", "not in a known image format|broken header"),
+    ],
     ids=["empty", "text", "truncated-header"],
 )
 def test_unreadable_bytes_are_rejected_before_sending(data: bytes, message: str) -> None:
@@ -191,8 +198,11 @@ def http_base() -> Iterator[str]:
 
 def test_url_image_is_fetched_and_sent_as_original_bytes(http_base: str) -> None:
     data = _encode(_rgb(), "JPEG")
-    _Handler.routes = {"/cat.jpg": (200, "image/jpeg", data), "/page": (200, "text/html", b"<p>"),
-                       "/big.jpg": (200, "image/jpeg", data)}
+    _Handler.routes = {
+        "/cat.jpg": (200, "image/jpeg", data),
+        "/page": (200, "text/html", b"<p>"),
+        "/big.jpg": (200, "image/jpeg", data),
+    }
     assert load_image(f"{http_base}/cat.jpg").data == data
     with pytest.raises(InvalidImage, match="Content-Type 'text/html'"):
         load_image(f"{http_base}/page")

@@ -39,7 +39,10 @@ def test_identical_answers_agree_on_every_row() -> None:
     ref = _predict([[0.1, 0.6, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1]])
     result = compare_outputs(ref, ref, ATOL)
     assert (result.difference, result.max_abs_diff, result.rows, result.rows_agreeing) == (
-        None, 0.0, 2, 2,
+        None,
+        0.0,
+        2,
+        2,
     )
 
 
@@ -110,9 +113,10 @@ def test_classify_rows_compare_labels_and_scores() -> None:
         "output 'scores'[0, 0] observed 0.11 expected 0.1 (|dp| 0.01 > atol 0.0001)"
     )
     served = {"classes": LABELS[np.newaxis][:, ::-1].copy(), "scores": ref["scores"]}
-    assert compare_outputs(
-        ref, served, ATOL
-    ).difference == "output 'classes'[0, 0] observed 'owl' expected 'cat'"
+    assert (
+        compare_outputs(ref, served, ATOL).difference
+        == "output 'classes'[0, 0] observed 'owl' expected 'cat'"
+    )
 
 
 def _sig(k: int, dtype: str = "DT_FLOAT") -> Signature:
@@ -143,8 +147,16 @@ def test_signature_differences_name_shapes_dtypes_and_names() -> None:
 
 def _report(problems: tuple[str, ...], failures: list[str | None]) -> VerifyReport:
     records = tuple(
-        RecordResult(n, "serving_default", f"record {n} (serving_default, JPEG)", 1,
-                     1 if f is None else 0, 0.0, 2.0, f)
+        RecordResult(
+            n,
+            "serving_default",
+            f"record {n} (serving_default, JPEG)",
+            1,
+            1 if f is None else 0,
+            0.0,
+            2.0,
+            f,
+        )
         for n, f in enumerate(failures, 1)
     )
     return VerifyReport("/m/1", 1, "xception", 1, "h:1", ATOL, problems, records)
@@ -180,8 +192,10 @@ def test_a_reference_whose_top_k_scores_tie_within_atol_cannot_tell_classes_apar
     # One image telling its classes apart is enough for the record.
     assert indistinct_classes(_predict([[0.25, 0.25, 0.25, 0.25], [0.9, 0.1, 0, 0]]), ATOL) is None
     # Top 1 alone ranks nothing: no judgement.
-    assert indistinct_classes({contract.TOP_K_SCORES_OUTPUT: np.ones((1, 1), np.float32)},
-                              ATOL) is None
+    assert (
+        indistinct_classes({contract.TOP_K_SCORES_OUTPUT: np.ones((1, 1), np.float32)}, ATOL)
+        is None
+    )
 
 
 def test_no_warning_for_the_served_version_and_references_that_rank_classes() -> None:

@@ -159,9 +159,7 @@ def test_tensor_to_array_follows_tensorflow_fill_rules(
     tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=values)
     for d in shape:
         tensor.tensor_shape.dim.add().size = d
-    ours = _wire.tensor_to_array(
-        _wire.tf.TensorProto.FromString(tensor.SerializeToString())
-    )
+    ours = _wire.tensor_to_array(_wire.tf.TensorProto.FromString(tensor.SerializeToString()))
     np.testing.assert_array_equal(ours, expected)
     if len(values) <= int(np.prod(shape)):  # make_ndarray (unlike the server) rejects extras
         np.testing.assert_array_equal(ours, tf.make_ndarray(tensor))
@@ -187,9 +185,7 @@ def test_metadata_response_from_tensorflow_serving_api_parses_signature_def_map(
     )
     response.metadata["signature_def"].CopyFrom(packed)
 
-    meta = _wire.parse_metadata(
-        _wire.GET_MODEL_METADATA.deserializer(response.SerializeToString())
-    )
+    meta = _wire.parse_metadata(_wire.GET_MODEL_METADATA.deserializer(response.SerializeToString()))
     assert meta.name == "xception" and meta.version == 9
     signature = meta.signatures[contract.BYTES_SIGNATURE]
     assert signature.method_name == contract.PREDICT_METHOD
@@ -206,9 +202,7 @@ def test_status_response_from_tensorflow_serving_api_parses() -> None:
     failed.state = get_model_status_pb2.ModelVersionStatus.END
     failed.status.error_code = 3
     failed.status.error_message = "bad graph"
-    parsed = _wire.parse_status(
-        _wire.GET_MODEL_STATUS.deserializer(response.SerializeToString())
-    )
+    parsed = _wire.parse_status(_wire.GET_MODEL_STATUS.deserializer(response.SerializeToString()))
     assert [(s.version, s.state, s.error_code, s.error_message) for s in parsed] == [
         (2, "AVAILABLE", 0, ""),
         (1, "END", 3, "bad graph"),
@@ -248,9 +242,17 @@ def test_generated_code_matches_the_proto_files(tmp_path: Path) -> None:
     assert [Path(p).name for p in protos] == list(PROTO_FILES)  # else nothing is compared
     # protoc runs in a subprocess: its bundled C++ protobuf crashes next to TensorFlow's.
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{src}", f"-I{well_known}",
-         f"--descriptor_set_out={out}", *protos],
-        check=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{src}",
+            f"-I{well_known}",
+            f"--descriptor_set_out={out}",
+            *protos,
+        ],
+        check=True,
+        timeout=60,
     )
 
     compiled = {

@@ -31,8 +31,23 @@ def test_names_tf_serving_reads_as_versions(name: str, version: int) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", " ", "-", "+1", "1.0", "1e3", "v1", "1a", ".1", "١٢", "²", str(2**63), str(-(2**63) - 1),
-     ".tmp-3", "3 4"],
+    [
+        "",
+        " ",
+        "-",
+        "+1",
+        "1.0",
+        "1e3",
+        "v1",
+        "1a",
+        ".1",
+        "١٢",
+        "²",
+        str(2**63),
+        str(-(2**63) - 1),
+        ".tmp-3",
+        "3 4",
+    ],
 )
 def test_names_tf_serving_skips(name: str) -> None:
     assert layout.parse_version(name) is None
@@ -43,7 +58,10 @@ def test_version_dirs_lists_numeric_children_ascending_files_included(tmp_path: 
         (tmp_path / name).mkdir()
     (tmp_path / "3").write_text("a file: TF Serving aspires it too, and its load fails")
     assert layout.version_dirs(tmp_path) == {
-        -1: tmp_path / "-1", 2: tmp_path / "2", 3: tmp_path / "3", 10: tmp_path / "10"
+        -1: tmp_path / "-1",
+        2: tmp_path / "2",
+        3: tmp_path / "3",
+        10: tmp_path / "10",
     }
     assert layout.latest_version_dir(tmp_path) == tmp_path / "10"
 

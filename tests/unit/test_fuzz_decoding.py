@@ -46,12 +46,29 @@ FUZZ = settings(
 SEEDS: dict[str, bytes] = {
     variant: image_bytes(variant, height=23, width=31, seed=i)
     for i, variant in enumerate(
-        ["jpeg_baseline", "jpeg_progressive", "jpeg_gray", "jpeg_cmyk", "png_rgb", "png_rgba",
-         "png_p", "png_16bit_gray", "gif", "bmp"]
+        [
+            "jpeg_baseline",
+            "jpeg_progressive",
+            "jpeg_gray",
+            "jpeg_cmyk",
+            "png_rgb",
+            "png_rgba",
+            "png_p",
+            "png_16bit_gray",
+            "gif",
+            "bmp",
+        ]
     )
 }
-MAGIC = [b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\x89PNG\r\n\x1a\n",
-         b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR", b"GIF89a", b"GIF87a", b"BM"]
+MAGIC = [
+    b"\xff\xd8\xff",
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+    b"\x89PNG\r\n\x1a\n",
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR",
+    b"GIF89a",
+    b"GIF87a",
+    b"BM",
+]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +120,7 @@ IMAGE_KERNELS = {"ExtractJpegShape", "DecodeJpeg", "DecodePng", "DecodeGif", "De
 
 
 def refusal_source(message: str) -> str | None:
-    """"check" or the kernel's op name for a refusal the decoder may give; None otherwise."""
+    """ "check" or the kernel's op name for a refusal the decoder may give; None otherwise."""
     if GRAPH_CHECKS.search(message):
         return "check"
     nodes = re.findall(r"\{\{node ([^}]+)\}\}", message)

@@ -40,7 +40,9 @@ FUZZ = settings(
     max_examples=200,
     deadline=None,  # shared CI machines: a slow example is not a failure, a hang is (see below)
     suppress_health_check=[
-        HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
     ],
     database=None,
 )
@@ -175,8 +177,11 @@ def test_declared_terabyte_tensor_is_a_parse_error_not_an_allocation() -> None:
         proto.float_val.append(1.0)
         proto.string_val.append(b"x")
         proto.int_val.append(1)
-        with pytest.raises(tensors.TensorParseError, match=r"^tensor of shape \[1099511627776\] "
-                                                           r"is too large$"):
+        with pytest.raises(
+            tensors.TensorParseError,
+            match=r"^tensor of shape \[1099511627776\] "
+            r"is too large$",
+        ):
             tensors.to_numpy(proto)
 
 
@@ -354,10 +359,32 @@ def rest_documents(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
 
 
 # Values that are wrong in most places of a request document, and right in some.
-_ODD_VALUES = st.sampled_from([
-    None, True, False, "", "x", 0, -1, 1.5, 16777217, 2**53 + 1, 2**63, 2**64, 1e39, math.nan,
-    [], [[]], [1.0, [2.0]], {}, {"b64": "aGk="}, {"b64": "_-_-"}, {"b64": 1}, {"x": 1.0},
-]).map(copy.deepcopy)  # a fresh copy each time: later edits must not change the samples
+_ODD_VALUES = st.sampled_from(
+    [
+        None,
+        True,
+        False,
+        "",
+        "x",
+        0,
+        -1,
+        1.5,
+        16777217,
+        2**53 + 1,
+        2**63,
+        2**64,
+        1e39,
+        math.nan,
+        [],
+        [[]],
+        [1.0, [2.0]],
+        {},
+        {"b64": "aGk="},
+        {"b64": "_-_-"},
+        {"b64": 1},
+        {"x": 1.0},
+    ]
+).map(copy.deepcopy)  # a fresh copy each time: later edits must not change the samples
 _ODD_KEYS = st.sampled_from(
     ["extra", "b64", "instances", "inputs", "examples", "context", "signature_name", "x"]
 )
@@ -406,9 +433,33 @@ def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
 
 
 _JSON_FRAGMENTS = st.sampled_from(
-    ['{', '}', '[', ']', ',', ':', '"instances"', '"inputs"', '"signature_name"', '"b64"',
-     '"examples"', '"context"', '"x"', '1', '-1e999', '1e308', 'true', 'null', '"\\u0000"',
-     '"\\ud800"', '0.5', '"abc"', ' ', '[[[[[[', ']]]]]]']
+    [
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        '"instances"',
+        '"inputs"',
+        '"signature_name"',
+        '"b64"',
+        '"examples"',
+        '"context"',
+        '"x"',
+        "1",
+        "-1e999",
+        "1e308",
+        "true",
+        "null",
+        '"\\u0000"',
+        '"\\ud800"',
+        "0.5",
+        '"abc"',
+        " ",
+        "[[[[[[",
+        "]]]]]]",
+    ]
 )
 
 
@@ -448,42 +499,47 @@ _WRAPPED = re.compile(
     r"Failed to process element: \d+ (?:key: .+ )?of 'instances' list\. Error: [A-Z_]+: (.+)",
     re.DOTALL,
 )
-REST_MESSAGES = tuple(re.compile(pattern, re.DOTALL) for pattern in (
-    # Names a tf.Example cannot hold in Python's protobuf (TF Serving's C++ carries the bytes on).
-    r'(?:Feature name:|signature_name) "[^"]*" is not valid UTF-8',
-    r"JSON Parse error: The document is empty",
-    r"JSON Parse error: .+ at offset: \d+",
-    r"JSON Value: .+ (?:Is not object|Excepting 'instances' to be an list/array"
-    r"|No values in 'instances' array|Not formatted correctly expecting only one of 'inputs' or"
-    r" 'instances' keys to exist |When method is classify, key 'examples' is expected and was not"
-    r" found|Expecting 'examples' value to be an list/array|'examples' value is an empty array"
-    r"|not formatted correctly\. 'signature_name' key must be a string value\.)",
-    r"JSON Value: .+ Type: \w+ is not of expected type: \w+",
-    r"JSON Value: .+ not formatted correctly for base64 data",
-    r"JSON Value: .+ found at incorrect level: \d+ in the JSON DOM\. Expected at level: \d+",
-    r"Cannot convert JSON value: .+ to (?:float|double) without loss of precision\.",
-    r"Unable to base64 decode",
-    r"Encountered list at unexpected level: \d+ expected < \d+",
-    r"Encountered list at unexpected size: \d+ at level: \d+ expected size: \d+",
-    r"JSON object: does not have named input: .*",
-    r"Expecting tensor size: \d+ but got: \d+",
-    r"Expecting shape \[[\d,]*\] but got: \[[\d,]*\]",
-    r"instances is a plain list, but expecting list of objects as multiple input tensors"
-    r" required as per tensorinfo_map",
-    r"Expecting object but got list at item \d+ of input list",
-    r"Expecting value/list but got object at item \d+ of input list",
-    r"Failed to process element: \d+ of 'instances' list\. JSON object: .+ must only have keys:"
-    r" .+",
-    r"inputs is a plain value/list, but expecting an object as multiple input tensors required"
-    r" as per tensorinfo_map",
-    r"Missing named input: .+ in 'inputs' object\.",
-    r"Missing 'inputs' or 'instances' key",
-    r'Serving signature name: ".*" not found in signature def',
-    r"Example must be JSON object but got JSON \w+",
-    r"Feature: .+ has element with unexpected JSON type: \w+",
-    r"Unexpected element type in feature: .+ expecting type: \w+",
-    r"Feature: .+ has uint64 element\. Only int64 is supported\.",
-))
+REST_MESSAGES = tuple(
+    re.compile(pattern, re.DOTALL)
+    for pattern in (
+        # Names a tf.Example cannot hold in Python's protobuf (TF Serving's C++ carries the
+        # bytes on).
+        r'(?:Feature name:|signature_name) "[^"]*" is not valid UTF-8',
+        r"JSON Parse error: The document is empty",
+        r"JSON Parse error: .+ at offset: \d+",
+        r"JSON Value: .+ (?:Is not object|Excepting 'instances' to be an list/array"
+        r"|No values in 'instances' array|Not formatted correctly expecting only one of 'inputs' or"
+        r" 'instances' keys to exist |When method is classify, key 'examples' is expected and was"
+        r" not found|Expecting 'examples' value to be an list/array"
+        r"|'examples' value is an empty array"
+        r"|not formatted correctly\. 'signature_name' key must be a string value\.)",
+        r"JSON Value: .+ Type: \w+ is not of expected type: \w+",
+        r"JSON Value: .+ not formatted correctly for base64 data",
+        r"JSON Value: .+ found at incorrect level: \d+ in the JSON DOM\. Expected at level: \d+",
+        r"Cannot convert JSON value: .+ to (?:float|double) without loss of precision\.",
+        r"Unable to base64 decode",
+        r"Encountered list at unexpected level: \d+ expected < \d+",
+        r"Encountered list at unexpected size: \d+ at level: \d+ expected size: \d+",
+        r"JSON object: does not have named input: .*",
+        r"Expecting tensor size: \d+ but got: \d+",
+        r"Expecting shape \[[\d,]*\] but got: \[[\d,]*\]",
+        r"instances is a plain list, but expecting list of objects as multiple input tensors"
+        r" required as per tensorinfo_map",
+        r"Expecting object but got list at item \d+ of input list",
+        r"Expecting value/list but got object at item \d+ of input list",
+        r"Failed to process element: \d+ of 'instances' list\. JSON object: .+ must only have keys:"
+        r" .+",
+        r"inputs is a plain value/list, but expecting an object as multiple input tensors required"
+        r" as per tensorinfo_map",
+        r"Missing named input: .+ in 'inputs' object\.",
+        r"Missing 'inputs' or 'instances' key",
+        r'Serving signature name: ".*" not found in signature def',
+        r"Example must be JSON object but got JSON \w+",
+        r"Feature: .+ has element with unexpected JSON type: \w+",
+        r"Unexpected element type in feature: .+ expecting type: \w+",
+        r"Feature: .+ has uint64 element\. Only int64 is supported\.",
+    )
+)
 
 
 def is_rest_message(message: str) -> bool:

@@ -65,7 +65,8 @@ def test_serving_overlays_can_include_the_component(overlay: str, tmp_path: Path
     # The artifact the Job reads is the volume and base path the servers load.
     claims = {
         v["name"]: v["persistentVolumeClaim"]["claimName"]
-        for v in pod["volumes"] if "persistentVolumeClaim" in v
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
     }
     served = {
         v["persistentVolumeClaim"]["claimName"]
@@ -109,7 +110,11 @@ def test_wait_script_loops_until_the_model_is_available(tmp_path: Path) -> None:
     fake.chmod(0o755)
     script = wait["command"][2].replace("sleep 10", "sleep 0")
     result = subprocess.run(
-        ["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False,
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
         env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr

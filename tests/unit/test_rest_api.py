@@ -118,8 +118,13 @@ def make_api(core: Any = None, metrics: Metrics | None = None) -> tuple[RestApi,
     return RestApi(core, metrics, monitoring_path=PROMETHEUS), core, metrics
 
 
-def call(api: RestApi, method: str, uri: str, body: bytes | str = b"",
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def call(
+    api: RestApi,
+    method: str,
+    uri: str,
+    body: bytes | str = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     raw = body.encode() if isinstance(body, str) else body
     response = api.handle(method, uri, headers or {}, raw)
     return response.status, dict(response.headers), response.body
@@ -245,7 +250,9 @@ def test_json_is_parsed_before_the_model_is_looked_up() -> None:
 def test_unknown_signature_answers_rest_wording() -> None:
     api, _, _ = make_api()
     status, _, body = call(
-        api, "POST", "/v1/models/half_plus_two:predict",
+        api,
+        "POST",
+        "/v1/models/half_plus_two:predict",
         '{"signature_name": "nope", "instances": [1.0]}',
     )
     assert status == 400
@@ -279,11 +286,16 @@ def test_predict_forwards_signature_name_as_sent() -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [(grpc.StatusCode.UNAVAILABLE, 503), (grpc.StatusCode.UNIMPLEMENTED, 501),
-     (grpc.StatusCode.RESOURCE_EXHAUSTED, 429), (grpc.StatusCode.FAILED_PRECONDITION, 400)],
+    [
+        (grpc.StatusCode.UNAVAILABLE, 503),
+        (grpc.StatusCode.UNIMPLEMENTED, 501),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+        (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    ],
 )
-def test_core_errors_map_to_http_status_with_full_message(code: grpc.StatusCode, status: int
-                                                          ) -> None:
+def test_core_errors_map_to_http_status_with_full_message(
+    code: grpc.StatusCode, status: int
+) -> None:
     message = "x" * 2000  # REST is not truncated at 1024 like gRPC
     api, _, _ = make_api(HalfPlusTwoCore(fail_with=ServingError(code, message)))
     got, _, body = call(api, "GET", "/v1/models/half_plus_two")
@@ -310,15 +322,17 @@ def test_unexpected_core_exception_answers_500_without_python_words_and_logs_it(
 def test_gzip_request_bodies_are_decompressed() -> None:
     api, _, _ = make_api()
     body = gzip.compress(b'{"instances": [2.0]}')
-    status, _, out = call(api, "POST", "/v1/models/half_plus_two:predict", body,
-                          {"content-encoding": "gzip"})
+    status, _, out = call(
+        api, "POST", "/v1/models/half_plus_two:predict", body, {"content-encoding": "gzip"}
+    )
     assert (status, json.loads(out)) == (200, {"predictions": [3.0]})
 
 
 def test_corrupt_gzip_body_reads_as_empty_document() -> None:
     api, _, _ = make_api()
-    status, _, out = call(api, "POST", "/v1/models/half_plus_two:predict", b"not gzip",
-                          {"content-encoding": "gzip"})
+    status, _, out = call(
+        api, "POST", "/v1/models/half_plus_two:predict", b"not gzip", {"content-encoding": "gzip"}
+    )
     assert (status, error_text(out)) == (400, "JSON Parse error: The document is empty")
 
 
@@ -336,12 +350,16 @@ def test_requests_outside_the_api_get_libevent_s_error_page(
     api, core, _ = make_api()
     got, headers, body = call(api, method, uri)
     assert (got, headers) == (
-        status, {"Content-Type": "text/html; charset=ISO-8859-1", "Connection": "close"}
+        status,
+        {"Content-Type": "text/html; charset=ISO-8859-1", "Connection": "close"},
     )
-    assert body == (
-        f"<HTML><HEAD>\n<TITLE>{status} {phrase}</TITLE>\n</HEAD><BODY>\n<H1>{phrase}</H1>\n"
-        "</BODY></HTML>\n"
-    ).encode()
+    assert (
+        body
+        == (
+            f"<HTML><HEAD>\n<TITLE>{status} {phrase}</TITLE>\n</HEAD><BODY>\n<H1>{phrase}</H1>\n"
+            "</BODY></HTML>\n"
+        ).encode()
+    )
     assert core.requests == []  # refused before anything reached the model
 
 
@@ -372,8 +390,10 @@ def test_every_rest_call_is_counted_and_successes_timed() -> None:
     text = metrics.render_prometheus().decode()
     assert ':tensorflow:serving:request_count{model_name="missing",status="NOT_FOUND"} 1' in text
     assert ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK"} 2' in text
-    assert ('request_latency_count{model_name="half_plus_two",API="predict",entrypoint="REST"} 1'
-            in text)
+    assert (
+        'request_latency_count{model_name="half_plus_two",API="predict",entrypoint="REST"} 1'
+        in text
+    )
     assert 'request_latency_count{model_name="half_plus_two",API="",entrypoint="REST"} 1' in text
     assert 'model_name="missing",API=' not in text  # failures are not timed
 
@@ -397,7 +417,7 @@ def test_timeouts_answer_504_with_tf_serving_rest_wording() -> None:
     [{"max_connections": 0}, {"request_read_timeout_s": 0}, {"idle_timeout_s": -1.0}],
 )
 def test_rest_limits_refuse_settings_that_would_admit_or_keep_nothing(
-    settings: dict[str, float]
+    settings: dict[str, float],
 ) -> None:
     with pytest.raises(ValueError):
         RestLimits(**settings)  # type: ignore[arg-type]

@@ -268,8 +268,9 @@ def test_bytes_suffix_outputs_are_base64_objects_and_other_strings_raw() -> None
     }
     result = loads(rest_tensors.predict_response_json(outputs, "row"))
     assert result == {
-        "predictions": [{"image_bytes": {"b64": base64.b64encode(b"\x00\xff").decode()},
-                         "label": "cat"}]
+        "predictions": [
+            {"image_bytes": {"b64": base64.b64encode(b"\x00\xff").decode()}, "label": "cat"}
+        ]
     }
 
 
@@ -341,8 +342,10 @@ def test_context_makes_an_example_list_with_context() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"examples": [{"x": [1, 2.5]}]}',
-         "Unexpected element type in feature: x expecting type: int64"),
+        (
+            '{"examples": [{"x": [1, 2.5]}]}',
+            "Unexpected element type in feature: x expecting type: int64",
+        ),
         ('{"examples": [{"x": null}]}', "Feature: x has element with unexpected JSON type: Null"),
         ('{"examples": [1]}', "Example must be JSON object but got JSON Number"),
     ],
@@ -357,12 +360,19 @@ def test_example_features_of_mixed_kinds_null_or_no_object_are_refused_naming_th
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"signature_name": "s"}', 'JSON Value: {\n    "signature_name": "s"\n} When method is '
-                                    "classify, key 'examples' is expected and was not found"),
-        ('{"examples": []}', 'JSON Value: {\n    "examples": []\n} \'examples\' value is an '
-                             "empty array"),
-        ('{"examples": 1}', 'JSON Value: {\n    "examples": 1\n} Expecting \'examples\' value to '
-                            "be an list/array"),
+        (
+            '{"signature_name": "s"}',
+            'JSON Value: {\n    "signature_name": "s"\n} When method is '
+            "classify, key 'examples' is expected and was not found",
+        ),
+        (
+            '{"examples": []}',
+            "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array",
+        ),
+        (
+            '{"examples": 1}',
+            "JSON Value: {\n    \"examples\": 1\n} Expecting 'examples' value to be an list/array",
+        ),
     ],
     ids=["missing", "empty", "not an array"],
 )
@@ -375,10 +385,14 @@ def test_examples_that_are_missing_empty_or_not_an_array_use_tf_serving_wording(
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [(b'{"examples": [{"\xff": 1.0}]}', 'Feature name: "\\xff" is not valid UTF-8'),
-     (b'{"context": {"\xc3": 1}, "examples": [{}]}', 'Feature name: "\\xc3" is not valid UTF-8'),
-     (b'{"signature_name": "\x80", "examples": [{}]}',
-      'signature_name "\\x80" is not valid UTF-8')],
+    [
+        (b'{"examples": [{"\xff": 1.0}]}', 'Feature name: "\\xff" is not valid UTF-8'),
+        (b'{"context": {"\xc3": 1}, "examples": [{}]}', 'Feature name: "\\xc3" is not valid UTF-8'),
+        (
+            b'{"signature_name": "\x80", "examples": [{}]}',
+            'signature_name "\\x80" is not valid UTF-8',
+        ),
+    ],
     ids=["feature", "context feature", "signature"],
 )
 def test_example_feature_or_signature_name_that_is_not_utf8_is_refused_naming_its_bytes(
@@ -413,8 +427,11 @@ def test_status_json_matches_tf_serving_test_exactly() -> None:
     body = rest_status.status_json(response)
     assert json.loads(body) == {
         "model_version_status": [
-            {"version": "123", "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": "123",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
         ]
     }
     # protobuf's JSON printer with whitespace, as TF Serving calls it: one space per level.
@@ -442,8 +459,10 @@ def test_metadata_json_has_doubled_signature_def_key_and_all_fields() -> None:
     sig = result["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert sig["inputs"]["x"] == {
         "dtype": "DT_FLOAT",
-        "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "1", "name": ""}],
-                         "unknown_rank": False},
+        "tensor_shape": {
+            "dim": [{"size": "-1", "name": ""}, {"size": "1", "name": ""}],
+            "unknown_rank": False,
+        },
         "name": "x:0",
     }
     assert sig["method_name"] == "tensorflow/serving/predict"
@@ -459,14 +478,22 @@ def test_error_json_is_pretty_printed_error_object() -> None:
 @pytest.mark.parametrize(
     ("code", "status"),
     [
-        (grpc.StatusCode.OK, 200), (grpc.StatusCode.CANCELLED, 499),
-        (grpc.StatusCode.UNKNOWN, 500), (grpc.StatusCode.INVALID_ARGUMENT, 400),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, 504), (grpc.StatusCode.NOT_FOUND, 404),
-        (grpc.StatusCode.ALREADY_EXISTS, 409), (grpc.StatusCode.PERMISSION_DENIED, 403),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429), (grpc.StatusCode.FAILED_PRECONDITION, 400),
-        (grpc.StatusCode.ABORTED, 409), (grpc.StatusCode.OUT_OF_RANGE, 400),
-        (grpc.StatusCode.UNIMPLEMENTED, 501), (grpc.StatusCode.INTERNAL, 500),
-        (grpc.StatusCode.UNAVAILABLE, 503), (grpc.StatusCode.DATA_LOSS, 500),
+        (grpc.StatusCode.OK, 200),
+        (grpc.StatusCode.CANCELLED, 499),
+        (grpc.StatusCode.UNKNOWN, 500),
+        (grpc.StatusCode.INVALID_ARGUMENT, 400),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+        (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.ALREADY_EXISTS, 409),
+        (grpc.StatusCode.PERMISSION_DENIED, 403),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+        (grpc.StatusCode.FAILED_PRECONDITION, 400),
+        (grpc.StatusCode.ABORTED, 409),
+        (grpc.StatusCode.OUT_OF_RANGE, 400),
+        (grpc.StatusCode.UNIMPLEMENTED, 501),
+        (grpc.StatusCode.INTERNAL, 500),
+        (grpc.StatusCode.UNAVAILABLE, 503),
+        (grpc.StatusCode.DATA_LOSS, 500),
         (grpc.StatusCode.UNAUTHENTICATED, 401),
     ],
 )

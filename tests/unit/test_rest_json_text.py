@@ -122,8 +122,9 @@ def test_parse_json_syntax_error_before_the_deep_part_is_rapidjsons() -> None:
         (b'{"a": -' + b"9" * 400 + b"}", "Number too big to be stored in double. at offset: 6"),
     ],
 )
-def test_parse_json_reports_rapidjson_1_1_errors_at_their_offsets(body: bytes, message: str
-                                                                  ) -> None:
+def test_parse_json_reports_rapidjson_1_1_errors_at_their_offsets(
+    body: bytes, message: str
+) -> None:
     assert error_of(json_reader.parse_json, body).message == f"JSON Parse error: {message}"
 
 

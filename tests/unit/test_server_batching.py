@@ -30,7 +30,10 @@ class FakeModel:
         self.release.set()
 
     def run(
-        self, servable: Any, signature: str, inputs: Mapping[str, np.ndarray],
+        self,
+        servable: Any,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
         deadline: float | None = None,
     ) -> dict:
         self.release.wait(10)
@@ -47,8 +50,9 @@ SERVABLE = SimpleNamespace(name="m")
 
 
 @contextmanager
-def scheduler_of(model: FakeModel, options: BatchingOptions, metrics: Metrics | None = None
-                 ) -> Iterator[BatchScheduler]:
+def scheduler_of(
+    model: FakeModel, options: BatchingOptions, metrics: Metrics | None = None
+) -> Iterator[BatchScheduler]:
     """A BatchScheduler running `model`, stopped when the block ends."""
     scheduler = BatchScheduler(options, metrics or Metrics(), model.run)
     try:
@@ -64,9 +68,7 @@ def predict_at_once(scheduler: BatchScheduler, values: list[float]) -> list[floa
         out = scheduler.run(SERVABLE, "sig", {"x": np.array([[value]], np.float32)})
         return float(out["y"][0, 0])
 
-    return run_at_once(
-        [lambda v=v: request(v) for v in values], catch=ServingError, timeout=20
-    )  # type: ignore[return-value]
+    return run_at_once([lambda v=v: request(v) for v in values], catch=ServingError, timeout=20)  # type: ignore[return-value]
 
 
 def test_batcher_merges_concurrent_requests_and_splits_results_back() -> None:
@@ -106,8 +108,10 @@ def test_batcher_pads_to_the_next_allowed_batch_size() -> None:
 
 
 def test_batcher_rejects_a_task_larger_than_max_batch_size() -> None:
-    with scheduler_of(FakeModel(), BatchingOptions(max_batch_size=2)) as scheduler, \
-            pytest.raises(ServingError) as info:
+    with (
+        scheduler_of(FakeModel(), BatchingOptions(max_batch_size=2)) as scheduler,
+        pytest.raises(ServingError) as info,
+    ):
         scheduler.run(SERVABLE, "sig", {"x": np.zeros((3, 1), np.float32)})
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.message == "Task size 3 is larger than maximum input batch size 2"
@@ -124,8 +128,10 @@ def test_batcher_rejects_a_task_larger_than_max_batch_size() -> None:
     ],
 )
 def test_batcher_rejects_inputs_it_cannot_batch(inputs: dict, message: str) -> None:
-    with scheduler_of(FakeModel(), BatchingOptions()) as scheduler, \
-            pytest.raises(ServingError) as info:
+    with (
+        scheduler_of(FakeModel(), BatchingOptions()) as scheduler,
+        pytest.raises(ServingError) as info,
+    ):
         scheduler.run(SERVABLE, "sig", inputs)
     assert (info.value.code, info.value.message) == (grpc.StatusCode.INVALID_ARGUMENT, message)
 

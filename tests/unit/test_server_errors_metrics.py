@@ -85,7 +85,8 @@ def test_latency_buckets_are_tf_servings() -> None:
             id="stack traces unavailable",
         ),
         pytest.param(
-            "Incompatible shapes: [2] vs. [3]", "Incompatible shapes: [2] vs. [3]",
+            "Incompatible shapes: [2] vs. [3]",
+            "Incompatible shapes: [2] vs. [3]",
             id="no eager wrapper: kept as it is",
         ),
     ],

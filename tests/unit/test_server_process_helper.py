@@ -19,10 +19,16 @@ from xception_serving.testing.process import READY_LINE, ServerProcess, ServerSp
 def child(tmp_path: Path, script: str, name: str = "server.log") -> ServerProcess:
     log_path = tmp_path / name
     with log_path.open("wb") as log:
-        popen = subprocess.Popen([sys.executable, "-c", script], stdout=log,
-                                 stderr=subprocess.STDOUT)
-    return ServerProcess(command=[sys.executable, "-c", script], process=popen,
-                         log_path=log_path, grpc_target="127.0.0.1:1", rest_url=None)
+        popen = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT
+        )
+    return ServerProcess(
+        command=[sys.executable, "-c", script],
+        process=popen,
+        log_path=log_path,
+        grpc_target="127.0.0.1:1",
+        rest_url=None,
+    )
 
 
 def test_the_ready_line_makes_a_server_ready(tmp_path: Path) -> None:
@@ -32,9 +38,12 @@ def test_the_ready_line_makes_a_server_ready(tmp_path: Path) -> None:
 
 
 def test_a_server_that_exits_reports_its_code_and_last_error_line(tmp_path: Path) -> None:
-    server = child(tmp_path, "import sys; print('loading'); "
-                             "print('Failed to start server. Error: INVALID_ARGUMENT: bad flag');"
-                             " sys.exit(255)")
+    server = child(
+        tmp_path,
+        "import sys; print('loading'); "
+        "print('Failed to start server. Error: INVALID_ARGUMENT: bad flag');"
+        " sys.exit(255)",
+    )
     with pytest.raises(ServerStartError) as raised:
         server.wait_ready(30)
     assert raised.value.reason == "exited"
@@ -45,8 +54,9 @@ def test_a_server_that_exits_reports_its_code_and_last_error_line(tmp_path: Path
 
 
 def test_a_taken_port_is_told_apart_from_other_failures(tmp_path: Path) -> None:
-    server = child(tmp_path, "import sys; print('could not bind gRPC port 127.0.0.1:9'); "
-                             "sys.exit(1)")
+    server = child(
+        tmp_path, "import sys; print('could not bind gRPC port 127.0.0.1:9'); sys.exit(1)"
+    )
     with pytest.raises(ServerStartError) as raised:
         server.wait_ready(30)
     assert raised.value.reason == "bind"
@@ -57,7 +67,8 @@ def test_a_server_not_ready_in_time_is_late_and_is_then_stopped(tmp_path: Path) 
     with pytest.raises(ServerStartError) as raised:
         server.wait_ready(0.5)
     assert (raised.value.reason, str(raised.value)) == (
-        "timeout", "xception-serve not ready after 0.5 s"
+        "timeout",
+        "xception-serve not ready after 0.5 s",
     )
     assert server.stop(timeout=10) == -signal.SIGTERM
 
@@ -65,12 +76,17 @@ def test_a_server_not_ready_in_time_is_late_and_is_then_stopped(tmp_path: Path) 
 def test_a_bind_failure_on_a_probed_port_is_retried_on_a_new_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scripts = iter(["import sys; print('could not bind gRPC port'); sys.exit(1)",
-                    f"import time; print({READY_LINE!r}, flush=True); time.sleep(60)"])
+    scripts = iter(
+        [
+            "import sys; print('could not bind gRPC port'); sys.exit(1)",
+            f"import time; print({READY_LINE!r}, flush=True); time.sleep(60)",
+        ]
+    )
     launched: list[Path] = []
 
-    def fake_launch(log_path: Path, spec: ServerSpec, *, grpc_port: int | None = None
-                    ) -> ServerProcess:
+    def fake_launch(
+        log_path: Path, spec: ServerSpec, *, grpc_port: int | None = None
+    ) -> ServerProcess:
         launched.append(log_path)
         return child(tmp_path, next(scripts), log_path.name)
 
@@ -86,14 +102,16 @@ def test_a_bind_failure_on_a_fixed_port_is_not_retried(
 ) -> None:
     launched: list[int | None] = []
 
-    def fake_launch(log_path: Path, spec: ServerSpec, *, grpc_port: int | None = None
-                    ) -> ServerProcess:
+    def fake_launch(
+        log_path: Path, spec: ServerSpec, *, grpc_port: int | None = None
+    ) -> ServerProcess:
         launched.append(grpc_port)
         return child(tmp_path, "import sys; print('could not bind gRPC port'); sys.exit(1)")
 
     monkeypatch.setattr(process, "launch", fake_launch)
-    with pytest.raises(ServerStartError) as raised, process.running_server(
-        ServerSpec(), grpc_port=8500, log_dir=tmp_path, ready_timeout=30
+    with (
+        pytest.raises(ServerStartError) as raised,
+        process.running_server(ServerSpec(), grpc_port=8500, log_dir=tmp_path, ready_timeout=30),
     ):
         pass
     assert raised.value.reason == "bind"
@@ -103,6 +121,12 @@ def test_a_bind_failure_on_a_fixed_port_is_not_retried(
 def test_the_command_carries_tf_serving_flags_under_this_interpreter() -> None:
     spec = ServerSpec(model_name="m", model_base_path="/models/m", extra_args=("--x=1",))
     assert process.server_command(spec, grpc_port=8500, rest_port=8501) == [
-        sys.executable, "-m", "xception_serving", "--port=8500", "--rest_api_port=8501",
-        "--model_base_path=/models/m", "--model_name=m", "--x=1",
+        sys.executable,
+        "-m",
+        "xception_serving",
+        "--port=8500",
+        "--rest_api_port=8501",
+        "--model_base_path=/models/m",
+        "--model_name=m",
+        "--x=1",
     ]

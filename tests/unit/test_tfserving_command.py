@@ -153,9 +153,7 @@ def test_docker_command_appends_extra_flags_last(model_dir: Path) -> None:
 def test_binary_command_reads_host_paths_and_a_rebased_models_config(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    settings = _settings(
-        model_dir, grpc_port=9000, rest_port=9001, work_dir=tmp_path / "work"
-    )
+    settings = _settings(model_dir, grpc_port=9000, rest_port=9001, work_dir=tmp_path / "work")
     command = launch_tfserving.binary_command(settings, binary="/opt/bin/tensorflow_model_server")
     assert command[0] == "/opt/bin/tensorflow_model_server"
     flags = _flags(command[1:])

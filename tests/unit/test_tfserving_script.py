@@ -104,9 +104,7 @@ def test_script_with_a_docker_engine_prints_and_runs_the_docker_command(
     )
     result = _run(bin_dir, "--model-base-path", str(model_dir))
     assert result.returncode == 0, result.stderr
-    expected = launch_tfserving.docker_command(
-        _repository_settings(model_dir), docker=str(docker)
-    )
+    expected = launch_tfserving.docker_command(_repository_settings(model_dir), docker=str(docker))
     assert result.stdout.splitlines() == [shlex.join(expected)]
     # It ran exactly what it printed.
     assert [str(docker), *log.read_text().splitlines()] == expected

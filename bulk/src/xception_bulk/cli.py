@@ -43,44 +43,97 @@ def build_parser() -> argparse.ArgumentParser:
         "for N processes); it never downloads anything.",
     )
     inputs = parser.add_argument_group("inputs (at least one)")
-    inputs.add_argument("--input", action="append", default=[], metavar="PATTERN",
-                        help="file pattern: a path, a glob, gs://..., s3://... (repeatable)")
-    inputs.add_argument("--input-manifest", action="append", default=[], metavar="FILE",
-                        help="a .txt (one URI a line), .csv (path[,id] header) or .jsonl "
-                        "({\"path\", \"id\"}) list of images (repeatable)")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="folder for predictions-*.jsonl|parquet and errors-*.jsonl "
-                        "(must not hold results yet)")
+    inputs.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="file pattern: a path, a glob, gs://..., s3://... (repeatable)",
+    )
+    inputs.add_argument(
+        "--input-manifest",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a .txt (one URI a line), .csv (path[,id] header) or .jsonl "
+        '({"path", "id"}) list of images (repeatable)',
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="folder for predictions-*.jsonl|parquet and errors-*.jsonl "
+        "(must not hold results yet)",
+    )
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--model", metavar="PATH",
-                      help="in-process: an exported version directory or its base path "
-                      "(needs TensorFlow on the workers)")
-    mode.add_argument("--server", metavar="HOST:PORT",
-                      help="remote: TF Serving or xception-serve gRPC target")
-    parser.add_argument("--model-name", default=contract.DEFAULT_MODEL_NAME,
-                        help="served model name, and the name written to records "
-                        "(default %(default)s)")
-    parser.add_argument("--model-version", type=int, default=None,
-                        help="remote: pin this version (default: the one served at start)")
-    parser.add_argument("--top-k", type=int, default=contract.DEFAULT_TOP_K,
-                        help="classes per image (default %(default)s)")
-    parser.add_argument("--probabilities", action="store_true",
-                        help="also write every class's probability")
-    parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
-                        help="predictions file format (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help="images per model call (default %(default)s)")
-    parser.add_argument("--max-image-bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES,
-                        help="larger files are errors, not read (default %(default)s)")
-    parser.add_argument("--max-pixels", type=int, default=None,
-                        help="pixel limit of the local check (default: the artifact's in "
-                        f"process, {contract.DEFAULT_MAX_PIXELS} remote)")
-    parser.add_argument("--model-copies", type=int, default=None,
-                        help="in-process: load this many copies per machine, shared by its "
-                        "worker processes (Beam's model sharing), instead of one per process")
+    mode.add_argument(
+        "--model",
+        metavar="PATH",
+        help="in-process: an exported version directory or its base path "
+        "(needs TensorFlow on the workers)",
+    )
+    mode.add_argument(
+        "--server", metavar="HOST:PORT", help="remote: TF Serving or xception-serve gRPC target"
+    )
+    parser.add_argument(
+        "--model-name",
+        default=contract.DEFAULT_MODEL_NAME,
+        help="served model name, and the name written to records (default %(default)s)",
+    )
+    parser.add_argument(
+        "--model-version",
+        type=int,
+        default=None,
+        help="remote: pin this version (default: the one served at start)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=contract.DEFAULT_TOP_K,
+        help="classes per image (default %(default)s)",
+    )
+    parser.add_argument(
+        "--probabilities", action="store_true", help="also write every class's probability"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("jsonl", "parquet"),
+        default="jsonl",
+        help="predictions file format (default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="images per model call (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_BYTES,
+        help="larger files are errors, not read (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="pixel limit of the local check (default: the artifact's in "
+        f"process, {contract.DEFAULT_MAX_PIXELS} remote)",
+    )
+    parser.add_argument(
+        "--model-copies",
+        type=int,
+        default=None,
+        help="in-process: load this many copies per machine, shared by its "
+        "worker processes (Beam's model sharing), instead of one per process",
+    )
     connection = parser.add_argument_group("remote connection (as xception-client)")
-    connection.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                            help="deadline of each call in seconds (default %(default)s)")
+    connection.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="deadline of each call in seconds (default %(default)s)",
+    )
     connection.add_argument("--ca-cert", help="PEM CA to verify the server; turns TLS on")
     connection.add_argument("--client-cert", help="PEM client certificate for mutual TLS")
     connection.add_argument("--client-key", help="PEM client key for mutual TLS")
@@ -94,8 +147,9 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error("give at least one --input PATTERN or --input-manifest FILE")
     for flag in ("top_k", "batch_size", "max_image_bytes"):
         if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1; received: "
-                         f"{getattr(args, flag)}")
+            parser.error(
+                f"--{flag.replace('_', '-')} must be >= 1; received: {getattr(args, flag)}"
+            )
     if args.max_pixels is not None and args.max_pixels < 1:
         parser.error(f"--max-pixels must be >= 1; received: {args.max_pixels}")
     if args.model_copies is not None and (args.model_copies < 1 or args.server):

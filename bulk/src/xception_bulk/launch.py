@@ -57,9 +57,14 @@ def job_config(args: argparse.Namespace, *, local_runner: bool) -> JobConfig:
             raise UsageError(f"--input {pattern} does not exist")
     manifests = tuple(_manifest(uri) for uri in args.input_manifest)
     common: dict[str, Any] = {
-        "patterns": patterns, "manifests": manifests, "output": args.output,
-        "model_name": args.model_name, "top_k": args.top_k, "probabilities": args.probabilities,
-        "output_format": args.format, "batch_size": args.batch_size,
+        "patterns": patterns,
+        "manifests": manifests,
+        "output": args.output,
+        "model_name": args.model_name,
+        "top_k": args.top_k,
+        "probabilities": args.probabilities,
+        "output_format": args.format,
+        "batch_size": args.batch_size,
         "max_image_bytes": args.max_image_bytes,
     }
     if args.server:
@@ -76,8 +81,10 @@ def job_config(args: argparse.Namespace, *, local_runner: bool) -> JobConfig:
         artifact_limit if isinstance(artifact_limit, int) else contract.DEFAULT_MAX_PIXELS
     )
     return JobConfig(
-        model=LocalModel(version_dir, args.model_copies), version=version,
-        max_pixels=max_pixels, **common,
+        model=LocalModel(version_dir, args.model_copies),
+        version=version,
+        max_pixels=max_pixels,
+        **common,
     )
 
 
@@ -114,13 +121,17 @@ def _local_model(path: str) -> tuple[str, int, dict[str, Any]]:
     if has_scheme(path):  # gs://...: a version directory itself (listing versions is local-only)
         version_dir = path.rstrip("/")
         if not FileSystems.exists(f"{version_dir}/{layout.SAVED_MODEL_FILE}"):
-            raise UsageError(f"--model {path} holds no {layout.SAVED_MODEL_FILE}; give the "
-                             "version directory itself for a remote path")
+            raise UsageError(
+                f"--model {path} holds no {layout.SAVED_MODEL_FILE}; give the "
+                "version directory itself for a remote path"
+            )
     else:
         found = layout.resolve_version_dir(path)
         if found is None:
-            raise UsageError(f"--model {path} is neither a version directory holding a "
-                             "SavedModel nor a base path whose latest version holds one")
+            raise UsageError(
+                f"--model {path} is neither a version directory holding a "
+                "SavedModel nor a base path whose latest version holds one"
+            )
         version_dir = str(found.resolve())
     version = layout.parse_version(posixpath.basename(version_dir))
     if version is None:
@@ -136,10 +147,15 @@ def _local_model(path: str) -> tuple[str, int, dict[str, Any]]:
 def _served(args: argparse.Namespace) -> tuple[RemoteTarget, int | None]:
     """Ask the server once: the version to pin (unless given) and the model's exported K."""
     target = RemoteTarget(
-        server=args.server, model_name=args.model_name, version=args.model_version or 0,
-        timeout=args.timeout, ca_cert=_pem(args.ca_cert, "--ca-cert"),
+        server=args.server,
+        model_name=args.model_name,
+        version=args.model_version or 0,
+        timeout=args.timeout,
+        ca_cert=_pem(args.ca_cert, "--ca-cert"),
         client_cert=_pem(args.client_cert, "--client-cert"),
-        client_key=_pem(args.client_key, "--client-key"), tls=args.tls, authority=args.authority,
+        client_key=_pem(args.client_key, "--client-key"),
+        tls=args.tls,
+        authority=args.authority,
     )
     probe = RemoteTarget(**{**_fields(target), "version": args.model_version})
     try:
@@ -150,9 +166,7 @@ def _served(args: argparse.Namespace) -> tuple[RemoteTarget, int | None]:
     version = args.model_version or metadata.version
     if version is None:
         raise SetupError(f"{args.server} did not say which version of {args.model_name} it serves")
-    scores = metadata.signatures[contract.BYTES_SIGNATURE].outputs.get(
-        contract.TOP_K_SCORES_OUTPUT
-    )
+    scores = metadata.signatures[contract.BYTES_SIGNATURE].outputs.get(contract.TOP_K_SCORES_OUTPUT)
     exported_k = scores.shape[-1] if scores is not None and scores.shape else None
     return RemoteTarget(**{**_fields(target), "version": version}), exported_k
 

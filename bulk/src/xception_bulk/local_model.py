@@ -94,8 +94,11 @@ class LocalClassifier:
         results = []
         for row, (ref, _data) in enumerate(batch):
             top = predictions_from_rows(
-                scores[row].tolist(), ids[row].tolist(), [_text(v) for v in labels[row]],
-                [_text(v) for v in keys[row]] if keys is not None else None, self._top_k,
+                scores[row].tolist(),
+                ids[row].tolist(),
+                [_text(v) for v in labels[row]],
+                [_text(v) for v in keys[row]] if keys is not None else None,
+                self._top_k,
             )
             probs = (
                 tuple(float(p) for p in probabilities[row]) if probabilities is not None else None
@@ -121,7 +124,8 @@ def tf_message(error: Exception) -> str:
     text = str(getattr(error, "message", None) or error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     useful = [
-        line for line in lines
+        line
+        for line in lines
         if not line.startswith(("Graph execution error", "Detected at node", "File ", "[["))
     ]
     message = " ".join(useful or lines).replace("<stack traces unavailable>", "").strip()
@@ -133,7 +137,12 @@ class SavedModelHandler(ModelHandler[Prepared, PredictionResult, LocalClassifier
     with ``model_copies``, that many copies per machine shared across its processes)."""
 
     def __init__(
-        self, version_dir: str, *, top_k: int, with_probabilities: bool, batch_size: int,
+        self,
+        version_dir: str,
+        *,
+        top_k: int,
+        with_probabilities: bool,
+        batch_size: int,
         model_copies: int | None = None,
     ) -> None:
         # Full batches (BatchElements would start at 1 and grow): a short batch is padded to
@@ -152,7 +161,9 @@ class SavedModelHandler(ModelHandler[Prepared, PredictionResult, LocalClassifier
         )
 
     def run_inference(
-        self, batch: Sequence[Prepared], model: LocalClassifier,
+        self,
+        batch: Sequence[Prepared],
+        model: LocalClassifier,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
         outcomes: list[Outcome] = isolate(batch, model.classify, tf_refusal)

@@ -28,7 +28,9 @@ __all__ = ["MANIFEST_SUFFIXES", "ManifestError", "ManifestFormat", "manifest_for
 
 ManifestKind = Literal["txt", "csv", "jsonl"]
 MANIFEST_SUFFIXES: Final[dict[str, ManifestKind]] = {
-    ".txt": "txt", ".csv": "csv", ".jsonl": "jsonl",
+    ".txt": "txt",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
 }
 PATH_COLUMNS: Final = ("path", "uri")
 ID_COLUMN: Final = "id"
@@ -68,9 +70,7 @@ def manifest_format(uri: str, first_line: str | None) -> ManifestFormat:
         raise ManifestError(f"manifest {uri} has no header line (expected a 'path' column)")
     columns = tuple(c.strip().lower() for c in next(csv.reader([first_line])))
     if not any(c in columns for c in PATH_COLUMNS):
-        raise ManifestError(
-            f"manifest {uri} header {list(columns)} has no 'path' or 'uri' column"
-        )
+        raise ManifestError(f"manifest {uri} header {list(columns)} has no 'path' or 'uri' column")
     return ManifestFormat(uri, kind, base, columns)
 
 
@@ -97,9 +97,7 @@ def parse_line(fmt: ManifestFormat, line: str) -> ImageRef | None:
 def _from_fields(fmt: ManifestFormat, fields: dict[str, object], text: str) -> ImageRef:
     path = next((fields[c] for c in PATH_COLUMNS if fields.get(c) not in (None, "")), None)
     if not isinstance(path, str):
-        raise ManifestError(
-            f"manifest {fmt.uri}: line has no 'path' or 'uri' string: {text[:200]}"
-        )
+        raise ManifestError(f"manifest {fmt.uri}: line has no 'path' or 'uri' string: {text[:200]}")
     raw_id = fields.get(ID_COLUMN)
     ident = None if raw_id is None or raw_id == "" else str(raw_id)
     return ImageRef(resolve(fmt.base, path.strip()), ident)

@@ -67,12 +67,17 @@ class JobConfig:
     def handler(self) -> ModelHandler[Any, PredictionResult, Any]:
         if isinstance(self.model, RemoteTarget):
             return ServedModelHandler(
-                self.model, top_k=self.top_k, with_probabilities=self.probabilities,
+                self.model,
+                top_k=self.top_k,
+                with_probabilities=self.probabilities,
                 batch_size=self.batch_size,
             )
         return SavedModelHandler(
-            self.model.version_dir, top_k=self.top_k, with_probabilities=self.probabilities,
-            batch_size=self.batch_size, model_copies=self.model.model_copies,
+            self.model.version_dir,
+            top_k=self.top_k,
+            with_probabilities=self.probabilities,
+            batch_size=self.batch_size,
+            model_copies=self.model.model_copies,
         )
 
 
@@ -126,12 +131,19 @@ def parquet_schema(with_probabilities: bool) -> Any:
         pa.field("id", pa.string()),
         pa.field("model", pa.string(), nullable=False),
         pa.field("version", pa.int64(), nullable=False),
-        pa.field("top_k", pa.list_(pa.struct([
-            pa.field("label", pa.string()),
-            pa.field("class_id", pa.int64()),
-            pa.field("score", pa.float64()),
-            pa.field("key", pa.string()),
-        ]))),
+        pa.field(
+            "top_k",
+            pa.list_(
+                pa.struct(
+                    [
+                        pa.field("label", pa.string()),
+                        pa.field("class_id", pa.int64()),
+                        pa.field("score", pa.float64()),
+                        pa.field("key", pa.string()),
+                    ]
+                )
+            ),
+        ),
     ]
     if with_probabilities:
         fields.append(pa.field("probabilities", pa.list_(pa.float32())))
@@ -147,23 +159,30 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig) -> None:
     checked = read.images | "Check" >> beam.ParDo(DecodeImage(config.max_pixels)).with_outputs(
         FAILED, main="prepared"
     )
-    results, dlq = checked.prepared | "Classify" >> RunInference(
-        config.handler()
-    ).with_exception_handling()
+    results, dlq = (
+        checked.prepared | "Classify" >> RunInference(config.handler()).with_exception_handling()
+    )
     split = results | "Split" >> beam.FlatMap(split_outcomes).with_outputs(FAILED, main="ok")
     given_up = dlq.failed_inferences | "DeadLetter" >> beam.FlatMap(dead_letter)
     failures = (
-        manifest_failures, read[FAILED], checked[FAILED], split[FAILED], given_up,
+        manifest_failures,
+        read[FAILED],
+        checked[FAILED],
+        split[FAILED],
+        given_up,
     ) | "AllFailures" >> beam.Flatten()
 
     def record(result: Classified) -> dict[str, Any]:
         return prediction_record(
-            result, model=config.model_name, version=config.version,
+            result,
+            model=config.model_name,
+            version=config.version,
             with_probabilities=config.probabilities,
         )
 
     predictions = (
-        split.ok | "CountClassified" >> beam.ParDo(CountOutcomes("classified"))
+        split.ok
+        | "CountClassified" >> beam.ParDo(CountOutcomes("classified"))
         | "PredictionRecord" >> beam.Map(record)
     )
     prefix = FileSystems.join(config.output, PREDICTIONS_PREFIX)
@@ -173,13 +192,16 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig) -> None:
         )
     else:
         _ = (
-            predictions | "PredictionJson" >> beam.Map(to_json_line)
+            predictions
+            | "PredictionJson" >> beam.Map(to_json_line)
             | "WritePredictions" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
         )
     _ = (
-        failures | "CountErrors" >> beam.ParDo(CountOutcomes("errors"))
+        failures
+        | "CountErrors" >> beam.ParDo(CountOutcomes("errors"))
         | "ErrorJson" >> beam.Map(lambda failure: to_json_line(error_record(failure)))
-        | "WriteErrors" >> beam.io.WriteToText(
+        | "WriteErrors"
+        >> beam.io.WriteToText(
             FileSystems.join(config.output, ERRORS_PREFIX), file_name_suffix=".jsonl"
         )
     )

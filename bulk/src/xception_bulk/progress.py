@@ -31,8 +31,8 @@ class Progress:
     def __init__(self, stream: TextIO, *, tty: bool, interval: float | None = None) -> None:
         self._stream = stream
         self._tty = tty
-        self._interval = interval if interval is not None else (
-            BAR_INTERVAL if tty else LOG_INTERVAL
+        self._interval = (
+            interval if interval is not None else (BAR_INTERVAL if tty else LOG_INTERVAL)
         )
         self._started = time.monotonic()
         self._last = self._started

@@ -31,9 +31,22 @@ STAGES: Final[tuple[str, ...]] = ("read", "decode", "inference")
 
 # The canonical status codes shared by gRPC and TensorFlow, by number (absl::StatusCode).
 CODE_NAMES: Final[tuple[str, ...]] = (
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
     "UNAUTHENTICATED",
 )
 
@@ -110,8 +123,11 @@ def to_json_line(record: Mapping[str, Any]) -> str:
 
 
 def predictions_from_rows(
-    scores: Sequence[float], class_ids: Sequence[int], labels: Sequence[str],
-    keys: Sequence[str] | None, top_k: int,
+    scores: Sequence[float],
+    class_ids: Sequence[int],
+    labels: Sequence[str],
+    keys: Sequence[str] | None,
+    top_k: int,
 ) -> tuple[Prediction, ...]:
     """The first ``top_k`` columns of one image's top-k outputs as Predictions (an empty key is
     None, as the client reads it)."""

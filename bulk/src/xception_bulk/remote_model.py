@@ -52,11 +52,17 @@ class RemoteTarget:
         """A client pinned to ``version``, so one run's answers all come from one version."""
         tls: TLS | None = None
         if self.tls or self.ca_cert or self.client_cert:
-            tls = TLS(root_certificates=self.ca_cert, certificate_chain=self.client_cert,
-                      private_key=self.client_key)
+            tls = TLS(
+                root_certificates=self.ca_cert,
+                certificate_chain=self.client_cert,
+                private_key=self.client_key,
+            )
         return Client(
-            self.server, model_name=self.model_name, model_version=self.version,
-            timeout=self.timeout, tls=tls,
+            self.server,
+            model_name=self.model_name,
+            model_version=self.version,
+            timeout=self.timeout,
+            tls=tls,
             channel_options=[("grpc.default_authority", self.authority)] if self.authority else [],
         )
 
@@ -80,12 +86,20 @@ class ServedModelHandler(RemoteModelHandler[Prepared, PredictionResult, Client])
     """RunInference handler calling Predict on the served model, ``batch_size`` images a call."""
 
     def __init__(
-        self, target: RemoteTarget, *, top_k: int, with_probabilities: bool, batch_size: int,
-        num_retries: int = 5, throttle_delay_secs: int = 5,
+        self,
+        target: RemoteTarget,
+        *,
+        top_k: int,
+        with_probabilities: bool,
+        batch_size: int,
+        num_retries: int = 5,
+        throttle_delay_secs: int = 5,
     ) -> None:
         super().__init__(
-            namespace="xception_bulk", num_retries=num_retries,
-            throttle_delay_secs=throttle_delay_secs, retry_filter=is_transient,
+            namespace="xception_bulk",
+            num_retries=num_retries,
+            throttle_delay_secs=throttle_delay_secs,
+            retry_filter=is_transient,
         )
         self._target = target
         self._top_k = top_k
@@ -101,7 +115,9 @@ class ServedModelHandler(RemoteModelHandler[Prepared, PredictionResult, Client])
         return self._target.client()
 
     def request(
-        self, batch: Sequence[Prepared], model: Client,
+        self,
+        batch: Sequence[Prepared],
+        model: Client,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
         def classify(images: Sequence[Prepared]) -> list[Classified]:
@@ -126,4 +142,3 @@ class ServedModelHandler(RemoteModelHandler[Prepared, PredictionResult, Client])
 
     def get_num_bytes(self, batch: Sequence[Prepared]) -> int:
         return sum(len(data) for _ref, data in batch)
-

@@ -85,13 +85,16 @@ class ListInputs(beam.PTransform[Any, Any]):
             refs.append(parsed.refs)
             failures.append(parsed[FAILED])
         unique = (
-            tuple(refs) | "AllRefs" >> beam.Flatten()
+            tuple(refs)
+            | "AllRefs" >> beam.Flatten()
             | "Key" >> beam.Map(lambda ref: (ref.path, ref.id))
             | "Once" >> beam.Distinct()  # also spreads the work across workers (a shuffle)
             | "Ref" >> beam.MapTuple(lambda path, ident: ImageRef(path, ident))
         )
-        bad = tuple(failures) | "ManifestFailures" >> beam.Flatten() if failures else (
-            pipeline | "NoManifestFailures" >> beam.Create([])
+        bad = (
+            tuple(failures) | "ManifestFailures" >> beam.Flatten()
+            if failures
+            else (pipeline | "NoManifestFailures" >> beam.Create([]))
         )
         return unique, bad
 

@@ -124,8 +124,10 @@ def _addresses(host: str, port: int) -> list[tuple[int, str]]:
         except OSError as error:
             raise ValueError(f"cannot resolve {host!r} in the target list: {error}") from error
         seen = {(info[0], str(info[4][0])) for info in infos}
-        return [(fam, f"[{ip}]:{port}" if fam == socket.AF_INET6 else f"{ip}:{port}")
-                for fam, ip in sorted(seen)]
+        return [
+            (fam, f"[{ip}]:{port}" if fam == socket.AF_INET6 else f"{ip}:{port}")
+            for fam, ip in sorted(seen)
+        ]
     if ip.version == 6:
         return [(socket.AF_INET6, f"[{ip}]:{port}")]
     return [(socket.AF_INET, f"{ip}:{port}")]
@@ -207,7 +209,9 @@ def make_config(
 def open_channel(config: ChannelConfig) -> grpc.Channel:
     if config.credentials is not None:
         return grpc.secure_channel(
-            config.target, config.credentials, options=config.options,
+            config.target,
+            config.credentials,
+            options=config.options,
             compression=config.compression,
         )
     return grpc.insecure_channel(
@@ -218,7 +222,9 @@ def open_channel(config: ChannelConfig) -> grpc.Channel:
 def open_aio_channel(config: ChannelConfig) -> grpc.aio.Channel:
     if config.credentials is not None:
         return grpc.aio.secure_channel(
-            config.target, config.credentials, options=config.options,
+            config.target,
+            config.credentials,
+            options=config.options,
             compression=config.compression,
         )
     return grpc.aio.insecure_channel(

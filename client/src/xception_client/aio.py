@@ -46,8 +46,14 @@ class AsyncClient(_Base):
         """Close the channel; in-flight calls are cancelled. Safe to call twice."""
         await self._channel.close()
 
-    async def _call(self, method: _wire.Method[Any, Any], request: Any, timeout: float | None,
-                    *, image_call: bool = False) -> Any:
+    async def _call(
+        self,
+        method: _wire.Method[Any, Any],
+        request: Any,
+        timeout: float | None,
+        *,
+        image_call: bool = False,
+    ) -> Any:
         try:
             return await self._calls[method.path](
                 request, timeout=self._deadline(timeout), wait_for_ready=self._wait_for_ready
@@ -56,7 +62,10 @@ class AsyncClient(_Base):
             raise self._error(error, image_call=image_call) from error
 
     async def predict(
-        self, image: ImageInput, *, top_k: int = contract.DEFAULT_TOP_K,
+        self,
+        image: ImageInput,
+        *,
+        top_k: int = contract.DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> list[Prediction]:
         """Classify one image: its ``top_k`` best classes, best first.
@@ -80,7 +89,10 @@ class AsyncClient(_Base):
         return (await self.predict_batch([image], top_k=top_k, timeout=timeout))[0]
 
     async def predict_batch(
-        self, images: Sequence[ImageInput], *, top_k: int = contract.DEFAULT_TOP_K,
+        self,
+        images: Sequence[ImageInput],
+        *,
+        top_k: int = contract.DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> list[list[Prediction]]:
         """Classify several images in one request (one list of predictions per image, in order).
@@ -239,7 +251,10 @@ class AsyncClient(_Base):
         return self._check(await self.metadata(timeout=timeout))
 
     async def verify(
-        self, artifact: str | os.PathLike[str], *, atol: float = DEFAULT_ATOL,
+        self,
+        artifact: str | os.PathLike[str],
+        *,
+        atol: float = DEFAULT_ATOL,
         timeout: float | None = None,
     ) -> VerifyReport:
         """Check that the served model reproduces an artifact's reference answers (see

@@ -48,27 +48,41 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     default_server = f"localhost:{contract.DEFAULT_GRPC_PORT}"
     common.add_argument(
-        "--server", default=os.environ.get("XCEPTION_SERVER", default_server),
+        "--server",
+        default=os.environ.get("XCEPTION_SERVER", default_server),
         help="gRPC target: host:port, dns:///host:port or h1:p1,h2:p2 (env XCEPTION_SERVER)",
     )
     common.add_argument(
-        "--model", default=os.environ.get("XCEPTION_MODEL", contract.DEFAULT_MODEL_NAME),
+        "--model",
+        default=os.environ.get("XCEPTION_MODEL", contract.DEFAULT_MODEL_NAME),
         help="model name (env XCEPTION_MODEL, default %(default)s)",
     )
     common.add_argument("--model-version", type=int, default=None, help="pin a version number")
     common.add_argument(
-        "--timeout", type=float, default=_env_float("XCEPTION_TIMEOUT", DEFAULT_TIMEOUT),
+        "--timeout",
+        type=float,
+        default=_env_float("XCEPTION_TIMEOUT", DEFAULT_TIMEOUT),
         help="deadline of each call in seconds (env XCEPTION_TIMEOUT, default %(default)s)",
     )
-    common.add_argument("--ca-cert", default=os.environ.get("XCEPTION_CA_CERT"),
-                        help="PEM CA to verify the server; turns TLS on (env XCEPTION_CA_CERT)")
-    common.add_argument("--client-cert", default=os.environ.get("XCEPTION_CLIENT_CERT"),
-                        help="PEM client certificate for mutual TLS (env XCEPTION_CLIENT_CERT)")
-    common.add_argument("--client-key", default=os.environ.get("XCEPTION_CLIENT_KEY"),
-                        help="PEM client key for mutual TLS (env XCEPTION_CLIENT_KEY)")
+    common.add_argument(
+        "--ca-cert",
+        default=os.environ.get("XCEPTION_CA_CERT"),
+        help="PEM CA to verify the server; turns TLS on (env XCEPTION_CA_CERT)",
+    )
+    common.add_argument(
+        "--client-cert",
+        default=os.environ.get("XCEPTION_CLIENT_CERT"),
+        help="PEM client certificate for mutual TLS (env XCEPTION_CLIENT_CERT)",
+    )
+    common.add_argument(
+        "--client-key",
+        default=os.environ.get("XCEPTION_CLIENT_KEY"),
+        help="PEM client key for mutual TLS (env XCEPTION_CLIENT_KEY)",
+    )
     common.add_argument("--tls", action="store_true", help="TLS with the system's root CAs")
     common.add_argument(
-        "--authority", default=os.environ.get("XCEPTION_AUTHORITY"),
+        "--authority",
+        default=os.environ.get("XCEPTION_AUTHORITY"),
         help="HTTP/2 :authority (Host) to send, for ingresses that route on it, e.g. KServe's "
         "xception.<ns>.example.com (env XCEPTION_AUTHORITY)",
     )
@@ -80,24 +94,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     predict = sub.add_parser("predict", parents=[common], help="classify images, dirs or URLs")
     predict.add_argument("images", nargs="+", metavar="IMAGE|DIR|URL")
-    predict.add_argument("--top-k", type=int, default=contract.DEFAULT_TOP_K,
-                         help="classes per image (default %(default)s)")
+    predict.add_argument(
+        "--top-k",
+        type=int,
+        default=contract.DEFAULT_TOP_K,
+        help="classes per image (default %(default)s)",
+    )
     predict.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    predict.add_argument("--concurrency", type=int, default=8,
-                         help="requests in flight for many images (default %(default)s)")
-    predict.add_argument("--apply-exif-orientation", action="store_true",
-                         help="rotate JPEGs by their EXIF tag (Keras load_img does not)")
+    predict.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="requests in flight for many images (default %(default)s)",
+    )
+    predict.add_argument(
+        "--apply-exif-orientation",
+        action="store_true",
+        help="rotate JPEGs by their EXIF tag (Keras load_img does not)",
+    )
     sub.add_parser("status", parents=[common], help="versions of the model and their state")
     metadata = sub.add_parser("metadata", parents=[common], help="the model's signatures")
     metadata.add_argument("--json", action="store_true", help="JSON instead of text")
     verify = sub.add_parser(
-        "verify", parents=[common], help="prove the server reproduces an artifact's answers",
-        description=VERIFY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "verify",
+        parents=[common],
+        help="prove the server reproduces an artifact's answers",
+        description=VERIFY_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verify.add_argument("artifact", metavar="ARTIFACT",
-                        help="exported version directory, or a base path (its latest version)")
-    verify.add_argument("--atol", type=float, default=DEFAULT_ATOL,
-                        help="tolerance on probabilities and scores (default %(default)g)")
+    verify.add_argument(
+        "artifact",
+        metavar="ARTIFACT",
+        help="exported version directory, or a base path (its latest version)",
+    )
+    verify.add_argument(
+        "--atol",
+        type=float,
+        default=DEFAULT_ATOL,
+        help="tolerance on probabilities and scores (default %(default)g)",
+    )
     verify.add_argument("--json", action="store_true", help="the full report as JSON")
     return parser
 
@@ -130,7 +165,8 @@ def _expand(items: Sequence[str]) -> tuple[list[str], list[str]]:
             images.append(item)
         elif Path(item).is_dir():
             images.extend(
-                str(p) for p in sorted(Path(item).rglob("*"))
+                str(p)
+                for p in sorted(Path(item).rglob("*"))
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
             )
         elif Path(item).is_file():
@@ -240,8 +276,10 @@ def _verify(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) 
     if args.json:
         out.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     else:
-        out.write(f"artifact {report.artifact} -> model {report.model} version "
-                  f"{report.served_version} at {report.target}\n")
+        out.write(
+            f"artifact {report.artifact} -> model {report.model} version "
+            f"{report.served_version} at {report.target}\n"
+        )
         out.write(report.table() + "\n")
         for problem in report.signature_problems:
             out.write(f"signature difference: {problem}\n")
@@ -271,12 +309,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--client-cert and --client-key go together (mutual TLS)")
     tls: TLS | None = None
     if args.tls or args.ca_cert or args.client_cert:
-        tls = TLS(root_certificates=args.ca_cert, certificate_chain=args.client_cert,
-                  private_key=args.client_key)
+        tls = TLS(
+            root_certificates=args.ca_cert,
+            certificate_chain=args.client_cert,
+            private_key=args.client_key,
+        )
     try:
         client = Client(
-            args.server, model_name=args.model, model_version=args.model_version,
-            timeout=args.timeout, tls=tls,
+            args.server,
+            model_name=args.model,
+            model_version=args.model_version,
+            timeout=args.timeout,
+            tls=tls,
             apply_exif_orientation=getattr(args, "apply_exif_orientation", False),
             # gRPC's standard channel argument: the ingress sees this Host, the TCP connection
             # still goes to --server.

@@ -80,7 +80,10 @@ class _Base:
         self._timeout = _check_timeout(timeout)
         self._model = _wire.ModelRef(model_name, model_version, version_label, signature)
         self._config = _channel.make_config(
-            target, retries=retries, tls=tls, compression=compression,
+            target,
+            retries=retries,
+            tls=tls,
+            compression=compression,
             extra_options=channel_options,
         )
         self.target = target
@@ -96,7 +99,10 @@ class _Base:
                 response_deserializer=method.deserializer,
             )
             for method in (
-                _wire.PREDICT, _wire.CLASSIFY, _wire.GET_MODEL_METADATA, _wire.GET_MODEL_STATUS
+                _wire.PREDICT,
+                _wire.CLASSIFY,
+                _wire.GET_MODEL_METADATA,
+                _wire.GET_MODEL_STATUS,
             )
         }
 
@@ -228,8 +234,14 @@ class Client(_Base):
         """Close the channel; in-flight calls are cancelled. Safe to call twice."""
         self._channel.close()
 
-    def _call(self, method: _wire.Method[Any, Any], request: Any, timeout: float | None,
-              *, image_call: bool = False) -> Any:
+    def _call(
+        self,
+        method: _wire.Method[Any, Any],
+        request: Any,
+        timeout: float | None,
+        *,
+        image_call: bool = False,
+    ) -> Any:
         try:
             return self._calls[method.path](
                 request, timeout=self._deadline(timeout), wait_for_ready=self._wait_for_ready
@@ -238,7 +250,10 @@ class Client(_Base):
             raise self._error(error, image_call=image_call) from error
 
     def predict(
-        self, image: ImageInput, *, top_k: int = contract.DEFAULT_TOP_K,
+        self,
+        image: ImageInput,
+        *,
+        top_k: int = contract.DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> list[Prediction]:
         """Classify one image: its ``top_k`` best classes, best first.
@@ -262,7 +277,10 @@ class Client(_Base):
         return self.predict_batch([image], top_k=top_k, timeout=timeout)[0]
 
     def predict_batch(
-        self, images: Sequence[ImageInput], *, top_k: int = contract.DEFAULT_TOP_K,
+        self,
+        images: Sequence[ImageInput],
+        *,
+        top_k: int = contract.DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> list[list[Prediction]]:
         """Classify several images in one request (one list of predictions per image, in order).
@@ -289,15 +307,25 @@ class Client(_Base):
 
     @overload
     def predict_many(
-        self, images: Iterable[ImageInput], *, top_k: int = ..., concurrency: int = ...,
-        images_per_request: int = ..., timeout: float | None = ...,
+        self,
+        images: Iterable[ImageInput],
+        *,
+        top_k: int = ...,
+        concurrency: int = ...,
+        images_per_request: int = ...,
+        timeout: float | None = ...,
         return_exceptions: Literal[False] = ...,
     ) -> Iterator[list[Prediction]]: ...
 
     @overload
     def predict_many(
-        self, images: Iterable[ImageInput], *, top_k: int = ..., concurrency: int = ...,
-        images_per_request: int = ..., timeout: float | None = ...,
+        self,
+        images: Iterable[ImageInput],
+        *,
+        top_k: int = ...,
+        concurrency: int = ...,
+        images_per_request: int = ...,
+        timeout: float | None = ...,
         return_exceptions: Literal[True],
     ) -> Iterator[list[Prediction] | XceptionClientError]: ...
 
@@ -467,7 +495,10 @@ class Client(_Base):
         return self._check(self.metadata(timeout=timeout))
 
     def verify(
-        self, artifact: str | os.PathLike[str], *, atol: float = DEFAULT_ATOL,
+        self,
+        artifact: str | os.PathLike[str],
+        *,
+        atol: float = DEFAULT_ATOL,
         timeout: float | None = None,
     ) -> VerifyReport:
         """Check that the served model reproduces an exported artifact's reference answers.

@@ -33,8 +33,16 @@ from .errors import InvalidImage
 __all__ = ["EncodedImage", "ImageInput", "load_image"]
 
 #: Anything :func:`load_image` (and so every predict method) accepts.
-ImageInput: TypeAlias = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes],
-                              Image.Image, "np.ndarray[Any, Any]"]
+ImageInput: TypeAlias = Union[
+    str,
+    "os.PathLike[str]",
+    bytes,
+    bytearray,
+    memoryview,
+    IO[bytes],
+    Image.Image,
+    "np.ndarray[Any, Any]",
+]
 
 DEFAULT_URL_TIMEOUT = 10.0  # seconds
 DEFAULT_URL_MAX_BYTES = 50 * 1024 * 1024

@@ -210,10 +210,10 @@ def _check(args: argparse.Namespace) -> int:
             args.tfserving_version, lambda line: print(line, file=sys.stderr, flush=True)
         )
         report = tfserving_env.run_preflight(python, version_dir, args.tags)
-        runtime = f"TF Serving {args.tfserving_version}"
+        runtime = preflight.runtime_label(report.tensorflow_version, args.tfserving_version)
     else:
         report = preflight.check_version(version_dir, args.tags)
-        runtime = f"TF Serving {report.tensorflow_version}"
+        runtime = preflight.runtime_label(report.tensorflow_version)
     if args.json:
         print(json.dumps(report.to_json()))
     else:

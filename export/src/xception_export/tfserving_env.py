@@ -66,15 +66,24 @@ def ensure_env(tfserving_version: str, log: Callable[[str], None]) -> Path:
         if (venv / _COMPLETE).exists():
             return _python(venv)
         shutil.rmtree(venv, ignore_errors=True)
-        log(f"building a venv with TensorFlow {tensorflow} (TF Serving {tfserving_version}) in "
-            f"{venv}; this happens once")
+        log(
+            f"building a venv with TensorFlow {tensorflow} (TF Serving {tfserving_version}) in "
+            f"{venv}; this happens once"
+        )
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         # tensorflow-serving-api is released in lockstep and carries the PredictionLog proto
         # the warmup file is made of.
         packages = [f"tensorflow=={tensorflow}", f"tensorflow-serving-api=={tfserving_version}"]
         result = subprocess.run(
-            [str(_python(venv)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             *packages],
+            [
+                str(_python(venv)),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *packages,
+            ],
             capture_output=True,
             text=True,
         )

@@ -71,8 +71,10 @@ def warmup_images(image_size: int | Sequence[int]) -> dict[str, bytes]:
         "GIF": (h - 7, w // 2 + 9),  # palette image: convert("RGB") semantics
         "BMP": (h // 2 - 3, w // 3 + 8),  # small upscale
     }
-    return {fmt: _encode(warmup_image(size, seed), fmt) for seed, (fmt, size) in
-            enumerate(sizes.items(), 1)}
+    return {
+        fmt: _encode(warmup_image(size, seed), fmt)
+        for seed, (fmt, size) in enumerate(sizes.items(), 1)
+    }
 
 
 class _Records:
@@ -182,14 +184,19 @@ def write_warmup(
     import tensorflow as tf
 
     reference = KerasReference(
-        model, image_size, model_outputs, interpolation,
+        model,
+        image_size,
+        model_outputs,
+        interpolation,
         preprocess_input or xception_preprocess_input,
     )
     records = _Records(model_name, labels, top_k_classes)
     images = warmup_images(image_size)
     logs = [
         records.predict(
-            contract.BYTES_SIGNATURE, contract.IMAGE_BYTES_INPUT, np.array(batch, dtype=object),
+            contract.BYTES_SIGNATURE,
+            contract.IMAGE_BYTES_INPUT,
+            np.array(batch, dtype=object),
             reference.from_bytes(batch),
         )
         for batch in [[images[fmt]] for fmt in FORMATS] + [[images[fmt] for fmt in FORMATS]]
@@ -198,14 +205,18 @@ def write_warmup(
     pixels = np.stack([warmup_image((h, w), 5), warmup_image((h, w), 6)])
     logs.append(
         records.predict(
-            contract.PIXELS_SIGNATURE, contract.PIXELS_INPUT, pixels,
+            contract.PIXELS_SIGNATURE,
+            contract.PIXELS_INPUT,
+            pixels,
             reference.from_pixels(pixels),
         )
     )
     preprocessed = reference.preprocess_input(pixels[:1].astype(np.float32))
     logs.append(
         records.predict(
-            contract.PREPROCESSED_SIGNATURE, contract.PREPROCESSED_INPUT, preprocessed,
+            contract.PREPROCESSED_SIGNATURE,
+            contract.PREPROCESSED_INPUT,
+            preprocessed,
             reference.from_preprocessed(preprocessed),
         )
     )
@@ -217,4 +228,3 @@ def write_warmup(
         for log in logs:
             writer.write(log.SerializeToString())
     return len(logs)
-

@@ -82,7 +82,8 @@ def _read_settings(args: argparse.Namespace) -> _Settings:
             config=_model_server_config(args),
             batching=batching,
             ssl=config_files.read_ssl_config(args.ssl_config_file)
-            if args.ssl_config_file else None,
+            if args.ssl_config_file
+            else None,
             monitoring_path=monitoring_path,
             interceptors=tracing.server_interceptors(),  # bad OTEL_* variables fail here
             sessions=session_config.session_options(

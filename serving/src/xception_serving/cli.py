@@ -21,6 +21,7 @@ from xception_serving import app, options
 
 _Group = argparse._ArgumentGroup  # what add_argument_group returns
 
+
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "t", "yes", "y"):
@@ -98,12 +99,16 @@ def _network_flags(net: _Group) -> None:
         "--rest_api_timeout_in_ms", type=int, default=30000, help="per-REST-call deadline"
     )
     net.add_argument(
-        "--rest_api_max_connections", type=_positive_int, default=100,
+        "--rest_api_max_connections",
+        type=_positive_int,
+        default=100,
         help="local-server extra: open REST connections; at the limit the slowest unfinished "
         "or longest idle one makes room, or the caller gets 503 when all are in service",
     )
     net.add_argument(
-        "--rest_api_request_read_timeout_in_ms", type=_positive_int, default=60000,
+        "--rest_api_request_read_timeout_in_ms",
+        type=_positive_int,
+        default=60000,
         help="local-server extra: a REST request's head and body must arrive within this "
         "(from its first byte; not restarted by each byte), else 408 and close",
     )

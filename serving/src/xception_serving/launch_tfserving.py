@@ -401,15 +401,21 @@ def _parser() -> argparse.ArgumentParser:
             help="parent of the version directories (default: $MODEL_BASE_PATH or %(default)s)",
         )
         p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
-        p.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR,
-                       help="holds the *.config files TF Serving reads (default: %(default)s)")
+        p.add_argument(
+            "--config-dir",
+            default=DEFAULT_CONFIG_DIR,
+            help="holds the *.config files TF Serving reads (default: %(default)s)",
+        )
         p.add_argument("--port", type=int, default=DEFAULT_GRPC_PORT, help="host gRPC port")
         p.add_argument("--rest-api-port", type=int, default=DEFAULT_REST_PORT, help="host port")
         p.add_argument("--gpu-memory-fraction", type=float, default=DEFAULT_GPU_MEMORY_FRACTION)
         p.add_argument("--ssl-config-file", default=os.environ.get("SSL_CONFIG") or None)
         p.add_argument("--image", default=GPU_IMAGE)
-        p.add_argument("--work-dir", default=DEFAULT_WORK_DIR,
-                       help="binary mode's host copy of models.config (default: %(default)s)")
+        p.add_argument(
+            "--work-dir",
+            default=DEFAULT_WORK_DIR,
+            help="binary mode's host copy of models.config (default: %(default)s)",
+        )
         p.add_argument("extra", nargs="*", help="extra TF Serving flags, after --")
         if name == "run":
             p.add_argument("--dry-run", action="store_true", help="print, do not run")
@@ -418,8 +424,9 @@ def _parser() -> argparse.ArgumentParser:
     ssl.add_argument("--server-cert", required=True, type=Path)
     ssl.add_argument("--custom-ca", type=Path)
     ssl.add_argument("--client-verify", action="store_true")
-    ssl.add_argument("--template", type=Path, default=Path(DEFAULT_SSL_TEMPLATE),
-                     help="default: %(default)s")
+    ssl.add_argument(
+        "--template", type=Path, default=Path(DEFAULT_SSL_TEMPLATE), help="default: %(default)s"
+    )
     ssl.add_argument("--output", "-o", type=Path, required=True)
     return parser
 

@@ -66,9 +66,7 @@ def _bind_problem(host: str, port: int) -> str | None:
     """Why `host:port` cannot be listened on now, or None. Probed as the servers bind (every
     address `host` resolves to, SO_REUSEADDR as gRPC sets it), then closed at once."""
     try:
-        addresses = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as err:
         return f"cannot resolve {host!r}: {err.strerror}"
     bound = False

@@ -122,9 +122,9 @@ def _classifications(response: pb.ClassificationResponse) -> Outputs:
     classes = np.array(
         [[c.label.encode() for c in row.classes] for row in rows], dtype=object
     ).reshape(len(rows), width)
-    scores = np.array(
-        [[c.score for c in row.classes] for row in rows], dtype=np.float32
-    ).reshape(len(rows), width)
+    scores = np.array([[c.score for c in row.classes] for row in rows], dtype=np.float32).reshape(
+        len(rows), width
+    )
     return {"classes": classes, "scores": scores}
 
 

@@ -171,8 +171,10 @@ def signature_differences(
                 f"signature {name!r}: served method {theirs.method_name!r}, artifact "
                 f"{mine.method_name!r}"
             )
-        for kind, a, s in (("input", mine.inputs, theirs.inputs),
-                           ("output", mine.outputs, theirs.outputs)):
+        for kind, a, s in (
+            ("input", mine.inputs, theirs.inputs),
+            ("output", mine.outputs, theirs.outputs),
+        ):
             problems.extend(_tensor_differences(name, kind, s, a))
     return problems
 

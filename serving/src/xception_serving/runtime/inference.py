@@ -183,8 +183,7 @@ def _check_classification_signature(info: SignatureInfo) -> None:
         )
     if classes is not None and classes.dtype != types_pb2.DT_STRING:
         raise invalid(
-            "Expected classes Tensor of DT_STRING.  Got: "
-            f"{types_pb2.DataType.Name(classes.dtype)}"
+            f"Expected classes Tensor of DT_STRING.  Got: {types_pb2.DataType.Name(classes.dtype)}"
         )
     if scores is not None and scores.dtype != types_pb2.DT_FLOAT:
         raise invalid(

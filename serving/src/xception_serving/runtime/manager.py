@@ -180,9 +180,7 @@ class ModelManager:
             what = f"{len(failures)} servable(s)" if startup else f"{failed_models} model(s)"
             raise ServingError(
                 grpc.StatusCode.UNKNOWN,
-                f"{what} did not become available: {{"
-                + "".join(f"{f}, " for f in failures)
-                + "}",
+                f"{what} did not become available: {{" + "".join(f"{f}, " for f in failures) + "}",
             )
         self._apply_labels(models)
 

@@ -18,8 +18,13 @@ log = logging.getLogger("xception_serving")
 
 
 def _warn_duplicate(version: int, kept: Path, ignored: Path) -> None:
-    log.warning("Duplicate version directories detected. Version %d will be loaded from %s, %s "
-                "will be ignored.", version, kept.name, ignored.name)
+    log.warning(
+        "Duplicate version directories detected. Version %d will be loaded from %s, %s "
+        "will be ignored.",
+        version,
+        kept.name,
+        ignored.name,
+    )
 
 
 def versions_on_disk(name: str, base_path: str) -> tuple[dict[int, Path], str | None]:
@@ -31,8 +36,7 @@ def versions_on_disk(name: str, base_path: str) -> tuple[dict[int, Path], str | 
         on_disk = layout.version_dirs(base, _warn_duplicate)
     except OSError as err:
         return {}, (
-            f"Could not find base path {base} for servable {name} with error "
-            f"{err.strerror or err}"
+            f"Could not find base path {base} for servable {name} with error {err.strerror or err}"
         )
     if not on_disk:
         return {}, (

@@ -110,7 +110,8 @@ def read_meta_graph(
             raise tf.errors.DataLossError(None, None, message) from None
     else:
         raise tf.errors.NotFoundError(
-            None, None,
+            None,
+            None,
             "Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
             f"{version_dir}",
         )
@@ -119,7 +120,8 @@ def read_meta_graph(
         if set(meta_graph.meta_info_def.tags) == wanted:
             return meta_graph
     raise tf.errors.NotFoundError(
-        None, None,
+        None,
+        None,
         f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. To "
         "inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
         "`saved_model_cli`",
@@ -158,10 +160,8 @@ class Servable:
             with graph.as_default():
                 # Imports the graph, runs the saver's restore op on variables/variables and the
                 # init op (__saved_model_init_op) fed with the asset paths: LoadSavedModel.
-                self.meta_graph: meta_graph_pb2.MetaGraphDef = (
-                    tf.compat.v1.saved_model.loader.load(
-                        self._session, list(options.tags), str(version_dir)
-                    )
+                self.meta_graph: meta_graph_pb2.MetaGraphDef = tf.compat.v1.saved_model.loader.load(
+                    self._session, list(options.tags), str(version_dir)
                 )
             graph.finalize()  # serving never adds ops; catches accidental graph growth
             self._session._extend_graph()  # the C session sees the whole graph before any run
@@ -182,9 +182,7 @@ class Servable:
             )
         # Our Python TensorFlow cannot switch XLA off process-wide as tensorflow_model_server
         # does, so a jit_compile model fails each run with TF's own status instead.
-        self._xla_refused = not options.xla_compilation_enabled and requests_xla(
-            self.meta_graph
-        )
+        self._xla_refused = not options.xla_compilation_enabled and requests_xla(self.meta_graph)
         # The feed and fetch tensors per (signature, fed aliases), looked up on first use.
         self._endpoints: dict[tuple[str, tuple[str, ...]], _Endpoints] = {}
         self._endpoints_lock = threading.Lock()

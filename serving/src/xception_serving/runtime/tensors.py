@@ -239,9 +239,7 @@ def fill_proto(proto: TensorProto, array: np.ndarray, dtype: int | None = None) 
         getattr(proto, field).extend(flat.tolist())
 
 
-def fill_values(
-    proto: TensorProto, dtype: int, shape: list[int], values: Sequence[object]
-) -> None:
+def fill_values(proto: TensorProto, dtype: int, shape: list[int], values: Sequence[object]) -> None:
     """Write flat Python values, already checked against `dtype`, into `dtype`'s typed field (the
     REST layer's AsProtoField: its JSON walk yields lists, not arrays)."""
     proto.dtype = dtype

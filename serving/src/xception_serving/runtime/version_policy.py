@@ -97,9 +97,7 @@ def next_transition(
     for v in versions:
         if not v.aspired and v.state == State.START:
             v.state = State.END
-    if unaspired_serving and (
-        not has_aspired or has_aspired_serving or len(unaspired_serving) > 1
-    ):
+    if unaspired_serving and (not has_aspired or has_aspired_serving or len(unaspired_serving) > 1):
         return min(unaspired_serving, key=lambda v: v.version), None
     new = [v for v in versions if v.aspired and v.state == State.START]
     return None, (max(new, key=lambda v: v.version) if new else None)

@@ -109,7 +109,8 @@ class ServerProcess:
             if code is not None:
                 reason: StartProblem = "bind" if BIND_FAILURE in text else "exited"
                 raise ServerStartError(
-                    reason, f"xception-serve exited with {code}: {self.last_error()}",
+                    reason,
+                    f"xception-serve exited with {code}: {self.last_error()}",
                     self.log_tail(),
                 )
             if time.monotonic() >= deadline:

@@ -112,7 +112,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
         return self._inference(
-            context, "Predict", request.model_spec.name,
+            context,
+            "Predict",
+            request.model_spec.name,
             lambda deadline: self._core.predict(request, deadline=deadline),
         )
 
@@ -120,7 +122,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
         return self._inference(
-            context, "Classify", request.model_spec.name,
+            context,
+            "Classify",
+            request.model_spec.name,
             lambda deadline: self._core.classify(request, deadline=deadline),
         )
 
@@ -128,7 +132,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
     ) -> regression_pb2.RegressionResponse:
         return self._inference(
-            context, "Regress", request.model_spec.name,
+            context,
+            "Regress",
+            request.model_spec.name,
             lambda deadline: self._core.regress(request, deadline=deadline),
         )
 

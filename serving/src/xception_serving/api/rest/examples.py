@@ -66,9 +66,7 @@ def _add_to_feature(val: JsonValue, name: str, feature: feature_pb2.Feature) -> 
             raise _feature_kind_error(name, feature)
 
     if val is None or isinstance(val, list):
-        raise invalid(
-            f"Feature: {name} has element with unexpected JSON type: {json_type(val)}"
-        )
+        raise invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(val)}")
     if isinstance(val, bool):
         check("int64_list")
         feature.int64_list.value.append(1 if val else 0)
@@ -116,11 +114,18 @@ def classify_regress_input(doc: Mapping[str, JsonValue]) -> input_pb2.Input:
             f"JSON Value: {json_value_to_string(doc)} When method is classify, key 'examples' "
             "is expected and was not found"
         )
-    examples = list_member(doc, "examples", "Expecting 'examples' value to be an list/array",
-                           "'examples' value is an empty array")
+    examples = list_member(
+        doc,
+        "examples",
+        "Expecting 'examples' value to be an list/array",
+        "'examples' value is an empty array",
+    )
     for item in examples:
-        target = (result.example_list_with_context.examples if has_context
-                  else result.example_list.examples)
+        target = (
+            result.example_list_with_context.examples
+            if has_context
+            else result.example_list.examples
+        )
         _example_from_json(item, target.add())
     return result
 

@@ -188,8 +188,6 @@ def parse_route(method: str, path: str) -> Route:
     )
 
 
-
-
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")

@@ -115,17 +115,13 @@ class _WsgiApp:
         with self._idle:
             return self._in_flight
 
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         with self._idle:
             self._in_flight += 1
         try:
             headers = {"content-encoding": environ.get("HTTP_CONTENT_ENCODING", "")}
             body = environ["wsgi.input"].read()
-            response = self.handler(
-                environ["REQUEST_METHOD"], _raw_uri(environ), headers, body
-            )
+            response = self.handler(environ["REQUEST_METHOD"], _raw_uri(environ), headers, body)
             # WSGI forbids hop-by-hop headers: waitress manages Connection itself.
             out_headers = [(k, v) for k, v in response.headers if k.lower() != "connection"]
             out_headers.append(("Content-Length", str(len(response.body))))
@@ -186,9 +182,7 @@ class WaitressServer:
             ident="",  # no Server: header (TF Serving sends none)
         )
         self.port = int(self._listeners()[0].effective_port)
-        self._thread = threading.Thread(
-            target=self._server.run, name="rest-api-loop", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.run, name="rest-api-loop", daemon=True)
         self._thread.start()
 
     def _listeners(self) -> list[Any]:  # waitress BaseWSGIServer objects (no type hints)
@@ -235,8 +229,7 @@ class WaitressServer:
         while self._busy(listeners) and time.monotonic() < deadline:
             time.sleep(0.02)
         # Closing every channel (and the trigger) empties the socket map: the loop returns.
-        on_loop(lambda: wasyncore.close_all(server.map if hasattr(server, "map") else
-                                            server._map))
+        on_loop(lambda: wasyncore.close_all(server.map if hasattr(server, "map") else server._map))
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -252,8 +245,9 @@ class WaitressServer:
 
 def _raw_response(page: HttpResponse) -> bytes:
     head = [f"HTTP/1.1 {page.status} {_reason(page.status)}"]
-    head += [f"{k}: {v}" for k, v in page.headers if k.lower() not in ("connection",
-                                                                       "content-length")]
+    head += [
+        f"{k}: {v}" for k, v in page.headers if k.lower() not in ("connection", "content-length")
+    ]
     head += [f"Content-Length: {len(page.body)}", "Connection: close"]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + page.body
 
@@ -269,8 +263,9 @@ class _GuardedChannel(HTTPChannel):  # type: ignore[misc]  # waitress ships no t
     answered_at: float | None = None  # set once the channel is only finishing a refusal
     _write_shut = False
 
-    def __init__(self, server: Any, sock: socket.socket, addr: Any, adj: Any,
-                 map: Any = None) -> None:
+    def __init__(
+        self, server: Any, sock: socket.socket, addr: Any, adj: Any, map: Any = None
+    ) -> None:
         super().__init__(server, sock, addr, adj, map=map)
         self.reading_since = time.monotonic()
 
@@ -325,8 +320,13 @@ class _GuardedChannel(HTTPChannel):  # type: ignore[misc]  # waitress ships no t
 
     def evictable(self) -> bool:
         """No request in service and nothing left to send: closing loses no answer."""
-        return not (self.requests or self.total_outbufs_len or self.will_close
-                    or self.close_when_flushed or self.answered_at is not None)
+        return not (
+            self.requests
+            or self.total_outbufs_len
+            or self.will_close
+            or self.close_when_flushed
+            or self.answered_at is not None
+        )
 
 
 class _GuardedServer(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no type hints
@@ -348,8 +348,11 @@ class _GuardedServer(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no 
             if channel.answered_at is not None:
                 if clock - channel.answered_at > self.ANSWER_GRACE_S:
                     channel.will_close = True
-            elif (channel.reading_since is not None and not channel.requests
-                  and clock - channel.reading_since > self.limits.request_read_timeout_s):
+            elif (
+                channel.reading_since is not None
+                and not channel.requests
+                and clock - channel.reading_since > self.limits.request_read_timeout_s
+            ):
                 self._read_timed_out(channel)
 
     def _read_timed_out(self, channel: _GuardedChannel) -> None:
@@ -357,8 +360,9 @@ class _GuardedServer(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no 
             channel.will_close = True
             return
         seconds = f"{self.limits.request_read_timeout_s:g}"
-        channel.answer_and_close(self.error_page(
-            408, f"The request was not received in full within {seconds} s."))
+        channel.answer_and_close(
+            self.error_page(408, f"The request was not received in full within {seconds} s.")
+        )
 
     def handle_accept(self) -> None:
         channels = self._channels()
@@ -397,13 +401,18 @@ class _GuardedServer(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no 
             return
         self.set_socket_options(conn)
         channel = self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
-        channel.answer_and_close(self.error_page(
-            503, f"The server has {self.limits.max_connections} connections with requests in "
-            "service (its limit); try again later."))
+        channel.answer_and_close(
+            self.error_page(
+                503,
+                f"The server has {self.limits.max_connections} connections with requests in "
+                "service (its limit); try again later.",
+            )
+        )
 
 
-def _create_guarded_server(app: Any, limits: RestLimits, error_page: ErrorPage,
-                           **settings: Any) -> Any:
+def _create_guarded_server(
+    app: Any, limits: RestLimits, error_page: ErrorPage, **settings: Any
+) -> Any:
     """waitress's create_server for TCP listeners, with _GuardedServer as the listener."""
     adj = Adjustments(
         channel_timeout=max(1, round(limits.idle_timeout_s)),
@@ -420,8 +429,9 @@ def _create_guarded_server(app: Any, limits: RestLimits, error_page: ErrorPage,
     socket_map: dict[int, Any] = {}
     listeners = []
     for sockinfo in adj.listen:
-        listener = _GuardedServer(app, socket_map, dispatcher=dispatcher, adj=adj,
-                                  sockinfo=sockinfo)
+        listener = _GuardedServer(
+            app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo
+        )
         listener.limits = limits
         listener.error_page = error_page
         listeners.append(listener)

@@ -85,7 +85,9 @@ def parse_json(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Document:
     else:
         try:
             doc = json.loads(
-                text, parse_int=_parse_int, object_pairs_hook=_first_member_wins,
+                text,
+                parse_int=_parse_int,
+                object_pairs_hook=_first_member_wins,
                 parse_constant=_CONSTANTS.__getitem__,
             )
         except (ValueError, RecursionError):
@@ -187,8 +189,10 @@ class _RapidJsonParser:
         if c not in "[{":
             return self.scalar()
         if len(stack) >= self.max_depth:
-            raise self.fail("Nesting of arrays and objects is deeper than the limit of "
-                            f"{self.max_depth} levels.")
+            raise self.fail(
+                "Nesting of arrays and objects is deeper than the limit of "
+                f"{self.max_depth} levels."
+            )
         self.i += 1
         self.skip_ws()
         close = "]" if c == "[" else "}"
@@ -200,8 +204,7 @@ class _RapidJsonParser:
             keys.append(self.member_name())
         return _OPENED
 
-    def _next_member(self, parent: list[JsonValue] | dict[str, JsonValue], keys: list[str]
-                     ) -> bool:
+    def _next_member(self, parent: list[JsonValue] | dict[str, JsonValue], keys: list[str]) -> bool:
         """After an element or member: True at the closing bracket (consumed), False after a
         comma (and, in an object, the next name), else rapidjson's error."""
         self.skip_ws()
@@ -216,8 +219,11 @@ class _RapidJsonParser:
         if c == ("]" if in_array else "}"):
             self.i += 1
             return True
-        raise self.fail("Missing a comma or ']' after an array element." if in_array
-                        else "Missing a comma or '}' after an object member.")
+        raise self.fail(
+            "Missing a comma or ']' after an array element."
+            if in_array
+            else "Missing a comma or '}' after an object member."
+        )
 
     def member_name(self) -> str:
         """`"name" :` with the whitespace after it."""
@@ -249,8 +255,16 @@ class _RapidJsonParser:
             raise self.fail("Invalid value.")
         return value
 
-    _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n",
-                       "r": "\r", "t": "\t"}
+    _SIMPLE_ESCAPES = {
+        '"': '"',
+        "\\": "\\",
+        "/": "/",
+        "b": "\b",
+        "f": "\f",
+        "n": "\n",
+        "r": "\r",
+        "t": "\t",
+    }
 
     def string(self) -> str:
         self.i += 1

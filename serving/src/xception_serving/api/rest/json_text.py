@@ -26,8 +26,15 @@ JsonValue = Any  # what json.loads returns (dict / list / str / int / float / bo
 # ---------------------------------------------------------------------------------------------
 # rapidjson PrettyWriter emulation (4-space indent, optional single-line arrays).
 
-_ESCAPES = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n", 0x0D: b"\\r",
-            0x09: b"\\t"}
+_ESCAPES = {
+    0x22: b'\\"',
+    0x5C: b"\\\\",
+    0x08: b"\\b",
+    0x0C: b"\\f",
+    0x0A: b"\\n",
+    0x0D: b"\\r",
+    0x09: b"\\t",
+}
 _NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]')
 
 
@@ -221,8 +228,12 @@ def json_value_to_string(val: JsonValue) -> str:
             return format_decimal(val, double=True)
         return format_decimal(float(np.float32(val)) if math.isfinite(val) else val)
     writer = PrettyWriter()
-    brackets = {"start_object": writer.start_object, "end_object": writer.end_object,
-                "start_array": writer.start_array, "end_array": writer.end_array}
+    brackets = {
+        "start_object": writer.start_object,
+        "end_object": writer.end_object,
+        "start_array": writer.start_array,
+        "end_array": writer.end_array,
+    }
     for kind, item in _accept_events(val):  # JsonWriterWithLimit: each call only while short
         if writer.size() >= MAX_DEBUG_STRING_BYTES:
             break
@@ -247,8 +258,9 @@ def _accept_events(val: JsonValue) -> Iterator[tuple[str, JsonValue]]:
             yield event
         elif isinstance(item, dict):
             yield "start_object", None
-            members = ((e, v) for name, value in item.items()
-                       for e, v in (("key", name), ("value", value)))
+            members = (
+                (e, v) for name, value in item.items() for e, v in (("key", name), ("value", value))
+            )
             pending.append(itertools.chain(members, [("end_object", None)]))
         elif isinstance(item, list):
             yield "start_array", None
@@ -258,8 +270,9 @@ def _accept_events(val: JsonValue) -> Iterator[tuple[str, JsonValue]]:
             yield "scalar", item
 
 
-def list_member(doc: Mapping[str, JsonValue], key: str, not_list: str, empty: str
-                ) -> list[JsonValue]:
+def list_member(
+    doc: Mapping[str, JsonValue], key: str, not_list: str, empty: str
+) -> list[JsonValue]:
     """`doc[key]`, which must be a non-empty array: TF Serving's `instances` / `examples` checks,
     failing with `JSON Value: <doc> <not_list|empty>`."""
     value = doc[key]

@@ -38,8 +38,10 @@ def _ordered(descriptor: Descriptor, obj: Any) -> Any:
         if message is not None:
             if message.GetOptions().map_entry:
                 value_type = message.fields_by_name["value"].message_type
-                value = {k: (_ordered(value_type, v) if value_type else v)
-                         for k, v in sorted(value.items())}
+                value = {
+                    k: (_ordered(value_type, v) if value_type else v)
+                    for k, v in sorted(value.items())
+                }
             elif field.is_repeated:
                 value = [_ordered(message, v) for v in value]
             else:
@@ -77,12 +79,7 @@ def metadata_json(response: get_model_metadata_pb2.GetModelMetadataResponse) -> 
         )
     model_spec = _proto_json(response.model_spec, preserve_names=True)
     signatures = _proto_json(signature_defs, preserve_names=True)
-    text = (
-        "{\n"
-        f'"model_spec":{model_spec},\n'
-        f'"metadata": {{"signature_def": {signatures}}}\n'
-        "}\n"
-    )
+    text = f'{{\n"model_spec":{model_spec},\n"metadata": {{"signature_def": {signatures}}}\n}}\n'
     return text.encode()
 
 

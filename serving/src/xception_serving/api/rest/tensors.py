@@ -159,8 +159,11 @@ def _fast_leaf(items: list[JsonValue], dtype: int) -> Sequence[Element] | None:
             return [float(v) for v in items]
         return None
     ints = (types_pb2.DT_INT32, types_pb2.DT_UINT8, types_pb2.DT_INT16, types_pb2.DT_INT8)
-    if (dtype in ints and all(type(v) is int for v in items)
-            and all(-(2**31) <= v < 2**31 for v in items)):
+    if (
+        dtype in ints
+        and all(type(v) is int for v in items)
+        and all(-(2**31) <= v < 2**31 for v in items)
+    ):
         return items
     return None
 
@@ -207,8 +210,9 @@ def _fast_dense(val: JsonValue, shape: list[int], dtype: int) -> Sequence[Elemen
     return array.ravel().tolist()
 
 
-def _fill_dense(val: JsonValue, shape: list[int], dtype: int, out: list[Element], fast: bool
-                ) -> None:
+def _fill_dense(
+    val: JsonValue, shape: list[int], dtype: int, out: list[Element], fast: bool
+) -> None:
     values = _fast_dense(val, shape, dtype) if fast else None
     if values is None:
         _fill(val, 0, shape, dtype, out)
@@ -264,7 +268,10 @@ class _Instance:
 
 
 def _add_instance_item(
-    item: JsonValue, name: str, dtypes: Mapping[str, int], seen: dict[str, _Instance],
+    item: JsonValue,
+    name: str,
+    dtypes: Mapping[str, int],
+    seen: dict[str, _Instance],
     fast: bool,
 ) -> None:
     """AddInstanceItem: one instance's value for input `name`; all instances must agree."""
@@ -316,14 +323,11 @@ def _fill_from_instances(
             if sorted(element) != input_names:
                 raise invalid(
                     f"Failed to process element: {index} of 'instances' list. JSON object: "
-                    f"{json_value_to_string(element)} must only have keys: "
-                    + ",".join(input_names)
+                    f"{json_value_to_string(element)} must only have keys: " + ",".join(input_names)
                 )
         else:
             if is_element_object(element):
-                raise invalid(
-                    f"Expecting value/list but got object at item {index} of input list"
-                )
+                raise invalid(f"Expecting value/list but got object at item {index} of input list")
             try:
                 _add_instance_item(element, input_names[0], dtypes, seen, fast)
             except ServingError as err:
@@ -334,8 +338,9 @@ def _fill_from_instances(
     result: dict[str, tensor_pb2.TensorProto] = {}
     for name, instance in seen.items():
         tensor = tensor_pb2.TensorProto()
-        tensors.fill_values(tensor, dtypes[name], [len(instances), *instance.shape],
-                            instance.values)
+        tensors.fill_values(
+            tensor, dtypes[name], [len(instances), *instance.shape], instance.values
+        )
         result[name] = tensor
     return result
 
@@ -393,9 +398,7 @@ def fill_predict_inputs(
     dtypes = input_dtypes(signature_name)
     fast = not getattr(doc, "may_have_bools", True)
     if not dtypes:
-        raise invalid(
-            f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
-        )
+        raise invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
         raise invalid(
@@ -403,8 +406,12 @@ def fill_predict_inputs(
             "one of 'inputs' or 'instances' keys to exist "
         )
     if has_instances:
-        instances = list_member(doc, "instances", "Excepting 'instances' to be an list/array",
-                                "No values in 'instances' array")
+        instances = list_member(
+            doc,
+            "instances",
+            "Excepting 'instances' to be an list/array",
+            "No values in 'instances' array",
+        )
         return _fill_from_instances(instances, dtypes, fast), "row"
     if has_inputs:
         return _fill_from_inputs(doc["inputs"], dtypes, fast), "columnar"
@@ -418,14 +425,24 @@ def input_dtypes_of(signature: meta_graph_pb2.SignatureDef) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # Predict response: PredictResponse.outputs -> JSON
 
-_INTEGERS = frozenset({
-    types_pb2.DT_INT32, types_pb2.DT_INT16, types_pb2.DT_INT8, types_pb2.DT_UINT8,
-    types_pb2.DT_INT64, types_pb2.DT_UINT32, types_pb2.DT_UINT64,
-})
+_INTEGERS = frozenset(
+    {
+        types_pb2.DT_INT32,
+        types_pb2.DT_INT16,
+        types_pb2.DT_INT8,
+        types_pb2.DT_UINT8,
+        types_pb2.DT_INT64,
+        types_pb2.DT_UINT32,
+        types_pb2.DT_UINT64,
+    }
+)
 # What MakeJsonFromTensors accepts before writing: the tokens below, plus uint16, which gets
 # past this check and fails on its first value.
 _WRITABLE = _INTEGERS | {
-    types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_BOOL, types_pb2.DT_STRING,
+    types_pb2.DT_FLOAT,
+    types_pb2.DT_DOUBLE,
+    types_pb2.DT_BOOL,
+    types_pb2.DT_STRING,
     types_pb2.DT_UINT16,
 }
 
