@@ -17,20 +17,12 @@ from tests.fixtures.images import (
     jpeg_declaring,
     png_declaring,
 )
-from tests.fixtures.models import ExportedModel
+from tests.fixtures.models import ExportedModel, bytes_signature_caller
 
 
 @pytest.fixture(scope="module")
 def bytes_signature(small_xception_model: ExportedModel) -> Any:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(small_xception_model.version_dir))
-    signature = loaded.signatures[contract.BYTES_SIGNATURE]
-    signature.__dict__["_keepalive"] = loaded  # the concrete function needs its module alive
-
-    def call(batch: list[bytes]) -> dict[str, np.ndarray]:
-        out = signature(**{contract.IMAGE_BYTES_INPUT: tf.constant(batch)})
-        return {k: v.numpy() for k, v in out.items()}
+    call = bytes_signature_caller(small_xception_model.version_dir)
 
     return call
 

@@ -33,7 +33,7 @@ from benchmarks.decode_cost import (
     png_ztxt_bomb,
 )
 from tests.fixtures.images import image_bytes
-from tests.fixtures.models import ExportedModel
+from tests.fixtures.models import ExportedModel, bytes_signature_caller
 
 REFUSAL_SECONDS = 5.0  # measured 0.002-0.09 s; see the module docstring
 INPUT_TOLERANCE = 1.2e-7  # the parity suite's: one float32 ulp near 1 (measured: 0)
@@ -54,15 +54,7 @@ PNG_TEXTS = (
 
 @pytest.fixture(scope="module")
 def bytes_signature(small_xception_model: ExportedModel) -> Any:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(small_xception_model.version_dir))
-    signature = loaded.signatures[contract.BYTES_SIGNATURE]
-    signature.__dict__["_keepalive"] = loaded  # the concrete function needs its module alive
-
-    def call(batch: list[bytes]) -> dict[str, np.ndarray]:
-        out = signature(**{contract.IMAGE_BYTES_INPUT: tf.constant(batch)})
-        return {k: v.numpy() for k, v in out.items()}
+    call = bytes_signature_caller(small_xception_model.version_dir)
 
     call([image_bytes("png_rgb", 20, 20)])  # the first run's set-up is not the refusal's time
     return call
