@@ -39,6 +39,7 @@ class Options:
     import_repeats: int
     footprint: Literal["venv", "records"]
     precision: bool
+    bulk: bool  # the bulk phase (benchmarks/bulk.py): xception-bulk in process and remote
     quick: bool
     repo: Path
     build_dir: Path
@@ -135,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure fp32 / bfloat16 / XLA:CPU on the local server (default on)",
     )
     parser.add_argument(
+        "--bulk",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure xception-bulk in process and against a server, last (default on)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="development run: 12 images, 2 s points, fewer batch sizes",
@@ -171,6 +178,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         import_repeats=args.import_repeats or (1 if quick else 3),
         footprint=footprint,
         precision=args.precision,
+        bulk=args.bulk,
         quick=quick,
         repo=repo,
         build_dir=build_dir,

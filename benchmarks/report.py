@@ -29,6 +29,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
     lines += _client_side_lines(doc.get("client_side", {}))
     lines += _footprint_lines(doc.get("footprint", {}))
     lines += precision_lines(doc.get("precision"))
+    lines += _bulk_lines(doc.get("bulk"))
     lines += ["", *_target_lines(doc)]
     return "\n".join(lines)
 
@@ -147,6 +148,14 @@ def _footprint_lines(foot: Mapping[str, Any]) -> list[str]:
         f"({size.get('client_method', '?')}); tensorflow-serving-api closure "
         f"{_num((size.get('tfs_api_bytes') or 0) / 1e6)} MB (RECORD sizes)",
     ]
+
+
+def _bulk_lines(bulk_doc: Mapping[str, Any] | None) -> list[str]:
+    if not bulk_doc:
+        return []
+    from benchmarks import bulk  # its report, written beside its measurement
+
+    return ["", *bulk.format_report(dict(bulk_doc)).splitlines()]
 
 
 def _target_lines(doc: Mapping[str, Any]) -> list[str]:

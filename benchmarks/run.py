@@ -41,6 +41,7 @@ from xception_serving.testing.process import ServerProcess
 
 from benchmarks import (
     batching_file,
+    bulk,
     footprint,
     image_cache,
     load,
@@ -451,6 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             options, served.canned_response, inputs.bench.data, size
         )
     foot = measure_footprint(options, venv)
+    bulk_doc = None
+    if options.bulk:  # last, so no other phase competes with its pipeline for the CPU
+        bulk_doc = bulk.measure_bulk(
+            inputs.model_dir, inputs.bench, inputs.pixels, options.build_dir, log=log
+        )
+        log(bulk.format_report(bulk_doc))
     doc = results.results_document(
         options,
         machine={**host, "load_before": load_before, "load_after": machine.load_average()},
@@ -464,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision=precision_doc,
         duration_s=time.monotonic() - started,
     )
+    if bulk_doc is not None:
+        doc["bulk"] = bulk_doc
     out, png = results.write_results(doc, options.output_dir, quick=options.quick)
     log(f"wrote {out} and {png} in {doc['duration_s']:.0f} s")
     return 0

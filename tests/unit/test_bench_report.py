@@ -184,3 +184,30 @@ def test_client_dependency_closure_has_no_tensorflow(root: str) -> None:
     names = footprint.dependency_closure(root)
     assert "grpcio" in names and root in names
     assert not any(n.startswith("tensorflow") for n in names)
+
+
+def test_the_report_ends_with_the_bulk_phase_and_its_ratios_when_measured() -> None:
+    from benchmarks import report
+
+    mode = {
+        "images": 192,
+        "images_per_s": 3.78,
+        "steady_images_per_s": 8.52,
+        "startup_s": 20.2,
+        "peak_rss_mb": 1291.0,
+    }
+    bulk_doc = {
+        "batch_size": 8,
+        "concurrency": 4,
+        "in_process": mode,
+        "remote": {**mode, "images": 96},
+        "limit": {"images_per_s": 7.77, "images_per_s_with_decode": 7.68},
+        "served": {"images_per_s": 10.43},
+        "ratios": {"in_process_steady_over_limit": 1.1},
+    }
+    text = report.format_table({"bulk": bulk_doc})
+    assert "\nbulk (batch 8, concurrency 4)\n" in text
+    assert "  in_process 192 images: 3.78 img/s overall, 8.52 steady" in text
+    assert "  remote     96 images:" in text
+    assert "  in_process_steady_over_limit: 1.10" in text
+    assert "bulk (" not in report.format_table({})
