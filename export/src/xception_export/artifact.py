@@ -20,7 +20,6 @@ from xception_contract import layout
 
 from xception_export.errors import UsageError, VersionExistsError
 
-METADATA_FILE: Final = layout.EXPORT_METADATA_FILE  # inside assets.extra/
 METADATA_RELPATH: Final = layout.EXPORT_METADATA_RELPATH
 
 

@@ -51,7 +51,6 @@ DEFAULT_INTERPOLATION: Final = "nearest"
 
 # Format codes used by the dispatch below (index into the decoder branches).
 _JPEG, _PNG, _GIF, _BMP, _UNKNOWN = 0, 1, 2, 3, 4
-_FORMAT_NAMES: Final = ("JPEG", "PNG", "GIF", "BMP")
 
 
 def _u8(data: tf.Tensor, start: int, length: int) -> tf.Tensor:

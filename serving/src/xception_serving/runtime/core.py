@@ -47,7 +47,6 @@ from xception_serving.runtime.warmup import run_warmup
 log = logging.getLogger("xception_serving")
 
 SIGNATURE_DEF_FIELD = "signature_def"
-SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
 
 class _NamesAModel(Protocol):

@@ -97,14 +97,6 @@ def type_name(dtype: int) -> str:
     return TF_TYPE_NAMES.get(dtype, enum_name.removeprefix("DT_").lower())
 
 
-def numpy_dtype(dtype: int) -> type[np.generic]:
-    """The numpy scalar type a DataType decodes to (TensorParseError if it has none)."""
-    try:
-        return _NUMPY[dtype][0]
-    except KeyError:
-        raise TensorParseError(f"unsupported dtype {dtype}") from None
-
-
 def datatype_of(array: np.ndarray) -> int:
     """The DataType enum of a numpy array (object/bytes arrays are DT_STRING)."""
     if array.dtype.kind in "OSU":
