@@ -33,13 +33,15 @@ def test_check_prints_ok_for_every_signature_of_an_export_and_exits_zero(
     done = run("xception-export", "check", str(small_xception_model.base_path))
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"checking {small_xception_model.version_dir} as TF Serving ")
-    assert " as TF Serving's Session path on this environment's TensorFlow " in lines[0]
+    assert lines[0].startswith(
+        f"checking {small_xception_model.version_dir} as TF Serving's Session path on this "
+        "environment's TensorFlow "
+    )
     assert "load (saver restore + init op): OK" in lines[1]
     for signature in ("classify", "serving_default", "serving_pixels", "serving_preprocessed"):
         row = next(line for line in lines if line.split()[:1] == [signature])
         assert row.rstrip().endswith("OK"), row
-    assert lines[-1].startswith("OK: TF Serving ")
+    assert lines[-1].startswith("OK: TF Serving's Session path on this environment's TensorFlow ")
 
 
 def test_check_prints_tf_servings_error_and_exits_one_for_a_keras_attached_savedmodel(
