@@ -202,10 +202,10 @@ def test_truncated_jpeg_is_refused_by_the_server_as_invalid_image(client: Client
 def test_tiny_deadline_raises_deadline_exceeded(client: Client) -> None:
     with pytest.raises(DeadlineExceeded) as info:
         client.predict(_encoded(_picture(43, 640, 480), "JPEG"), timeout=0.001)
-    assert (info.value.code, info.value.details) == (
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        "Deadline Exceeded",
-    )
+    # Whichever ends the call first: gRPC's own timer on the client, or the server's Session run
+    # ending at the deadline it was given (TensorFlow's words, as TF Serving sends them).
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert info.value.details in ("Deadline Exceeded", "Timed out waiting for notification")
 
 
 def test_rest_port_raises_not_a_grpc_server(xception_server: Any) -> None:

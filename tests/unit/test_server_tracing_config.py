@@ -4,9 +4,9 @@ interceptor for console, and one clear line for what it cannot do."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
+import subprocess
+import sys
 
-import grpc
 import pytest
 from xception_serving.observability import tracing
 
@@ -17,35 +17,51 @@ def test_no_exporter_means_no_interceptor(exporter: str | None) -> None:
     assert tracing.server_interceptors(env) == []
 
 
-def test_console_exporter_gives_one_server_interceptor_that_prints_each_calls_span(
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    [interceptor] = tracing.server_interceptors(
-        {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "xception-test"}
+# Run in a fresh interpreter: OpenTelemetry keeps process-wide state (the global provider, the
+# instrumentation's suppression flags) that other tests in the same run set and leave behind.
+_CONSOLE_SPAN = """
+import sys
+from types import SimpleNamespace
+
+import grpc
+from xception_serving.observability import tracing
+
+
+class Context:
+    def invocation_metadata(self):
+        return ()
+
+    def peer(self):
+        return "ipv4:127.0.0.1:5555"
+
+
+[interceptor] = tracing.server_interceptors(
+    {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "xception-test"}
+)
+method = "/tensorflow.serving.PredictionService/Predict"
+echo = grpc.unary_unary_rpc_method_handler(lambda request, _ctx: b"ok:" + request)
+handler = interceptor.intercept_service(
+    lambda _details: echo, SimpleNamespace(method=method, invocation_metadata=())
+)
+sys.stderr.write(repr(handler.unary_unary(b"ping", Context())))
+"""
+
+
+def test_console_exporter_gives_one_server_interceptor_that_prints_each_calls_span() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CONSOLE_SPAN], capture_output=True, text=True, timeout=120
     )
-    method = "/tensorflow.serving.PredictionService/Predict"
-    echo = grpc.unary_unary_rpc_method_handler(lambda request, _ctx: b"ok:" + request)
-    handler = interceptor.intercept_service(
-        lambda _details: echo, SimpleNamespace(method=method, invocation_metadata=())
-    )
-    capfd.readouterr()
+    assert done.returncode == 0, done.stderr
     # The call goes through, and its server span is on stdout when it returns (console: sync).
-    assert handler.unary_unary(b"ping", _Context()) == b"ok:ping"
-    span = json.loads(capfd.readouterr().out)
-    assert (span["name"], span["kind"]) == (method, "SpanKind.SERVER")
+    assert done.stderr.endswith("b'ok:ping'")
+    span = json.loads(done.stdout)
+    assert (span["name"], span["kind"]) == (
+        "/tensorflow.serving.PredictionService/Predict",
+        "SpanKind.SERVER",
+    )
     assert span["attributes"]["rpc.service"] == "tensorflow.serving.PredictionService"
     assert span["attributes"]["rpc.method"] == "Predict"
     assert span["resource"]["attributes"]["service.name"] == "xception-test"
-
-
-class _Context:
-    """What the interceptor reads of a gRPC server context."""
-
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
-
-    def peer(self) -> str:
-        return "ipv4:127.0.0.1:5555"
 
 
 def test_unknown_exporter_is_one_line_naming_the_value() -> None:

@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping
 
 import grpc
+from xception_contract import extras
 
 DEFAULT_SERVICE_NAME = "xception-serve"
 EXPORTERS = ("console", "otlp", "none")
@@ -56,7 +57,7 @@ def server_interceptors(
         raise TracingConfigError(
             f"OTEL_TRACES_EXPORTER={exporter_name} needs opentelemetry-sdk and "
             f"opentelemetry-instrumentation-grpc ({error.name} is missing): "
-            "pip install './serving[tracing]'"
+            f"{extras.install_hint('tracing')}"
         ) from error
     # The SDK merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME into this default.
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME", DEFAULT_SERVICE_NAME)})
