@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import grpc
 from xception_client import Prediction
 
 __all__ = [
-    "CODE_NAMES",
     "STAGES",
     "Classified",
     "Failure",
@@ -29,33 +29,14 @@ __all__ = [
 Stage = Literal["read", "decode", "inference"]
 STAGES: Final[tuple[str, ...]] = ("read", "decode", "inference")
 
-# The canonical status codes shared by gRPC and TensorFlow, by number (absl::StatusCode).
-CODE_NAMES: Final[tuple[str, ...]] = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)
+# The canonical status codes share their numbers between gRPC and TensorFlow (absl::StatusCode),
+# so gRPC's own enum names a TensorFlow error's code too.
+_CODE_NAMES: Final[dict[int, str]] = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def code_name(code: int | None) -> str:
     """A status code's name from its number; UNKNOWN for None or a number outside the table."""
-    if code is None or not 0 <= code < len(CODE_NAMES):
-        return "UNKNOWN"
-    return CODE_NAMES[code]
+    return "UNKNOWN" if code is None else _CODE_NAMES.get(code, "UNKNOWN")
 
 
 @dataclass(frozen=True, slots=True)
