@@ -143,6 +143,114 @@ def _confidence(probabilities: Sequence[Sequence[float]]) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class _Limit:
+    """One variant's limit pass: its summary, load time and parity probabilities."""
+
+    summary: dict[str, Any]
+    load_s: float
+    probabilities: list[list[float]]
+
+
+def _measure_limit(
+    variant: Variant,
+    *,
+    model_dir: Path,
+    pixels: Path,
+    jpegs: Path,
+    seconds: float,
+    build_dir: Path,
+    log: Log,
+) -> _Limit:
+    """The variant's limit process: load, measure, answer parity, then killed."""
+    log(f"precision {variant.name}: limit ({' '.join(variant.limit_args) or 'no flags'})")
+    limit_proc = LimitProcess(
+        model_dir,
+        pixels,
+        LIMIT_BATCH_SIZES,
+        seconds=max(1.0, seconds * 0.5),
+        jpegs=jpegs,
+        log_path=build_dir / f"limit-{variant.name}.log",
+        session_args=variant.limit_args,
+        env=variant.env,
+    )
+    started = time.monotonic()
+    try:
+        limit_proc.wait_loaded(timeout=LOAD_TIMEOUT_S)
+        load_s = time.monotonic() - started
+        limit = stats.summarize_limit(limit_proc.measure(timeout=LOAD_TIMEOUT_S))
+        probabilities = limit_proc.parity(timeout=LOAD_TIMEOUT_S)
+    finally:
+        limit_proc.kill()
+    log(
+        f"  limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']} "
+        f"(loaded and warmed up in {load_s:.0f} s)"
+    )
+    return _Limit(limit, load_s, probabilities)
+
+
+def _measure_served_variant(
+    variant: Variant,
+    *,
+    model_dir: Path,
+    model_name: str,
+    batching_config: Path,
+    build_dir: Path,
+    measure_served: MeasureServed,
+    log: Log,
+) -> list[dict[str, Any]]:
+    """The local server started with the variant's flags, measured, then stopped."""
+    srv = local_server.launch(
+        f"precision-{variant.name}",
+        model_name=model_name,
+        model_base_path=model_dir.parent,
+        log_dir=build_dir / "logs",
+        batching_config=batching_config,
+        extra_args=variant.server_flags,
+        env=variant.env,
+    )
+    try:
+        local_server.wait_ready(srv, LOAD_TIMEOUT_S)
+        flags = " ".join(variant.server_flags) or "no flags"
+        log(f"precision {variant.name}: served ({flags})")
+        return measure_served(srv.grpc_target)
+    finally:
+        srv.stop()
+
+
+def _variant_entry(
+    variant: Variant,
+    limit: _Limit,
+    served: list[dict[str, Any]],
+    reference: Sequence[Sequence[float]],
+) -> dict[str, Any]:
+    """The variant's part of the `precision` document, before the ratios to fp32."""
+    return {
+        "name": variant.name,
+        "server_flags": list(variant.server_flags),
+        "env": dict(variant.env),
+        "limit": {
+            k: limit.summary[k]
+            for k in ("throughput", "best_batch_size", "per_batch_size", "latency_p50_ms")
+        },
+        "limit_load_seconds": limit.load_s,
+        "served": served,
+        "served_best": max((r["throughput"] for r in served), default=None),
+        "parity_vs_fp32": compare(reference, limit.probabilities),
+    }
+
+
+def _add_ratios(results: Sequence[dict[str, Any]]) -> None:
+    """Each variant's speed-ups against fp32 (the first) and its served share of its limit."""
+    fp32 = results[0]
+    for entry in results:
+        entry["served_speedup_vs_fp32"] = _ratio(entry["served_best"], fp32["served_best"])
+        entry["limit_speedup_vs_fp32"] = _ratio(
+            entry["limit"]["throughput"], fp32["limit"]["throughput"]
+        )
+        entry["served_over_limit"] = _ratio(entry["served_best"], entry["limit"]["throughput"])
+
+
 def run_phase(
     *,
     model_dir: Path,
@@ -160,72 +268,33 @@ def run_phase(
     results: list[dict[str, Any]] = []
     reference: list[list[float]] | None = None
     for variant in variants(build_dir):
-        log(f"precision {variant.name}: limit ({' '.join(variant.limit_args) or 'no flags'})")
-        limit_proc = LimitProcess(
-            model_dir,
-            pixels,
-            LIMIT_BATCH_SIZES,
-            seconds=max(1.0, seconds * 0.5),
+        limit = _measure_limit(
+            variant,
+            model_dir=model_dir,
+            pixels=pixels,
             jpegs=jpegs,
-            log_path=build_dir / f"limit-{variant.name}.log",
-            session_args=variant.limit_args,
-            env=variant.env,
+            seconds=seconds,
+            build_dir=build_dir,
+            log=log,
         )
-        started = time.monotonic()
-        try:
-            limit_proc.wait_loaded(timeout=LOAD_TIMEOUT_S)
-            load_s = time.monotonic() - started
-            limit = stats.summarize_limit(limit_proc.measure(timeout=LOAD_TIMEOUT_S))
-            probabilities = limit_proc.parity(timeout=LOAD_TIMEOUT_S)
-        finally:
-            limit_proc.kill()
-        log(
-            f"  limit {limit['throughput']:.2f} img/s at batch {limit['best_batch_size']} "
-            f"(loaded and warmed up in {load_s:.0f} s)"
-        )
-        srv = local_server.launch(
-            f"precision-{variant.name}",
+        served = _measure_served_variant(
+            variant,
+            model_dir=model_dir,
             model_name=model_name,
-            model_base_path=model_dir.parent,
-            log_dir=build_dir / "logs",
             batching_config=batching_config,
-            extra_args=variant.server_flags,
-            env=variant.env,
+            build_dir=build_dir,
+            measure_served=measure_served,
+            log=log,
         )
-        try:
-            local_server.wait_ready(srv, LOAD_TIMEOUT_S)
-            flags = " ".join(variant.server_flags) or "no flags"
-            log(f"precision {variant.name}: served ({flags})")
-            served = measure_served(srv.grpc_target)
-        finally:
-            srv.stop()
         if reference is None:
-            reference = probabilities
-        entry: dict[str, Any] = {
-            "name": variant.name,
-            "server_flags": list(variant.server_flags),
-            "env": dict(variant.env),
-            "limit": {
-                k: limit[k]
-                for k in ("throughput", "best_batch_size", "per_batch_size", "latency_p50_ms")
-            },
-            "limit_load_seconds": load_s,
-            "served": served,
-            "served_best": max((r["throughput"] for r in served), default=None),
-            "parity_vs_fp32": compare(reference, probabilities),
-        }
+            reference = limit.probabilities
+        entry = _variant_entry(variant, limit, served, reference)
         log(
             f"  parity vs fp32: top-1 {entry['parity_vs_fp32']['top1_agreement']:.0%}, max |dp| "
             f"{entry['parity_vs_fp32']['max_abs_dp']:.3g}"
         )
         results.append(entry)
-    fp32 = results[0]
-    for entry in results:
-        entry["served_speedup_vs_fp32"] = _ratio(entry["served_best"], fp32["served_best"])
-        entry["limit_speedup_vs_fp32"] = _ratio(
-            entry["limit"]["throughput"], fp32["limit"]["throughput"]
-        )
-        entry["served_over_limit"] = _ratio(entry["served_best"], entry["limit"]["throughput"])
+    _add_ratios(results)
     bf16_flags = cpu_bfloat16_flags()
     assert reference is not None
     return {
