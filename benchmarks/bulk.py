@@ -181,6 +181,77 @@ def measure_served(
     }
 
 
+def _measure_against_server(
+    model_dir: Path,
+    bench: image_cache.ImageSet,
+    folder: Path,
+    build_dir: Path,
+    *,
+    batch_size: int,
+    concurrency: int,
+    seconds: float,
+    batching_config: Path | None,
+    log: Log,
+) -> tuple[dict[str, Any], BulkFigures]:
+    """The local server's served throughput, then remote bulk against it; the server stopped."""
+    server = local_server.launch(
+        "bulk",
+        model_name="xception",
+        model_base_path=model_dir.parent,
+        log_dir=build_dir,
+        batching_config=batching_config,
+    )
+    try:
+        local_server.wait_ready(server, LOAD_TIMEOUT_S)
+        served = measure_served(server.grpc_target, bench.data, concurrency, batch_size, seconds)
+        log(f"bulk: served {served['images_per_s']:.2f} img/s at concurrency {concurrency}")
+        remote = measure_command(
+            [
+                "--server",
+                server.grpc_target,
+                "--batch-size",
+                str(batch_size),
+                f"--direct_num_workers={concurrency}",
+                "--direct_running_mode=multi_threading",
+            ],
+            folder,
+            build_dir,
+            "remote",
+            log,
+        )
+    finally:
+        server.stop()
+    return served, remote
+
+
+def _bulk_document(
+    batch_size: int,
+    concurrency: int,
+    limit: dict[str, Any],
+    local: BulkFigures,
+    served: dict[str, Any],
+    remote: BulkFigures,
+) -> dict[str, Any]:
+    """The figures and their ratios, the limit also with its measured JPEG decode added back."""
+    decode_s = (limit["decode_ms_per_image"] or 0.0) / 1000
+    with_decode = 1 / (1 / limit["images_per_s"] + decode_s)
+    return {
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "limit": {**limit, "images_per_s_with_decode": with_decode},
+        "in_process": asdict(local),
+        "served": served,
+        "remote": asdict(remote),
+        "ratios": {
+            "in_process_steady_vs_limit": local.steady_images_per_s / limit["images_per_s"],
+            "in_process_steady_vs_limit_with_decode": local.steady_images_per_s / with_decode,
+            "in_process_overall_vs_limit": local.images_per_s / limit["images_per_s"],
+            "remote_steady_vs_served": remote.steady_images_per_s / served["images_per_s"],
+            "remote_overall_vs_served": remote.images_per_s / served["images_per_s"],
+        },
+    }
+
+
 def measure_bulk(
     model_dir: Path,
     bench: image_cache.ImageSet,
@@ -212,57 +283,23 @@ def measure_bulk(
             "in-process",
             log,
         )
-        server = local_server.launch(
-            "bulk",
-            model_name="xception",
-            model_base_path=model_dir.parent,
-            log_dir=build_dir,
+        served, remote = _measure_against_server(
+            model_dir,
+            bench,
+            folder,
+            build_dir,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            seconds=seconds,
             batching_config=batching_config,
+            log=log,
         )
-        try:
-            local_server.wait_ready(server, LOAD_TIMEOUT_S)
-            served = measure_served(
-                server.grpc_target, bench.data, concurrency, batch_size, seconds
-            )
-            log(f"bulk: served {served['images_per_s']:.2f} img/s at concurrency {concurrency}")
-            remote = measure_command(
-                [
-                    "--server",
-                    server.grpc_target,
-                    "--batch-size",
-                    str(batch_size),
-                    f"--direct_num_workers={concurrency}",
-                    "--direct_running_mode=multi_threading",
-                ],
-                folder,
-                build_dir,
-                "remote",
-                log,
-            )
-        finally:
-            server.stop()
         passes.append(limit_process.measure(LOAD_TIMEOUT_S))
     finally:
         limit_process.kill()
     limit = limit_figures(passes, batch_size)
     log(f"bulk: limit {limit['images_per_s']:.2f} img/s (best of {limit['passes_images_per_s']})")
-    decode_s = (limit["decode_ms_per_image"] or 0.0) / 1000
-    with_decode = 1 / (1 / limit["images_per_s"] + decode_s)
-    return {
-        "batch_size": batch_size,
-        "concurrency": concurrency,
-        "limit": {**limit, "images_per_s_with_decode": with_decode},
-        "in_process": asdict(local),
-        "served": served,
-        "remote": asdict(remote),
-        "ratios": {
-            "in_process_steady_vs_limit": local.steady_images_per_s / limit["images_per_s"],
-            "in_process_steady_vs_limit_with_decode": local.steady_images_per_s / with_decode,
-            "in_process_overall_vs_limit": local.images_per_s / limit["images_per_s"],
-            "remote_steady_vs_served": remote.steady_images_per_s / served["images_per_s"],
-            "remote_overall_vs_served": remote.images_per_s / served["images_per_s"],
-        },
-    }
+    return _bulk_document(batch_size, concurrency, limit, local, served, remote)
 
 
 def format_report(result: dict[str, Any]) -> str:
