@@ -331,50 +331,62 @@ def _mutate_examples(draw: st.DrawFn, request: Any) -> None:
         feature["x"].float_list.value.extend(draw(st.lists(st.floats(width=32), max_size=3)))
 
 
+def _mutate_task(draw: st.DrawFn, request: Any) -> None:
+    """One edit of a MultiInference request's tasks: a method name, a repeated task, or its
+    examples."""
+    edit = draw(st.sampled_from(["method", "repeat", "examples"]))
+    if edit == "method":
+        request.tasks[0].method_name = draw(
+            st.sampled_from(
+                [
+                    "tensorflow/serving/classify",
+                    "tensorflow/serving/regress",
+                    "tensorflow/serving/predict",
+                    "nope",
+                ]
+            )
+        )
+    elif edit == "repeat":
+        request.tasks.add().CopyFrom(request.tasks[0])
+    else:
+        _mutate_examples(draw, request)
+
+
+def _mutate_multi_inference(draw: st.DrawFn, target: str, request: Any) -> None:
+    """A MultiInference request's edit: one task's model spec, or its tasks."""
+    if target == "spec" or not request.tasks:
+        _mutate_spec(draw, request.tasks[draw(st.integers(0, len(request.tasks) - 1))].model_spec)
+    else:
+        _mutate_task(draw, request)
+
+
+def _mutate_predict_inputs(draw: st.DrawFn, request: Any) -> None:
+    """A Predict request's edit: its tensor, alias, an extra input, an output filter or dtype."""
+    edit = draw(st.sampled_from(["tensor", "alias", "extra", "filter", "dtype"]))
+    if edit == "tensor":
+        request.inputs["x"].CopyFrom(draw(_tensors()))
+    elif edit == "alias":
+        request.inputs[draw(st.sampled_from(["inputs", "y", ""]))].CopyFrom(request.inputs["x"])
+        request.inputs.pop("x", None)
+    elif edit == "extra":
+        request.inputs[draw(st.sampled_from(["inputs", "y", "z"]))].CopyFrom(draw(_tensors()))
+    elif edit == "filter":
+        request.output_filter.append(draw(st.sampled_from(["y", "scores", "z", ""])))
+    else:
+        request.inputs["x"].dtype = draw(
+            st.sampled_from([types_pb2.DT_DOUBLE, types_pb2.DT_STRING, types_pb2.DT_HALF, 0, 77])
+        )
+
+
 def _mutate(draw: st.DrawFn, method: str, request: Any) -> None:
     """One edit that may or may not keep the request valid."""
     target = draw(st.sampled_from(["spec", "payload"]))
     if method == MULTI_INFERENCE:
-        if target == "spec" or not request.tasks:
-            _mutate_spec(
-                draw, request.tasks[draw(st.integers(0, len(request.tasks) - 1))].model_spec
-            )
-        else:
-            edit = draw(st.sampled_from(["method", "repeat", "examples"]))
-            if edit == "method":
-                request.tasks[0].method_name = draw(
-                    st.sampled_from(
-                        [
-                            "tensorflow/serving/classify",
-                            "tensorflow/serving/regress",
-                            "tensorflow/serving/predict",
-                            "nope",
-                        ]
-                    )
-                )
-            elif edit == "repeat":
-                request.tasks.add().CopyFrom(request.tasks[0])
-            else:
-                _mutate_examples(draw, request)
+        _mutate_multi_inference(draw, target, request)
     elif target == "spec":
         _mutate_spec(draw, request.model_spec)
     elif method == PREDICT:
-        edit = draw(st.sampled_from(["tensor", "alias", "extra", "filter", "dtype"]))
-        if edit == "tensor":
-            request.inputs["x"].CopyFrom(draw(_tensors()))
-        elif edit == "alias":
-            request.inputs[draw(st.sampled_from(["inputs", "y", ""]))].CopyFrom(request.inputs["x"])
-            request.inputs.pop("x", None)
-        elif edit == "extra":
-            request.inputs[draw(st.sampled_from(["inputs", "y", "z"]))].CopyFrom(draw(_tensors()))
-        elif edit == "filter":
-            request.output_filter.append(draw(st.sampled_from(["y", "scores", "z", ""])))
-        else:
-            request.inputs["x"].dtype = draw(
-                st.sampled_from(
-                    [types_pb2.DT_DOUBLE, types_pb2.DT_STRING, types_pb2.DT_HALF, 0, 77]
-                )
-            )
+        _mutate_predict_inputs(draw, request)
     elif method in (CLASSIFY, REGRESS):
         _mutate_examples(draw, request)
     elif method == METADATA:
