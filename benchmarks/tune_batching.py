@@ -409,12 +409,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Measure batch sizes, write the "
-        "batching.config that meets a latency goal, and say why.",
-    )
+def _add_target_flags(p: argparse.ArgumentParser) -> None:
+    """What is measured: a live TF Serving, or the in-process limit on this host."""
     p.add_argument(
         "--target",
         metavar="HOST:PORT",
@@ -423,12 +419,20 @@ def build_parser() -> argparse.ArgumentParser:
         "limit on this host",
     )
     p.add_argument("--model-name", default="xception", help="served model name (with --target)")
+
+
+def _add_goal_flags(p: argparse.ArgumentParser) -> None:
+    """The latency goal the chosen batch size must meet."""
     p.add_argument("--p50-goal-ms", type=_positive_float, help="p50 latency bound")
     p.add_argument(
         "--p99-goal-ms",
         type=_positive_float,
         help=f"p99 latency bound (default {P99_GOAL_MS:g} when no goal is given)",
     )
+
+
+def _add_measurement_flags(p: argparse.ArgumentParser) -> None:
+    """Which batch sizes are measured, for how long and on how many images."""
     p.add_argument("--batch-sizes", type=_sizes, default=BATCH_SIZES, help="default 1,2,4,8,16")
     p.add_argument(
         "--seconds",
@@ -448,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="generated JPEGs to cycle through (default 16)",
     )
+
+
+def _add_decision_flags(p: argparse.ArgumentParser) -> None:
+    """What the written config must hold: the gain a bigger batch must bring, the callers its
+    queue takes, the largest request, and the hardware it is for."""
     p.add_argument(
         "--min-gain",
         type=float,
@@ -475,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cores", type=_positive_int, help="the server's CPU cores (default: this host's)"
     )
+
+
+def _add_file_flags(p: argparse.ArgumentParser) -> None:
+    """Where the model, the images and the written config live."""
     p.add_argument("--image-size", type=_positive_int, default=299)
     p.add_argument("--repo", type=Path, default=Path(), help="repository root (default: .)")
     p.add_argument(
@@ -492,6 +505,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="only write the config a live TF Serving should run while measured",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Measure batch sizes, write the "
+        "batching.config that meets a latency goal, and say why.",
+    )
+    # Added in this order, ungrouped: --help lists them as one list, in this order.
+    _add_target_flags(p)
+    _add_goal_flags(p)
+    _add_measurement_flags(p)
+    _add_decision_flags(p)
+    _add_file_flags(p)
     return p
 
 
