@@ -101,48 +101,71 @@ def decode_base64_object(val: JsonValue) -> bytes:
         raise invalid("Unable to base64 decode") from None
 
 
+def _float_element(val: JsonValue, dtype: int) -> Element:
+    if not _is_number(val):
+        raise _type_error(val, dtype)
+    if not is_lossless(val, FLOAT_MAX_INT, FLOAT32_MAX):
+        raise lossy_error(val, "float")
+    return float(val)
+
+
+def _double_element(val: JsonValue, dtype: int) -> Element:
+    if not _is_number(val):
+        raise _type_error(val, dtype)
+    if not is_lossless(val, _DOUBLE_MAX_INT, math.inf):
+        raise lossy_error(val, "double")
+    return float(val)
+
+
+def _integer_element(low: int, high: int) -> Callable[[JsonValue, int], Element]:
+    """A JSON integer (never a bool or a decimal) within [low, high]."""
+
+    def convert(val: JsonValue, dtype: int) -> Element:
+        if not (type(val) is int and low <= val <= high):
+            raise _type_error(val, dtype)
+        return val
+
+    return convert
+
+
+def _string_element(val: JsonValue, dtype: int) -> Element:
+    if not isinstance(val, str):
+        raise _type_error(val, dtype)
+    return to_bytes(val)
+
+
+def _bool_element(val: JsonValue, dtype: int) -> Element:
+    if not isinstance(val, bool):
+        raise _type_error(val, dtype)
+    return val
+
+
+# AddValueToTensor's cases. The small integer types all take any int32 value, as TF Serving does.
+_INT32_ELEMENT = _integer_element(-(2**31), 2**31 - 1)
+_ELEMENTS: dict[int, Callable[[JsonValue, int], Element]] = {
+    types_pb2.DT_FLOAT: _float_element,
+    types_pb2.DT_DOUBLE: _double_element,
+    types_pb2.DT_INT32: _INT32_ELEMENT,
+    types_pb2.DT_INT16: _INT32_ELEMENT,
+    types_pb2.DT_INT8: _INT32_ELEMENT,
+    types_pb2.DT_UINT8: _INT32_ELEMENT,
+    types_pb2.DT_STRING: _string_element,
+    types_pb2.DT_INT64: _integer_element(INT64_MIN, INT64_MAX),
+    types_pb2.DT_BOOL: _bool_element,
+    types_pb2.DT_UINT32: _integer_element(0, 2**32 - 1),
+    types_pb2.DT_UINT64: _integer_element(0, UINT64_MAX),
+}
+
+
 def _scalar(val: JsonValue, dtype: int) -> Element:
     """AddValueToTensor: one JSON scalar -> one tensor element (or TF Serving's error)."""
-    if dtype == types_pb2.DT_FLOAT:
-        if not _is_number(val):
-            raise _type_error(val, dtype)
-        if not is_lossless(val, FLOAT_MAX_INT, FLOAT32_MAX):
-            raise lossy_error(val, "float")
-        return float(val)
-    if dtype == types_pb2.DT_DOUBLE:
-        if not _is_number(val):
-            raise _type_error(val, dtype)
-        if not is_lossless(val, _DOUBLE_MAX_INT, math.inf):
-            raise lossy_error(val, "double")
-        return float(val)
-    if dtype in (types_pb2.DT_INT32, types_pb2.DT_INT16, types_pb2.DT_INT8, types_pb2.DT_UINT8):
-        if not (type(val) is int and -(2**31) <= val < 2**31):
-            raise _type_error(val, dtype)
-        return val
-    if dtype == types_pb2.DT_STRING:
-        if not isinstance(val, str):
-            raise _type_error(val, dtype)
-        return to_bytes(val)
-    if dtype == types_pb2.DT_INT64:
-        if not (type(val) is int and INT64_MIN <= val <= INT64_MAX):
-            raise _type_error(val, dtype)
-        return val
-    if dtype == types_pb2.DT_BOOL:
-        if not isinstance(val, bool):
-            raise _type_error(val, dtype)
-        return val
-    if dtype == types_pb2.DT_UINT32:
-        if not (type(val) is int and 0 <= val < 2**32):
-            raise _type_error(val, dtype)
-        return val
-    if dtype == types_pb2.DT_UINT64:
-        if not (type(val) is int and 0 <= val <= UINT64_MAX):
-            raise _type_error(val, dtype)
-        return val
-    raise ServingError(
-        grpc.StatusCode.UNIMPLEMENTED,
-        f"Conversion of JSON Value: {json_value_to_string(val)} to type: {dtype_name(dtype)}",
-    )
+    convert = _ELEMENTS.get(dtype)
+    if convert is None:
+        raise ServingError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"Conversion of JSON Value: {json_value_to_string(val)} to type: {dtype_name(dtype)}",
+        )
+    return convert(val, dtype)
 
 
 def _fast_leaf(items: list[JsonValue], dtype: int) -> Sequence[Element] | None:
@@ -293,6 +316,56 @@ def _add_instance_item(
     previous.values.extend(values)
 
 
+def _is_element_object(val: JsonValue) -> bool:
+    """An instance given as named inputs (an object that is not a {"b64": ...} value)."""
+    return isinstance(val, dict) and not is_base64_object(val)
+
+
+def _add_object_instance(
+    index: int,
+    element: JsonValue,
+    input_names: list[str],
+    dtypes: Mapping[str, int],
+    seen: dict[str, _Instance],
+    fast: bool,
+) -> None:
+    """One instance of the named-inputs form: every input once, by name."""
+    if not _is_element_object(element):
+        raise invalid(f"Expecting object but got list at item {index} of input list")
+    for name, item in element.items():
+        try:
+            _add_instance_item(item, name, dtypes, seen, fast)
+        except ServingError as err:
+            raise invalid(
+                f"Failed to process element: {index} key: {name} of 'instances' list. "
+                f"Error: {_status_text(err)}"
+            ) from None
+    if sorted(element) != input_names:
+        raise invalid(
+            f"Failed to process element: {index} of 'instances' list. JSON object: "
+            f"{json_value_to_string(element)} must only have keys: " + ",".join(input_names)
+        )
+
+
+def _add_plain_instance(
+    index: int,
+    element: JsonValue,
+    input_names: list[str],
+    dtypes: Mapping[str, int],
+    seen: dict[str, _Instance],
+    fast: bool,
+) -> None:
+    """One instance of the single-input form: the value itself."""
+    if _is_element_object(element):
+        raise invalid(f"Expecting value/list but got object at item {index} of input list")
+    try:
+        _add_instance_item(element, input_names[0], dtypes, seen, fast)
+    except ServingError as err:
+        raise invalid(
+            f"Failed to process element: {index} of 'instances' list. Error: {_status_text(err)}"
+        ) from None
+
+
 def _fill_from_instances(
     instances: list[JsonValue], dtypes: Mapping[str, int], fast: bool
 ) -> dict[str, tensor_pb2.TensorProto]:
@@ -301,40 +374,12 @@ def _fill_from_instances(
             "instances is a plain list, but expecting list of objects as multiple input "
             "tensors required as per tensorinfo_map"
         )
-
-    def is_element_object(v: JsonValue) -> bool:
-        return isinstance(v, dict) and not is_base64_object(v)
-
-    objects = is_element_object(instances[0])
+    # The first instance decides the form; every other one must follow it.
+    add = _add_object_instance if _is_element_object(instances[0]) else _add_plain_instance
     input_names = sorted(dtypes)
     seen: dict[str, _Instance] = {}
     for index, element in enumerate(instances):
-        if objects:
-            if not is_element_object(element):
-                raise invalid(f"Expecting object but got list at item {index} of input list")
-            for name, item in element.items():
-                try:
-                    _add_instance_item(item, name, dtypes, seen, fast)
-                except ServingError as err:
-                    raise invalid(
-                        f"Failed to process element: {index} key: {name} of 'instances' list. "
-                        f"Error: {_status_text(err)}"
-                    ) from None
-            if sorted(element) != input_names:
-                raise invalid(
-                    f"Failed to process element: {index} of 'instances' list. JSON object: "
-                    f"{json_value_to_string(element)} must only have keys: " + ",".join(input_names)
-                )
-        else:
-            if is_element_object(element):
-                raise invalid(f"Expecting value/list but got object at item {index} of input list")
-            try:
-                _add_instance_item(element, input_names[0], dtypes, seen, fast)
-            except ServingError as err:
-                raise invalid(
-                    f"Failed to process element: {index} of 'instances' list. "
-                    f"Error: {_status_text(err)}"
-                ) from None
+        add(index, element, input_names, dtypes, seen, fast)
     result: dict[str, tensor_pb2.TensorProto] = {}
     for name, instance in seen.items():
         tensor = tensor_pb2.TensorProto()
@@ -506,60 +551,75 @@ class _TensorWriter:
         writer.end_array()
 
 
+def _check_writable(outputs: Mapping[str, tensor_pb2.TensorProto], names: list[str]) -> None:
+    """Fail on unsupported dtypes up front, as TF Serving does on the first value it writes."""
+    for name in names:
+        if outputs[name].dtype not in _WRITABLE:
+            raise invalid(
+                f"Failed to write JSON value for tensor type: {dtype_name(outputs[name].dtype)}"
+            )
+
+
+def _batch_size(writers: Mapping[str, _TensorWriter]) -> int:
+    """The row format's common first dimension, checked tensor by tensor in name order."""
+    batch_size = 0
+    for name, tensor in writers.items():
+        shape = tensor.shape
+        if not shape:
+            raise invalid(f"Tensor name: {name} has no shape information ")
+        if shape[0] < 1:
+            raise invalid(f"Tensor name: {name} has invalid batch size: {shape[0]}")
+        if batch_size and batch_size != shape[0]:
+            raise invalid(
+                f"Tensor name: {name} has inconsistent batch size: {shape[0]} "
+                f"expecting: {batch_size}"
+            )
+        batch_size = shape[0]
+    return batch_size
+
+
+def _write_tensors(
+    writer: PrettyWriter, writers: Mapping[str, _TensorWriter], dim: int, single_line: bool
+) -> None:
+    """One value of each tensor from dimension `dim` on: keyed by name in an object when there
+    are several, bare when there is one. `single_line` lays their arrays out on one line (the
+    enclosing object keeps the usual layout)."""
+    objects = len(writers) > 1
+    if objects:
+        writer.start_object()
+    writer.single_line_arrays = single_line
+    for name, tensor in writers.items():
+        if objects:
+            writer.key(name)
+        tensor.write(writer, dim)
+    writer.single_line_arrays = False
+    if objects:
+        writer.end_object()
+
+
+def _write_rows(writer: PrettyWriter, writers: Mapping[str, _TensorWriter]) -> None:
+    batch_size = _batch_size(writers)
+    writer.key("predictions")
+    writer.start_array()
+    for _ in range(batch_size):
+        _write_tensors(writer, writers, 1, single_line=True)
+    writer.end_array()
+
+
 def predict_response_json(outputs: Mapping[str, tensor_pb2.TensorProto], fmt: Format) -> bytes:
     """MakeJsonFromTensors: `{"predictions": ...}` for row requests, `{"outputs": ...}` for
     columnar ones."""
     if not outputs:
         raise invalid("Cannot convert empty tensor map to JSON")
     names = sorted(outputs)
-    # Fail on unsupported dtypes up front, as TF Serving does on the first value it writes.
-    for name in names:
-        if outputs[name].dtype not in _WRITABLE:
-            raise invalid(
-                f"Failed to write JSON value for tensor type: {dtype_name(outputs[name].dtype)}"
-            )
+    _check_writable(outputs, names)
     writers = {name: _TensorWriter(name, outputs[name]) for name in names}
     writer = PrettyWriter()
     writer.start_object()
     if fmt == "row":
-        batch_size = 0
-        for name in names:
-            shape = writers[name].shape
-            if not shape:
-                raise invalid(f"Tensor name: {name} has no shape information ")
-            if shape[0] < 1:
-                raise invalid(f"Tensor name: {name} has invalid batch size: {shape[0]}")
-            if batch_size and batch_size != shape[0]:
-                raise invalid(
-                    f"Tensor name: {name} has inconsistent batch size: {shape[0]} "
-                    f"expecting: {batch_size}"
-                )
-            batch_size = shape[0]
-        writer.key("predictions")
-        writer.start_array()
-        objects = len(names) > 1
-        for _ in range(batch_size):
-            if objects:
-                writer.start_object()
-            writer.single_line_arrays = True
-            for name in names:
-                if objects:
-                    writer.key(name)
-                writers[name].write(writer, 1)
-            writer.single_line_arrays = False
-            if objects:
-                writer.end_object()
-        writer.end_array()
+        _write_rows(writer, writers)
     else:
         writer.key("outputs")
-        objects = len(names) > 1
-        if objects:
-            writer.start_object()
-        for name in names:
-            if objects:
-                writer.key(name)
-            writers[name].write(writer, 0)
-        if objects:
-            writer.end_object()
+        _write_tensors(writer, writers, 0, single_line=False)
     writer.end_object()
     return writer.getvalue()
