@@ -8,6 +8,9 @@ with dynamic batching on, serving the small exported Xception (71x71).
 - Isolation: bad images merged into batches with good ones fail alone.
 - Load: 32 concurrent callers, zero errors, memory flat after warm-up.
 
+The inputs and requests are in tests/fixtures/reliability.py; what the client refuses before
+sending is in test_reliability_inputs_client.py.
+
 Cases covered elsewhere (not repeated here): unknown model / version / label / signature
 (test_server_conformance::test_predict_model_spec_errors_match_tf_serving and
 test_client_local_server::test_unknown_model_version_or_label_raises_model_not_found), malformed
@@ -18,14 +21,12 @@ JSON and unknown model over REST (test_rest_local_server), a REST body above the
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,145 +37,42 @@ import numpy as np
 import pytest
 import xception_contract as contract
 from PIL import Image
-from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import (
-    classification_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
-from xception_client import Client, InvalidImage, ResourceExhausted, ServerUnavailable
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+from xception_client import Client, ResourceExhausted
+from xception_serving.testing.process import ServerProcess
 
-from tests.fixtures.images import (
-    gif_declaring,
-    image_bytes,
-    jpeg_declaring,
-    photo_like,
-    png_declaring,
-)
 from tests.fixtures.models import ExportedModel
+from tests.fixtures.reliability import (
+    ANIMATED_GIF,
+    BAD_IMAGES,
+    FIRST_FRAME,
+    INVALID,
+    JPEG,
+    MAX_BATCH,
+    MODEL,
+    NOISE,
+    SIZE,
+    UNUSUAL_IMAGES,
+    assert_still_serving,
+    bytes_request,
+    classify_request,
+    gif_bomb,
+    good_jpeg,
+    jpeg_bomb,
+    pixels_request,
+    png_bomb,
+    saved_bytes,
+    top_ids,
+)
 from tests.fixtures.rpc import rpc_error
-from tests.fixtures.servers import ServerProcess, start_local_server
+from tests.fixtures.servers import start_local_server
 
-MODEL = contract.DEFAULT_MODEL_NAME
-SIZE = 71
-MAX_BATCH = 8
 MONITORING_CONFIG = Path(__file__).resolve().parents[2] / "serving" / "monitoring.config"
 METRICS_PATH = "/monitoring/prometheus/metrics"
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-BOMB_SIDE = 65000  # 65000 x 65000 x 3 = 12.7 GB if decoded; each file is < 4 KiB
 
 
-# -- images ------------------------------------------------------------------------------------
-
-
-def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=fmt, **options)
-    return out.getvalue()
-
-
-def _good_jpeg(seed: int = 0) -> bytes:
-    return image_bytes("jpeg_baseline", 90, 120, seed=seed)
-
-
-def _replace(data: bytes, marker: bytes, new: bytes) -> bytes:
-    at = data.index(marker)
-    return data[:at] + new + data[at + len(new) :]
-
-
-def _png_bomb(side: int = BOMB_SIDE) -> bytes:
-    """A valid PNG header declaring side x side RGB, and one tiny compressed row."""
-    return png_declaring(side, side, zlib.compress(b"\x00" * 1024))
-
-
-def _jpeg_bomb(side: int = BOMB_SIDE) -> bytes:
-    return jpeg_declaring(side, side)
-
-
-def _gif_bomb() -> bytes:
-    return gif_declaring(65535, 65535)
-
-
-def _animated_gif() -> tuple[bytes, bytes]:
-    """(three-frame GIF, its first frame alone as a GIF)."""
-    frames = [
-        Image.fromarray(photo_like(40, 56, seed)).convert("P", palette=Image.Palette.ADAPTIVE)
-        for seed in (1, 2, 3)
-    ]
-    animated = _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=80)
-    return animated, _save(frames[0], "GIF")
-
-
-_JPEG = _good_jpeg(7)
-_NOISE = np.random.default_rng(0).integers(0, 256, size=3000, dtype=np.uint8).tobytes()
-
-# name -> (bytes, fragment the server's message must contain)
-BAD_IMAGES: dict[str, tuple[bytes, str]] = {
-    "empty": (b"", "empty image (0 bytes)"),
-    "random_bytes": (_NOISE, "unsupported or undecodable image format"),
-    "text_file": (b"name,score\nwolf,0.9\n" * 40, "unsupported or undecodable image format"),
-    "truncated_jpeg": (_JPEG[: len(_JPEG) // 2], "Invalid JPEG data"),
-    "jpeg_sos_marker_broken": (_replace(_JPEG, b"\xff\xda", b"\xff\x01"), "Invalid JPEG data"),
-    "jpeg_sof_nine_components": (
-        _replace(_JPEG, b"\xff\xc0", b"\xff\xc0\x00\x11\x08\x00\x5a\x00\x78\x09"),
-        "Invalid JPEG data",
-    ),
-    "png_bomb": (_png_bomb(), "image too large"),
-    "jpeg_bomb": (_jpeg_bomb(), "image too large"),
-    "gif_bomb": (_gif_bomb(), "image too large"),
-    "file_path_not_image": (b"/etc/hostname", "unsupported or undecodable image format"),
-}
-
-_ANIMATED, _FIRST_FRAME = _animated_gif()
-UNUSUAL_IMAGES: dict[str, bytes] = {
-    "1x1": _save(Image.new("RGB", (1, 1), (200, 30, 10)), "PNG"),
-    "1x10000": _save(Image.fromarray(photo_like(10000, 1, seed=4)), "PNG"),
-    "10000x1_jpeg": _save(Image.new("RGB", (10000, 1), (20, 130, 200)), "JPEG"),
-    "png_16bit_rgb": image_bytes("png_16bit_rgb", 50, 60),
-    "png_16bit_gray": image_bytes("png_16bit_gray", 50, 60),
-    "jpeg_cmyk": image_bytes("jpeg_cmyk", 50, 60),
-    "animated_gif": _ANIMATED,
-    "jpeg_gray": image_bytes("jpeg_gray", 50, 60),
-    "png_gray": image_bytes("png_l", 50, 60),
-    "png_rgba": image_bytes("png_rgba", 50, 60),
-    "png_gray_alpha": image_bytes("png_la", 50, 60),
-    "png_palette_transparency": image_bytes("png_p_trns", 50, 60),
-}
-
-
-# -- requests ----------------------------------------------------------------------------------
-
-
-def bytes_request(blobs: list[bytes]) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL
-    request.model_spec.signature_name = contract.BYTES_SIGNATURE
-    tensor = request.inputs[contract.IMAGE_BYTES_INPUT]
-    tensor.dtype = types_pb2.DT_STRING
-    tensor.tensor_shape.dim.add().size = len(blobs)
-    tensor.string_val.extend(blobs)
-    return request
-
-
-def classify_request(blobs: list[bytes]) -> classification_pb2.ClassificationRequest:
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = MODEL
-    request.model_spec.signature_name = contract.CLASSIFY_SIGNATURE
-    for blob in blobs:
-        example = request.input.example_list.examples.add()
-        example.features.feature[contract.EXAMPLE_IMAGE_FEATURE].bytes_list.value.append(blob)
-    return request
-
-
-def pixels_request(array: np.ndarray, dtype: int) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL
-    request.model_spec.signature_name = contract.PIXELS_SIGNATURE
-    tensor = request.inputs[contract.PIXELS_INPUT]
-    tensor.CopyFrom(tensor_pb2.TensorProto(dtype=dtype, tensor_content=array.tobytes()))
-    for size in array.shape:
-        tensor.tensor_shape.dim.add().size = size
-    return request
+# -- observing the server ----------------------------------------------------------------------
 
 
 def rss_kib(pid: int) -> int:
@@ -239,17 +137,6 @@ def stub(server: ServerProcess) -> Iterator[prediction_service_pb2_grpc.Predicti
         yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
-def top_ids(response: predict_pb2.PredictResponse) -> list[list[int]]:
-    ids = response.outputs[contract.TOP_K_CLASS_IDS_OUTPUT]
-    rows = ids.tensor_shape.dim[0].size
-    return np.asarray(ids.int_val, dtype=np.int32).reshape(rows, -1).tolist()
-
-
-def assert_still_serving(stub: Any) -> None:
-    response = stub.Predict(bytes_request([_good_jpeg(1)]), timeout=60)
-    assert len(top_ids(response)[0]) == 5
-
-
 # -- bad input ---------------------------------------------------------------------------------
 
 
@@ -259,7 +146,7 @@ def test_bad_image_is_invalid_argument_naming_the_problem_on_predict_and_classif
 ) -> None:
     blob, fragment = BAD_IMAGES[case]
     for call, request, where in (
-        (stub.Predict, bytes_request([_JPEG, blob]), f"{contract.IMAGE_BYTES_INPUT}[1]"),
+        (stub.Predict, bytes_request([JPEG, blob]), f"{contract.IMAGE_BYTES_INPUT}[1]"),
         (stub.Classify, classify_request([blob]), ""),
     ):
         error = rpc_error(call, request)
@@ -279,7 +166,7 @@ def test_bad_image_over_rest_is_400_naming_the_problem(
     status, answer = rest_call(server, f"/v1/models/{MODEL}:predict", body)
     assert status == 400, answer
     assert fragment in answer["error"]
-    good = json.dumps({"instances": [{"b64": base64.b64encode(_JPEG).decode()}]}).encode()
+    good = json.dumps({"instances": [{"b64": base64.b64encode(JPEG).decode()}]}).encode()
     assert rest_call(server, f"/v1/models/{MODEL}:predict", good)[0] == 200
 
 
@@ -292,9 +179,9 @@ def test_rest_classify_with_a_bad_image_is_400_and_the_server_keeps_serving(
             {"signature_name": contract.CLASSIFY_SIGNATURE, "examples": [example]}
         ).encode()
 
-    status, answer = rest_call(server, f"/v1/models/{MODEL}:classify", body(_NOISE))
+    status, answer = rest_call(server, f"/v1/models/{MODEL}:classify", body(NOISE))
     assert status == 400 and "unsupported or undecodable" in answer["error"]
-    status, answer = rest_call(server, f"/v1/models/{MODEL}:classify", body(_JPEG))
+    status, answer = rest_call(server, f"/v1/models/{MODEL}:classify", body(JPEG))
     assert status == 200 and len(answer["results"][0]) == 1000
 
 
@@ -310,7 +197,7 @@ def test_unusual_but_valid_image_is_classified(stub: Any, case: str) -> None:
 
 
 def test_animated_gif_is_classified_by_its_first_frame(stub: Any) -> None:
-    response = stub.Predict(bytes_request([_ANIMATED, _FIRST_FRAME]), timeout=60)
+    response = stub.Predict(bytes_request([ANIMATED_GIF, FIRST_FRAME]), timeout=60)
     probabilities = np.asarray(response.outputs[contract.PROBABILITIES_OUTPUT].float_val).reshape(
         2, -1
     )
@@ -323,7 +210,7 @@ def test_decompression_bombs_are_refused_without_allocating(
     assert_still_serving(stub)  # steady state first: the model's own buffers are allocated
     before = rss_kib(server.process.pid)
     for _ in range(3):
-        for blob in (_png_bomb(), _jpeg_bomb(), _gif_bomb()):
+        for blob in (png_bomb(), jpeg_bomb(), gif_bomb()):
             assert len(blob) < 4096
             error = rpc_error(stub.Predict, bytes_request([blob]))
             assert error.code() == INVALID and "image too large" in error.details()
@@ -397,12 +284,12 @@ def test_empty_batch_is_invalid_argument_on_every_signature(stub: Any) -> None:
 
 
 def test_batch_above_the_server_maximum_is_refused_and_the_maximum_is_served(stub: Any) -> None:
-    error = rpc_error(stub.Predict, bytes_request([_JPEG] * (MAX_BATCH + 1)))
+    error = rpc_error(stub.Predict, bytes_request([JPEG] * (MAX_BATCH + 1)))
     assert (error.code(), error.details()) == (
         INVALID,
         f"Task size {MAX_BATCH + 1} is larger than maximum input batch size {MAX_BATCH}",
     )
-    response = stub.Predict(bytes_request([_JPEG] * MAX_BATCH), timeout=60)
+    response = stub.Predict(bytes_request([JPEG] * MAX_BATCH), timeout=60)
     assert len(top_ids(response)) == MAX_BATCH
 
 
@@ -431,65 +318,11 @@ def test_malformed_protobuf_bytes_are_refused_and_the_server_keeps_serving(
     assert_still_serving(stub)
 
 
-# -- the client rejects what it can before sending ---------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        "empty",
-        "random_bytes",
-        "text_file",
-        "jpeg_sos_marker_broken",
-        "jpeg_sof_nine_components",
-        "png_bomb",
-        "jpeg_bomb",
-        "gif_bomb",
-        "file_path_not_image",
-    ],
-)
-def test_client_rejects_bad_images_before_sending(case: str) -> None:
-    # Nothing listens on port 1: a request that left the client would fail as unavailable.
-    data = BAD_IMAGES[case][0]
-    with Client("127.0.0.1:1", timeout=5, retries=0) as client, pytest.raises(InvalidImage) as info:
-        client.predict(data)
-    assert info.value.code is None  # a local check, not a server answer
-    if case == "empty":
-        assert info.value.details == "image <bytes> is empty (0 bytes)"
-    elif case.endswith("_bomb"):
-        side = 65535 if case == "gif_bomb" else BOMB_SIDE
-        # The client's words, then Pillow's bomb check naming the declared pixel count.
-        assert info.value.details.startswith(
-            f"image <bytes> declares too many pixels (Image size ({side * side} pixels) exceeds"
-        ), info.value.details
-    else:  # Pillow cannot open it (the broken JPEGs too): the size and first bytes, for a log
-        assert info.value.details == (
-            f"image <bytes> is not in a known image format ({len(data)} bytes,"
-            f" starting {data[:8].hex(' ')})"
-        )
-
-
-def test_client_rejects_empty_batch_and_off_size_pixels_before_sending() -> None:
-    with Client("127.0.0.1:1", timeout=5, retries=0) as client:
-        with pytest.raises(ValueError, match="images is empty"):
-            client.predict_batch([])
-        with pytest.raises(ServerUnavailable) as info:
-            client.predict(_JPEG)  # the control: a good image does try to reach the server
-        assert "127.0.0.1:1: Failed to connect to remote host: Connection refused" in (
-            info.value.details
-        ), info.value.details
-    pixels = Client("127.0.0.1:1", timeout=5, retries=0, signature=contract.PIXELS_SIGNATURE)
-    with pixels, pytest.raises(InvalidImage, match="model's size"):
-        pixels.predict_batch(
-            [np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros((SIZE + 1, SIZE, 3), np.uint8)]
-        )
-
-
 def test_request_above_the_message_limit_is_refused_by_the_client_with_a_clear_error(
     server: ServerProcess, stub: Any
 ) -> None:
     noise = np.random.default_rng(3).integers(0, 256, size=(400, 400, 3), dtype=np.uint8)
-    large = _save(Image.fromarray(noise), "PNG")  # ~480 KB, incompressible
+    large = saved_bytes(Image.fromarray(noise), "PNG")  # ~480 KB, incompressible
     limit = 256 * 1024
     with Client(
         server.grpc_target, timeout=30, channel_options=[("grpc.max_send_message_length", limit)]
@@ -499,7 +332,7 @@ def test_request_above_the_message_limit_is_refused_by_the_client_with_a_clear_e
         assert "larger than max" in info.value.details
         assert str(limit) in info.value.details
         # Small requests still go through on the same channel.
-        assert len(client.predict(_JPEG)) == contract.DEFAULT_TOP_K
+        assert len(client.predict(JPEG)) == contract.DEFAULT_TOP_K
     assert_still_serving(stub)
 
 
@@ -507,7 +340,7 @@ def test_request_above_the_message_limit_is_refused_by_the_client_with_a_clear_e
 
 
 def test_bad_image_in_a_shared_batch_fails_alone(server: ServerProcess, stub: Any) -> None:
-    good = [_good_jpeg(seed) for seed in range(10, 16)]
+    good = [good_jpeg(seed) for seed in range(10, 16)]
     expected = top_ids(stub.Predict(bytes_request(good), timeout=60))
     merged_before = (
         metric_total(server, ":tensorflow:serving:batching:input_batch_size", "_sum"),
@@ -551,7 +384,7 @@ def test_bad_image_in_a_shared_batch_fails_alone(server: ServerProcess, stub: An
     assert not any(thread.is_alive() for thread in threads)
     failures = [r for r in good_results if isinstance(r, str)]
     assert failures == [] and len(good_results) == callers * rounds
-    for index, ids in good_results:  # type: ignore[misc]
+    for index, ids in [r for r in good_results if not isinstance(r, str)]:
         assert ids == expected[index]  # each caller got its own image's answer
     assert bad_codes == [INVALID] * rounds
     batch_sum = metric_total(server, ":tensorflow:serving:batching:input_batch_size", "_sum")
@@ -568,7 +401,7 @@ def test_32_concurrent_callers_get_no_errors_and_memory_stays_flat(
     server: ServerProcess,
 ) -> None:
     callers, warmup_rounds, rounds = 32, 3, 10
-    images = [_good_jpeg(seed) for seed in range(20, 28)]
+    images = [good_jpeg(seed) for seed in range(20, 28)]
     with Client(server.grpc_target, timeout=120) as client:
         expected = [[p.class_id for p in r] for r in client.predict_batch(images)]
 
