@@ -20,9 +20,10 @@ import grpc
 import numpy as np
 import xception_contract as contract
 
-from . import _channel, _wire
-from .client import DEFAULT_IMAGES_PER_REQUEST, _Base, _check_stream_options
-from .errors import InvalidImage, XceptionClientError
+from . import _channel, _stream, _wire
+from ._stream import Result
+from .client import DEFAULT_IMAGES_PER_REQUEST, _Base
+from .errors import XceptionClientError
 from .images import ImageInput
 from .metadata import ModelMetadata, ModelVersionStatus
 from .predictions import Prediction
@@ -137,45 +138,37 @@ class AsyncClient(_Base):
                 its place.
             ValueError: concurrency or images_per_request < 1, or a bad timeout.
         """
-        _check_stream_options(concurrency, images_per_request)
-        pending: deque[asyncio.Task[list[Any]]] = deque()
-
-        async def results(group: list[ImageInput]) -> list[Any]:
-            try:
-                return list(await self.predict_batch(group, top_k=top_k, timeout=timeout))
-            except InvalidImage as error:
-                if len(group) == 1:
-                    return [error]
-                # Which one is bad? Each image alone, so only that one fails.
-                return [r for image in group for r in await results([image])]
-            except XceptionClientError as error:
-                return [error] * len(group)
-
-        async def emit() -> AsyncIterator[list[Prediction] | XceptionClientError]:
-            for result in await pending.popleft():
-                if isinstance(result, XceptionClientError) and not return_exceptions:
-                    raise result
-                yield result
-
-        group: list[ImageInput] = []
+        _stream.check_options(concurrency, images_per_request)
+        pending: deque[asyncio.Task[list[Result]]] = deque()
         try:
-            async for image in _aiter(images):
-                group.append(image)
-                if len(group) < images_per_request:
-                    continue
-                pending.append(asyncio.ensure_future(results(group)))
-                group = []
+            async for group in _stream.abatches(images, images_per_request):
+                pending.append(asyncio.ensure_future(self._group_results(group, top_k, timeout)))
                 while len(pending) >= concurrency:
-                    async for result in emit():
+                    for result in _stream.surface(await pending.popleft(), return_exceptions):
                         yield result
-            if group:
-                pending.append(asyncio.ensure_future(results(group)))
             while pending:
-                async for result in emit():
+                for result in _stream.surface(await pending.popleft(), return_exceptions):
                     yield result
         finally:
             for task in pending:
                 task.cancel()
+
+    async def _group_results(
+        self, group: list[ImageInput], top_k: int, timeout: float | None
+    ) -> list[Result]:
+        """One result per image of ``group``: one request, or, if it holds a bad image, one
+        request per image so only that one fails."""
+        try:
+            return list(await self.predict_batch(group, top_k=top_k, timeout=timeout))
+        except XceptionClientError as error:
+            results = _stream.failure_results(group, error)
+        if results is not None:
+            return results
+        return [
+            result
+            for image in group
+            for result in await self._group_results([image], top_k, timeout)
+        ]
 
     async def probabilities(
         self, images: Sequence[ImageInput], *, timeout: float | None = None
@@ -289,14 +282,3 @@ class AsyncClient(_Base):
                 response, error = None, failure
             results.append(job.result(record, response, error, time.perf_counter() - started))
         return job.report(served, results)
-
-
-async def _aiter(
-    images: Iterable[ImageInput] | AsyncIterable[ImageInput],
-) -> AsyncIterator[ImageInput]:
-    if isinstance(images, AsyncIterable):
-        async for image in images:
-            yield image
-    else:
-        for image in images:
-            yield image

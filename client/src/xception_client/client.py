@@ -15,8 +15,9 @@ import numpy as np
 import xception_contract as contract
 from PIL import Image
 
-from . import _channel, _wire
+from . import _channel, _stream, _wire
 from ._channel import TLS, ChannelOption
+from ._stream import Result
 from .errors import (
     InvalidImage,
     ModelMismatch,
@@ -357,65 +358,72 @@ class Client(_Base):
                 its place.
             ValueError: concurrency or images_per_request < 1, or a bad timeout.
         """
-        _check_stream_options(concurrency, images_per_request)
+        _stream.check_options(concurrency, images_per_request)
         deadline = self._deadline(timeout)
-        stub = self._calls[_wire.PREDICT.path]
         pending: deque[tuple[list[ImageInput], Any]] = deque()  # (images, future or error)
 
-        def send(group: list[ImageInput]) -> Any:
-            try:
-                request = self._predict_request(group, top_k)
-            except XceptionClientError as error:
-                return error
-            return stub.future(request, timeout=deadline, wait_for_ready=self._wait_for_ready)
+        def emit() -> Iterator[Result]:
+            group, sent = pending.popleft()
+            results = self._group_results(group, sent, top_k, deadline)
+            return _stream.surface(results, return_exceptions)
 
-        def submit(group: list[ImageInput]) -> None:
-            sent = send(group)
-            if isinstance(sent, XceptionClientError) and len(group) > 1:
-                for image in group:  # find the image the client rejects; send the others
-                    pending.append(([image], send([image])))
-            else:
-                pending.append((group, sent))
-
-        def results(group: list[ImageInput], sent: Any) -> list[Any]:
-            try:
-                if isinstance(sent, XceptionClientError):
-                    raise sent
-                try:
-                    return list(self._parse_predict(sent.result(), top_k))
-                except grpc.RpcError as error:
-                    raise self._error(error, image_call=True) from error
-            except InvalidImage as error:
-                if len(group) == 1:
-                    return [error]
-                return [r for image in group for r in results([image], send([image]))]
-            except XceptionClientError as error:
-                return [error] * len(group)
-
-        def emit() -> Iterator[list[Prediction] | XceptionClientError]:
-            for result in results(*pending.popleft()):
-                if isinstance(result, XceptionClientError) and not return_exceptions:
-                    raise result
-                yield result
-
-        group: list[ImageInput] = []
         try:
-            for image in images:
-                group.append(image)
-                if len(group) < images_per_request:
-                    continue
-                submit(group)
-                group = []
+            for group in _stream.batches(images, images_per_request):
+                pending.extend(self._submit(group, top_k, deadline))
                 while len(pending) >= concurrency:
                     yield from emit()
-            if group:
-                submit(group)
             while pending:
                 yield from emit()
         finally:  # the caller stopped early or an error escaped: drop what is still in flight
             for _group, sent in pending:
                 if not isinstance(sent, XceptionClientError):
                     sent.cancel()
+
+    def _send(self, group: list[ImageInput], top_k: int, deadline: float) -> Any:
+        """A Predict future for ``group``, or the error the client rejects it with."""
+        try:
+            request = self._predict_request(group, top_k)
+        except XceptionClientError as error:
+            return error
+        stub = self._calls[_wire.PREDICT.path]
+        return stub.future(request, timeout=deadline, wait_for_ready=self._wait_for_ready)
+
+    def _submit(
+        self, group: list[ImageInput], top_k: int, deadline: float
+    ) -> list[tuple[list[ImageInput], Any]]:
+        """``group`` sent as one request; if the client rejects it, each image alone."""
+        sent = self._send(group, top_k, deadline)
+        if isinstance(sent, XceptionClientError) and len(group) > 1:
+            # find the image the client rejects; send the others
+            return [([image], self._send([image], top_k, deadline)) for image in group]
+        return [(group, sent)]
+
+    def _answer(self, sent: Any, top_k: int) -> list[list[Prediction]]:
+        """The predictions of a sent request (waiting for it), or its error raised."""
+        if isinstance(sent, XceptionClientError):
+            raise sent
+        try:
+            return self._parse_predict(sent.result(), top_k)
+        except grpc.RpcError as error:
+            raise self._error(error, image_call=True) from error
+
+    def _group_results(
+        self, group: list[ImageInput], sent: Any, top_k: int, deadline: float
+    ) -> list[Result]:
+        """One result per image of ``group``; a bad image's request is re-sent image by image."""
+        try:
+            return list(self._answer(sent, top_k))
+        except XceptionClientError as error:
+            results = _stream.failure_results(group, error)
+        if results is not None:
+            return results
+        return [
+            result
+            for image in group
+            for result in self._group_results(
+                [image], self._send([image], top_k, deadline), top_k, deadline
+            )
+        ]
 
     def probabilities(
         self, images: Sequence[ImageInput], *, timeout: float | None = None
@@ -537,15 +545,6 @@ class Client(_Base):
                 response, error = None, failure
             results.append(job.result(record, response, error, time.perf_counter() - started))
         return job.report(served, results)
-
-
-def _check_stream_options(concurrency: int, images_per_request: int) -> None:
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1; received: concurrency={concurrency}")
-    if images_per_request < 1:
-        raise ValueError(
-            f"images_per_request must be >= 1; received: images_per_request={images_per_request}"
-        )
 
 
 def _check_timeout(timeout: float) -> float:
