@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import xception_contract as contract
 
@@ -33,6 +33,9 @@ __all__ = ["main"]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
+if TYPE_CHECKING:  # argparse's subparsers action is private; its type is for annotations only
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
@@ -46,6 +49,23 @@ def _env_float(name: str, default: float) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
+    _add_model_flags(common)
+    _add_transport_flags(common)
+    parser = argparse.ArgumentParser(
+        prog="xception-client",
+        description="Classify images with the Xception model served by TF Serving (gRPC).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_predict_command(sub, common)
+    sub.add_parser("status", parents=[common], help="versions of the model and their state")
+    metadata = sub.add_parser("metadata", parents=[common], help="the model's signatures")
+    metadata.add_argument("--json", action="store_true", help="JSON instead of text")
+    _add_verify_command(sub, common)
+    return parser
+
+
+def _add_model_flags(common: argparse.ArgumentParser) -> None:
+    """Which server and model every command talks to, and its deadline."""
     default_server = f"localhost:{contract.DEFAULT_GRPC_PORT}"
     common.add_argument(
         "--server",
@@ -64,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env_float("XCEPTION_TIMEOUT", DEFAULT_TIMEOUT),
         help="deadline of each call in seconds (env XCEPTION_TIMEOUT, default %(default)s)",
     )
+
+
+def _add_transport_flags(common: argparse.ArgumentParser) -> None:
+    """TLS and the HTTP/2 authority the connection presents."""
     common.add_argument(
         "--ca-cert",
         default=os.environ.get("XCEPTION_CA_CERT"),
@@ -87,11 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "xception.<ns>.example.com (env XCEPTION_AUTHORITY)",
     )
 
-    parser = argparse.ArgumentParser(
-        prog="xception-client",
-        description="Classify images with the Xception model served by TF Serving (gRPC).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+
+def _add_predict_command(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
     predict = sub.add_parser("predict", parents=[common], help="classify images, dirs or URLs")
     predict.add_argument("images", nargs="+", metavar="IMAGE|DIR|URL")
     predict.add_argument(
@@ -112,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rotate JPEGs by their EXIF tag (Keras load_img does not)",
     )
-    sub.add_parser("status", parents=[common], help="versions of the model and their state")
-    metadata = sub.add_parser("metadata", parents=[common], help="the model's signatures")
-    metadata.add_argument("--json", action="store_true", help="JSON instead of text")
+
+
+def _add_verify_command(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
     verify = sub.add_parser(
         "verify",
         parents=[common],
@@ -134,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="tolerance on probabilities and scores (default %(default)g)",
     )
     verify.add_argument("--json", action="store_true", help="the full report as JSON")
-    return parser
 
 
 VERIFY_DESCRIPTION = """\
@@ -297,6 +317,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out, err = sys.stdout, sys.stderr
+    _check_args(parser, args)
+    try:
+        client = _open_client(args)
+    except (ValueError, OSError) as error:
+        err.write(f"xception-client: error: {error}\n")
+        return EXIT_USAGE
+    try:
+        with client:
+            return _run(client, args, out, err)
+    except ArtifactNotFound as error:
+        err.write(f"xception-client: error: {error}\n")
+        return EXIT_USAGE
+    except XceptionClientError as error:
+        err.write(f"xception-client: error: {error}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.write("xception-client: interrupted\n")
+        return 130
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error (status 2) for a flag value no command can use."""
     if args.command == "predict" and args.top_k < 1:
         parser.error(f"--top-k must be >= 1; received: {args.top_k}")
     if getattr(args, "concurrency", 1) < 1:
@@ -307,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--timeout must be > 0 seconds; received: {args.timeout}")
     if (args.client_cert is None) != (args.client_key is None):
         parser.error("--client-cert and --client-key go together (mutual TLS)")
+
+
+def _open_client(args: argparse.Namespace) -> Client:
+    """The client the flags describe (ValueError or OSError for a bad target or PEM file)."""
     tls: TLS | None = None
     if args.tls or args.ca_cert or args.client_cert:
         tls = TLS(
@@ -314,41 +360,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             certificate_chain=args.client_cert,
             private_key=args.client_key,
         )
-    try:
-        client = Client(
-            args.server,
-            model_name=args.model,
-            model_version=args.model_version,
-            timeout=args.timeout,
-            tls=tls,
-            apply_exif_orientation=getattr(args, "apply_exif_orientation", False),
-            # gRPC's standard channel argument: the ingress sees this Host, the TCP connection
-            # still goes to --server.
-            channel_options=(
-                [("grpc.default_authority", args.authority)] if args.authority else []
-            ),
-        )
-    except (ValueError, OSError) as error:
-        err.write(f"xception-client: error: {error}\n")
-        return EXIT_USAGE
-    try:
-        with client:
-            if args.command == "predict":
-                return _predict(client, args, out, err)
-            if args.command == "status":
-                return _status(client, out)
-            if args.command == "verify":
-                return _verify(client, args, out, err)
-            return _metadata(client, args, out)
-    except ArtifactNotFound as error:
-        err.write(f"xception-client: error: {error}\n")
-        return EXIT_USAGE
-    except XceptionClientError as error:
-        err.write(f"xception-client: error: {error}\n")
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        err.write("xception-client: interrupted\n")
-        return 130
+    return Client(
+        args.server,
+        model_name=args.model,
+        model_version=args.model_version,
+        timeout=args.timeout,
+        tls=tls,
+        apply_exif_orientation=getattr(args, "apply_exif_orientation", False),
+        # gRPC's standard channel argument: the ingress sees this Host, the TCP connection
+        # still goes to --server.
+        channel_options=([("grpc.default_authority", args.authority)] if args.authority else []),
+    )
+
+
+def _run(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.command == "predict":
+        return _predict(client, args, out, err)
+    if args.command == "status":
+        return _status(client, out)
+    if args.command == "verify":
+        return _verify(client, args, out, err)
+    return _metadata(client, args, out)
 
 
 if __name__ == "__main__":
