@@ -321,38 +321,65 @@ class _RapidJsonParser:
         return int(text, 16)
 
     def number(self) -> JsonValue:
-        s, start = self.s, self.i
+        """A number token, read part by part as rapidjson's ParseNumber does: sign, NaN/Inf,
+        integer, fraction, exponent; then its value (int64/uint64 or double)."""
+        start = self.i
         minus = self.peek() == "-"
         if minus:
             self.i += 1
-        # kParseNanAndInfFlag: NaN, Inf, Infinity (optionally signed).
+        special = self._nan_or_inf(minus)
+        if special is not None:
+            return special
+        self._integer_part()
+        fraction = self._fraction()
+        exponent = self._exponent()
+        return self._number_value(start, is_double=fraction or exponent)
+
+    def _nan_or_inf(self, minus: bool) -> float | None:
+        """kParseNanAndInfFlag: NaN, Inf, Infinity (after the optional sign)."""
+        s = self.s
         if s.startswith("NaN", self.i):
             self.i += 3
             return math.nan
         if s.startswith("Inf", self.i):
             self.i += 8 if s.startswith("Infinity", self.i) else 3
             return -math.inf if minus else math.inf
+        return None
+
+    def _integer_part(self) -> None:
+        """A lone 0 or a run of digits; anything else is not a value."""
         c = self.peek()
         if not c.isascii() or not c.isdigit():
             raise self.fail("Invalid value.", self.i)
-        is_double = False
         if c == "0":
             self.i += 1
         else:
             self._digits()
-        if self.peek() == ".":
+
+    def _fraction(self) -> bool:
+        """`.` and at least one digit; whether there was a fraction."""
+        if self.peek() != ".":
+            return False
+        self.i += 1
+        if not self._digits():
+            raise self.fail("Miss fraction part in number.")
+        return True
+
+    def _exponent(self) -> bool:
+        """`e`/`E`, an optional sign and at least one digit; whether there was an exponent."""
+        if self.peek() not in "eE":
+            return False
+        self.i += 1
+        if self.peek() in "+-":
             self.i += 1
-            if not self._digits():
-                raise self.fail("Miss fraction part in number.")
-            is_double = True
-        if self.peek() in "eE":
-            self.i += 1
-            if self.peek() in "+-":
-                self.i += 1
-            if not self._digits():
-                raise self.fail("Miss exponent in number.")
-            is_double = True
-        text = s[start : self.i]
+        if not self._digits():
+            raise self.fail("Miss exponent in number.")
+        return True
+
+    def _number_value(self, start: int, is_double: bool) -> JsonValue:
+        """The token's value: integers that fit int64/uint64 stay integers; the rest are doubles,
+        which must be finite."""
+        text = self.s[start : self.i]
         try:
             value = float(text) if is_double else _parse_int(text)
         except ValueError:
