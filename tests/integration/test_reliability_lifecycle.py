@@ -22,7 +22,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -35,13 +37,13 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from xception_client import Client, DeadlineExceeded
-from xception_serving.testing.process import free_port
+from xception_client import Client, DeadlineExceeded, Prediction
+from xception_serving.testing.process import ServerProcess, free_port
 
 from tests.fixtures.images import image_bytes
 from tests.fixtures.models import ExportedModel, new_version
 from tests.fixtures.rpc import model_statuses, wait_for
-from tests.fixtures.servers import ServerProcess, start_local_server
+from tests.fixtures.servers import start_local_server
 
 MODEL = contract.DEFAULT_MODEL_NAME
 WAIT_S = 120.0  # for a version of the real Xception to load, or for answers under load
@@ -94,7 +96,7 @@ def expected(life: Lifecycle) -> list[list[int]]:
         return [[p.class_id for p in r] for r in client.predict_batch(IMAGES)]
 
 
-def _ids(predictions: list) -> list[int]:
+def _ids(predictions: list[Prediction]) -> list[int]:
     return [p.class_id for p in predictions]
 
 
@@ -203,89 +205,145 @@ def _copy_version(base: Path, version: int, *, corrupt: bool = False) -> Path:
     return base / str(version)
 
 
-def test_new_version_rolls_out_under_traffic_and_a_corrupt_one_never_serves(
-    life: Lifecycle, expected: list[list[int]]
-) -> None:
-    server = life.running()
-    stop = threading.Event()
-    answers: list[tuple[int, list[int], int]] = []  # (version, ids, image index)
-    failures: list[str] = []
-    lock = threading.Lock()
-    channel = grpc.insecure_channel(server.grpc_target)
-    predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
-    models = model_service_pb2_grpc.ModelServiceStub(channel)
+def _bytes_request(image: bytes) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    tensor = request.inputs[contract.IMAGE_BYTES_INPUT]
+    tensor.dtype = types_pb2.DT_STRING
+    tensor.tensor_shape.dim.add().size = 1
+    tensor.string_val.append(image)
+    return request
 
-    def caller(index: int) -> None:
-        deadline = time.monotonic() + 240  # bounded even if the test body fails to stop us
-        i = index
-        while not stop.is_set() and time.monotonic() < deadline:
+
+class RawTraffic:
+    """Callers sending Predict in a loop on a plain channel, no retries, so any failure shows;
+    they record every (version, top-5 ids, image index) answer and every failure."""
+
+    def __init__(self, target: str, callers: int = 3) -> None:
+        self.answers: list[tuple[int, list[int], int]] = []
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._channel = grpc.insecure_channel(target)
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
+        self._threads = [
+            threading.Thread(target=self._call, args=(i,), daemon=True) for i in range(callers)
+        ]
+
+    def _call(self, first_image: int) -> None:
+        deadline = time.monotonic() + 240  # bounded even if the fixture fails to stop us
+        i = first_image
+        while not self._stop.is_set() and time.monotonic() < deadline:
             image = i % len(IMAGES)
             i += 1
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = MODEL
-            tensor = request.inputs[contract.IMAGE_BYTES_INPUT]
-            tensor.dtype = types_pb2.DT_STRING
-            tensor.tensor_shape.dim.add().size = 1
-            tensor.string_val.append(IMAGES[image])
             try:
-                response = predict(request, timeout=60)  # no retries: any failure shows
+                response = self._predict(_bytes_request(IMAGES[image]), timeout=60)
             except grpc.RpcError as error:
-                with lock:
-                    failures.append(f"{error.code()}: {error.details()}")
+                with self._lock:
+                    self.failures.append(f"{error.code()}: {error.details()}")
                 continue
             ids = np.asarray(response.outputs[contract.TOP_K_CLASS_IDS_OUTPUT].int_val).tolist()
-            with lock:
-                answers.append((response.model_spec.version.value, ids, image))
+            with self._lock:
+                self.answers.append((response.model_spec.version.value, ids, image))
 
-    def answered() -> int:
-        with lock:
-            return len(answers)
+    def answered(self) -> int:
+        with self._lock:
+            return len(self.answers)
 
-    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(3)]
-    try:
-        for thread in threads:
+    def __enter__(self) -> RawTraffic:
+        for thread in self._threads:
             thread.start()
-        wait_for(lambda: answered() >= 5, "first answers", WAIT_S)
-        _copy_version(life.base_path, 2)
-        wait_for(
-            lambda: (
-                (s := model_statuses(models, MODEL)).get(2) is not None
-                and s[2].state == State.AVAILABLE
-                and s[1].state == State.END
-            ),
-            "version 2 serving and version 1 unloaded",
-            WAIT_S,
-        )
-        after_swap = answered()
-        wait_for(lambda: answered() >= after_swap + 3, "answers from version 2", WAIT_S)
-        _copy_version(life.base_path, 3, corrupt=True)
-        wait_for(
-            lambda: 3 in (s := model_statuses(models, MODEL)) and s[3].state == State.END,
-            "version 3 to fail its load",
-            WAIT_S,
-        )
-        after_corrupt = answered()
-        wait_for(
-            lambda: answered() >= after_corrupt + 3, "answers after the corrupt version", WAIT_S
-        )
-    finally:
-        stop.set()
-        for thread in threads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
             thread.join(90)
+        self._channel.close()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What callers and the server saw while version 2, then a corrupt version 3, were copied in."""
+
+    answers: list[tuple[int, list[int], int]]  # (version, top-5 ids, image index)
+    failures: list[str]
+    final: dict[int, Any]  # version -> ModelVersionStatus once the traffic stopped
+    log: str
+
+
+def _wait_for_more_answers(traffic: RawTraffic, count: int, what: str) -> None:
+    start = traffic.answered()
+    wait_for(lambda: traffic.answered() >= start + count, what, WAIT_S)
+
+
+def _roll_out_then_copy_in_a_corrupt_version(
+    life: Lifecycle, models: Any, traffic: RawTraffic
+) -> None:
+    _copy_version(life.base_path, 2)
+    wait_for(
+        lambda: (
+            (s := model_statuses(models, MODEL)).get(2) is not None
+            and s[2].state == State.AVAILABLE
+            and s[1].state == State.END
+        ),
+        "version 2 serving and version 1 unloaded",
+        WAIT_S,
+    )
+    _wait_for_more_answers(traffic, 3, "answers from version 2")
+    _copy_version(life.base_path, 3, corrupt=True)
+    wait_for(
+        lambda: 3 in (s := model_statuses(models, MODEL)) and s[3].state == State.END,
+        "version 3 to fail its load",
+        WAIT_S,
+    )
+    _wait_for_more_answers(traffic, 3, "answers after the corrupt version")
+
+
+@pytest.fixture(scope="module")
+def rollout(life: Lifecycle, expected: list[list[int]]) -> Rollout:
+    """Version 2 copied in under traffic, then a corrupt version 3 (after `expected` was taken
+    from version 1)."""
+    server = life.running()
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        with RawTraffic(server.grpc_target) as traffic:
+            _wait_for_more_answers(traffic, 5, "first answers")
+            _roll_out_then_copy_in_a_corrupt_version(life, models, traffic)
         final = model_statuses(models, MODEL)
-        channel.close()
-    assert failures == []
-    versions = [version for version, _, _ in answers]
+    return Rollout(traffic.answers, traffic.failures, final, server.log_text())
+
+
+def test_rollout_under_traffic_fails_no_request(rollout: Rollout) -> None:
+    assert rollout.failures == []
+
+
+def test_rollout_switches_traffic_to_the_new_version_for_good(rollout: Rollout) -> None:
+    versions = [version for version, _, _ in rollout.answers]
     assert set(versions) == {1, 2}
     assert versions.index(2) > 0 and versions[-1] == 2  # switched, and stayed switched
-    for _, ids, image in answers:
+
+
+def test_every_answer_during_a_rollout_is_the_image_s_own(
+    rollout: Rollout, expected: list[list[int]]
+) -> None:
+    for _, ids, image in rollout.answers:
         assert ids == expected[image]
-    assert final[3].state == State.END
+
+
+def test_corrupt_version_fails_its_load_with_tensorflow_s_restore_error_and_never_serves(
+    rollout: Rollout,
+) -> None:
+    assert 3 not in {version for version, _, _ in rollout.answers}
+    assert rollout.final[3].state == State.END
     # TensorFlow's restore of the cut variables file, in its words.
-    assert final[3].status.error_code == grpc.StatusCode.OUT_OF_RANGE.value[0]
-    assert "Read less bytes than requested" in final[3].status.error_message
-    assert final[2].state == State.AVAILABLE and final[2].status.error_code == 0
-    assert "Successfully loaded servable version {name: xception version: 2}" in server.log_text()
+    assert rollout.final[3].status.error_code == grpc.StatusCode.OUT_OF_RANGE.value[0]
+    assert "Read less bytes than requested" in rollout.final[3].status.error_message
+
+
+def test_rolled_out_version_stays_available_and_is_logged_as_loaded(rollout: Rollout) -> None:
+    assert rollout.final[2].state == State.AVAILABLE and rollout.final[2].status.error_code == 0
+    assert "Successfully loaded servable version {name: xception version: 2}" in rollout.log
 
 
 # -- SIGTERM -----------------------------------------------------------------------------------
