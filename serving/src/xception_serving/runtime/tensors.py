@@ -8,7 +8,7 @@ default output form), never `tensor_content`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -144,13 +144,8 @@ def _fill(values: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-def to_numpy(proto: TensorProto) -> np.ndarray:
-    """Decode a TensorProto like TF's Tensor::FromProto. Raises TensorParseError."""
-    dtype = proto.dtype
-    if dtype not in _NUMPY:
-        raise TensorParseError(f"unsupported dtype {dtype}")
-    np_type, field = _NUMPY[dtype]
-    shape = _shape(proto)
+def _element_count(shape: tuple[int, ...], itemsize: int) -> int:
+    """The number of elements, refusing tensors too large to hold here."""
     count = 1
     # Product of the non-zero dims: numpy refuses a shape whose elements or bytes overflow int64,
     # even an empty one, so such a shape is refused here with the message of any too-large tensor.
@@ -158,46 +153,84 @@ def to_numpy(proto: TensorProto) -> np.ndarray:
     for size in shape:  # Python ints: no int64 overflow on absurd shapes
         count *= size
         extent *= max(size, 1)
-    itemsize = 8 if dtype == types_pb2.DT_STRING else np.dtype(np_type).itemsize
     if count * itemsize > MAX_TENSOR_BYTES or extent >= 2**62 or extent * itemsize >= 2**63:
         raise TensorParseError(f"tensor of shape {list(shape)} is too large")
-    if dtype == types_pb2.DT_STRING:
-        if proto.tensor_content:
-            # TF's varint-prefixed string encoding; rare on the wire, let TF decode it.
-            from tensorflow.python.framework import tensor_util
+    return count
 
-            try:
-                return np.asarray(tensor_util.MakeNdarray(proto), dtype=object)
-            except Exception as err:
-                raise TensorParseError(str(err)) from err
-        strings = list(proto.string_val)
-        if len(strings) != count:
-            if len(strings) > count:
-                strings = strings[:count]
-            elif strings:
-                strings = strings + [strings[-1]] * (count - len(strings))
-            else:
-                strings = [b""] * count
-        array = np.empty(count, dtype=object)
-        array[:] = strings
-        return array.reshape(shape)
-    np_dtype = np.dtype(np_type)
+
+def _strings(proto: TensorProto, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A DT_STRING tensor as an object array of bytes."""
+    if proto.tensor_content:
+        # TF's varint-prefixed string encoding; rare on the wire, let TF decode it.
+        from tensorflow.python.framework import tensor_util
+
+        try:
+            return np.asarray(tensor_util.MakeNdarray(proto), dtype=object)
+        except Exception as err:
+            raise TensorParseError(str(err)) from err
+    # An empty field fills with empty strings: the typed-field rule, repeating b"".
+    strings = list(proto.string_val) or [b""]
+    values = np.empty(len(strings), dtype=object)
+    values[:] = strings
+    return _fill(values, count).reshape(shape)
+
+
+def _halves(raw: Sequence[int], np_dtype: np.dtype[Any]) -> np.ndarray:
+    """half_val holds float16 and bfloat16 bit patterns in int32s."""
+    return np.asarray(raw, dtype=np.int32).astype(np.uint16).view(np_dtype)
+
+
+def _complex_pairs(
+    part: type[np.floating[Any]],
+) -> Callable[[Sequence[float], np.dtype[Any]], np.ndarray]:
+    """scomplex_val/dcomplex_val hold (real, imaginary) pairs; a trailing half pair is dropped."""
+
+    def decode(raw: Sequence[float], np_dtype: np.dtype[Any]) -> np.ndarray:
+        pairs = np.asarray(raw, dtype=part)
+        return pairs[: (pairs.shape[0] // 2) * 2].view(np_dtype)
+
+    return decode
+
+
+def _small_ints(raw: Sequence[int], np_dtype: np.dtype[Any]) -> np.ndarray:
+    """int_val holds every type of 32 bits or fewer as int32, wrapped to the type's width."""
+    return np.asarray(raw, dtype=np.int32).astype(np_dtype)
+
+
+# Typed fields whose values are not simply the dtype's own; any other converts directly.
+_FIELD_DECODERS: dict[str, Callable[[Any, np.dtype[Any]], np.ndarray]] = {
+    "half_val": _halves,
+    "scomplex_val": _complex_pairs(np.float32),
+    "dcomplex_val": _complex_pairs(np.float64),
+    "int_val": _small_ints,
+}
+
+
+def _numeric(proto: TensorProto, field: str, np_dtype: np.dtype[Any], count: int) -> np.ndarray:
+    """Flat values of a numeric tensor: tensor_content as is, else the typed field filled out."""
     if proto.tensor_content:
         content = proto.tensor_content
         if len(content) != count * np_dtype.itemsize:
             raise TensorParseError("tensor_content size does not match shape and dtype")
-        return np.frombuffer(content, dtype=np_dtype).reshape(shape)
+        return np.frombuffer(content, dtype=np_dtype)
     raw = getattr(proto, field)
-    if field == "half_val":
-        values = np.asarray(raw, dtype=np.int32).astype(np.uint16).view(np_dtype)
-    elif field == "scomplex_val" or field == "dcomplex_val":
-        pairs = np.asarray(raw, dtype=np.float32 if field == "scomplex_val" else np.float64)
-        values = pairs[: (pairs.shape[0] // 2) * 2].view(np_dtype)
-    elif field == "int_val":
-        values = np.asarray(raw, dtype=np.int32).astype(np_dtype)
-    else:
-        values = np.asarray(raw, dtype=np_dtype)
-    return _fill(values, count).reshape(shape)
+    decode = _FIELD_DECODERS.get(field)
+    values = np.asarray(raw, dtype=np_dtype) if decode is None else decode(raw, np_dtype)
+    return _fill(values, count)
+
+
+def to_numpy(proto: TensorProto) -> np.ndarray:
+    """Decode a TensorProto like TF's Tensor::FromProto. Raises TensorParseError."""
+    dtype = proto.dtype
+    if dtype not in _NUMPY:
+        raise TensorParseError(f"unsupported dtype {dtype}")
+    np_type, field = _NUMPY[dtype]
+    shape = _shape(proto)
+    if dtype == types_pb2.DT_STRING:
+        return _strings(proto, _element_count(shape, 8), shape)  # 8: a pointer per string
+    np_dtype = np.dtype(np_type)
+    count = _element_count(shape, np_dtype.itemsize)
+    return _numeric(proto, field, np_dtype, count).reshape(shape)
 
 
 def _set_shape(proto: TensorProto, shape: tuple[int, ...]) -> None:
