@@ -312,19 +312,41 @@ def regress(
 # -- MultiInference (multi_inference.cc) -----------------------------------------------------------
 
 
-def multi_inference(
-    servable: Servable, request: inference_pb2.MultiInferenceRequest, run: Run
-) -> inference_pb2.MultiInferenceResponse:
+# The signature checks of each MultiInference task method.
+_TASK_CHECKS: dict[str, Callable[[SignatureInfo], None]] = {
+    CLASSIFY_METHOD: _check_classification_signature,
+    REGRESS_METHOD: _check_regression_signature,
+}
+
+
+def _task_signature(servable: Servable, key: str, method_name: str) -> SignatureInfo:
+    """A task's signature, checked for the task's method."""
+    info = servable.signatures.get(key)
+    if info is None:
+        raise invalid(f"Requested signature not found in model graph: {key}")
+    check = _TASK_CHECKS.get(method_name)
+    if check is None:
+        raise ServingError(
+            grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: {method_name}"
+        )
+    check(info)
+    return info
+
+
+def _plan_tasks(
+    servable: Servable, tasks: Iterable[inference_pb2.InferenceTask]
+) -> list[tuple[inference_pb2.InferenceTask, str]]:
+    """Each task with its signature key, after TF Serving's checks in its order: one model, each
+    signature once, a known method, one input tensor for all."""
     model_name = ""
     seen: set[str] = set()
     input_tensor = ""
     plan: list[tuple[inference_pb2.InferenceTask, str]] = []
-    for task in request.tasks:
+    for task in tasks:
         if not task.model_spec.name:
             raise invalid("Found ModelSpec with an empty model name.")
-        if not model_name:
-            model_name = task.model_spec.name
-        elif model_name != task.model_spec.name:
+        model_name = model_name or task.model_spec.name
+        if model_name != task.model_spec.name:
             raise invalid(
                 "All ModelSpecs in a MultiInferenceRequest must access the same model name."
             )
@@ -332,25 +354,20 @@ def multi_inference(
         if key in seen:
             raise invalid(f"Duplicate evaluation of signature: {key}")
         seen.add(key)
-        info = servable.signatures.get(key)
-        if info is None:
-            raise invalid(f"Requested signature not found in model graph: {key}")
-        if task.method_name == CLASSIFY_METHOD:
-            _check_classification_signature(info)
-        elif task.method_name == REGRESS_METHOD:
-            _check_regression_signature(info)
-        else:
-            raise ServingError(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"Unsupported signature method_name: {task.method_name}",
-            )
+        info = _task_signature(servable, key, task.method_name)
         # TF Serving feeds one tensor once for all tasks.
         name = info.signature_def.inputs[EXAMPLES_INPUT].name
-        if not input_tensor:
-            input_tensor = name
-        elif input_tensor != name:
+        input_tensor = input_tensor or name
+        if input_tensor != name:
             raise invalid("Input tensor must be the same for all Signatures.")
         plan.append((task, key))
+    return plan
+
+
+def multi_inference(
+    servable: Servable, request: inference_pb2.MultiInferenceRequest, run: Run
+) -> inference_pb2.MultiInferenceResponse:
+    plan = _plan_tasks(servable, request.tasks)
     examples = _serialized_examples(request.input)
     response = inference_pb2.MultiInferenceResponse()
     for task, key in plan:
