@@ -3,8 +3,8 @@
 `classification_request` / `regression_request` read `{"examples": [...], "context": {...}}` into
 the tf.Example `Input` (each JSON token picks its feature's kind: bytes, float or int64), and
 `classification_json` / `regression_json` write `{"results": ...}`. These verbs carry no
-TensorProtos, so this module stands beside `rest_tensors` (whose scalar checks and base64 objects
-it shares) rather than inside it; the JSON text itself comes from `json_text`.
+TensorProtos, so this module stands beside `rest_tensors` rather than inside it, sharing its scalar
+checks and base64 objects (`_scalars`); the JSON text itself comes from `json_text`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,14 @@ from typing import TypeVar
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, model_pb2, regression_pb2
 
+from xception_serving.api.rest._scalars import (
+    FLOAT32_MAX,
+    FLOAT_MAX_INT,
+    decode_base64_object,
+    is_base64_object,
+    is_lossless,
+    lossy_error,
+)
 from xception_serving.api.rest.json_reader import parse_json
 from xception_serving.api.rest.json_text import (
     INT64_MAX,
@@ -26,15 +34,7 @@ from xception_serving.api.rest.json_text import (
     list_member,
     to_bytes,
 )
-from xception_serving.api.rest.tensors import (
-    FLOAT32_MAX,
-    FLOAT_MAX_INT,
-    decode_base64_object,
-    is_base64_object,
-    is_lossless,
-    lossy_error,
-    signature_name_of,
-)
+from xception_serving.api.rest.tensors import signature_name_of
 from xception_serving.runtime.errors import ServingError, invalid
 
 

@@ -1,7 +1,7 @@
 """JSON tensors: TF Serving's predict request and response bodies (`util/json_tensor.cc`).
 
 `fill_predict_inputs` turns `instances` (row) or `inputs` (columnar) into TensorProtos typed by the
-signature's input dtypes, with TF Serving's per-element checks and error texts;
+signature's input dtypes, each element checked by `_scalars` with TF Serving's error texts;
 `predict_response_json` writes the outputs back as `{"predictions": ...}` / `{"outputs": ...}`.
 The seam is the TensorProto: what a dtype's typed field is and how a proto decodes (TF's fill
 rules, `tensor_content`) belongs to `tensors.py`, which the gRPC path uses too, and the JSON text
@@ -12,160 +12,41 @@ rules in, rapidjson tokens per dtype out.
 from __future__ import annotations
 
 import base64
-import binascii
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import grpc
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from xception_serving.api.rest._scalars import (
+    DOUBLE_MAX_INT,
+    FLOAT32_MAX,
+    FLOAT_MAX_INT,
+    Element,
+    decode_base64_object,
+    dtype_name,
+    is_base64_object,
+    scalar,
+    type_error,
+)
 from xception_serving.api.rest.json_text import (
-    INT64_MAX,
-    INT64_MIN,
-    UINT64_MAX,
     JsonValue,
     PrettyWriter,
     format_decimal,
-    json_type,
     json_value_to_string,
     list_member,
     quote_bytes,
-    to_bytes,
 )
 from xception_serving.runtime import tensors
 from xception_serving.runtime.errors import ServingError, invalid
 
 Format = Literal["row", "columnar"]
-# One tensor element as the JSON walk yields it and `tensors` stores it in a typed field.
-Element = bool | int | float | bytes
-
-
-def dtype_name(dtype: int) -> str:
-    return tensors.TF_TYPE_NAMES.get(dtype, "unknown")
 
 
 # ---------------------------------------------------------------------------------------------
 # Predict request: JSON -> PredictRequest.inputs
-
-FLOAT_MAX_INT = 2**24 - 1
-_DOUBLE_MAX_INT = 2**53 - 1
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _is_number(val: JsonValue) -> bool:
-    return (isinstance(val, (int, float))) and not isinstance(val, bool)
-
-
-def _type_error(val: JsonValue, dtype: int) -> ServingError:
-    return invalid(
-        f"JSON Value: {json_value_to_string(val)} Type: {json_type(val)} "
-        f"is not of expected type: {dtype_name(dtype)}"
-    )
-
-
-def lossy_error(val: JsonValue, target: str) -> ServingError:
-    return invalid(
-        f"Cannot convert JSON value: {json_value_to_string(val)} to {target} "
-        "without loss of precision."
-    )
-
-
-def is_lossless(val: int | float, max_int: int, max_float: float) -> bool:
-    if isinstance(val, int):
-        return abs(val) <= max_int
-    if not math.isfinite(val):
-        return True
-    return -max_float <= val <= max_float
-
-
-def is_base64_object(val: JsonValue) -> bool:
-    return isinstance(val, dict) and len(val) == 1 and isinstance(val.get("b64"), str)
-
-
-def decode_base64_object(val: JsonValue) -> bytes:
-    if not is_base64_object(val):
-        raise invalid(
-            f"JSON Value: {json_value_to_string(val)} not formatted correctly for base64 data"
-        )
-    text = val["b64"]
-    try:
-        encoded = text.encode("ascii")
-        if len(encoded) % 4:
-            encoded += b"=" * (-len(encoded) % 4)  # absl accepts unpadded input
-        return base64.b64decode(encoded, validate=True)
-    except (UnicodeEncodeError, binascii.Error, ValueError):
-        raise invalid("Unable to base64 decode") from None
-
-
-def _float_element(val: JsonValue, dtype: int) -> Element:
-    if not _is_number(val):
-        raise _type_error(val, dtype)
-    if not is_lossless(val, FLOAT_MAX_INT, FLOAT32_MAX):
-        raise lossy_error(val, "float")
-    return float(val)
-
-
-def _double_element(val: JsonValue, dtype: int) -> Element:
-    if not _is_number(val):
-        raise _type_error(val, dtype)
-    if not is_lossless(val, _DOUBLE_MAX_INT, math.inf):
-        raise lossy_error(val, "double")
-    return float(val)
-
-
-def _integer_element(low: int, high: int) -> Callable[[JsonValue, int], Element]:
-    """A JSON integer (never a bool or a decimal) within [low, high]."""
-
-    def convert(val: JsonValue, dtype: int) -> Element:
-        if not (type(val) is int and low <= val <= high):
-            raise _type_error(val, dtype)
-        return val
-
-    return convert
-
-
-def _string_element(val: JsonValue, dtype: int) -> Element:
-    if not isinstance(val, str):
-        raise _type_error(val, dtype)
-    return to_bytes(val)
-
-
-def _bool_element(val: JsonValue, dtype: int) -> Element:
-    if not isinstance(val, bool):
-        raise _type_error(val, dtype)
-    return val
-
-
-# AddValueToTensor's cases. The small integer types all take any int32 value, as TF Serving does.
-_INT32_ELEMENT = _integer_element(-(2**31), 2**31 - 1)
-_ELEMENTS: dict[int, Callable[[JsonValue, int], Element]] = {
-    types_pb2.DT_FLOAT: _float_element,
-    types_pb2.DT_DOUBLE: _double_element,
-    types_pb2.DT_INT32: _INT32_ELEMENT,
-    types_pb2.DT_INT16: _INT32_ELEMENT,
-    types_pb2.DT_INT8: _INT32_ELEMENT,
-    types_pb2.DT_UINT8: _INT32_ELEMENT,
-    types_pb2.DT_STRING: _string_element,
-    types_pb2.DT_INT64: _integer_element(INT64_MIN, INT64_MAX),
-    types_pb2.DT_BOOL: _bool_element,
-    types_pb2.DT_UINT32: _integer_element(0, 2**32 - 1),
-    types_pb2.DT_UINT64: _integer_element(0, UINT64_MAX),
-}
-
-
-def _scalar(val: JsonValue, dtype: int) -> Element:
-    """AddValueToTensor: one JSON scalar -> one tensor element (or TF Serving's error)."""
-    convert = _ELEMENTS.get(dtype)
-    if convert is None:
-        raise ServingError(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"Conversion of JSON Value: {json_value_to_string(val)} to type: {dtype_name(dtype)}",
-        )
-    return convert(val, dtype)
 
 
 def _fast_leaf(items: list[JsonValue], dtype: int) -> Sequence[Element] | None:
@@ -217,7 +98,7 @@ def _fast_dense(val: JsonValue, shape: list[int], dtype: int) -> Sequence[Elemen
         if array.dtype.kind != "i" or array.min() < -(2**31) or array.max() >= 2**31:
             return None
         return array.ravel().tolist()
-    limit = FLOAT_MAX_INT if dtype == types_pb2.DT_FLOAT else _DOUBLE_MAX_INT
+    limit = FLOAT_MAX_INT if dtype == types_pb2.DT_FLOAT else DOUBLE_MAX_INT
     if array.dtype.kind == "i":
         if np.abs(array).max() > limit:
             return None
@@ -254,10 +135,10 @@ def _fill(val: JsonValue, level: int, shape: list[int], dtype: int, out: list[El
             )
         if isinstance(val, dict):
             if dtype != types_pb2.DT_STRING:
-                raise _type_error(val, dtype)
+                raise type_error(val, dtype)
             out.append(decode_base64_object(val))
         else:
-            out.append(_scalar(val, dtype))
+            out.append(scalar(val, dtype))
         return
     if level >= rank:
         raise invalid(f"Encountered list at unexpected level: {level} expected < {rank}")
