@@ -42,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
         "local Python runner (add --direct_num_workers=N --direct_running_mode=multi_processing "
         "for N processes); it never downloads anything.",
     )
+    _add_io_flags(parser)
+    _add_model_flags(parser)
+    _add_result_flags(parser)
+    _add_limit_flags(parser)
+    _add_connection_flags(parser)
+    return parser
+
+
+def _add_io_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the images come from and where the results go."""
     inputs = parser.add_argument_group("inputs (at least one)")
     inputs.add_argument(
         "--input",
@@ -65,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for predictions-*.jsonl|parquet and errors-*.jsonl "
         "(must not hold results yet)",
     )
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The model: in process (--model) or served (--server), and its name and version."""
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument(
         "--model",
@@ -86,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="remote: pin this version (default: the one served at start)",
     )
+
+
+def _add_result_flags(parser: argparse.ArgumentParser) -> None:
+    """What each record holds and the file format."""
     parser.add_argument(
         "--top-k",
         type=int,
@@ -101,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="jsonl",
         help="predictions file format (default %(default)s)",
     )
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """Batch size, per-image limits and model copies."""
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -127,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="in-process: load this many copies per machine, shared by its "
         "worker processes (Beam's model sharing), instead of one per process",
     )
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """Remote mode's deadline, TLS and authority, as xception-client's."""
     connection = parser.add_argument_group("remote connection (as xception-client)")
     connection.add_argument(
         "--timeout",
@@ -139,7 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     connection.add_argument("--client-key", help="PEM client key for mutual TLS")
     connection.add_argument("--tls", action="store_true", help="TLS with the system's root CAs")
     connection.add_argument("--authority", help="HTTP/2 :authority (Host) to send")
-    return parser
 
 
 def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
