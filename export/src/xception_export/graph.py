@@ -11,6 +11,7 @@ import xception_contract as contract
 
 from xception_export import normalization, preprocess
 from xception_export.labels import Labels
+from xception_export.reference import height_width
 
 if TYPE_CHECKING:
     import keras
@@ -84,27 +85,77 @@ def build_module(
     import tensorflow as tf
 
     module = tf.Module()
+    normalize = _track_state(module, model, preprocess_mode, labels_file, keys_file)
+    height, width = height_width(image_size)
+    square = [None, height, width, 3]  # [N, H, W, 3], square or not
+    predict = _network_function(
+        module,
+        model,
+        square=square,
+        model_outputs=model_outputs,
+        num_classes=num_classes,
+        top_k=top_k,
+        has_keys=keys_file is not None,
+    )
+    module.predict = predict
+
+    def from_bytes(images: tf.Tensor, name: str) -> tf.Tensor:
+        return preprocess.preprocess_batch(
+            images,
+            size=(height, width),
+            interpolation=interpolation,
+            max_pixels=max_pixels,
+            normalizer=normalize,
+            name=name,
+            limits=limits,
+        )
+
+    _attach_signatures(module, predict, from_bytes, normalize, square, num_classes)
+    return module
+
+
+def _track_state(
+    module: tf.Module,
+    model: keras.Model,
+    preprocess_mode: str,
+    labels_file: Path,
+    keys_file: Path | None,
+) -> preprocess.Normalizer:
+    """Put on ``module`` what the SavedModel must restore (network variables, normalization
+    constants, label tables); returns the normalizer that reads those constants."""
+    import tensorflow as tf
+
     # TF Serving restores variables through the SavedModel's saver and runs the graph in a
     # Session; it never reads the object graph. A Keras 3 model attached to the module is saved
     # only in that object graph, so every read in a Session fails with "Could not find variable".
     # Track the underlying tf.Variables instead (each saved once, restored by the saver) and
-    # keep the Keras object out of the module: the network is called from the closure below.
+    # keep the Keras object out of the module: the network is called from a closure.
     module.network_variables = tf_variables(model)
     # Variables, not constants: constant folding would turn x / 127.5 into a 1-ulp-off multiply.
     module.normalization = normalization.make_constants(preprocess_mode)
     normalize = normalization.normalizer(preprocess_mode, module.normalization)
     module.labels_asset = tf.saved_model.Asset(str(labels_file))
     module.labels_table = _table(module.labels_asset)
-    has_keys = keys_file is not None
-    if has_keys:
+    if keys_file is not None:
         module.keys_asset = tf.saved_model.Asset(str(keys_file))
         module.keys_table = _table(module.keys_asset)
+    return normalize
 
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    square = [None, height, width, 3]  # [N, H, W, 3], square or not
 
-    # One traced function runs the network for every signature, so the (large) Xception graph
-    # is traced and stored once instead of once per signature.
+def _network_function(
+    module: tf.Module,
+    model: keras.Model,
+    *,
+    square: list[int | None],
+    model_outputs: str,
+    num_classes: int,
+    top_k: int,
+    has_keys: bool,
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """The network plus top-k and labels as one tf.function that every signature calls, so the
+    (large) Xception graph is traced and stored once instead of once per signature."""
+    import tensorflow as tf
+
     def run_network(x: tf.Tensor) -> dict[str, tf.Tensor]:
         # An empty batch otherwise fails deep in the network ("Incompatible shapes: [0,S,S,3] vs.
         # [32]" on CPU), which reads like a model bug: name the problem instead.
@@ -129,21 +180,22 @@ def build_module(
             result[contract.TOP_K_KEYS_OUTPUT] = module.keys_table.lookup(tf.cast(ids, tf.int64))
         return result
 
-    def from_bytes(images: tf.Tensor, name: str) -> tf.Tensor:
-        return preprocess.preprocess_batch(
-            images,
-            size=(height, width),
-            interpolation=interpolation,
-            max_pixels=max_pixels,
-            normalizer=normalize,
-            name=name,
-            limits=limits,
-        )
-
     predict: Callable[[tf.Tensor], dict[str, tf.Tensor]] = tf.function(
         run_network, input_signature=[tf.TensorSpec(square, tf.float32)]
     )
-    module.predict = predict
+    return predict
+
+
+def _attach_signatures(
+    module: tf.Module,
+    predict: Callable[[tf.Tensor], dict[str, tf.Tensor]],
+    from_bytes: Callable[[tf.Tensor, str], tf.Tensor],
+    normalize: preprocess.Normalizer,
+    square: list[int | None],
+    num_classes: int,
+) -> None:
+    """The four signatures as tf.functions on ``module``, each feeding ``predict``."""
+    import tensorflow as tf
 
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         return predict(from_bytes(image_bytes, contract.IMAGE_BYTES_INPUT))
@@ -183,7 +235,6 @@ def build_module(
         classify,
         input_signature=[tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUT)],
     )
-    return module
 
 
 def signatures_of(module: tf.Module) -> dict[str, Any]:
