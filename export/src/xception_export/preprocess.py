@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from xception_export import structure
+from xception_export.reference import height_width
 
 # Re-exported: callers build limits and cut GIFs through this module.
 from xception_export.structure import DecodeLimits as DecodeLimits
@@ -39,10 +40,6 @@ DEFAULT_LIMITS: Final = DecodeLimits()
 
 # (height, width), as load_img's target_size; an int means a square side.
 Size = int | tuple[int, int]
-
-
-def _hw(size: Size) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 # Keras load_img's interpolation names (its PIL_INTERPOLATION_METHODS keys).
@@ -149,6 +146,33 @@ def decode_rgb(
     """
     import tensorflow as tf
 
+    fmt, hw = _known_format_and_size(data, where)
+    size_checks = _size_checks(hw, max_pixels, where)
+
+    def jpeg() -> tf.Tensor:
+        return _decode_jpeg(data, where, limits.max_jpeg_scans)
+
+    def png() -> tf.Tensor:
+        return _decode_png(data, where, limits.max_png_text_chunks)
+
+    def gif() -> tf.Tensor:
+        return tf.io.decode_gif(gif_first_frame(data, limits.max_gif_blocks, where))[0]
+
+    def bmp() -> tf.Tensor:
+        return tf.io.decode_bmp(data, channels=3)
+
+    with tf.control_dependencies(size_checks):
+        fmt = tf.identity(fmt)
+        image = tf.switch_case(fmt, [jpeg, png, gif, bmp])
+    image = tf.ensure_shape(image, [None, None, 3])
+    return image
+
+
+def _known_format_and_size(data: tf.Tensor, where: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The format code and header (height, width) of one image; fails on empty data, an unknown
+    format or a header cut short, before anything is decoded."""
+    import tensorflow as tf
+
     not_empty = tf.debugging.Assert(tf.strings.length(data) > 0, [where, "empty image (0 bytes)"])
     with tf.control_dependencies([not_empty]):
         fmt = sniff_format(data)
@@ -165,6 +189,13 @@ def decode_rgb(
     with tf.control_dependencies([known]):
         fmt = tf.identity(fmt)
         hw = _header_size(data, fmt, where)
+    return fmt, hw
+
+
+def _size_checks(hw: tf.Tensor, max_pixels: int, where: tf.Tensor) -> list[tf.Operation]:
+    """Assertions that the header's (height, width) is neither over ``max_pixels`` nor empty."""
+    import tensorflow as tf
+
     pixels = hw[0] * hw[1]
     small_enough = tf.debugging.Assert(
         pixels <= max_pixels,
@@ -178,55 +209,53 @@ def decode_rgb(
         summarize=4,
     )
     non_zero = tf.debugging.Assert(pixels > 0, [where, "image header declares zero size:", hw])
+    return [small_enough, non_zero]
 
-    def jpeg() -> tf.Tensor:
-        scans = structure.jpeg_scan_count(data, limits.max_jpeg_scans)
-        few_scans = tf.debugging.Assert(
-            scans <= limits.max_jpeg_scans,
-            [
-                where,
-                f"JPEG has more than --max-jpeg-scans={limits.max_jpeg_scans} scans (each "
-                "progressive scan is one more pass over the whole image)",
-            ],
-        )
-        with tf.control_dependencies([few_scans]):
-            return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
 
-    def png() -> tf.Tensor:
-        bit_depth = tf.strings.substr(data, 24, 1)
-        colour_type = tf.strings.substr(data, 25, 1)
-        grey16 = tf.logical_and(
-            tf.equal(bit_depth, b"\x10"),
-            tf.logical_or(tf.equal(colour_type, b"\x00"), tf.equal(colour_type, b"\x04")),
-        )
+def _decode_jpeg(data: tf.Tensor, where: tf.Tensor, max_scans: int) -> tf.Tensor:
+    """RGB with libjpeg's accurate integer DCT (Pillow's), once the scan count is within limit."""
+    import tensorflow as tf
 
-        def saturate16() -> tf.Tensor:
-            # Pillow opens 16-bit grey as I;16 and convert("RGB") clips it to 0..255.
-            wide = tf.io.decode_png(data, channels=3, dtype=tf.uint16)
-            return tf.cast(tf.minimum(wide, 255), tf.uint8)
+    scans = structure.jpeg_scan_count(data, max_scans)
+    few_scans = tf.debugging.Assert(
+        scans <= max_scans,
+        [
+            where,
+            f"JPEG has more than --max-jpeg-scans={max_scans} scans (each "
+            "progressive scan is one more pass over the whole image)",
+        ],
+    )
+    with tf.control_dependencies([few_scans]):
+        return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
 
-        few_texts = tf.debugging.Assert(
-            structure.png_text_chunks(data) <= limits.max_png_text_chunks,
-            [
-                where,
-                f"PNG has more than --max-png-text-chunks={limits.max_png_text_chunks} "
-                "compressed text chunks (zTXt, iTXt: each is inflated, up to 8 MB)",
-            ],
-        )
-        with tf.control_dependencies([few_texts]):
-            return tf.cond(grey16, saturate16, lambda: tf.io.decode_png(data, channels=3))
 
-    def gif() -> tf.Tensor:
-        return tf.io.decode_gif(gif_first_frame(data, limits.max_gif_blocks, where))[0]
+def _decode_png(data: tf.Tensor, where: tf.Tensor, max_text_chunks: int) -> tf.Tensor:
+    """RGB as Pillow converts it (16-bit grey saturated), once the compressed text chunks are
+    within limit."""
+    import tensorflow as tf
 
-    def bmp() -> tf.Tensor:
-        return tf.io.decode_bmp(data, channels=3)
+    bit_depth = tf.strings.substr(data, 24, 1)
+    colour_type = tf.strings.substr(data, 25, 1)
+    grey16 = tf.logical_and(
+        tf.equal(bit_depth, b"\x10"),
+        tf.logical_or(tf.equal(colour_type, b"\x00"), tf.equal(colour_type, b"\x04")),
+    )
 
-    with tf.control_dependencies([small_enough, non_zero]):
-        fmt = tf.identity(fmt)
-        image = tf.switch_case(fmt, [jpeg, png, gif, bmp])
-    image = tf.ensure_shape(image, [None, None, 3])
-    return image
+    def saturate16() -> tf.Tensor:
+        # Pillow opens 16-bit grey as I;16 and convert("RGB") clips it to 0..255.
+        wide = tf.io.decode_png(data, channels=3, dtype=tf.uint16)
+        return tf.cast(tf.minimum(wide, 255), tf.uint8)
+
+    few_texts = tf.debugging.Assert(
+        structure.png_text_chunks(data) <= max_text_chunks,
+        [
+            where,
+            f"PNG has more than --max-png-text-chunks={max_text_chunks} "
+            "compressed text chunks (zTXt, iTXt: each is inflated, up to 8 MB)",
+        ],
+    )
+    with tf.control_dependencies([few_texts]):
+        return tf.cond(grey16, saturate16, lambda: tf.io.decode_png(data, channels=3))
 
 
 def _true_divide(numerator: tf.Tensor, denominator: float) -> tf.Tensor:
@@ -372,7 +401,7 @@ def resize(image: tf.Tensor, size: Size, interpolation: str) -> tf.Tensor:
             f"interpolation must be one of {', '.join(INTERPOLATIONS)}. "
             f"Received: interpolation={interpolation!r}"
         )
-    height, width = _hw(size)
+    height, width = height_width(size)
     shape = tf.shape(image)
     if interpolation == "nearest":
         rows = _pillow_nearest_indices(shape[0], height)
@@ -444,7 +473,7 @@ def preprocess_batch(
     import tensorflow as tf
 
     norm = _normalizer(divisor, normalizer)
-    height, width = _hw(size)
+    height, width = height_width(size)
 
     indices = tf.range(tf.shape(images)[0])
     wheres = tf.strings.join([f"{name}[", tf.strings.as_string(indices), "]:"])
