@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,15 @@ def _caller_trace(request: Request, settings: Settings) -> Iterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    app = FastAPI(title="xception-gateway", lifespan=_lifespan(settings))
+    _add_error_handlers(app)
+    _add_health_routes(app, settings)
+    _add_predict_route(app, settings)
+    return app
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: tracing set up, then the one AsyncClient every request uses."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -172,7 +181,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.client = client
             yield
 
-    app = FastAPI(title="xception-gateway", lifespan=lifespan)
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Refusals, bad query arguments and the client's errors as {"error": "<one line>"}."""
 
     @app.exception_handler(HttpError)
     async def _http_error(_request: Request, error: HttpError) -> JSONResponse:
@@ -185,6 +198,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(XceptionClientError)
     async def _client_error(_request: Request, error: XceptionClientError) -> JSONResponse:
         return JSONResponse({"error": _one_line(error)}, status_code=http_status(error))
+
+
+def _add_health_routes(app: FastAPI, settings: Settings) -> None:
+    """/healthz (the process runs) and /readyz (a version of the model is AVAILABLE)."""
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -202,6 +219,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             states = ", ".join(f"{s.version}: {s.state}" for s in statuses) or "no versions"
             return JSONResponse({"ready": False, "error": states}, status_code=503)
         return JSONResponse({"ready": True, "model": settings.model, "versions": available})
+
+
+def _add_predict_route(app: FastAPI, settings: Settings) -> None:
+    """POST /predict: one image within one deadline, its labelled predictions as JSON."""
 
     @app.post("/predict")
     async def predict(request: Request, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
@@ -223,5 +244,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for p in predictions
             ],
         }
-
-    return app
