@@ -53,7 +53,17 @@ def export_parser() -> argparse.ArgumentParser:
         "TF Serving SavedModel that takes encoded image bytes, with Keras-exact preprocessing, "
         "labels and warmup inside. `xception-export inspect PATH` shows an export.",
     )
-    src = parser.add_argument_group("model source")
+    _add_source_flags(parser.add_argument_group("model source"))
+    _add_graph_flags(parser.add_argument_group("serving graph"))
+    _add_output_flags(parser.add_argument_group("output"))
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="show TensorFlow logs and tracebacks"
+    )
+    return parser
+
+
+def _add_source_flags(src: argparse._ArgumentGroup) -> None:
+    """Which model: Xception's weights, or a fine-tuned model with its labels and conventions."""
     src.add_argument(
         "--weights",
         default="imagenet",
@@ -95,7 +105,10 @@ def export_parser() -> argparse.ArgumentParser:
         "DenseNet), none (scales inside: EfficientNet, ConvNeXt); auto reads the base's layer "
         "names. Default: auto",
     )
-    graph = parser.add_argument_group("serving graph")
+
+
+def _add_graph_flags(graph: argparse._ArgumentGroup) -> None:
+    """What the serving graph does around the network: resize, top-k and the decode limits."""
     graph.add_argument(
         "--interpolation",
         choices=preprocess.INTERPOLATIONS,
@@ -141,7 +154,10 @@ def export_parser() -> argparse.ArgumentParser:
         help="reject PNGs with more zTXt/iTXt chunks, which the decoder inflates (up to 8 MB "
         f"each) though no pixel needs them (default {limits.max_png_text_chunks})",
     )
-    out = parser.add_argument_group("output")
+
+
+def _add_output_flags(out: argparse._ArgumentGroup) -> None:
+    """Where the version goes: the base path, the version number and whether to replace it."""
     out.add_argument(
         "--model-base-path",
         default=f"models/{contract.DEFAULT_MODEL_NAME}",
@@ -156,10 +172,6 @@ def export_parser() -> argparse.ArgumentParser:
         help="version number (default: next free integer)",
     )
     out.add_argument("--force", action="store_true", help="replace an existing version")
-    parser.add_argument(
-        "--verbose", "-v", action="store_true", help="show TensorFlow logs and tracebacks"
-    )
-    return parser
 
 
 def _version_command_parser(name: str, description: str, json_help: str) -> argparse.ArgumentParser:
