@@ -160,6 +160,18 @@ def gif_split_irregular(data: bytes) -> bytes:
     return parts.head + parts.before + parts.descriptor + bytes(framed) + b"\x00\x3b"
 
 
+def gif_split_random(data: bytes, seed: int = 0) -> bytes:
+    """The same GIF with its first image's LZW data in sub-blocks of random lengths, 1 to 255."""
+    parts = gif_parts(data)
+    rng = np.random.default_rng(seed)
+    framed, pos = bytearray(), 0
+    while pos < len(parts.lzw):
+        piece = parts.lzw[pos : pos + int(rng.integers(1, 256))]
+        framed += bytes([len(piece)]) + piece
+        pos += len(piece)
+    return parts.head + parts.before + parts.descriptor + bytes(framed) + b"\x00\x3b"
+
+
 def png_chunk(kind: bytes, body: bytes) -> bytes:
     crc = zlib.crc32(kind + body) & 0xFFFFFFFF
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
@@ -246,6 +258,10 @@ def cases(side: int, quick: bool) -> list[Case]:
         Case("gif photo", sq, gif),
         Case("gif photo, 1-byte sub-blocks", sq, gif_split(gif)),
         Case("gif photo, 1/2-byte sub-blocks", sq, gif_split_irregular(gif)),
+        Case("gif photo, 1-255-byte sub-blocks", sq, gif_split_random(gif)),
+        # The longest walk a 20 MB file can ask of this size: the frame's data, then 16 MB of
+        # 1/2-byte sub-blocks, all before the cut (the walk's bound is 4 bytes a pixel).
+        Case("gif photo + 16 MB 1/2-byte junk", sq, gif_junk_after_image(gif, 16 << 20)),
         Case("gif photo, 3 frames", sq, gif_photo(side, frames=3)),
         Case("gif 1x1", (1, 1), tiny),
         Case("gif 1M 1-byte sub-blocks", (1, 1), gif_sub_block_bomb(1_000_000 // scale)),

@@ -14,8 +14,9 @@ make it follow something else, and each is counted here before the full decode:
 - GIF blocks: the first frame is cut out of the stream (decode_gif would decode every frame), which
   needs the end of the first image's data. :func:`gif_first_frame` takes one loop step per block
   only before the first image (at most ``max_blocks``) and finds the end of the image's data
-  sub-blocks vectorised (:func:`sub_block_chain_end`), so a long or finely split image costs
-  O(bytes / window) loop steps, not one step per sub-block.
+  sub-blocks in native code (:func:`sub_block_chain_end`: a strided read, then RE2's DFA), so a
+  long or finely split image costs a few ns a byte in a few loop steps, not one step per
+  sub-block.
 
 Every loop here has a bound that does not grow with the file: a loop step costs ~10-20 us of
 executor overhead, which is what made a per-sub-block walk slow.
@@ -56,10 +57,33 @@ class DecodeLimits:
 # ~10-60 segments before the first scan (APPn, ICC chunks, DQT, SOF, DHT) and ~2 per scan.
 _JPEG_WALK_BASE: Final = 256
 
-# Window of the vectorised sub-block walk: each loop step resolves the chain through this many
-# bytes with log2(window) pointer-doubling gathers (4096 measured fastest of 2**12..2**18).
-_CHAIN_WINDOW: Final = 1 << 12
-_CHAIN_DOUBLINGS: Final = 12
+# Windows of the sub-block walk: the first is small because an encoder's file has at most one
+# short sub-block before the terminator; each next one is 4x larger, up to the largest, so a long
+# walk takes few loop steps (a loop step costs ~10-20 us of executor overhead).
+_CHAIN_FIRST_WINDOW: Final = 1 << 12
+_CHAIN_LAST_WINDOW: Final = 1 << 20
+# A sub-block's length byte and data span at most this many bytes.
+_SUB_BLOCK_SPAN: Final = 256
+
+
+def _hex_letters(value: int) -> str:
+    """A byte as the two letters the walk's text spells it with: 'A' + high nibble, 'A' + low."""
+    return chr(ord("A") + (value >> 4)) + chr(ord("A") + (value & 15))
+
+
+def _sub_blocks_pattern() -> str:
+    """RE2 pattern matching the longest run of whole sub-blocks at the start of a text in
+    :func:`_hex_text`'s spelling. A length byte k then k bytes (two letters each) is written
+    with the shared tails nested, ``(?:(?:<255>..|<254>)..|<253>)..`` and so on, not as 255
+    alternatives of their own, so the automaton has a state per bytes-left count (a few hundred
+    in all) however the data is split, and RE2 walks it with its DFA, a table step a letter."""
+    nested = _hex_letters(255)
+    for length in range(254, 0, -1):
+        nested = f"(?:{nested}..|{_hex_letters(length)})"
+    return f"^(?:{nested}..)*"
+
+
+_SUB_BLOCKS: Final = _sub_blocks_pattern()
 
 # LZW data a GIF frame may need per pixel before the walk stops and cuts: codes are at most 12
 # bits and every code but clear/end emits a pixel, so encoders stay under 2 bytes a pixel
@@ -148,57 +172,86 @@ def png_text_chunks(data: tf.Tensor) -> tf.Tensor:
     return tf.add_n([tf.size(p) - 1 for p in pieces])
 
 
+def _hex_text(win: tf.Tensor) -> tf.Tensor:
+    """The int32 bytes ``win`` as a string of two letters a byte (see :func:`_hex_letters`): RE2
+    matches UTF-8 text, where a byte over 0x7F is not a character of its own, so every byte is
+    spelt in ASCII. Each pair is built as one uint16 in the platform's byte order and the array
+    taken whole from its serialized TensorProto (the raw bytes end it): ~10 elementwise passes
+    would otherwise be needed."""
+    import tensorflow as tf
+
+    little_endian = tf.equal(tf.bitcast(tf.constant(1, tf.uint16), tf.uint8)[0], 1)
+    first = tf.where(little_endian, 1, 256)
+    high, low = tf.bitwise.right_shift(win, 4), tf.bitwise.bitwise_and(win, 15)
+    pairs = high * first + low * (257 - first) + 0x4141
+    letters = tf.reshape(tf.bitcast(tf.cast(pairs, tf.uint16), tf.uint8), [-1])
+    serialized = tf.io.serialize_tensor(letters)
+    size = tf.size(letters)
+    return tf.strings.substr(serialized, tf.strings.length(serialized) - size, size)
+
+
+def _whole_sub_blocks(win: tf.Tensor) -> tf.Tensor:
+    """int32 bytes at the start of the int32 bytes ``win`` taken by whole sub-blocks (a length
+    byte then that many bytes), stopping at a 0 length byte or a sub-block ``win`` cuts short."""
+    import tensorflow as tf
+
+    text = _hex_text(win)
+    rest = tf.strings.regex_replace(text, _SUB_BLOCKS, "", replace_global=False)
+    return (tf.strings.length(text) - tf.strings.length(rest)) // 2
+
+
+def _skip_equal_run(b: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
+    """The first sub-block at or after ``start`` whose length differs from the one at ``start``
+    (or ``start`` itself if that is the terminator), found with one strided read: encoders write
+    sub-blocks of one length (255 bytes, mostly), so this skips nearly all of a real image."""
+    import tensorflow as tf
+
+    n = tf.size(b)
+    length = tf.gather(b, tf.clip_by_value(start, 0, tf.maximum(n - 1, 0)))
+    stride = tf.maximum(length, 0) + 1
+    strided = tf.strided_slice(b, [tf.minimum(start, n)], [n], tf.reshape(stride, [1]))
+    other = tf.cast(tf.where(tf.not_equal(strided, length))[:, 0], tf.int32)
+    return tf.cond(
+        tf.logical_or(tf.equal(length, 0), tf.size(other) == 0),
+        lambda: tf.where(tf.equal(length, 0), start, start + stride * tf.size(strided)),
+        lambda: start + stride * other[0],
+    )
+
+
 def sub_block_chain_end(
     b: tf.Tensor, start: tf.Tensor, stop: tf.Tensor | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """(end, node) for the GIF sub-block chain that starts at ``start`` in the int32 bytes ``b``
     (each sub-block: a length byte then that many bytes). ``end`` is the position of the 0 byte
     ending it; -1 if the data ends first; -2 if the walk passed ``stop`` first, ``node`` then
-    being a sub-block start at or past ``stop`` (within a window of it).
+    being a sub-block start at or past ``stop`` and at most 256 bytes past it.
 
-    Encoders write sub-blocks of one length, so that run is skipped with one strided read; the
-    rest is resolved a window at a time by pointer doubling (each position's next sub-block,
-    composed 2**12 times), so any split costs O(bytes walked / window) loop steps.
+    A run of equal-length sub-blocks is skipped with one strided read; the rest is walked a
+    window at a time by RE2's DFA over the window spelt in letters (:data:`_SUB_BLOCKS`), which
+    costs a few ns a byte however the data is split, in few loop steps.
     """
     import tensorflow as tf
 
     n = tf.size(b)
     start = tf.cast(start, tf.int32)
     stop = n if stop is None else tf.minimum(tf.cast(stop, tf.int32), n)
-    # Encoders write sub-blocks of one length (255 bytes, mostly): one strided read skips the run.
-    length = tf.gather(b, tf.clip_by_value(start, 0, tf.maximum(n - 1, 0)))
-    stride = tf.maximum(length, 0) + 1
-    strided = tf.strided_slice(b, [tf.minimum(start, n)], [n], tf.reshape(stride, [1]))
-    other = tf.cast(tf.where(tf.not_equal(strided, length))[:, 0], tf.int32)
-    first = tf.cond(
-        tf.logical_or(tf.equal(length, 0), tf.size(other) == 0),
-        lambda: tf.where(tf.equal(length, 0), start, start + stride * tf.size(strided)),
-        lambda: start + stride * other[0],
-    )
 
-    def window_step(pos: tf.Tensor, _end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        win = b[pos : pos + _CHAIN_WINDOW]
-        m = tf.size(win)
-        idx = tf.range(m)
-        nxt = idx + win + 1
-        # Fixed points: a terminator, and the last sub-block before the window's (or data's) end.
-        fixed = tf.logical_or(tf.equal(win, 0), nxt >= m)
-        jump = tf.where(fixed, idx, nxt)
-        for _ in range(_CHAIN_DOUBLINGS):
-            jump = tf.gather(jump, jump)
-        last = jump[0]
-        value = win[last]
-        beyond = pos + last + value + 1
-        ended = tf.equal(value, 0)
-        # Off the end of the data: the chain never terminates (-1); otherwise carry on.
-        end = tf.where(ended, pos + last, tf.where(beyond >= n, -1, -3))
-        return tf.where(ended, pos, beyond), end
+    def window_step(
+        pos: tf.Tensor, _end: tf.Tensor, size: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        # Past stop + 256 bytes the next sub-block start is at or past stop: the walk ends there.
+        limit = tf.minimum(tf.minimum(pos + size, stop + _SUB_BLOCK_SPAN), n)
+        node = pos + _whole_sub_blocks(b[pos:limit])
+        ended = tf.logical_and(node < limit, tf.equal(b[tf.minimum(node, n - 1)], 0))
+        # The window reached the end of the data: the chain never terminates (-1).
+        end = tf.where(ended, node, tf.where(limit >= n, -1, -3))
+        return node, end, tf.minimum(size * 4, _CHAIN_LAST_WINDOW)
 
-    pos, end = tf.while_loop(
-        lambda pos, end: tf.logical_and(tf.equal(end, -3), pos < stop),
+    pos, end, _size = tf.while_loop(
+        lambda pos, end, _size: tf.logical_and(tf.equal(end, -3), pos < stop),
         window_step,
-        (first, tf.constant(-3)),
-        maximum_iterations=n // _CHAIN_WINDOW + 2,
+        (_skip_equal_run(b, start), tf.constant(-3), tf.constant(_CHAIN_FIRST_WINDOW)),
+        maximum_iterations=n // (_CHAIN_FIRST_WINDOW - _SUB_BLOCK_SPAN) + 2,
     )
     end = tf.where(tf.logical_and(tf.equal(end, -3), pos >= n), -1, end)
     return tf.where(tf.equal(end, -3), -2, end), pos
