@@ -6,7 +6,8 @@ import datetime as dt
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,51 +79,26 @@ def export(
     work the pixel count does not (--max-jpeg-scans, --max-gif-blocks, --max-png-text-chunks).
     Raises UsageError for bad argument values and ExportError for other failures.
     """
-    if outputs not in sources.OUTPUT_KINDS:
-        raise UsageError(
-            f"--outputs must be one of {', '.join(sources.OUTPUT_KINDS)}. "
-            f"Received: --outputs={outputs}"
-        )
-    if preprocess_mode not in normalization.PREPROCESS_CHOICES:
-        raise UsageError(
-            f"--preprocess must be one of {', '.join(normalization.PREPROCESS_CHOICES)}. "
-            f"Received: --preprocess={preprocess_mode}"
-        )
+    _check_choices(outputs, preprocess_mode)
     if model is None:
-        if labels is not None:
-            raise UsageError(
-                f"--labels goes with --model (Xception uses the ImageNet labels). "
-                f"Received: --labels={labels}"
-            )
-        if outputs != "auto":
-            raise UsageError(
-                f"--outputs goes with --model (Xception ends in softmax). "
-                f"Received: --outputs={outputs}"
-            )
-        if preprocess_mode not in ("auto", "tf"):
-            raise UsageError(
-                "--preprocess goes with --model (Xception takes mode tf). "
-                f"Received: --preprocess={preprocess_mode}"
-            )
+        _check_xception_flags(labels, outputs, preprocess_mode)
         _check_common(interpolation, top_k, max_pixels, 1000, limits)
         source = sources.xception(weights, image_size or contract.DEFAULT_IMAGE_SIZE)
         label_set = imagenet_labels()
+        if weights == "random":
+            log(
+                "WARNING: --weights random: untrained weights, predictions are meaningless "
+                "(plumbing tests only); recorded in the export metadata"
+            )
     else:
         if labels is None:
             raise UsageError(
                 "--model needs --labels FILE (one label per class). Received: --labels=None"
             )
         _check_common(interpolation, top_k, max_pixels, None, limits)
-        try:
+        with _labels_flag(labels):
             label_set = load_labels(labels)
-        except LabelsError as err:
-            raise UsageError(f"{err}. Received: --labels={labels}") from err
         source = sources.user_model(str(model), image_size, outputs, preprocess_mode)
-    if weights == "random" and model is None:
-        log(
-            "WARNING: --weights random: untrained weights, predictions are meaningless "
-            "(plumbing tests only); recorded in the export metadata"
-        )
     return export_keras_model(
         source,
         label_set,
@@ -135,6 +111,47 @@ def export(
         force=force,
         log=log,
     )
+
+
+def _check_choices(outputs: str, preprocess_mode: str) -> None:
+    """--outputs and --preprocess name one of their choices."""
+    if outputs not in sources.OUTPUT_KINDS:
+        raise UsageError(
+            f"--outputs must be one of {', '.join(sources.OUTPUT_KINDS)}. "
+            f"Received: --outputs={outputs}"
+        )
+    if preprocess_mode not in normalization.PREPROCESS_CHOICES:
+        raise UsageError(
+            f"--preprocess must be one of {', '.join(normalization.PREPROCESS_CHOICES)}. "
+            f"Received: --preprocess={preprocess_mode}"
+        )
+
+
+def _check_xception_flags(labels: str | Path | None, outputs: str, preprocess_mode: str) -> None:
+    """Refuse the flags that describe a --model when Keras Xception is exported."""
+    if labels is not None:
+        raise UsageError(
+            f"--labels goes with --model (Xception uses the ImageNet labels). "
+            f"Received: --labels={labels}"
+        )
+    if outputs != "auto":
+        raise UsageError(
+            f"--outputs goes with --model (Xception ends in softmax). Received: --outputs={outputs}"
+        )
+    if preprocess_mode not in ("auto", "tf"):
+        raise UsageError(
+            "--preprocess goes with --model (Xception takes mode tf). "
+            f"Received: --preprocess={preprocess_mode}"
+        )
+
+
+@contextmanager
+def _labels_flag(value: object) -> Iterator[None]:
+    """A labels problem is a usage error naming the --labels value."""
+    try:
+        yield
+    except LabelsError as err:
+        raise UsageError(f"{err}. Received: --labels={value}") from err
 
 
 def _check_common(
@@ -178,13 +195,9 @@ def export_keras_model(
     """Write an already-loaded model as ``<model_base_path>/<version>`` (atomically)."""
     import tensorflow as tf
 
-    from xception_export import graph, warmup
-
     started = time.monotonic()
-    try:
+    with _labels_flag(labels.source):
         labels.check_count(source.num_classes)
-    except LabelsError as err:
-        raise UsageError(f"{err}. Received: --labels={labels.source}") from err
     _check_common(interpolation, top_k, max_pixels, source.num_classes, limits)
     if top_k is None:  # the default, capped for models with fewer classes
         top_k = min(contract.DEFAULT_TOP_K, source.num_classes)
@@ -195,67 +208,12 @@ def export_keras_model(
         )
     version = artifact.resolve_version(base_path, model_version, force)
     staging = artifact.staging_dir(base_path, version)
+    options = _GraphOptions(top_k, interpolation, max_pixels, limits)
     try:
         built = staging / str(version)
-        labels_file, keys_file = graph.write_label_assets(labels, staging / "labels")
-        height, width = source.input_size
-        log(
-            f"building the serving graph ({height}x{width}, {source.num_classes} classes, "
-            f"{interpolation} resize, preprocess {source.preprocess} from "
-            f"{source.preprocess_reason}, loaded with {source.loader})"
-        )
-        module = graph.build_module(
-            source.model,
-            image_size=source.input_size,
-            num_classes=source.num_classes,
-            model_outputs=source.outputs,
-            labels_file=labels_file,
-            keys_file=keys_file,
-            top_k=top_k,
-            interpolation=interpolation,
-            max_pixels=max_pixels,
-            limits=limits,
-            preprocess_mode=source.preprocess,
-        )
-        tf.saved_model.save(module, str(built), signatures=graph.signatures_of(module))
-        graph.set_method_names(built)
-        records = warmup.write_warmup(
-            built / layout.WARMUP_RELPATH,
-            source.input_size,
-            model=source.model,
-            labels=labels,
-            model_outputs=source.outputs,
-            top_k_classes=top_k,
-            interpolation=interpolation,
-            preprocess_input=normalization.reference_preprocess_input(source.preprocess),
-        )
-        metadata = {
-            "tool": "xception-export",
-            "tool_version": _tool_version(),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "source": source.kind,
-            "weights": source.weights,
-            "untrained": source.weights == "random",
-            "model_outputs": source.outputs,
-            "loaded_with": source.loader,
-            # [height, width] always; image_size (the side) only for square inputs, as before.
-            "input_size": [height, width],
-            **({"image_size": height} if height == width else {}),
-            "interpolation": interpolation,
-            "preprocess": source.preprocess,
-            "preprocess_detected_from": source.preprocess_reason,
-            "normalization": normalization.DESCRIPTIONS[source.preprocess],
-            "num_classes": source.num_classes,
-            "labels": labels.source,
-            "label_keys": labels.keys is not None,
-            "top_k": top_k,
-            "max_pixels": max_pixels,
-            **limits.flags(),
-            "signatures": {name: method for name, method in graph.METHOD_NAMES.items()},
-            "warmup_records": records,
-            "version": version,
-            "content_sha256": artifact.content_hashes(built),
-        }
+        _save_graph(source, labels, built, staging / "labels", options, log)
+        records = _write_warmup(source, labels, built, options)
+        metadata = _metadata(source, labels, built, version, records, options)
         artifact.write_metadata(built, metadata)
         target = artifact.publish(built, base_path, version, force)
     except (OSError, tf.errors.OpError) as err:
@@ -274,3 +232,109 @@ def export_keras_model(
         metadata=metadata,
         seconds=seconds,
     )
+
+
+@dataclass(frozen=True)
+class _GraphOptions:
+    """What the serving graph does around the network, as checked (top_k resolved)."""
+
+    top_k: int
+    interpolation: str
+    max_pixels: int
+    limits: preprocess.DecodeLimits
+
+
+def _save_graph(
+    source: sources.ModelSource,
+    labels: Labels,
+    built: Path,
+    label_dir: Path,
+    options: _GraphOptions,
+    log: Callable[[str], None],
+) -> None:
+    """The serving graph saved as a SavedModel in ``built``, with TF Serving's method names."""
+    import tensorflow as tf
+
+    from xception_export import graph
+
+    labels_file, keys_file = graph.write_label_assets(labels, label_dir)
+    height, width = source.input_size
+    log(
+        f"building the serving graph ({height}x{width}, {source.num_classes} classes, "
+        f"{options.interpolation} resize, preprocess {source.preprocess} from "
+        f"{source.preprocess_reason}, loaded with {source.loader})"
+    )
+    module = graph.build_module(
+        source.model,
+        image_size=source.input_size,
+        num_classes=source.num_classes,
+        model_outputs=source.outputs,
+        labels_file=labels_file,
+        keys_file=keys_file,
+        top_k=options.top_k,
+        interpolation=options.interpolation,
+        max_pixels=options.max_pixels,
+        limits=options.limits,
+        preprocess_mode=source.preprocess,
+    )
+    tf.saved_model.save(module, str(built), signatures=graph.signatures_of(module))
+    graph.set_method_names(built)
+
+
+def _write_warmup(
+    source: sources.ModelSource, labels: Labels, built: Path, options: _GraphOptions
+) -> int:
+    """The warmup records, with Keras's reference answers; returns how many."""
+    from xception_export import warmup
+
+    return warmup.write_warmup(
+        built / layout.WARMUP_RELPATH,
+        source.input_size,
+        model=source.model,
+        labels=labels,
+        model_outputs=source.outputs,
+        top_k_classes=options.top_k,
+        interpolation=options.interpolation,
+        preprocess_input=normalization.reference_preprocess_input(source.preprocess),
+    )
+
+
+def _metadata(
+    source: sources.ModelSource,
+    labels: Labels,
+    built: Path,
+    version: int,
+    records: int,
+    options: _GraphOptions,
+) -> dict[str, Any]:
+    """What the version holds and how it was made; hashes every file already in ``built``."""
+    from xception_export import graph
+
+    height, width = source.input_size
+    return {
+        "tool": "xception-export",
+        "tool_version": _tool_version(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "source": source.kind,
+        "weights": source.weights,
+        "untrained": source.weights == "random",
+        "model_outputs": source.outputs,
+        "loaded_with": source.loader,
+        # [height, width] always; image_size (the side) only for square inputs, as before.
+        "input_size": [height, width],
+        **({"image_size": height} if height == width else {}),
+        "interpolation": options.interpolation,
+        "preprocess": source.preprocess,
+        "preprocess_detected_from": source.preprocess_reason,
+        "normalization": normalization.DESCRIPTIONS[source.preprocess],
+        "num_classes": source.num_classes,
+        "labels": labels.source,
+        "label_keys": labels.keys is not None,
+        "top_k": options.top_k,
+        "max_pixels": options.max_pixels,
+        **options.limits.flags(),
+        "signatures": {name: method for name, method in graph.METHOD_NAMES.items()},
+        "warmup_records": records,
+        "version": version,
+        "content_sha256": artifact.content_hashes(built),
+    }
