@@ -272,7 +272,7 @@ def _tensors(draw: st.DrawFn) -> tensor_pb2.TensorProto:
             )
         )
     )
-    # Tiny or absurd sizes only (see tests/unit/test_fuzz_tensors.py).
+    # Tiny or absurd sizes only (see tests/unit/test_fuzz_tensors_protos.py).
     dims = st.one_of(st.integers(0, 3), st.integers(2**45, 2**62), st.just(-1))
     for size in draw(st.lists(dims, max_size=3)):
         proto.tensor_shape.dim.add().size = size
