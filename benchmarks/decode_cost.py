@@ -1,14 +1,15 @@
 """Decode cost of hostile images against normal ones, through the export's in-graph preprocessing.
 
-    .venv/bin/python -m benchmarks.decode_cost [--side S] [--quick]
+    .venv/bin/python -m benchmarks.decode_cost [--side S] [--quick] [--repeat N]
 
-Each input (at most 20 MB) is timed once through ``preprocess.preprocess_batch`` in a
-tf.function (the graph the bytes and classify signatures run before the network), twice: with
-limits too large to refuse anything ("before") and with the export's default limits ("after");
-and once through TensorFlow's decoder alone. A bomb is listed after a normal image of the same
-declared size. The table gives input, bytes, declared size, seconds and whether the graph refused
-it (with the message). Each decoder branch runs once on a small image first, since a branch's
-first run instantiates its function (~1 s).
+Each input (at most 20 MB) is timed through ``preprocess.preprocess_batch`` in a tf.function
+(the graph the bytes and classify signatures run before the network), twice: with limits too
+large to refuse anything ("before") and with the export's default limits ("after"); and through
+TensorFlow's decoder alone. Each time is the best of ``--repeat`` runs (a run over a second is
+not repeated): one run on a shared machine varies 2x. A bomb is listed after a normal image of
+the same declared size. The table gives input, bytes, declared size, seconds and whether the
+graph refused it (with the message). Each decoder branch runs once on a small image first, since
+a branch's first run instantiates its function (~1 s).
 
 The builders (``jpeg_scan_bomb``, ``gif_*``, ``png_*``, ``bmp_*``) make each input from scratch;
 the hostile-image tests build small ones with them.
@@ -294,7 +295,7 @@ def _warm_inputs() -> list[bytes]:
     ]
 
 
-def preprocessor(limits: Any) -> Callable[[bytes], tuple[float, str]]:
+def preprocessor(limits: Any, repeat: int = 1) -> Callable[[bytes], tuple[float, str]]:
     """Seconds for one image through the graph's preprocessing, and its refusal message ("")."""
     import tensorflow as tf
     import xception_contract as contract
@@ -315,8 +316,7 @@ def preprocessor(limits: Any) -> Callable[[bytes], tuple[float, str]]:
     for data in _warm_inputs():
         run(tf.constant([data]))
 
-    def timed(data: bytes) -> tuple[float, str]:
-        batch = tf.constant([data])
+    def once(batch: Any) -> tuple[float, str]:
         started = time.perf_counter()
         try:
             run(batch)
@@ -325,10 +325,25 @@ def preprocessor(limits: Any) -> Callable[[bytes], tuple[float, str]]:
             return time.perf_counter() - started, message
         return time.perf_counter() - started, ""
 
+    def timed(data: bytes) -> tuple[float, str]:
+        batch = tf.constant([data])
+        return _best(lambda: once(batch), repeat)
+
     return timed
 
 
-def decoder_alone() -> Callable[[bytes], str]:
+def _best(run: Callable[[], tuple[float, str]], repeat: int) -> tuple[float, str]:
+    """The fastest of ``repeat`` (seconds, outcome) results of ``run``; a run over a second is
+    not repeated."""
+    best = run()
+    for _ in range(repeat - 1):
+        if best[0] > 1.0:
+            break
+        best = min(best, run(), key=lambda result: result[0])
+    return best
+
+
+def decoder_alone(repeat: int = 1) -> Callable[[bytes], str]:
     """Seconds of TensorFlow's own decoder on the whole file (what the graph calls, without our
     checks or GIF cut; a GIF decodes every frame), or its error."""
     import tensorflow as tf
@@ -346,14 +361,18 @@ def decoder_alone() -> Callable[[bytes], str]:
     for data in _warm_inputs():
         functions[data[:2]](tf.constant(data))
 
-    def timed(data: bytes) -> str:
-        tensor = tf.constant(data)
+    def once(tensor: Any, magic: bytes) -> tuple[float, str]:
         started = time.perf_counter()
         try:
-            functions[data[:2]](tensor)
+            functions[magic](tensor)
         except tf.errors.OpError:
-            return f"{time.perf_counter() - started:.3f}E"
-        return f"{time.perf_counter() - started:.3f}"
+            return time.perf_counter() - started, "E"
+        return time.perf_counter() - started, ""
+
+    def timed(data: bytes) -> str:
+        tensor = tf.constant(data)
+        seconds, failed = _best(lambda: once(tensor, data[:2]), repeat)
+        return f"{seconds:.3f}{failed}"
 
     return timed
 
@@ -362,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.decode_cost", description=__doc__)
     parser.add_argument("--side", type=int, default=2000, help="normal images' side (2000)")
     parser.add_argument("--quick", action="store_true", help="bombs 10x smaller")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per time, the best kept (3; 1 s+ runs once)"
+    )
     args = parser.parse_args(argv)
 
     from xception_contract import tf_startup
@@ -373,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unbounded = DecodeLimits(
         max_jpeg_scans=4096, max_gif_blocks=1 << 24, max_png_text_chunks=1 << 20
     )
-    before, after, alone = preprocessor(unbounded), preprocessor(DecodeLimits()), decoder_alone()
+    before = preprocessor(unbounded, args.repeat)
+    after, alone = preprocessor(DecodeLimits(), args.repeat), decoder_alone(args.repeat)
     print(f"limits before: {unbounded}; after: {DecodeLimits()} (the defaults)")
     print("decoder s: tf.io.decode_* alone on the whole file (E: it failed)")
     header = f"{'input':32s} {'bytes':>10s} {'declared':>11s} {'decoder s':>9s} {'before s':>9s}"
