@@ -9,6 +9,7 @@ the parity and isolation folders hold the 12 formats plus one file per bad kind.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -359,9 +360,14 @@ def test_remote_run_survives_a_server_restart(
     job.start()
     deadline = time.monotonic() + 120
     while progress.classified < before + 3 and job.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    own_server.stop()
+        time.sleep(0.01)
+    # Freeze the server at once (a graceful stop still answered calls while it drained, so on a
+    # busy machine the run could end first), then kill it: it goes away mid-run, with calls in
+    # flight.
+    own_server.process.send_signal(signal.SIGSTOP)
+    time.sleep(0.2)  # answers already received are counted
     stopped_at = progress.classified - before
+    own_server.stop(signal.SIGKILL)
     assert stopped_at < len(paths), "the run ended before the server was stopped"
     with start_local_server(model_base_path=small_xception_model.base_path, grpc_port=port):
         job.join(timeout=300)
