@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from xception_export import keras2, normalization, saved_model_graph
 from xception_export.errors import ExportError, UsageError
+from xception_export.reference import height_width
 
 if TYPE_CHECKING:
     import keras
@@ -84,14 +85,6 @@ def _imagenet_weights_file() -> str:
         ) from err
 
 
-def as_size(image_size: int | ImageSize) -> ImageSize:
-    """(height, width) from an int side or a pair."""
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = image_size
-    return int(height), int(width)
-
-
 def format_size(size: ImageSize) -> str:
     """``--image-size`` spelling: "S" for square, "H,W" otherwise."""
     return str(size[0]) if size[0] == size[1] else f"{size[0]},{size[1]}"
@@ -102,7 +95,7 @@ def xception(weights: str, image_size: int | ImageSize) -> ModelSource:
 
     ``weights`` is "imagenet", "random" or the path of a local Keras Xception weights file.
     """
-    size = as_size(image_size)
+    size = height_width(image_size)
     if min(size) < MIN_IMAGE_SIZE:
         raise UsageError(
             f"--image-size must be at least {MIN_IMAGE_SIZE} on each side for Xception. "
@@ -157,7 +150,7 @@ def user_model(
         raise UsageError(
             f"--model must be an existing .keras, .h5 or SavedModel path. Received: --model={path}"
         )
-    requested = None if image_size is None else as_size(image_size)
+    requested = None if image_size is None else height_width(image_size)
     graph_facts: saved_model_graph.GraphFacts | None = None
     is_keras2 = keras2.is_keras2_file(p)
     try:
