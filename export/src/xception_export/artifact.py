@@ -18,9 +18,21 @@ from typing import Any, Final
 
 from xception_contract import layout
 
-from xception_export.errors import UsageError, VersionExistsError
+from xception_export.errors import ExportError, UsageError, VersionExistsError
 
 METADATA_RELPATH: Final = layout.EXPORT_METADATA_RELPATH
+
+
+def read_saved_model(version_dir: Path) -> Any:
+    """The version's ``saved_model.pb`` as a SavedModel proto (ExportError when unreadable)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    except Exception as err:
+        raise ExportError(f"cannot read {version_dir / 'saved_model.pb'}: {err}") from err
+    return saved
 
 
 def existing_versions(base_path: Path) -> list[int]:

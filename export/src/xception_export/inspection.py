@@ -9,7 +9,7 @@ from typing import Any
 from xception_contract import layout
 
 from xception_export import artifact
-from xception_export.errors import ExportError, UsageError
+from xception_export.errors import UsageError
 
 
 def resolve_version_dir(path: str | Path) -> Path:
@@ -31,14 +31,8 @@ def _dims(shape: Any) -> list[int] | None:
 def describe(version_dir: Path) -> dict[str, Any]:
     """Signatures (inputs/outputs with dtype, shape, tensor name; method name) and metadata."""
     from tensorflow.core.framework import types_pb2
-    from tensorflow.core.protobuf import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel()
-    try:
-        saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
-    except Exception as err:
-        raise ExportError(f"cannot read {version_dir / 'saved_model.pb'}: {err}") from err
-    meta = saved.meta_graphs[0]
+    meta = artifact.read_saved_model(version_dir).meta_graphs[0]
 
     def tensors(infos: Any) -> dict[str, Any]:
         return {

@@ -31,6 +31,7 @@ from typing import Final, Protocol
 import xception_contract as contract
 from xception_contract import layout
 
+from xception_export import artifact
 from xception_export.errors import ExportError, UsageError
 
 TARGETS: Final = ("sagemaker", "vertex")
@@ -63,13 +64,7 @@ def check_version_dir(version_dir: Path) -> None:
 
 def check_serving_signature(version_dir: Path) -> None:
     """Vertex AI's container serves the ``serve`` MetaGraphDef's ``serving_default`` signature."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    try:
-        saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
-    except Exception as err:
-        raise ExportError(f"cannot read {version_dir / 'saved_model.pb'}: {err}") from err
+    saved = artifact.read_saved_model(version_dir)
     serve = [m for m in saved.meta_graphs if SERVE_TAG in m.meta_info_def.tags]
     if not serve:
         raise ExportError(f"{version_dir} has no MetaGraphDef tagged '{SERVE_TAG}'")

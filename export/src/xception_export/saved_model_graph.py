@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from xception_export.errors import ExportError
+from xception_export import artifact
 
 _PASS_THROUGH: Final = frozenset({"Identity", "IdentityN", "StopGradient", "EnsureShape"})
 _CALLS: Final = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
@@ -28,20 +28,9 @@ class GraphFacts:
     names: frozenset[str]  # every "/"-separated component of every op name
 
 
-def _read(path: Path) -> Any:
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    try:
-        saved.ParseFromString((path / "saved_model.pb").read_bytes())
-    except Exception as err:
-        raise ExportError(f"cannot read {path / 'saved_model.pb'}: {err}") from err
-    return saved.meta_graphs[0]
-
-
 def facts(path: Path) -> GraphFacts:
     """The output op of serving_default and the op-name components of the whole graph."""
-    meta = _read(path)
+    meta = artifact.read_saved_model(path).meta_graphs[0]
     library = {f.signature.name: f for f in meta.graph_def.library.function}
     names: set[str] = set()
     for node in meta.graph_def.node:
