@@ -1,22 +1,29 @@
 """verify's comparisons: atol on floats, exact labels/ids/keys with the top-k tie rule, shapes,
 classify rows, signature differences, the report's verdict and first failure, and its warnings
-(another version served; reference answers that cannot tell classes apart)."""
+(another version served; reference answers that cannot tell classes apart), and a record left
+without a usable answer (the call failed, or its answer cannot be read)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
+import grpc
 import numpy as np
+import pytest
 import xception_contract as contract
+from xception_client import ServerUnavailable
+from xception_client._proto import serving_pb2
+from xception_client._wire import ModelRef
 from xception_client.metadata import Signature, TensorSpec
+from xception_client.verify import plan
 from xception_client.verify.artifact import Artifact
 from xception_client.verify.compare import (
     compare_outputs,
     indistinct_classes,
     signature_differences,
 )
-from xception_client.verify.plan import report_warnings
 from xception_client.verify.records import Record
 from xception_client.verify.report import RecordResult, VerifyReport
 
@@ -199,18 +206,18 @@ def test_a_reference_whose_top_k_scores_tie_within_atol_cannot_tell_classes_apar
 
 
 def test_no_warning_for_the_served_version_and_references_that_rank_classes() -> None:
-    assert report_warnings(_artifact(1, [DISTINCT, DISTINCT]), "xception", 1, ATOL) == []
+    assert plan.report_warnings(_artifact(1, [DISTINCT, DISTINCT]), "xception", 1, ATOL) == []
 
 
 def test_a_served_version_other_than_the_artifacts_is_warned_about() -> None:
-    assert report_warnings(_artifact(2, [DISTINCT]), "xception", 1, ATOL) == [
+    assert plan.report_warnings(_artifact(2, [DISTINCT]), "xception", 1, ATOL) == [
         "the artifact is version 2 but xception answered as version 1: the records were "
         "replayed against another version"
     ]
 
 
 def test_references_that_cannot_tell_classes_apart_are_warned_about_with_the_first() -> None:
-    assert report_warnings(_artifact(1, [DISTINCT, FLAT, FLAT]), "xception", 1, ATOL) == [
+    assert plan.report_warnings(_artifact(1, [DISTINCT, FLAT, FLAT]), "xception", 1, ATOL) == [
         "2 of 3 reference records cannot tell classes apart: the top 3 scores of each image lie "
         "within atol 0.0001 of each other (first: record 2 (serving_default, JPEG)); random "
         "weights? A pass then proves little about the classes"
@@ -221,3 +228,36 @@ def test_warnings_do_not_fail_a_report_and_are_in_its_dict() -> None:
     report = dataclasses.replace(_report((), [None]), warnings=("another version",))
     assert report.passed
     assert report.to_dict()["warnings"] == ("another version",)
+
+
+def test_a_record_without_a_usable_answer_fails_naming_the_call_error_or_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    predict = Record(1, "serving_default", "predict", b"", DISTINCT, 1, ("JPEG",))
+    classify = Record(2, contract.CLASSIFY_SIGNATURE, "classify", b"", {}, 2, ("JPEG", "PNG"))
+    artifact = Artifact(Path("/m/1"), 1, {}, (predict, classify))
+    monkeypatch.setattr(plan, "load_artifact", lambda _path: artifact)
+    job = plan.Verification("/m/1", ModelRef("xception"), "localhost:8500")
+
+    refused = ServerUnavailable("connection refused", code=grpc.StatusCode.UNAVAILABLE)
+    failed = job.result(predict, None, refused, 0.25)
+    assert failed == RecordResult(
+        1,
+        "serving_default",
+        "record 1 (serving_default, JPEG)",
+        1,
+        0,
+        math.inf,
+        250.0,
+        "call failed: UNAVAILABLE: connection refused",
+    )
+
+    ragged = serving_pb2.ClassificationResponse()
+    ragged.result.classifications.add().classes.add(label="cat", score=0.9)
+    ragged.result.classifications.add()  # a second row with no classes
+    unreadable = job.result(classify, ragged, None, 0.5)
+    assert (unreadable.rows, unreadable.rows_agreeing, unreadable.max_abs_diff) == (2, 0, math.inf)
+    assert unreadable.latency_ms == 500.0
+    assert unreadable.failure == (
+        "unreadable answer: classify rows have different numbers of classes"
+    )

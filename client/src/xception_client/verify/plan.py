@@ -53,29 +53,11 @@ class Verification:
         """Judge one answer (or the call's error) against the record's reference."""
         latency_ms = seconds * 1000.0
         if error is not None:
-            return RecordResult(
-                record.number,
-                record.signature,
-                record.describe(),
-                record.batch,
-                0,
-                math.inf,
-                latency_ms,
-                f"call failed: {error}",
-            )
+            return _unanswered(record, latency_ms, f"call failed: {error}")
         try:
             observed = _wire.parse_response(record, response)
         except client_wire.WireError as wire_error:
-            return RecordResult(
-                record.number,
-                record.signature,
-                record.describe(),
-                record.batch,
-                0,
-                math.inf,
-                latency_ms,
-                f"unreadable answer: {wire_error}",
-            )
+            return _unanswered(record, latency_ms, f"unreadable answer: {wire_error}")
         outcome = compare_outputs(record.expected, observed, self.atol)
         return RecordResult(
             record.number,
@@ -127,3 +109,17 @@ def report_warnings(
             "the classes"
         )
     return found
+
+
+def _unanswered(record: Record, latency_ms: float, failure: str) -> RecordResult:
+    """A record with no answer to judge (the call failed or its answer was unreadable)."""
+    return RecordResult(
+        record.number,
+        record.signature,
+        record.describe(),
+        record.batch,
+        0,
+        math.inf,
+        latency_ms,
+        failure,
+    )
