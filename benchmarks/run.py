@@ -265,19 +265,26 @@ def side_concurrency(options: Options) -> int:
     return options.concurrency[0]
 
 
+def target_series(
+    driver: load.Driver, options: Options, target: Target, data: Sequence[bytes]
+) -> list[Row]:
+    """One driver's rows against a served target, at every concurrency level of the options."""
+    return run_series(
+        driver,
+        batching=target.batching,
+        levels=options.concurrency,
+        seconds=options.seconds,
+        data=data,
+        warm_seconds=options.warm_seconds,
+    )
+
+
 def measure_ours(options: Options, target: Target, data: Sequence[bytes]) -> Served:
     """Our client's rows; on the batching server also its streams and one captured response."""
     out = Served()
     ours = load.OursGrpc(target.grpc_target, options.model_name, data, REQUEST_TIMEOUT_S)
     try:
-        out.rows = run_series(
-            ours,
-            batching=target.batching,
-            levels=options.concurrency,
-            seconds=options.seconds,
-            data=data,
-            warm_seconds=options.warm_seconds,
-        )
+        out.rows = target_series(ours, options, target, data)
         if target.side_runs:
             concurrency = side_concurrency(options)
             out.streams["ours"] = measure_stream(ours, data, concurrency)
@@ -301,14 +308,7 @@ def measure_usual_way(
 
     usual = UsualGrpc(target.grpc_target, options.model_name, data, size, REQUEST_TIMEOUT_S)
     try:
-        rows = run_series(
-            usual,
-            batching=target.batching,
-            levels=options.concurrency,
-            seconds=options.seconds,
-            data=data,
-            warm_seconds=options.warm_seconds,
-        )
+        rows = target_series(usual, options, target, data)
         return rows, measure_stream(usual, data, side_concurrency(options))
     finally:
         usual.close()
@@ -320,14 +320,7 @@ def measure_rest(options: Options, target: Target, data: Sequence[bytes]) -> lis
         return []
     rest = load.RestB64(target.rest_url, options.model_name, data, REQUEST_TIMEOUT_S)
     try:
-        return run_series(
-            rest,
-            batching=target.batching,
-            levels=options.concurrency,
-            seconds=options.seconds,
-            data=data,
-            warm_seconds=options.warm_seconds,
-        )
+        return target_series(rest, options, target, data)
     finally:
         rest.close()
 
