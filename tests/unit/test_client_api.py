@@ -254,6 +254,16 @@ def test_mutual_tls_needs_both_certificate_and_key() -> None:
         Client("localhost:1", tls=xception_client.TLS(certificate_chain=b"x"))
 
 
+def test_tls_flags_give_tls_when_any_asks_for_it_and_plaintext_otherwise() -> None:
+    TLS = xception_client.TLS
+    assert TLS.from_flags(False, None, None, None) is None
+    assert TLS.from_flags(True, None, None, None) == TLS()
+    assert TLS.from_flags(False, "ca.pem", None, None) == TLS(root_certificates="ca.pem")
+    assert TLS.from_flags(False, None, b"cert", b"key") == TLS(
+        certificate_chain=b"cert", private_key=b"key"
+    )
+
+
 def test_decode_predictions_has_keras_shape() -> None:
     batch = [[Prediction("tabby", "n02123045", 0.7, 281), Prediction("cat", None, 0.2, 1)]]
     assert decode_predictions(batch) == [[("n02123045", "tabby", 0.7), ("", "cat", 0.2)]]

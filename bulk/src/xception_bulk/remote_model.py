@@ -50,19 +50,12 @@ class RemoteTarget:
 
     def client(self) -> Client:
         """A client pinned to ``version``, so one run's answers all come from one version."""
-        tls: TLS | None = None
-        if self.tls or self.ca_cert or self.client_cert:
-            tls = TLS(
-                root_certificates=self.ca_cert,
-                certificate_chain=self.client_cert,
-                private_key=self.client_key,
-            )
         return Client(
             self.server,
             model_name=self.model_name,
             model_version=self.version,
             timeout=self.timeout,
-            tls=tls,
+            tls=TLS.from_flags(self.tls, self.ca_cert, self.client_cert, self.client_key),
             channel_options=[("grpc.default_authority", self.authority)] if self.authority else [],
         )
 

@@ -53,6 +53,20 @@ class TLS:
     private_key: bytes | str | os.PathLike[str] | None = None
     server_name: str | None = None
 
+    @classmethod
+    def from_flags(
+        cls,
+        tls: bool,
+        ca_cert: bytes | str | os.PathLike[str] | None,
+        client_cert: bytes | str | os.PathLike[str] | None,
+        client_key: bytes | str | os.PathLike[str] | None,
+    ) -> TLS | None:
+        """The commands' --tls, --ca-cert, --client-cert and --client-key: TLS when any of
+        --tls, a CA or a client certificate asks for it, else None (plaintext)."""
+        if not (tls or ca_cert or client_cert):
+            return None
+        return cls(root_certificates=ca_cert, certificate_chain=client_cert, private_key=client_key)
+
     def credentials(self) -> grpc.ChannelCredentials:
         if (self.certificate_chain is None) != (self.private_key is None):
             raise ValueError("mutual TLS needs both certificate_chain and private_key")

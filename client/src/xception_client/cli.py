@@ -353,19 +353,12 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def _open_client(args: argparse.Namespace) -> Client:
     """The client the flags describe (ValueError or OSError for a bad target or PEM file)."""
-    tls: TLS | None = None
-    if args.tls or args.ca_cert or args.client_cert:
-        tls = TLS(
-            root_certificates=args.ca_cert,
-            certificate_chain=args.client_cert,
-            private_key=args.client_key,
-        )
     return Client(
         args.server,
         model_name=args.model,
         model_version=args.model_version,
         timeout=args.timeout,
-        tls=tls,
+        tls=TLS.from_flags(args.tls, args.ca_cert, args.client_cert, args.client_key),
         apply_exif_orientation=getattr(args, "apply_exif_orientation", False),
         # gRPC's standard channel argument: the ingress sees this Host, the TCP connection
         # still goes to --server.
