@@ -229,6 +229,31 @@ def assert_isolated(output: BulkOutput, expect: dict[str, Any]) -> None:
     assert all(len(r["top_k"]) == contract.DEFAULT_TOP_K for r in output.predictions)
 
 
+def assert_mixed_folder_isolated(
+    mixed_folder: tuple[Path, Path, dict[str, Any]], out: Path, batch_size: int, *flags: str
+) -> None:
+    """The command over the mixed folder and its manifest, with the mode's ``flags``, exits 0
+    and isolates every bad input."""
+    folder, manifest, expect = mixed_folder
+    status = run_bulk(
+        [
+            "--input",
+            str(folder / "*"),
+            "--input-manifest",
+            str(manifest),
+            "--output",
+            str(out),
+            "--batch-size",
+            str(batch_size),
+            "--max-image-bytes",
+            str(BAD_MAX_IMAGE_BYTES),
+            *flags,
+        ]
+    )
+    assert status == 0
+    assert_isolated(read_output(out), expect)
+
+
 @pytest.mark.parametrize("batch_size", [1, 8])
 @pytest.mark.parametrize("mode", MODES)
 def test_bad_inputs_fail_alone_at_their_stage(
@@ -239,24 +264,8 @@ def test_bad_inputs_fail_alone_at_their_stage(
     xception_server: ServerProcess,
     tmp_path: Path,
 ) -> None:
-    folder, manifest, expect = mixed_folder
-    status = run_bulk(
-        [
-            "--input",
-            str(folder / "*"),
-            "--input-manifest",
-            str(manifest),
-            "--output",
-            str(tmp_path / "out"),
-            "--batch-size",
-            str(batch_size),
-            "--max-image-bytes",
-            str(BAD_MAX_IMAGE_BYTES),
-            *mode_args(mode, small_xception_model, xception_server),
-        ]
-    )
-    assert status == 0
-    assert_isolated(read_output(tmp_path / "out"), expect)
+    flags = mode_args(mode, small_xception_model, xception_server)
+    assert_mixed_folder_isolated(mixed_folder, tmp_path / "out", batch_size, *flags)
 
 
 def test_multi_process_runner_isolates_bad_inputs(
@@ -264,27 +273,15 @@ def test_multi_process_runner_isolates_bad_inputs(
     xception_server: ServerProcess,
     tmp_path: Path,
 ) -> None:
-    folder, manifest, expect = mixed_folder
-    status = run_bulk(
-        [
-            "--input",
-            str(folder / "*"),
-            "--input-manifest",
-            str(manifest),
-            "--output",
-            str(tmp_path / "out"),
-            "--batch-size",
-            "8",
-            "--max-image-bytes",
-            str(BAD_MAX_IMAGE_BYTES),
-            "--server",
-            xception_server.grpc_target,
-            "--direct_num_workers=2",
-            "--direct_running_mode=multi_processing",
-        ]
+    assert_mixed_folder_isolated(
+        mixed_folder,
+        tmp_path / "out",
+        8,
+        "--server",
+        xception_server.grpc_target,
+        "--direct_num_workers=2",
+        "--direct_running_mode=multi_processing",
     )
-    assert status == 0
-    assert_isolated(read_output(tmp_path / "out"), expect)
 
 
 def test_one_model_copy_shared_by_the_worker_processes_isolates_bad_inputs(
@@ -294,29 +291,17 @@ def test_one_model_copy_shared_by_the_worker_processes_isolates_bad_inputs(
 ) -> None:
     """--model-copies: the worker processes call one model through Beam's cross-process proxy;
     the graph's refusal still reaches the bisection with its status code."""
-    folder, manifest, expect = mixed_folder
-    status = run_bulk(
-        [
-            "--input",
-            str(folder / "*"),
-            "--input-manifest",
-            str(manifest),
-            "--output",
-            str(tmp_path / "out"),
-            "--batch-size",
-            "8",
-            "--max-image-bytes",
-            str(BAD_MAX_IMAGE_BYTES),
-            "--model",
-            str(small_xception_model.base_path),
-            "--model-copies",
-            "1",
-            "--direct_num_workers=2",
-            "--direct_running_mode=multi_processing",
-        ]
+    assert_mixed_folder_isolated(
+        mixed_folder,
+        tmp_path / "out",
+        8,
+        "--model",
+        str(small_xception_model.base_path),
+        "--model-copies",
+        "1",
+        "--direct_num_workers=2",
+        "--direct_running_mode=multi_processing",
     )
-    assert status == 0
-    assert_isolated(read_output(tmp_path / "out"), expect)
 
 
 # -- retries -------------------------------------------------------------------------------------
