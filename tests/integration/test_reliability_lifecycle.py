@@ -35,7 +35,6 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
 )
 from xception_client import Client, DeadlineExceeded, Prediction
 from xception_serving.testing.process import ServerProcess, free_port
@@ -44,6 +43,7 @@ from tests.fixtures.images import image_bytes
 from tests.fixtures.models import ExportedModel, new_version
 from tests.fixtures.rpc import model_statuses, wait_for
 from tests.fixtures.servers import start_local_server
+from tests.fixtures.traffic import PredictLoops
 
 MODEL = contract.DEFAULT_MODEL_NAME
 WAIT_S = 120.0  # for a version of the real Xception to load, or for answers under load
@@ -215,51 +215,22 @@ def _bytes_request(image: bytes) -> predict_pb2.PredictRequest:
     return request
 
 
-class RawTraffic:
-    """Callers sending Predict in a loop on a plain channel, no retries, so any failure shows;
-    they record every (version, top-5 ids, image index) answer and every failure."""
+# Callers' answers during a rollout: (version, top-5 ids, image index).
+RawTraffic = PredictLoops[tuple[int, list[int], int]]
 
-    def __init__(self, target: str, callers: int = 3) -> None:
-        self.answers: list[tuple[int, list[int], int]] = []
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._channel = grpc.insecure_channel(target)
-        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
-        self._threads = [
-            threading.Thread(target=self._call, args=(i,), daemon=True) for i in range(callers)
-        ]
 
-    def _call(self, first_image: int) -> None:
-        deadline = time.monotonic() + 240  # bounded even if the fixture fails to stop us
-        i = first_image
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            image = i % len(IMAGES)
-            i += 1
-            try:
-                response = self._predict(_bytes_request(IMAGES[image]), timeout=60)
-            except grpc.RpcError as error:
-                with self._lock:
-                    self.failures.append(f"{error.code()}: {error.details()}")
-                continue
-            ids = np.asarray(response.outputs[contract.TOP_K_CLASS_IDS_OUTPUT].int_val).tolist()
-            with self._lock:
-                self.answers.append((response.model_spec.version.value, ids, image))
+def _raw_traffic(target: str) -> RawTraffic:
+    """Three callers sending Predict in a loop, each rotating through IMAGES, on a plain channel
+    with no retries, so any failure shows."""
 
-    def answered(self) -> int:
-        with self._lock:
-            return len(self.answers)
+    def request(call: int) -> predict_pb2.PredictRequest:
+        return _bytes_request(IMAGES[call % len(IMAGES)])
 
-    def __enter__(self) -> RawTraffic:
-        for thread in self._threads:
-            thread.start()
-        return self
+    def answer(response: predict_pb2.PredictResponse, call: int) -> tuple[int, list[int], int]:
+        ids = np.asarray(response.outputs[contract.TOP_K_CLASS_IDS_OUTPUT].int_val).tolist()
+        return response.model_spec.version.value, ids, call % len(IMAGES)
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(90)
-        self._channel.close()
+    return PredictLoops(target, request, answer, threads=3, call_timeout=60, for_seconds=240)
 
 
 @dataclass(frozen=True)
@@ -307,7 +278,7 @@ def rollout(life: Lifecycle, expected: list[list[int]]) -> Rollout:
     server = life.running()
     with grpc.insecure_channel(server.grpc_target) as channel:
         models = model_service_pb2_grpc.ModelServiceStub(channel)
-        with RawTraffic(server.grpc_target) as traffic:
+        with _raw_traffic(server.grpc_target) as traffic:
             _wait_for_more_answers(traffic, 5, "first answers")
             _roll_out_then_copy_in_a_corrupt_version(life, models, traffic)
         final = model_statuses(models, MODEL)

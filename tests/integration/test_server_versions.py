@@ -5,8 +5,6 @@ test_server_version_policies.py."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,48 +27,24 @@ from tests.fixtures.servers import (
     write_corrupt_version,
     write_half_plus_two,
 )
+from tests.fixtures.traffic import PredictLoops
 
 State = get_model_status_pb2.ModelVersionStatus.State
 
 
-class Callers:
-    """Concurrent Predict loops recording every failure and every (version, y) answer."""
-
-    def __init__(self, target: str, threads: int = 4) -> None:
-        self.failures: list[str] = []
-        self.answers: set[tuple[int, float]] = set()
-        self.count = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._channel = grpc.insecure_channel(target)
-        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._threads = [threading.Thread(target=self._loop) for _ in range(threads)]
-
-    def _loop(self) -> None:
-        deadline = time.monotonic() + 120  # bounded even if the test forgets to stop us
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                response = self._stub.Predict(predict_request(), timeout=30)
-            except grpc.RpcError as err:
-                with self._lock:
-                    self.failures.append(f"{err.code()}: {err.details()}")
-                continue
-            with self._lock:
-                self.count += 1
-                self.answers.add(
-                    (response.model_spec.version.value, response.outputs["y"].float_val[0])
-                )
-
-    def __enter__(self) -> Callers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-        self._channel.close()
+def callers(target: str) -> PredictLoops[tuple[int, float]]:
+    """Four concurrent Predict loops recording every failure and every (version, y) answer."""
+    return PredictLoops(
+        target,
+        lambda _call: predict_request(),
+        lambda response, _call: (
+            response.model_spec.version.value,
+            response.outputs["y"].float_val[0],
+        ),
+        threads=4,
+        call_timeout=30,
+        for_seconds=120,
+    )
 
 
 def warmup_record(signature: str = "serving_default") -> bytes:
@@ -91,8 +65,8 @@ def test_new_version_takes_traffic_without_failures_and_bad_versions_never_do(
     with start_local_server(model_name="default", model_base_path=base, extra_args=FAST_POLL) as s:
         with grpc.insecure_channel(s.grpc_target) as channel:
             models = model_service_pb2_grpc.ModelServiceStub(channel)
-            with Callers(s.grpc_target) as callers:
-                wait_for(lambda: callers.count > 5, what="first answers")
+            with callers(s.grpc_target) as traffic:
+                wait_for(lambda: traffic.answered() > 5, what="first answers")
                 write_half_plus_two(base, 2, offset=2.0)  # atomically renamed into place
                 wait_for(
                     lambda: (
@@ -102,8 +76,8 @@ def test_new_version_takes_traffic_without_failures_and_bad_versions_never_do(
                     ),
                     what="version 2 available and version 1 unloaded",
                 )
-                served_before = callers.count
-                wait_for(lambda: callers.count > served_before + 5, what="answers from v2")
+                served_before = traffic.answered()
+                wait_for(lambda: traffic.answered() > served_before + 5, what="answers from v2")
 
                 write_corrupt_version(base, 3)
                 wait_for(
@@ -116,13 +90,13 @@ def test_new_version_takes_traffic_without_failures_and_bad_versions_never_do(
                     lambda: 4 in (s := model_statuses(models)) and s[4].state == State.END,
                     what="version 4 failing warmup",
                 )
-                served_before = callers.count
-                wait_for(lambda: callers.count > served_before + 5, what="answers after v4")
+                served_before = traffic.answered()
+                wait_for(lambda: traffic.answered() > served_before + 5, what="answers after v4")
             final = model_statuses(models)
         log = s.log_text()
-    assert callers.failures == []
+    assert traffic.failures == []
     # y = 0.5 * 2 + offset; offset == version for the good versions.
-    assert callers.answers == {(1, 2.0), (2, 3.0)}
+    assert set(traffic.answers) == {(1, 2.0), (2, 3.0)}
     assert [final[v].state for v in (4, 3, 2, 1)] == [
         State.END,
         State.END,
