@@ -56,6 +56,11 @@ class Options:
         return 1.0 if self.quick else 2.0
 
     @property
+    def paired_rounds(self) -> int:
+        """Back-to-back limit/served rounds for the served/limit ratio (an odd count: a median)."""
+        return 1 if self.quick else 3
+
+    @property
     def limit_seconds(self) -> float:
         """Seconds per batch size of one limit pass."""
         return max(1.0, self.seconds * 0.5)

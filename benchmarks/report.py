@@ -158,8 +158,23 @@ def _bulk_lines(bulk_doc: Mapping[str, Any] | None) -> list[str]:
     return ["", *bulk.format_report(dict(bulk_doc)).splitlines()]
 
 
+def _paired_lines(doc: Mapping[str, Any]) -> list[str]:
+    rounds = doc.get("paired") or []
+    if not rounds:
+        return []
+    pairs = ", ".join(
+        f"{_num(r.get('served'), '.1f')}/{_num(r.get('limit'), '.1f')}" for r in rounds
+    )
+    median = doc.get("ratios", {}).get("served_over_limit_paired")
+    return [
+        f"served/limit img/s, back to back at the limit's best batch and the top concurrency: "
+        f"{pairs}; median ratio {_num(median, '.3f')}"
+    ]
+
+
 def _target_lines(doc: Mapping[str, Any]) -> list[str]:
     lines = [
+        *_paired_lines(doc),
         "ratios: " + ", ".join(f"{k} {_num(v, '.2f')}" for k, v in doc.get("ratios", {}).items()),
         "targets:",
     ]

@@ -48,6 +48,7 @@ def results_document(
     limit: Mapping[str, Any],
     served: Sequence[Row],
     side: Row,
+    paired: Sequence[Row] = (),
     footprint: Mapping[str, Any],
     precision: Mapping[str, Any] | None,
     duration_s: float,
@@ -60,6 +61,7 @@ def results_document(
         ours=side.get("ours"),
         imports=footprint["import"],
         bytes_variant=BYTES_VARIANT,
+        paired=paired,
     )
     doc: dict[str, Any] = {
         "note": "compare figures within this run only; the load averages before and after "
@@ -91,6 +93,7 @@ def results_document(
         },
         "limit": limit,
         "served": served,
+        "paired": list(paired),
         "client_side": side,
         "footprint": footprint,
         "ratios": ratios,

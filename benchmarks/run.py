@@ -54,7 +54,7 @@ from benchmarks import (
 from benchmarks.exports import ensure_model
 from benchmarks.image_cache import ImageSet
 from benchmarks.limit_process import LimitProcess
-from benchmarks.measure import Row, measure_stream, run_series
+from benchmarks.measure import Row, measure_point, measure_stream, run_series, warm_up
 from benchmarks.options import FOOTPRINT_CACHE, Options, parse_options
 from benchmarks.progress import log
 from benchmarks.stats import summarize_limit
@@ -351,6 +351,42 @@ def measure_served(
     return served
 
 
+def measure_paired(
+    options: Options,
+    target: Target,
+    data: Sequence[bytes],
+    limit: LimitProcess,
+    batch_size: int,
+) -> list[Row]:
+    """Rounds of the limit at its best batch size, then our client at the highest concurrency,
+    back to back, for the served/limit ratio (stats.paired_ratio): each pair seconds apart."""
+    rounds: list[Row] = []
+    ours = load.OursGrpc(target.grpc_target, options.model_name, data, REQUEST_TIMEOUT_S)
+    concurrency = max(options.concurrency)
+    try:
+        warm_up(ours, concurrency, options.warm_seconds)
+        for number in range(1, options.paired_rounds + 1):
+            log(f"paired round {number}: limit at batch {batch_size}, served at c={concurrency}")
+            one = limit.measure(timeout=LOAD_TIMEOUT_S, batch_sizes=[batch_size])
+            row = measure_point(
+                ours,
+                batching=target.batching,
+                concurrency=concurrency,
+                seconds=options.seconds,
+                bytes_per_image=0.0,
+            )
+            rounds.append(
+                {
+                    "limit": one["per_batch_size"][0]["throughput"],
+                    "served": row["throughput"],
+                    "served_p50_ms": row["p50_ms"],
+                }
+            )
+    finally:
+        ours.close()
+    return rounds
+
+
 # -- 5.-7. precision, client only, footprint -------------------------------------------------------
 
 
@@ -428,6 +464,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = serving_targets(options, servers)
         size = served_image_size(targets[0].grpc_target, options.model_name, options.image_size)
         served = measure_served(options, targets, inputs.bench.data, size, limit, limit_passes)
+        paired = (
+            measure_paired(
+                options,
+                targets[0],
+                inputs.bench.data,
+                limit,
+                summarize_limit(*limit_passes)["best_batch_size"],
+            )
+            if options.local
+            else []
+        )
         stop_servers(servers)  # the idle servers would not cost CPU, but free their memory first
         limit_passes.append(
             measure_limit_again(limit, recheck_batch_sizes(limit_passes[0]), "last pass")
@@ -459,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         served_image_size=size,
         limit=limit_summary,
         served=served.rows,
+        paired=paired,
         side=results.client_side(served.rows, served.streams, side_concurrency(options)),
         footprint=foot,
         precision=precision_doc,

@@ -14,10 +14,10 @@ from typing import Any
 SCHEMA_VERSION = 1
 CONCURRENCY_LEVELS: tuple[int, ...] = (1, 4, 16)
 
-# The bundle's speed targets: served throughput within 10% of the limit, p50 at concurrency 1
+# The bundle's speed targets: served throughput at least 0.95 of the limit, p50 at concurrency 1
 # within 15 ms of the limit's, requests 20x smaller, client CPU 10x lower and the client's import
 # 10x faster than the usual way's (evaluate_targets).
-SERVED_OVER_LIMIT_MIN = 0.9
+SERVED_OVER_LIMIT_MIN = 0.95
 P50_OVER_LIMIT_MAX_MS = 15.0
 REQUEST_BYTES_RATIO_MIN = 20.0
 CLIENT_CPU_RATIO_MIN = 10.0
@@ -127,6 +127,22 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def paired_ratio(rounds: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median over ``rounds`` of served over limit throughput, each round measured back to
+    back (``{"limit": img/s, "served": img/s}``). A shared machine's speed drifts by tens of
+    percent between minutes, so two figures taken minutes apart compare the drift as much as
+    the two paths; pairs taken seconds apart, and their median, do not."""
+    ratios = sorted(
+        r
+        for one in rounds
+        if (r := ratio(one.get("served"), one.get("limit"))) is not None and math.isfinite(r)
+    )
+    if not ratios:
+        return None
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+
+
 def compute_ratios(
     *,
     limit: Mapping[str, Any],
@@ -135,13 +151,16 @@ def compute_ratios(
     ours: Mapping[str, Any] | None,
     imports: Mapping[str, Any] | None,
     bytes_variant: str,
+    paired: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, float | None]:
     """The ratios the speed targets compare. ``usual``/``ours`` hold request_bytes_per_image and
-    client_cpu_ms_per_image measured side by side; ``imports`` both import times in seconds."""
+    client_cpu_ms_per_image measured side by side; ``imports`` both import times in seconds;
+    ``paired`` the back-to-back limit and served rounds (:func:`paired_ratio`)."""
     best = best_served(served, bytes_variant)
     usual, ours = usual or {}, ours or {}
     return {
         "served_over_limit": ratio(best["throughput"] if best else None, limit.get("throughput")),
+        "served_over_limit_paired": paired_ratio(paired),
         "request_bytes_usual_over_ours": ratio(
             usual.get("request_bytes_per_image"), ours.get("request_bytes_per_image")
         ),
@@ -180,11 +199,16 @@ def evaluate_targets(
         if limit_p50 is not None and _finite(limit_p50)
         else None
     )
+    # The paired rounds when measured: the best-of-passes limit against one served pass favours
+    # the limit by however much the machine drifted between them.
+    paired = ratios.get("served_over_limit_paired")
+    served_ratio = paired if paired is not None else ratios.get("served_over_limit")
     return {
         "served_throughput_vs_limit": {
-            "value": ratios.get("served_over_limit"),
-            "threshold": f">= {SERVED_OVER_LIMIT_MIN} x limit",
-            "holds": at_least(ratios.get("served_over_limit"), SERVED_OVER_LIMIT_MIN),
+            "value": served_ratio,
+            "threshold": f">= {SERVED_OVER_LIMIT_MIN} x limit"
+            + (" (median of back-to-back rounds)" if paired is not None else ""),
+            "holds": at_least(served_ratio, SERVED_OVER_LIMIT_MIN),
         },
         "p50_at_concurrency_1": {
             "value": best_c1,
@@ -242,6 +266,7 @@ def precision_targets(precision: Mapping[str, Any] | None) -> dict[str, dict[str
 SERVED_KEYS = ("variant", "concurrency", "batching", "throughput", "p50_ms", "p95_ms", "p99_ms")
 RATIO_KEYS = (
     "served_over_limit",
+    "served_over_limit_paired",
     "request_bytes_usual_over_ours",
     "client_cpu_usual_over_ours",
     "import_time_tfs_api_over_ours",

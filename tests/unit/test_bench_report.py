@@ -211,3 +211,12 @@ def test_the_report_ends_with_the_bulk_phase_and_its_ratios_when_measured() -> N
     assert "  remote     96 images:" in text
     assert "  in_process_steady_over_limit: 1.10" in text
     assert "bulk (" not in report.format_table({})
+
+
+def test_format_table_shows_each_paired_round_and_their_median() -> None:
+    doc = _doc()
+    doc["paired"] = [{"limit": 20.0, "served": 19.5}, {"limit": 12.5, "served": 12.0}]
+    doc["ratios"]["served_over_limit_paired"] = 0.967
+    table = report.format_table(doc)
+    assert "19.5/20.0, 12.0/12.5; median ratio 0.967" in table
+    assert "back to back" not in report.format_table(_doc())  # no rounds, no line

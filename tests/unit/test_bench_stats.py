@@ -102,7 +102,7 @@ def test_compute_ratios_leaves_unmeasured_ratios_none() -> None:
 def test_evaluate_targets_holds_at_thresholds_and_fails_below() -> None:
     limit = {"throughput": 10.0, "latency_p50_ms": 105.0}
     ratios = {
-        "served_over_limit": 0.9,
+        "served_over_limit": 0.95,
         "request_bytes_usual_over_ours": 19.9,
         "client_cpu_usual_over_ours": 10.0,
         "import_time_tfs_api_over_ours": None,
@@ -117,6 +117,49 @@ def test_evaluate_targets_holds_at_thresholds_and_fails_below() -> None:
     # best p50 at concurrency 1 over both batching settings: 120 ms = 105 + 15 -> holds
     assert targets["p50_at_concurrency_1"]["value"] == 120.0
     assert targets["p50_at_concurrency_1"]["holds"] is True
+
+
+def test_paired_ratio_is_the_median_of_rounds_measured_back_to_back() -> None:
+    rounds = [
+        {"limit": 20.0, "served": 19.6},  # 0.98
+        {"limit": 12.0, "served": 11.4},  # 0.95: the machine slowed down for both
+        {"limit": 22.0, "served": 15.4},  # 0.70: the limit's pass caught a burst
+    ]
+    assert stats.paired_ratio(rounds) == pytest.approx(0.95)
+    assert stats.paired_ratio(rounds[:2]) == pytest.approx((0.98 + 0.95) / 2)
+    assert stats.paired_ratio([{"limit": 0.0, "served": 3.0}]) is None
+    assert stats.paired_ratio([]) is None
+
+
+def test_served_target_judges_the_paired_ratio_when_rounds_were_measured() -> None:
+    paired = [{"limit": 20.0, "served": 19.2}, {"limit": 14.0, "served": 13.5}]
+    ratios = stats.compute_ratios(
+        limit={"throughput": 22.0, "latency_p50_ms": 90.0},  # best of passes: a burst
+        served=SERVED,
+        usual=None,
+        ours=None,
+        imports=None,
+        bytes_variant="grpc-bytes",
+        paired=paired,
+    )
+    assert ratios["served_over_limit"] == pytest.approx(9.0 / 22.0)
+    assert ratios["served_over_limit_paired"] == pytest.approx((0.96 + 13.5 / 14.0) / 2)
+    targets = stats.evaluate_targets(
+        limit={"throughput": 22.0, "latency_p50_ms": 90.0},
+        served=SERVED,
+        ratios=ratios,
+        bytes_variant="grpc-bytes",
+    )
+    served = targets["served_throughput_vs_limit"]
+    assert served["value"] == ratios["served_over_limit_paired"]
+    assert served["holds"] is True and "back-to-back" in served["threshold"]
+    unpaired = stats.evaluate_targets(
+        limit={"throughput": 22.0},
+        served=SERVED,
+        ratios={**ratios, "served_over_limit_paired": None},
+        bytes_variant="grpc-bytes",
+    )["served_throughput_vs_limit"]
+    assert unpaired["value"] == ratios["served_over_limit"] and unpaired["holds"] is False
 
 
 def test_evaluate_targets_p50_fails_when_over_limit_plus_15_ms() -> None:
