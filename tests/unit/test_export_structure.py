@@ -5,6 +5,7 @@ chain however it is split, the GIF blocks before the first image, PNG compressed
 from __future__ import annotations
 
 import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -189,6 +190,33 @@ def test_sub_block_chain_end_matches_a_plain_walk_across_its_largest_windows(
     assert expected == len(data) - 2 and expected > 2_500_000
     assert int(walks["chain"](data, 1, len(data))[0]) == expected
     _assert_stops_on_a_node_just_past(walks, data, 1, 1_900_000)
+
+
+def test_sub_block_patterns_of_both_byte_orders_take_the_same_whole_sub_blocks() -> None:
+    # The walk picks its pattern by the machine's byte order; the big-endian one cannot run
+    # here, so it is checked on the little-endian text with each letter pair swapped.
+    import tensorflow as tf
+    from xception_export import structure
+
+    rng = np.random.default_rng(3)
+    chain = _chain(rng.integers(1, 256, size=400).tolist() + [1, 2] * 300, rng)
+    data = chain + b"\x00" + bytes(range(256))
+    win = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int32)
+    little = bytes(structure._hex_text(win).numpy())
+    text = {
+        True: little,
+        False: b"".join(
+            little[i + 1 : i + 2] + little[i : i + 1] for i in range(0, len(little), 2)
+        ),
+    }
+    if sys.byteorder == "big":
+        text = {True: text[False], False: text[True]}
+    for little_endian, pattern in (
+        (True, structure._SUB_BLOCKS_LITTLE_ENDIAN),
+        (False, structure._SUB_BLOCKS_BIG_ENDIAN),
+    ):
+        rest = tf.strings.regex_replace(text[little_endian], pattern, "", replace_global=False)
+        assert (len(text[little_endian]) - len(rest.numpy())) // 2 == len(chain)
 
 
 @pytest.mark.parametrize("offset", range(-4, 5))
