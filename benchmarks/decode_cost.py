@@ -295,14 +295,15 @@ def _warm_inputs() -> list[bytes]:
     ]
 
 
-def preprocessor(limits: Any, repeat: int = 1) -> Callable[[bytes], tuple[float, str]]:
-    """Seconds for one image through the graph's preprocessing, and its refusal message ("")."""
+def graph_preprocessing(limits: Any) -> Any:
+    """The export's in-graph preprocessing of a [N] string batch (71x71, nearest, the default
+    --max-pixels) under ``limits``, as one tf.function."""
     import tensorflow as tf
     import xception_contract as contract
     from xception_export import preprocess
 
     divisor = tf.Variable(127.5, trainable=False)
-    run = tf.function(
+    return tf.function(
         lambda images: preprocess.preprocess_batch(
             images,
             size=71,
@@ -313,6 +314,13 @@ def preprocessor(limits: Any, repeat: int = 1) -> Callable[[bytes], tuple[float,
         ),
         input_signature=[tf.TensorSpec([None], tf.string)],
     )
+
+
+def preprocessor(limits: Any, repeat: int = 1) -> Callable[[bytes], tuple[float, str]]:
+    """Seconds for one image through the graph's preprocessing, and its refusal message ("")."""
+    import tensorflow as tf
+
+    run = graph_preprocessing(limits)
     for data in _warm_inputs():
         run(tf.constant([data]))
 

@@ -27,6 +27,7 @@ from benchmarks.decode_cost import (
     gif_split,
     gif_split_irregular,
     gif_sub_block_bomb,
+    graph_preprocessing,
     jpeg_photo,
     jpeg_scan_bomb,
     png_photo,
@@ -64,19 +65,9 @@ def bytes_signature(small_xception_model: ExportedModel) -> Any:
 def graph_preprocess() -> Any:
     """The export's in-graph preprocessing at the default limits (71x71, nearest)."""
     import tensorflow as tf
-    from xception_export import preprocess
+    from xception_export.preprocess import DEFAULT_LIMITS
 
-    divisor = tf.Variable(127.5, trainable=False)
-    run = tf.function(
-        lambda images: preprocess.preprocess_batch(
-            images,
-            size=71,
-            interpolation="nearest",
-            max_pixels=contract.DEFAULT_MAX_PIXELS,
-            divisor=divisor,
-        ),
-        input_signature=[tf.TensorSpec([None], tf.string)],
-    )
+    run = graph_preprocessing(DEFAULT_LIMITS)
     return lambda batch: np.asarray(run(tf.constant(batch)))
 
 
