@@ -132,15 +132,8 @@ def paired_ratio(rounds: Sequence[Mapping[str, Any]]) -> float | None:
     back (``{"limit": img/s, "served": img/s}``). A shared machine's speed drifts by tens of
     percent between minutes, so two figures taken minutes apart compare the drift as much as
     the two paths; pairs taken seconds apart, and their median, do not."""
-    ratios = sorted(
-        r
-        for one in rounds
-        if (r := ratio(one.get("served"), one.get("limit"))) is not None and math.isfinite(r)
-    )
-    if not ratios:
-        return None
-    middle = len(ratios) // 2
-    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    ratios = [r for one in rounds if (r := ratio(one.get("served"), one.get("limit"))) is not None]
+    return percentile(ratios, 50) if ratios else None
 
 
 def compute_ratios(
