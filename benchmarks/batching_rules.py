@@ -9,8 +9,11 @@ Tuning"), applied to what was measured:
   throughput is within ``min_gain`` of the best size that meets the latency goal (a bigger batch
   makes its first caller wait for more images, so it must buy at least that much throughput);
 - num_batch_threads: "equal to the number of CPU cores", for CPU and GPU alike. On CPU that
-  assumes one batch keeps one core busy; a TensorFlow Session whose intra-op pool spans every core
-  already runs each batch on all of them, so cores / (threads per batch) batches run at once;
+  assumes one batch keeps one core busy. Where the served path was measured with each candidate
+  thread count (``ThreadsPoint``), the fewest threads within ``min_gain`` of the best served
+  throughput that meet the goal: one Session run whose intra-op pool spans every core still
+  leaves part of them idle (ops that do not split, the batch thread's own work between runs),
+  which a second batch in flight may fill. Unmeasured: cores / (threads per batch);
 - max_enqueued_batches: "for online serving ... equal to num_batch_threads", raised to hold the
   stated peak of concurrent callers (a full queue answers UNAVAILABLE at once);
 - batch_timeout_micros: CPU "starting with ... 0", then 1-10 ms; GPU "typically a few
@@ -50,6 +53,19 @@ class Point:
 
 
 @dataclass(frozen=True)
+class ThreadsPoint:
+    """The served path measured with ``threads`` batch threads (the other values as decided), at
+    the peak concurrency: images per second, request latency (ms) and, where known, the CPU cores
+    the server kept busy."""
+
+    threads: int
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+    cores_busy: float | None = None
+
+
+@dataclass(frozen=True)
 class Goal:
     """The latency goal a batch size must meet (None: no bound on that percentile)."""
 
@@ -63,12 +79,12 @@ class Goal:
             if value is not None and not value > 0:
                 raise ValueError(f"the {name} goal must be a positive number of ms, got {value}")
 
-    def met_by(self, point: Point) -> bool:
+    def met_by(self, point: Point | ThreadsPoint) -> bool:
         return (self.p50_ms is None or point.p50_ms <= self.p50_ms) and (
             self.p99_ms is None or point.p99_ms <= self.p99_ms
         )
 
-    def latency(self, point: Point) -> float:
+    def latency(self, point: Point | ThreadsPoint) -> float:
         """The percentile the goal bounds most tightly (p99 when both are set)."""
         return point.p99_ms if self.p99_ms is not None else point.p50_ms
 
@@ -126,9 +142,11 @@ def decide(
     peak_concurrency: int = 16,
     min_gain: float = MIN_GAIN,
     largest_request: int = 1,
+    threads_points: Sequence[ThreadsPoint] = (),
 ) -> Decision:
     """Every BatchingParameters value from ``points`` (one per measured batch size).
-    ``largest_request``: the most images one request carries (max_batch_size must hold it)."""
+    ``largest_request``: the most images one request carries (max_batch_size must hold it).
+    ``threads_points``: the served path at each candidate num_batch_threads (CPU), if measured."""
     table = _checked(points)
     if peak_concurrency < 1 or min_gain < 0 or largest_request < 1:
         raise ValueError(
@@ -136,7 +154,10 @@ def decide(
             f"got {peak_concurrency}, {largest_request} and {min_gain}"
         )
     chosen, goal_met, why_size = choose_max_batch_size(table, goal, min_gain, largest_request)
-    threads, why_threads = choose_num_batch_threads(table, chosen, hardware)
+    if threads_points and hardware.device == "cpu":
+        threads, why_threads = choose_measured_batch_threads(threads_points, goal, min_gain)
+    else:
+        threads, why_threads = choose_num_batch_threads(table, chosen, hardware)
     queue, why_queue = choose_max_enqueued_batches(threads, chosen.batch_size, peak_concurrency)
     timeout, why_timeout = choose_batch_timeout_micros(chosen, hardware.device)
     allowed, why_allowed = choose_allowed_batch_sizes(table, chosen.batch_size, hardware.device)
@@ -279,6 +300,45 @@ def choose_num_batch_threads(
         f"More would split the same cores and, with callers merging only while every thread is "
         f"busy, form smaller batches{measured}."
     )
+
+
+def choose_measured_batch_threads(
+    measured: Sequence[ThreadsPoint], goal: Goal, min_gain: float
+) -> tuple[int, str]:
+    """The fewest batch threads within ``min_gain`` of the best served throughput that meets
+    ``goal`` (the fewest-latency count when none does), and why."""
+    counts = [p.threads for p in measured]
+    if len(set(counts)) != len(counts) or min(counts) < 1:
+        raise ValueError(f"batch thread counts must be distinct positive integers, got {counts}")
+    for p in measured:
+        if not all(math.isfinite(v) and v > 0 for v in (p.throughput, p.p50_ms, p.p99_ms)):
+            raise ValueError(f"{p.threads} threads: throughput and latencies must be positive")
+    table = sorted(measured, key=lambda p: p.threads)
+    shown = "; ".join(
+        f"{p.threads}: {p.throughput:.2f} img/s, p99 {p.p99_ms:.0f} ms"
+        + (f", server busy {p.cores_busy:.2f} cores" if p.cores_busy is not None else "")
+        for p in table
+    )
+    head = (
+        f'The guide: num_batch_threads "equal to the number of CPU cores" [{GUIDE}]. Measured '
+        f"here, the served path with this file's other values at the peak concurrency ({shown})."
+    )
+    meeting = [p for p in table if goal.met_by(p)]
+    if not meeting:
+        lowest = min(table, key=goal.latency)
+        return lowest.threads, (
+            f"{head} No count meets {goal}; {lowest.threads} has the lowest latency and is used."
+        )
+    best = max(meeting, key=lambda p: p.throughput)
+    chosen = next(p for p in meeting if best.throughput / p.throughput - 1 < min_gain)
+    why = f"Rule: the fewest threads within {min_gain:.0%} of the best throughput that meet {goal}."
+    if chosen.threads > 1:
+        why += (
+            " One batch's Session run leaves part of the cores idle (ops that do not split over "
+            "the intra-op pool, the batch thread's own work between runs); another batch in "
+            "flight fills them, at the cost of each batch running longer."
+        )
+    return chosen.threads, f"{head} {why}"
 
 
 def choose_max_enqueued_batches(

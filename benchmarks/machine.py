@@ -47,3 +47,16 @@ def load_average() -> list[float]:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return []
+
+
+def process_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float | None:
+    """User plus system CPU seconds ``pid`` has used, threads included (``/proc/<pid>/stat``);
+    None where there is no /proc or no such process."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may hold spaces: utime and
+    # stime are the 14th and 15th fields of the whole line.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

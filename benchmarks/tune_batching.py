@@ -11,11 +11,15 @@ Targets:
   request joins a full batch waits at least that call, so its latency is the call's mean time
   (the limit reports calls and seconds per size). The best of ``--passes`` passes per size, as
   ``make bench`` takes the limit, since the machine may be shared; each pass starts at another
-  size;
+  size. On a CPU with more than one core, num_batch_threads is then measured on the served path
+  (tune_threads.py: xception-serve at the chosen size with 1, 2 and every core's worth of batch
+  threads, driven at the peak concurrency), since how far one Session run fills the cores is the
+  server's property, not the limit's;
 - a live TF Serving (``--target``): our gRPC client sends single-image requests at a concurrency
   equal to the batch size, so a server running the probe config (``--probe-config``: one batch
   thread, a cap above every size measured) forms batches of that size; p50 and p99 are the
-  requests' own.
+  requests' own. The server cannot be restarted from here, so num_batch_threads follows the
+  guide's rule (probe a second count by hand: start TF Serving with it and compare).
 
 The decisions are batching_rules.py's (pure, unit-tested); the file is batching_file.py's.
 Exit status: 0, 1 when no measured size meets the goal (the file is still written, with the
@@ -25,11 +29,10 @@ lowest-latency size, and says so), 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import datetime
+import dataclasses
 import os
 import shlex
 import sys
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +42,6 @@ from xception_client.client import DEFAULT_IMAGES_PER_REQUEST
 
 from benchmarks import batching_file, image_cache, machine
 from benchmarks.batching_rules import (
-    GUIDE,
-    GUIDE_SOURCE,
     MIN_GAIN,
     Decision,
     Device,
@@ -51,8 +52,9 @@ from benchmarks.batching_rules import (
 )
 from benchmarks.exports import ensure_model
 from benchmarks.progress import log
+from benchmarks.tune_report import PROG, Measured, header, report
+from benchmarks.tune_threads import ThreadsProbe, candidate_counts, measure_threads
 
-PROG = "python -m benchmarks.tune_batching"
 BATCH_SIZES = (1, 2, 4, 8, 16)
 P99_GOAL_MS = 1000.0  # online serving on a CPU: a second, batch included
 PEAK_CONCURRENCY = 16  # the benchmark's highest concurrency level
@@ -62,27 +64,6 @@ LARGEST_REQUEST = max(DEFAULT_IMAGES_PER_REQUEST, 4)
 LOAD_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 60.0
 GOAL_NOT_MET = 1
-NOISY = 0.2  # passes of one size further apart than this: say the figures are noisy
-
-
-@dataclass(frozen=True)
-class Measured:
-    points: list[Point]
-    what: str  # the target, for the header and the printout
-    intra_op_threads: int  # of the measured Session (0: TensorFlow's default)
-    load_before: list[float]  # this host's load averages when measuring started
-    spread: float = 0.0  # the largest (best / worst - 1) of a size's throughput over passes
-    remote: bool = False  # measured a server elsewhere (--target), not this host's limit
-
-    def noise_note(self) -> str | None:
-        """A warning when passes disagree by more than NOISY (a shared or throttled machine)."""
-        if self.spread <= NOISY:
-            return None
-        return (
-            f"NOISY: a batch size's throughput varied by up to {self.spread:.0%} between "
-            f"passes (each size is its best pass); re-run on a quiet machine to trust "
-            f"differences of a few %"
-        )
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -192,65 +173,6 @@ def measure_live(
 # -- deciding and writing --------------------------------------------------------------------------
 
 
-def header(
-    decision: Decision, measured: Measured, hardware: Hardware, command: str, cpu_model: str
-) -> list[str]:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        "# TF Serving BatchingParameters (text proto) for --enable_batching and "
-        "--batching_parameters_file.",
-        f"# Written by the batching tuner ({PROG}): re-run it, do not edit.",
-        # A server elsewhere: no "# host:" line, so make bench never takes it for this host's.
-        (
-            f"# server's CPU cores: {hardware.cores} (as given); measured from {cpu_model}"
-            if measured.remote
-            else batching_file.host_line(cpu_model, hardware.cores)
-        ),
-        f"# device: {hardware.device}; date: {now}",
-        f"# command: {command}",
-        f"# measured: {measured.what}",
-        f"# load average (1, 5, 15 min) of this host: {measured.load_before} before, "
-        f"{machine.load_average()} after",
-        f"# goal: {decision.goal}" + ("" if decision.goal_met else " -- NOT MET, see below"),
-        f"# [{GUIDE}]: {GUIDE_SOURCE}",
-        "# throughput (img/s) and latency (ms) per batch size:",
-    ]
-    lines += [
-        f"#   batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f}  "
-        f"p99 {p.p99_ms:8.1f}"
-        for p in measured.points
-    ]
-    note = measured.noise_note()
-    if note:
-        lines += [f"# {line}" for line in textwrap.wrap(note, 98)]
-    return lines
-
-
-def report(decision: Decision, measured: Measured) -> str:
-    """What the tuner prints: the table, then each value and why."""
-    lines = [
-        f"measured: {measured.what}",
-        *(
-            f"  batch {p.batch_size:>3}: {p.throughput:7.2f} img/s  p50 {p.p50_ms:8.1f} ms  "
-            f"p99 {p.p99_ms:8.1f} ms"
-            for p in measured.points
-        ),
-        *([note] if (note := measured.noise_note()) else []),
-        f"goal: {decision.goal}" + ("" if decision.goal_met else "  ** NOT MET **"),
-        f"[{GUIDE}]: {GUIDE_SOURCE}",
-    ]
-    for setting in decision.settings:
-        value = (
-            "unset"
-            if setting.value is None
-            else ",".join(map(str, setting.value))
-            if isinstance(setting.value, tuple)
-            else str(setting.value)
-        )
-        lines.append(f"{setting.name} = {value}\n    {setting.reason}")
-    return "\n".join(lines)
-
-
 def probe_config(batch_sizes: Sequence[int], peak: int) -> str:
     """The BatchingParameters a live server runs while measured: one batch thread (callers queue
     and merge while it runs), a cap at the largest size, a 2 ms timeout so B callers form one
@@ -296,11 +218,16 @@ class Settings:
     largest_request: int = LARGEST_REQUEST
     device: Device | None = None  # None: this host's (detect_device)
     cores: int | None = None  # None: this host's
+    # The batch-thread probe of the served path (tune_threads.py): rounds (0: decide the count
+    # by the guide's rule instead) of this many seconds per count.
+    thread_rounds: int = 3
+    thread_seconds: float = 6.0
 
 
 def default_settings(seconds: float, passes: int) -> Settings:
-    """The command line's defaults (goal p99 <= P99_GOAL_MS) at ``seconds`` per size."""
-    return Settings(Goal(p99_ms=P99_GOAL_MS), seconds=seconds, passes=passes)
+    """The command line's defaults (goal p99 <= P99_GOAL_MS) at ``seconds`` per size, and
+    ``passes`` limit passes and batch-thread rounds."""
+    return Settings(Goal(p99_ms=P99_GOAL_MS), seconds=seconds, passes=passes, thread_rounds=passes)
 
 
 def wants_tuning(
@@ -323,6 +250,26 @@ def wants_tuning(
     )
 
 
+def hardware_of(settings: Settings, measured: Measured) -> Hardware:
+    return Hardware(
+        settings.device or detect_device(),
+        settings.cores or host_cores(),
+        measured.intra_op_threads,
+    )
+
+
+def decide_from(measured: Measured, settings: Settings) -> Decision:
+    return decide(
+        measured.points,
+        settings.goal,
+        hardware_of(settings, measured),
+        peak_concurrency=settings.peak_concurrency,
+        min_gain=settings.min_gain,
+        largest_request=settings.largest_request,
+        threads_points=measured.threads,
+    )
+
+
 def conclude(
     measured: Measured,
     settings: Settings,
@@ -331,26 +278,46 @@ def conclude(
     show: Callable[[str], None] = print,
 ) -> Decision:
     """Decide, show why (stdout by default), and write ``output``."""
-    hardware = Hardware(
-        settings.device or detect_device(),
-        settings.cores or host_cores(),
-        measured.intra_op_threads,
-    )
-    decision = decide(
-        measured.points,
-        settings.goal,
-        hardware,
-        peak_concurrency=settings.peak_concurrency,
-        min_gain=settings.min_gain,
-        largest_request=settings.largest_request,
-    )
+    decision = decide_from(measured, settings)
     show(report(decision, measured))
+    hardware = hardware_of(settings, measured)
     text = batching_file.render(
         decision, header(decision, measured, hardware, command, machine.cpu_model())
     )
     batching_file.write(output, text)
     log(f"wrote {output}")
     return decision
+
+
+def probe_threads(
+    measured: Measured, settings: Settings, model_dir: Path, jpegs: Path, log_dir: Path
+) -> Measured:
+    """``measured`` with the served path probed at each candidate batch-thread count, for the
+    batch size and timeout the limit decides (unchanged where there is nothing to probe: a GPU,
+    one core, or no rounds asked for)."""
+    hardware = hardware_of(settings, measured)
+    counts = candidate_counts(hardware.cores)
+    if hardware.device != "cpu" or len(counts) < 2 or settings.thread_rounds < 1:
+        return measured
+    first = decide_from(measured, settings)
+    timeout = first.value("batch_timeout_micros")
+    probe = ThreadsProbe(
+        max_batch_size=first.chosen.batch_size,
+        batch_timeout_micros=timeout if isinstance(timeout, int) else 0,
+        thread_counts=counts,
+        peak_concurrency=settings.peak_concurrency,
+        seconds=settings.thread_seconds,
+        rounds=settings.thread_rounds,
+    )
+    log(f"probing num_batch_threads {','.join(map(str, counts))} on the served path")
+    data = [f.read_bytes() for f in sorted(jpegs.glob("*.jpg"))]
+    points = measure_threads(model_dir.parent, "xception", data, probe, log_dir)
+    what = (
+        f"xception-serve at batch {probe.max_batch_size}, {settings.peak_concurrency} "
+        f"single-image callers, median of {probe.rounds} rounds of {probe.seconds:g} s per "
+        f"thread count"
+    )
+    return dataclasses.replace(measured, threads=tuple(points), threads_what=what)
 
 
 def tune_at_limit(
@@ -363,7 +330,8 @@ def tune_at_limit(
     command: str,
     show: Callable[[str], None] = print,
 ) -> Decision:
-    """Measure the in-process limit, then conclude (``make bench``'s tune phase calls this)."""
+    """Measure the in-process limit and probe the batch threads on the served path, then
+    conclude (``make bench``'s tune phase calls this)."""
     measured = measure_limit(
         model_dir,
         pixels,
@@ -373,6 +341,7 @@ def tune_at_limit(
         settings.passes,
         build_dir / "logs" / "tune-limit.log",
     )
+    measured = probe_threads(measured, settings, model_dir, jpegs, build_dir / "logs")
     return conclude(measured, settings, output, command, show)
 
 
@@ -397,6 +366,11 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    """0 or more."""
+    return 0 if text.strip() == "0" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:
@@ -445,6 +419,19 @@ def _add_measurement_flags(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=3,
         help="limit passes, each in another order; best per size (default 3)",
+    )
+    p.add_argument(
+        "--thread-rounds",
+        type=_whole_number,
+        default=3,
+        help="rounds of the served path at each batch-thread count (CPU, in-process target; "
+        "0: the guide's rule decides the count; default 3)",
+    )
+    p.add_argument(
+        "--thread-seconds",
+        type=_positive_float,
+        default=6.0,
+        help="measured seconds per batch-thread count and round (default 6)",
     )
     p.add_argument(
         "--images",
@@ -549,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.largest_request,
         args.device,
         args.cores,
+        args.thread_rounds,
+        args.thread_seconds,
     )
     repo = args.repo.resolve()
     build_dir = (args.build_dir or repo / "build" / "bench").resolve()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from xception_serving.config import files as config_files
 
-from benchmarks import batching_file, tune_batching
+from benchmarks import batching_file, tune_batching, tune_report
 from benchmarks.batching_rules import Decision, Goal, Hardware, Point, decide
 
 CPU = Hardware("cpu", cores=2)  # intra-op 0: TensorFlow's default, every core per run
@@ -253,11 +253,11 @@ def test_passes_that_disagree_by_more_than_a_fifth_are_reported_as_noisy() -> No
     ]
     spread = tune_batching.pass_spread(passes)
     assert spread == pytest.approx(0.5)
-    noisy = tune_batching.Measured([], "limit", 0, [], spread)
+    noisy = tune_report.Measured([], "limit", 0, [], spread)
     assert (noisy.noise_note() or "").startswith(
         "NOISY: a batch size's throughput varied by up to 50% between passes"
     )
-    assert tune_batching.Measured([], "limit", 0, [], 0.1).noise_note() is None
+    assert tune_report.Measured([], "limit", 0, [], 0.1).noise_note() is None
 
 
 def test_a_config_tuned_against_a_remote_server_is_never_taken_for_this_hosts(
@@ -265,8 +265,8 @@ def test_a_config_tuned_against_a_remote_server_is_never_taken_for_this_hosts(
 ) -> None:
     decision = decide(CPU_TABLE, Goal(p99_ms=2000), CPU)
     for remote in (False, True):
-        measured = tune_batching.Measured(CPU_TABLE, "somewhere", 0, [], remote=remote)
-        lines = tune_batching.header(decision, measured, CPU, "cmd", "Test CPU @ 2GHz")
+        measured = tune_report.Measured(CPU_TABLE, "somewhere", 0, [], remote=remote)
+        lines = tune_report.header(decision, measured, CPU, "cmd", "Test CPU @ 2GHz")
         path = tmp_path / f"remote-{remote}.config"
         batching_file.write(path, batching_file.render(decision, lines))
         expected = None if remote else ("Test CPU @ 2GHz", 2)
@@ -299,6 +299,8 @@ def test_the_probe_config_runs_one_batch_thread_capped_at_the_largest_size() -> 
         (["--batch-sizes", "0,4"], "batch sizes must be positive, got '0,4'"),
         (["--p99-goal-ms", "-5"], "expected a positive number, got '-5'"),
         (["--passes", "0"], "expected a positive whole number, got '0'"),
+        (["--thread-rounds", "-1"], "expected a positive whole number, got '-1'"),
+        (["--thread-seconds", "0"], "expected a positive number, got '0'"),
     ],
 )
 def test_bad_arguments_exit_2_naming_what_was_wrong(
