@@ -49,7 +49,7 @@ GOOD_DEADLINE_S = 20.0
 GOOD_LATENCY_S = 5.0
 # `make serve`'s batching (serving/batching-cpu.config) in what matters here.
 MAKE_SERVE_BATCHING = BatchingOptions(
-    max_batch_size=4, batch_timeout_s=0.0, num_batch_threads=1, max_enqueued_batches=16
+    max_batch_size=4, batch_timeout_s=0.0, num_batch_threads=2, max_enqueued_batches=16
 )
 BATCHING = {"batching off": None, "batching as make serve": MAKE_SERVE_BATCHING}
 

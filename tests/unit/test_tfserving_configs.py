@@ -14,6 +14,8 @@ from xception_contract import DEFAULT_MODEL_NAME
 from xception_serving import launch_tfserving
 from xception_serving.config import files as config_files
 
+from benchmarks import batching_file
+
 from tests.fixtures.pki import make_pki
 
 SERVING = Path(__file__).resolve().parents[2] / "serving"
@@ -59,11 +61,17 @@ def test_batching_config_parses_and_passes_tf_servings_startup_checks() -> None:
     assert not params.pad_variable_length_inputs
 
 
-def test_cpu_batching_config_never_pads_and_runs_one_batch_at_a_time() -> None:
-    params = config_files.read_batching_parameters(SERVING / "batching-cpu.config")
+def test_cpu_batching_config_never_pads_and_its_batch_threads_were_measured_on_its_host() -> None:
+    path = SERVING / "batching-cpu.config"
+    params = config_files.read_batching_parameters(path)
     assert not params.allowed_batch_sizes  # padding would compute empty rows on the CPU
-    assert params.num_batch_threads.value == 1
     assert params.batch_timeout_micros.value == 0
+    tuned_on = batching_file.tuned_host(path)
+    assert tuned_on is not None, "the CPU config is the tuner's: its header names the host"
+    threads = params.num_batch_threads.value
+    assert 1 <= threads <= tuned_on[1]
+    # The count is the served path's measured best, not an assumption: its row is in the header.
+    assert re.search(rf"^#   threads +{threads}: ", path.read_text(), re.MULTILINE)
 
 
 @pytest.mark.parametrize("name", ["batching.config", "batching-cpu.config"])
