@@ -93,7 +93,7 @@ def measure_threads(
                 servers[threads] = local_server.launch(
                     f"threads-{threads}",
                     model_name=model_name,
-                    model_base_path=model_base_path,
+                    model_base_path=model_base_path.resolve(),  # TF Serving wants it absolute
                     log_dir=log_dir,
                     batching_config=config,
                 )
