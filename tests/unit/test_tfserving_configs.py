@@ -15,7 +15,6 @@ from xception_serving import launch_tfserving
 from xception_serving.config import files as config_files
 
 from benchmarks import batching_file
-
 from tests.fixtures.pki import make_pki
 
 SERVING = Path(__file__).resolve().parents[2] / "serving"
