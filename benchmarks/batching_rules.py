@@ -306,7 +306,7 @@ def choose_measured_batch_threads(
     measured: Sequence[ThreadsPoint], goal: Goal, min_gain: float
 ) -> tuple[int, str]:
     """The fewest batch threads within ``min_gain`` of the best served throughput that meets
-    ``goal`` (the fewest-latency count when none does), and why."""
+    ``goal`` (by throughput alone when no count meets it: that is capacity), and why."""
     counts = [p.threads for p in measured]
     if len(set(counts)) != len(counts) or min(counts) < 1:
         raise ValueError(f"batch thread counts must be distinct positive integers, got {counts}")
@@ -324,14 +324,22 @@ def choose_measured_batch_threads(
         f"here, the served path with this file's other values at the peak concurrency ({shown})."
     )
     meeting = [p for p in table if goal.met_by(p)]
+    capacity = ""
     if not meeting:
-        lowest = min(table, key=goal.latency)
-        return lowest.threads, (
-            f"{head} No count meets {goal}; {lowest.threads} has the lowest latency and is used."
+        # At the peak, callers queue for the server's capacity: every count missing the goal is
+        # a matter of replicas, and the faster count also queues its callers for less time.
+        meeting = table
+        capacity = (
+            f" No count meets {goal} at the peak: the callers queue for the server's capacity, "
+            f"which more replicas or fewer callers per replica fix, not the thread count; so the "
+            f"count is chosen by throughput alone, which also shortens that queue."
         )
     best = max(meeting, key=lambda p: p.throughput)
     chosen = next(p for p in meeting if best.throughput / p.throughput - 1 < min_gain)
-    why = f"Rule: the fewest threads within {min_gain:.0%} of the best throughput that meet {goal}."
+    why = (
+        f"Rule: the fewest threads within {min_gain:.0%} of the best throughput that meet "
+        f"{goal}." + capacity
+    )
     if chosen.threads > 1:
         why += (
             " One batch's Session run leaves part of the cores idle (ops that do not split over "

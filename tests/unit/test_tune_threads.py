@@ -55,10 +55,14 @@ def test_a_count_that_misses_the_latency_goal_is_not_chosen() -> None:
     assert threads_reason(served((1, 18.0, 900), (2, 20.0, 1100)))[0] == 1
 
 
-def test_when_no_count_meets_the_goal_the_lowest_latency_one_is_used_and_said() -> None:
-    threads, reason = threads_reason(served((1, 8.0, 2100), (2, 9.0, 1900)))
+def test_when_no_count_meets_the_goal_at_the_peak_throughput_decides_and_says_why() -> None:
+    # Measured here on a slow minute (make bench --quick --tune always): both over 1 s at 16
+    # callers, the second thread 7.6% faster with the noisier p99.
+    threads, reason = threads_reason(served((1, 15.35, 1144), (2, 16.52, 1256)))
     assert threads == 2
-    assert "No count meets p99 <= 1000 ms; 2 has the lowest latency and is used." in reason
+    assert "No count meets p99 <= 1000 ms at the peak" in reason
+    assert "chosen by throughput alone" in reason
+    assert threads_reason(served((1, 15.35, 1144), (2, 15.6, 1100)))[0] == 1  # +1.6%
 
 
 def test_unmeasured_cpus_and_every_gpu_keep_the_guides_rule() -> None:
