@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks import load, stats
 from benchmarks.progress import log
@@ -12,6 +12,14 @@ from benchmarks.progress import log
 Row = dict[str, Any]  # one JSON object of the results
 STREAM_IMAGES = 24  # images per client-CPU stream against the real server
 MAX_REQUESTS = 100_000  # per point: a bound, never reached at the speeds measured here
+T = TypeVar("T")
+
+
+def rotated(items: Sequence[T], turn: int) -> list[T]:
+    """``items`` starting at its ``turn``-th entry: each pass measures them in another order, so
+    no item always meets the same phase of a shared machine's load."""
+    start = turn % len(items)
+    return [*items[start:], *items[:start]]
 
 
 def measure_point(

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from xception_client.client import DEFAULT_IMAGES_PER_REQUEST
+from xception_contract import DEFAULT_MODEL_NAME
 
 from benchmarks import batching_file, image_cache, machine
 from benchmarks.batching_rules import (
@@ -51,6 +52,7 @@ from benchmarks.batching_rules import (
     decide,
 )
 from benchmarks.exports import ensure_model
+from benchmarks.measure import rotated
 from benchmarks.progress import log
 from benchmarks.tune_report import PROG, Measured, header, report
 from benchmarks.tune_threads import ThreadsProbe, candidate_counts, measure_threads
@@ -81,13 +83,6 @@ def best_per_size(passes: Sequence[Mapping[str, Any]]) -> list[Point]:
             if size not in best or point.throughput > best[size].throughput:
                 best[size] = point
     return [best[size] for size in sorted(best)]
-
-
-def rotated(sizes: Sequence[int], turn: int) -> list[int]:
-    """``sizes`` starting at its ``turn``-th entry: each pass measures them in another order, so
-    no size always meets the same phase of a shared machine's load."""
-    start = turn % len(sizes)
-    return [*sizes[start:], *sizes[:start]]
 
 
 def pass_spread(passes: Sequence[Mapping[str, Any]]) -> float:
@@ -311,7 +306,7 @@ def probe_threads(
     )
     log(f"probing num_batch_threads {','.join(map(str, counts))} on the served path")
     data = [f.read_bytes() for f in sorted(jpegs.glob("*.jpg"))]
-    points = measure_threads(model_dir.parent, "xception", data, probe, log_dir)
+    points = measure_threads(model_dir.parent, DEFAULT_MODEL_NAME, data, probe, log_dir)
     what = (
         f"xception-serve at batch {probe.max_batch_size}, {settings.peak_concurrency} "
         f"single-image callers, median of {probe.rounds} rounds of {probe.seconds:g} s per "

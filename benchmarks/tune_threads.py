@@ -12,7 +12,6 @@ many cores it kept busy, which is why a count wins or not.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ from pathlib import Path
 
 from xception_serving.testing.process import ServerProcess
 
-from benchmarks import local_server, machine, stats
-from benchmarks.batching_rules import ThreadsPoint
+from benchmarks import load, local_server, machine, stats
+from benchmarks.batching_rules import ThreadsPoint, choose_max_enqueued_batches
+from benchmarks.measure import measure_point, rotated, warm_up
 from benchmarks.progress import log
 
 LOAD_TIMEOUT_S = 300.0
@@ -50,7 +50,7 @@ def candidate_counts(cores: int) -> tuple[int, ...]:
 def probe_config(probe: ThreadsProbe, threads: int) -> str:
     """The BatchingParameters one probe server runs: the decided values, ``threads`` batch
     threads, and a queue that holds every caller (a full queue would answer UNAVAILABLE)."""
-    queue = max(threads, math.ceil(probe.peak_concurrency / probe.max_batch_size))
+    queue, _why = choose_max_enqueued_batches(threads, probe.max_batch_size, probe.peak_concurrency)
     return (
         "# Batch-thread probe of python -m benchmarks.tune_batching: not for production.\n"
         f"max_batch_size {{ value: {probe.max_batch_size} }}\n"
@@ -112,9 +112,6 @@ def _rounds(
     data: Sequence[bytes],
     probe: ThreadsProbe,
 ) -> dict[int, list[dict[str, float]]]:
-    from benchmarks import load
-    from benchmarks.measure import measure_point, warm_up
-
     drivers = {
         threads: load.OursGrpc(server.grpc_target, model_name, data, REQUEST_TIMEOUT_S)
         for threads, server in servers.items()
@@ -124,8 +121,7 @@ def _rounds(
     try:
         for number in range(probe.rounds):
             log(f"batch-thread probe, round {number + 1}/{probe.rounds}")
-            start = number % len(counts)
-            for threads in [*counts[start:], *counts[:start]]:
+            for threads in rotated(counts, number):
                 warm_up(drivers[threads], probe.peak_concurrency, WARM_S)
                 pid = servers[threads].process.pid
                 cpu_before = machine.process_cpu_seconds(pid)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from xception_serving.config import files as config_files
 
-from benchmarks import batching_file, tune_batching, tune_report
+from benchmarks import batching_file, measure, tune_batching, tune_report
 from benchmarks.batching_rules import Decision, Goal, Hardware, Point, decide
 
 CPU = Hardware("cpu", cores=2)  # intra-op 0: TensorFlow's default, every core per run
@@ -274,7 +274,7 @@ def test_a_config_tuned_against_a_remote_server_is_never_taken_for_this_hosts(
 
 
 def test_each_limit_pass_starts_at_another_size() -> None:
-    assert [tune_batching.rotated([1, 2, 4], turn) for turn in range(4)] == [
+    assert [measure.rotated([1, 2, 4], turn) for turn in range(4)] == [
         [1, 2, 4],
         [2, 4, 1],
         [4, 1, 2],
